@@ -1,0 +1,353 @@
+//! The GPU runtime on wgpu: adapter choice, a device with the adapter's real limits, buffer
+//! helpers, pipelines built once, and wgpu errors turned into [`Error`]s.
+
+pub mod eval;
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+
+pub use eval::{EvalParams, GpuEvaluator};
+
+/// What `gpsamp devices` shows of an adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. "NVIDIA H100" or "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Graphics API backend (Vulkan, Metal, Dx12, Gl).
+    pub backend: String,
+    /// Discrete, integrated, virtual or CPU (lavapipe is a CPU device).
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Largest storage buffer binding, bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer_size: u64,
+    /// Workgroups per dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Workgroup memory, bytes.
+    pub max_compute_workgroup_storage_size: u32,
+    /// Threads per workgroup.
+    pub max_compute_invocations_per_workgroup: u32,
+}
+
+impl AdapterSummary {
+    fn new(info: &wgpu::AdapterInfo, limits: &wgpu::Limits) -> Self {
+        Self {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        }
+    }
+}
+
+/// The backends to search: `WGPU_BACKEND` (vulkan, metal, dx12, gl) when set, else the
+/// primary ones (Vulkan, Metal, DX12); OpenGL compute is a last resort one asks for by name.
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends();
+    wgpu::Instance::new(desc)
+}
+
+/// Lists every adapter wgpu can see.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let instance = instance();
+    pollster::block_on(instance.enumerate_adapters(backends()))
+        .iter()
+        .map(|a| AdapterSummary::new(&a.get_info(), &a.limits()))
+        .collect()
+}
+
+/// A GPU device and queue with the adapter's full limits; build once, share everywhere.
+pub struct GpuContext {
+    /// The adapter's description.
+    pub summary: AdapterSummary,
+    /// The device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// The limits the device was created with (the adapter's own).
+    pub limits: wgpu::Limits,
+}
+
+impl GpuContext {
+    /// Picks an adapter (by `WGPU_ADAPTER_NAME` if set, else the high-performance default,
+    /// within `WGPU_BACKEND` if set) and creates a device with its real limits.
+    pub fn new() -> Result<Arc<Self>> {
+        let instance = instance();
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(want) if !want.is_empty() => {
+                let want_lc = want.to_lowercase();
+                pollster::block_on(instance.enumerate_adapters(backends()))
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want_lc))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(" whose name contains WGPU_ADAPTER_NAME={want:?}"))
+                    })?
+            }
+            _ => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::NoAdapter(format!(" ({e})")))?,
+        };
+        let limits = adapter.limits();
+        let summary = AdapterSummary::new(&adapter.get_info(), &limits);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("gpsamp"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::default(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Device(e.to_string()))?;
+        // Errors outside an error scope would otherwise panic; every gpsamp operation runs
+        // inside a scope, so anything arriving here is logged rather than fatal.
+        device.on_uncaptured_error(Arc::new(|e| eprintln!("gpsamp: uncaptured GPU error: {e}")));
+        Ok(Arc::new(Self {
+            summary,
+            device,
+            queue,
+            limits,
+        }))
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and returns the first
+    /// error wgpu reports as [`Error::Gpu`].
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        match v.or(o) {
+            Some(e) => Err(Error::Gpu {
+                context: context.into(),
+                message: e.to_string(),
+            }),
+            None => Ok(out),
+        }
+    }
+
+    /// Compiles a compute shader (validated by naga first, so errors name the shader).
+    pub fn pipeline(
+        &self,
+        name: &str,
+        source: &str,
+        layout: &wgpu::BindGroupLayout,
+    ) -> Result<wgpu::ComputePipeline> {
+        crate::shader::validate(name, source)?;
+        self.scoped(name, || {
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            let pl = self
+                .device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(name),
+                    bind_group_layouts: &[Some(layout)],
+                    immediate_size: 0,
+                });
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(name),
+                    layout: Some(&pl),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        })
+    }
+
+    /// A bind group layout of one uniform (if `uniform`) followed by storage buffers, each
+    /// read-only or read-write as `read_only` says.
+    pub fn layout(&self, uniform: bool, read_only: &[bool]) -> wgpu::BindGroupLayout {
+        let mut entries = Vec::new();
+        if uniform {
+            entries.push(entry(0, wgpu::BufferBindingType::Uniform));
+        }
+        let first = u32::from(uniform);
+        for (i, &ro) in read_only.iter().enumerate() {
+            entries.push(entry(
+                first + i as u32,
+                wgpu::BufferBindingType::Storage { read_only: ro },
+            ));
+        }
+        self.device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: None,
+                entries: &entries,
+            })
+    }
+
+    /// A storage buffer holding `data` (at least 4 bytes, so empty data can still bind).
+    pub fn storage_init<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+        copy_src: bool,
+    ) -> Result<wgpu::Buffer> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.check_binding(label, bytes.len() as u64)?;
+        let pad = [0u8; 4];
+        let contents = if bytes.is_empty() { &pad[..] } else { bytes };
+        let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        if copy_src {
+            usage |= wgpu::BufferUsages::COPY_SRC;
+        }
+        self.scoped(label, || {
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents,
+                    usage,
+                })
+        })
+    }
+
+    /// An uninitialised storage buffer of `size` bytes.
+    pub fn storage(&self, label: &str, size: u64, copy_src: bool) -> Result<wgpu::Buffer> {
+        self.check_binding(label, size)?;
+        let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        if copy_src {
+            usage |= wgpu::BufferUsages::COPY_SRC;
+        }
+        self.scoped(label, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4),
+                usage,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A buffer the host can map for reading.
+    pub fn staging(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        self.scoped(label, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A uniform buffer holding `value`.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    fn check_binding(&self, label: &str, size: u64) -> Result<()> {
+        if size > self.limits.max_storage_buffer_binding_size || size > self.limits.max_buffer_size
+        {
+            return Err(Error::Gpu {
+                context: label.into(),
+                message: format!(
+                    "{size} bytes exceed the adapter's storage binding limit of {} bytes",
+                    self.limits
+                        .max_storage_buffer_binding_size
+                        .min(self.limits.max_buffer_size)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies `size` bytes of `src` into `staging`, waits, and returns them as `T`s.
+    pub fn read_back<T: bytemuck::Pod>(
+        &self,
+        src: &wgpu::Buffer,
+        staging: &wgpu::Buffer,
+        size: u64,
+    ) -> Result<Vec<T>> {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, 0, staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        self.map_read(staging, size)
+    }
+
+    /// Maps the first `size` bytes of a staging buffer after all submitted work, copies them
+    /// out and unmaps.
+    pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, size: u64) -> Result<Vec<T>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slice = staging.slice(..size);
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                context: "waiting for the GPU".into(),
+                message: e.to_string(),
+            })?;
+        rx.recv()
+            .map_err(|e| Error::Gpu {
+                context: "mapping a buffer".into(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| Error::Gpu {
+                context: "mapping a buffer".into(),
+                message: e.to_string(),
+            })?;
+        let out = {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
+                context: "reading a mapped buffer".into(),
+                message: e.to_string(),
+            })?;
+            bytemuck::cast_slice::<u8, T>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Splits `groups` workgroups over x and y within the per-dimension limit.
+    pub fn grid(&self, groups: u32) -> (u32, u32) {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if groups <= max {
+            (groups.max(1), 1)
+        } else {
+            let y = groups.div_ceil(max);
+            (groups.div_ceil(y), y)
+        }
+    }
+}
+
+fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}

@@ -1,0 +1,357 @@
+//! `gpsamp bench`: batch log density + gradient evaluations per second for every family, on
+//! the CPU and GPU backends side by side, with a floor estimate for the CPU.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use gpsamp::backend::gpu::{AdapterSummary, GpuContext, GpuEvaluator};
+use gpsamp::backend::{CpuEvaluator, Evaluator};
+use gpsamp::rng::{host_rng, Purpose};
+use gpsamp::{DataBatch, Likelihood, MixGlm, Model, Priors};
+use rand::RngExt;
+use serde::Serialize;
+
+/// Options of `gpsamp bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print the report as JSON on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Data points per dataset.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Chain counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,1024,16384")]
+    chains: Vec<usize>,
+    /// Minimum seconds per measurement.
+    #[arg(long, default_value_t = 0.5)]
+    seconds: f64,
+    /// Skip the GPU backend even when an adapter exists.
+    #[arg(long)]
+    no_gpu: bool,
+    /// Only these families (glm-gaussian, glm-bernoulli, glm-poisson, gmm, mixglm).
+    #[arg(long, value_delimiter = ',')]
+    families: Vec<String>,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    family: String,
+    n: usize,
+    chains: usize,
+    backend: String,
+    /// `end-to-end` (positions up, densities and gradients down) or `resident` (GPU only:
+    /// repeated dispatches on device-resident positions, no transfers).
+    mode: String,
+    evals_per_sec: f64,
+    calls: usize,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Floor {
+    family: String,
+    n: usize,
+    flops_per_eval: f64,
+    transcendentals_per_eval: f64,
+    flops_per_transcendental: f64,
+    cores: usize,
+    ghz: f64,
+    f64_lanes: usize,
+    peak_gflops: f64,
+    floor_evals_per_sec: f64,
+    best_cpu_evals_per_sec: f64,
+    fraction_of_floor: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    cpu_threads: usize,
+    adapter: Option<AdapterSummary>,
+    gpu_note: Option<String>,
+    rows: Vec<Row>,
+    floor: Option<Floor>,
+}
+
+fn families(p: &Priors) -> Vec<(&'static str, MixGlm)> {
+    vec![
+        (
+            "glm-gaussian",
+            MixGlm::glm(Likelihood::Gaussian, 1, *p).expect("valid"),
+        ),
+        (
+            "glm-bernoulli",
+            MixGlm::glm(Likelihood::Bernoulli, 1, *p).expect("valid"),
+        ),
+        (
+            "glm-poisson",
+            MixGlm::glm(Likelihood::Poisson, 1, *p).expect("valid"),
+        ),
+        ("gmm", MixGlm::gmm(2, *p).expect("valid")),
+        ("mixglm", MixGlm::mixreg(2, 1, *p).expect("valid")),
+    ]
+}
+
+fn timed(
+    min_secs: f64,
+    mut f: impl FnMut() -> anyhow::Result<usize>,
+) -> anyhow::Result<(usize, f64)> {
+    f()?; // warm-up: caches, pipeline first use
+    let start = Instant::now();
+    let mut calls = 0;
+    loop {
+        calls += f()?;
+        let t = start.elapsed().as_secs_f64();
+        if t >= min_secs && calls >= 2 {
+            return Ok((calls, t));
+        }
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.n == 0 || a.chains.iter().any(|&c| c == 0) {
+        anyhow::bail!("--n and every --chains value must be at least 1");
+    }
+    let priors = Priors::default();
+    let mut fams = families(&priors);
+    if !a.families.is_empty() {
+        for f in &a.families {
+            if !fams.iter().any(|(n, _)| n == f) {
+                anyhow::bail!("--families: unknown family {f:?} (glm-gaussian, glm-bernoulli, glm-poisson, gmm, mixglm)");
+            }
+        }
+        fams.retain(|(n, _)| a.families.iter().any(|f| f == n));
+    }
+    let (ctx, gpu_note) = if a.no_gpu {
+        (None, Some("skipped (--no-gpu)".to_string()))
+    } else {
+        match GpuContext::new() {
+            Ok(c) => (Some(c), None),
+            Err(e) => {
+                eprintln!("gpsamp bench: {e}; measuring the CPU backend only");
+                (None, Some(e.to_string()))
+            }
+        }
+    };
+    let progress = !a.quiet && std::io::stderr().is_terminal();
+    let per_family = a.chains.len() * (1 + if ctx.is_some() { 2 } else { 0 });
+    let bar = if progress {
+        indicatif::ProgressBar::new((fams.len() * per_family) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+
+    let mut rows = Vec::new();
+    for (name, model) in &fams {
+        let mut rng = host_rng(1, 0, Purpose::Simulate);
+        let (truth, dataset) = model.simulate(a.n, &mut rng);
+        let data = Arc::new(DataBatch::new(model.features(), &[dataset])?);
+        let model: Arc<dyn Model> = Arc::new(model.clone());
+        for &chains in &a.chains {
+            let d = model.dim();
+            let theta: Vec<f64> = (0..chains * d)
+                .map(|i| truth[i % d] + 0.1 * (rng.random::<f64>() - 0.5))
+                .collect();
+            let mut logp = vec![0.0; chains];
+            let mut grad = vec![0.0; chains * d];
+            let mut push = |backend: String, mode: &str, (calls, secs): (usize, f64)| {
+                rows.push(Row {
+                    family: name.to_string(),
+                    n: a.n,
+                    chains,
+                    backend,
+                    mode: mode.into(),
+                    evals_per_sec: (calls * chains) as f64 / secs,
+                    calls,
+                    seconds: secs,
+                });
+            };
+            bar.set_message(format!("{name} x {chains} chains: cpu"));
+            let mut cpu = CpuEvaluator::new(model.clone(), data.clone(), chains)?;
+            let t = timed(a.seconds, || {
+                cpu.eval(&theta, &mut logp, &mut grad)?;
+                Ok(1)
+            })?;
+            push(cpu.backend(), "end-to-end", t);
+            bar.inc(1);
+            if let Some(ctx) = &ctx {
+                bar.set_message(format!("{name} x {chains} chains: gpu"));
+                let mut gpu = GpuEvaluator::new(ctx.clone(), model.as_ref(), &data, chains, None)
+                    .with_context(|| format!("building the GPU evaluator for {name}"))?;
+                let t = timed(a.seconds, || {
+                    gpu.eval(&theta, &mut logp, &mut grad)?;
+                    Ok(1)
+                })?;
+                push(gpu.backend(), "end-to-end", t);
+                bar.inc(1);
+                gpu.upload(&theta);
+                let t = timed(a.seconds, || {
+                    gpu.dispatch(10)?;
+                    Ok(10)
+                })?;
+                push(gpu.backend(), "resident", t);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    let floor = fams
+        .iter()
+        .find(|(n, _)| *n == "mixglm")
+        .map(|(_, m)| floor(m, a.n, &rows));
+    let report = Report {
+        cpu_threads: rayon::current_num_threads(),
+        adapter: ctx.as_ref().map(|c| c.summary.clone()),
+        gpu_note,
+        rows,
+        floor,
+    };
+    let table = render(&report);
+    if a.json {
+        eprint!("{table}");
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+fn cpu_ghz() -> f64 {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or(3.0, |mhz| mhz / 1000.0)
+}
+
+fn f64_lanes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return 4;
+        }
+    }
+    2
+}
+
+/// The arithmetic floor: every flop at the SIMD width the kernel is compiled for, two FMA
+/// pipes per core, all cores busy; an exp/log counted as 20 flops (a degree-13 polynomial
+/// plus range reduction, as in `math::exp`).
+fn floor(model: &MixGlm, n: usize, rows: &[Row]) -> Floor {
+    let (fl, tr) = model.cost_per_point();
+    let per_tr = 20.0;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let ghz = cpu_ghz();
+    let lanes = f64_lanes();
+    let peak = cores as f64 * ghz * lanes as f64 * 2.0 * 2.0;
+    let work = n as f64 * (fl + per_tr * tr);
+    let floor = peak * 1e9 / work;
+    let best = rows
+        .iter()
+        .filter(|r| r.family == "mixglm" && r.backend.starts_with("cpu"))
+        .map(|r| r.evals_per_sec)
+        .fold(0.0, f64::max);
+    Floor {
+        family: "mixglm (K=2, P=1)".into(),
+        n,
+        flops_per_eval: fl * n as f64,
+        transcendentals_per_eval: tr * n as f64,
+        flops_per_transcendental: per_tr,
+        cores,
+        ghz,
+        f64_lanes: lanes,
+        peak_gflops: peak,
+        floor_evals_per_sec: floor,
+        best_cpu_evals_per_sec: best,
+        fraction_of_floor: best / floor,
+    }
+}
+
+fn render(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "gpsamp bench: log density + gradient evaluations per second (one evaluation = one chain's full pass over its data)");
+    let _ = writeln!(s, "cpu: {} threads", r.cpu_threads);
+    match (&r.adapter, &r.gpu_note) {
+        (Some(ad), _) => {
+            let _ = writeln!(s, "gpu: {} ({}, {})", ad.name, ad.backend, ad.device_type);
+            if ad.device_type == "Cpu" {
+                let _ = writeln!(s, "     (a software adapter: its figures check the GPU path, they are not GPU speed)");
+            }
+        }
+        (None, Some(note)) => {
+            let _ = writeln!(s, "gpu: none ({note})");
+        }
+        _ => {}
+    }
+    let _ = writeln!(
+        s,
+        "{:<14} {:>6} {:>7}  {:>14} {:>14} {:>14}",
+        "family", "N", "chains", "cpu", "gpu", "gpu resident"
+    );
+    let mut keys: Vec<(String, usize, usize)> = Vec::new();
+    for row in &r.rows {
+        let k = (row.family.clone(), row.n, row.chains);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let cell = |k: &(String, usize, usize), cpu: bool, mode: &str| {
+        r.rows
+            .iter()
+            .find(|x| {
+                x.family == k.0
+                    && x.chains == k.2
+                    && x.backend.starts_with("cpu") == cpu
+                    && x.mode == mode
+            })
+            .map_or("-".to_string(), |x| format!("{:.3e}", x.evals_per_sec))
+    };
+    for k in &keys {
+        let _ = writeln!(
+            s,
+            "{:<14} {:>6} {:>7}  {:>14} {:>14} {:>14}",
+            k.0,
+            k.1,
+            k.2,
+            cell(k, true, "end-to-end"),
+            cell(k, false, "end-to-end"),
+            cell(k, false, "resident"),
+        );
+    }
+    if let Some(f) = &r.floor {
+        let _ = writeln!(
+            s,
+            "\nCPU floor for {} at N = {}: {:.0} flops + {:.0} exp/log per evaluation ({} flops each); \
+             {} cores x {:.2} GHz x {} f64 lanes x 2 FMA pipes x 2 = {:.1} GFLOP/s -> {:.3e} evals/s. \
+             Best CPU: {:.3e} evals/s = {:.1}% of the floor.",
+            f.family,
+            f.n,
+            f.flops_per_eval,
+            f.transcendentals_per_eval,
+            f.flops_per_transcendental,
+            f.cores,
+            f.ghz,
+            f.f64_lanes,
+            f.peak_gflops,
+            f.floor_evals_per_sec,
+            f.best_cpu_evals_per_sec,
+            100.0 * f.fraction_of_floor
+        );
+    }
+    s
+}

@@ -1,0 +1,31 @@
+//! Subcommands of the `gpsamp` binary (clap derive).
+
+mod bench;
+mod devices;
+
+use clap::{Parser, Subcommand};
+
+/// Bayesian inference for thousands of chains or datasets at once, on the GPU or the CPU.
+#[derive(Parser, Debug)]
+#[command(name = "gpsamp", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the GPU adapters wgpu can see, with the limits that matter.
+    Devices(devices::Args),
+    /// Measure batch log density + gradient throughput on the CPU and GPU backends.
+    Bench(bench::Args),
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Devices(a) => devices::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}

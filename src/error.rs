@@ -1,0 +1,56 @@
+//! The library's typed errors. The CLI wraps them with `anyhow` and prints the chain.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in gpsamp.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input data, located by file, line and column.
+    #[error("{path}:{line}:{column}: {message}")]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number (the header is line 1).
+        line: usize,
+        /// Column name, or 1-based index when the header itself is at fault.
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An argument or setting is out of its domain.
+    #[error("{0}")]
+    Invalid(String),
+    /// No GPU adapter exists (or none matched `WGPU_ADAPTER_NAME`).
+    #[error("no GPU adapter found{0}")]
+    NoAdapter(String),
+    /// The GPU device could not be created.
+    #[error("could not create the GPU device: {0}")]
+    Device(String),
+    /// wgpu reported a validation or out-of-memory error.
+    #[error("GPU error in {context}: {message}")]
+    Gpu {
+        /// What gpsamp was doing.
+        context: String,
+        /// wgpu's message.
+        message: String,
+    },
+    /// A shader failed to parse or validate.
+    #[error("shader {name}: {message}")]
+    Shader {
+        /// Shader name.
+        name: String,
+        /// naga's message.
+        message: String,
+    },
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

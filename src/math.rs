@@ -1,0 +1,175 @@
+//! Scalar math shared by the CPU kernels: branch-free `exp` and `ln` for `f64` that the
+//! compiler can vectorise (libm calls inside a loop stop vectorisation), stable `log1p`-type
+//! helpers, `lgamma`, and the sentinel for "log density = -inf".
+
+/// The finite value both backends report for a log density of -inf (or NaN): close to
+/// `-f32::MAX`, so it survives the trip through f32 on the GPU. Samplers treat it as a
+/// divergence.
+pub const LOGP_NEG_INF: f64 = -3.0e38;
+
+/// The largest gradient magnitude reported; larger (and infinite) entries are clamped to it.
+pub const GRAD_MAX: f64 = 3.0e38;
+
+/// For the Poisson log link, `exp(eta)` is continued linearly beyond this point, so that the
+/// rate and its derivative stay finite in f32 (exp(80) = 5.5e34).
+pub const POISSON_ETA_MAX: f64 = 80.0;
+
+const LOG2E: f64 = std::f64::consts::LOG2_E;
+const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+
+/// `e^x`, branch-free, within a few ulp over [-708, 709]; arguments outside are clamped
+/// (so `exp(-inf)` is about 1e-308, not 0). NaN stays NaN.
+#[inline(always)]
+pub fn exp(x: f64) -> f64 {
+    let xc = x.clamp(-708.0, 709.0);
+    let xc = if x.is_nan() { x } else { xc };
+    let t = xc.mul_add(LOG2E, ROUND_MAGIC);
+    let n = t - ROUND_MAGIC;
+    let r = n.mul_add(-LN2_HI, xc);
+    let r = n.mul_add(-LN2_LO, r);
+    // Taylor series of degree 13 on |r| <= ln2/2: truncation error below 1e-17.
+    let mut p: f64 = 1.0 / 6_227_020_800.0;
+    p = p.mul_add(r, 1.0 / 479_001_600.0);
+    p = p.mul_add(r, 1.0 / 39_916_800.0);
+    p = p.mul_add(r, 1.0 / 3_628_800.0);
+    p = p.mul_add(r, 1.0 / 362_880.0);
+    p = p.mul_add(r, 1.0 / 40_320.0);
+    p = p.mul_add(r, 1.0 / 5_040.0);
+    p = p.mul_add(r, 1.0 / 720.0);
+    p = p.mul_add(r, 1.0 / 120.0);
+    p = p.mul_add(r, 1.0 / 24.0);
+    p = p.mul_add(r, 1.0 / 6.0);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
+    let scale = f64::from_bits((t.to_bits().wrapping_add(1023)) << 52);
+    p * scale
+}
+
+/// Natural log of a positive, normal `x`, branch-free (atanh series on a mantissa in
+/// [sqrt(1/2), sqrt(2))). Zero, negative, subnormal and non-finite inputs are outside its
+/// domain; the callers only pass values >= 1.
+#[inline(always)]
+pub fn ln(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    let big = m > std::f64::consts::SQRT_2;
+    let m = if big { m * 0.5 } else { m };
+    let e = (e + i64::from(big)) as f64;
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut p: f64 = 1.0 / 21.0;
+    p = p.mul_add(s2, 1.0 / 19.0);
+    p = p.mul_add(s2, 1.0 / 17.0);
+    p = p.mul_add(s2, 1.0 / 15.0);
+    p = p.mul_add(s2, 1.0 / 13.0);
+    p = p.mul_add(s2, 1.0 / 11.0);
+    p = p.mul_add(s2, 1.0 / 9.0);
+    p = p.mul_add(s2, 1.0 / 7.0);
+    p = p.mul_add(s2, 1.0 / 5.0);
+    p = p.mul_add(s2, 1.0 / 3.0);
+    p = p.mul_add(s2, 1.0);
+    e.mul_add(LN2_HI, (2.0 * s).mul_add(p, e * LN2_LO))
+}
+
+/// `log(1 + e^x)` computed without overflow.
+#[inline(always)]
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + ln(1.0 + exp(-x.abs()))
+}
+
+/// `1 / (1 + e^-x)` computed without overflow.
+#[inline(always)]
+pub fn sigmoid(x: f64) -> f64 {
+    let e = exp(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    if x >= 0.0 {
+        r
+    } else {
+        e * r
+    }
+}
+
+/// Natural log of the gamma function (for normalising constants; not in hot loops).
+pub fn lgamma(x: f64) -> f64 {
+    statrs::function::gamma::ln_gamma(x)
+}
+
+/// Maps a log density and its gradient to finite numbers: a non-finite log density becomes
+/// [`LOGP_NEG_INF`] with a zero gradient; non-finite gradient entries are clamped (NaN to 0).
+pub fn sanitize(logp: f64, grad: &mut [f64]) -> f64 {
+    if !logp.is_finite() || logp < LOGP_NEG_INF {
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        return LOGP_NEG_INF;
+    }
+    for g in grad.iter_mut() {
+        *g = if g.is_nan() {
+            0.0
+        } else {
+            g.clamp(-GRAD_MAX, GRAD_MAX)
+        };
+    }
+    logp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(a: f64, b: f64) -> f64 {
+        ((a - b) / b).abs()
+    }
+
+    #[test]
+    fn exp_matches_libm() {
+        let mut worst: f64 = 0.0;
+        let mut x = -700.0;
+        while x < 700.0 {
+            worst = worst.max(rel(exp(x), x.exp()));
+            x += 0.0137;
+        }
+        assert!(worst < 4e-16, "worst relative error {worst}");
+        assert!(exp(f64::NEG_INFINITY) > 0.0 && exp(f64::NEG_INFINITY) < 1e-300);
+        assert!(exp(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn ln_matches_libm() {
+        let mut worst: f64 = 0.0;
+        let mut x = 1e-300;
+        while x < 1e300 {
+            worst = worst.max((ln(x) - x.ln()).abs() / x.ln().abs().max(1.0));
+            x *= 1.0173;
+        }
+        for i in 0..10_000 {
+            let x = 1.0 + f64::from(i) * 1e-4;
+            worst = worst.max((ln(x) - x.ln()).abs() / x.ln().abs().max(1e-300));
+        }
+        assert!(worst < 4e-16, "worst relative error {worst}");
+    }
+
+    #[test]
+    fn softplus_and_sigmoid_are_stable() {
+        for &x in &[-800.0, -40.0, -1.0, 0.0, 0.5, 40.0, 800.0] {
+            let want = if x > 30.0 { x } else { x.exp().ln_1p() };
+            assert!(rel(softplus(x), want.max(1e-300)) < 1e-12 || softplus(x) < 1e-300);
+            let s = sigmoid(x);
+            assert!((0.0..=1.0).contains(&s));
+            assert!((s - 1.0 / (1.0 + (-x).exp())).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn sanitize_maps_nonfinite() {
+        let mut g = [f64::NAN, f64::INFINITY, -1.0];
+        assert_eq!(sanitize(1.0, &mut g), 1.0);
+        assert_eq!(g, [0.0, GRAD_MAX, -1.0]);
+        let mut g = [1.0, 2.0];
+        assert_eq!(sanitize(f64::NEG_INFINITY, &mut g), LOGP_NEG_INF);
+        assert_eq!(g, [0.0, 0.0]);
+        assert_eq!(sanitize(f64::NAN, &mut g), LOGP_NEG_INF);
+    }
+}

@@ -1,0 +1,753 @@
+//! The mixture-of-GLMs kernel: one family that covers the GLMs (K = 1), Gaussian mixtures
+//! (P = 0, Gaussian) and mixtures of linear regressions (K components, P features), with the
+//! component label marginalised by log-sum-exp.
+//!
+//! Point `n` of component `k` has linear predictor `eta = alpha[k] + beta[k] . x_n` and a
+//! Gaussian (identity link, scale `sigma[k]`), Bernoulli (logit) or Poisson (log) likelihood.
+//! Unconstrained layout: `[z (K-1) | beta (K x P, component-major) | alpha (K) | log sigma (K,
+//! Gaussian only)]`, with weights `softmax([z, 0])` (additive log-ratio; its log Jacobian
+//! `sum_k log w_k` is added, so a Dirichlet(c) prior contributes `c sum_k log w_k`).
+//!
+//! The CPU twin ([`MixGlm::log_density`]) and the WGSL (`shaders/mixglm.wgsl`) share the
+//! accumulator layout and the finishing step; the CPU loop works on blocks of points so that
+//! it vectorises (with AVX2 + FMA when the processor has them, chosen at run time).
+
+use super::{f, Model, Priors};
+use crate::data::{DataBatch, Dataset};
+use crate::error::{Error, Result};
+use crate::math::{self, exp, ln, POISSON_ETA_MAX};
+
+/// The likelihood of a GLM component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Likelihood {
+    /// Normal with identity link and a scale parameter.
+    Gaussian,
+    /// Bernoulli with logit link; y in {0, 1}.
+    Bernoulli,
+    /// Poisson with log link; y a non-negative integer.
+    Poisson,
+}
+
+impl Likelihood {
+    /// Lower-case name as used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Likelihood::Gaussian => "gaussian",
+            Likelihood::Bernoulli => "bernoulli",
+            Likelihood::Poisson => "poisson",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Naming {
+    Glm,
+    Gmm,
+    MixReg,
+}
+
+/// A mixture of K GLMs with P features (see the module docs).
+#[derive(Clone, Debug)]
+pub struct MixGlm {
+    k: usize,
+    p: usize,
+    lik: Likelihood,
+    priors: Priors,
+    naming: Naming,
+}
+
+/// Offsets into the parameter vector and the accumulator array.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    k: usize,
+    p: usize,
+    gaussian: bool,
+    off_beta: usize,
+    off_alpha: usize,
+    off_sig: usize,
+    dim: usize,
+    a_r: usize,
+    a_beta: usize,
+    a_alpha: usize,
+    a_sig: usize,
+    nacc: usize,
+}
+
+impl Layout {
+    fn new(k: usize, p: usize, lik: Likelihood) -> Self {
+        let gaussian = lik == Likelihood::Gaussian;
+        let ns = if gaussian { k } else { 0 };
+        let off_beta = k - 1;
+        let off_alpha = off_beta + k * p;
+        let off_sig = off_alpha + k;
+        let a_r = 1;
+        let a_beta = a_r + if k > 1 { k } else { 0 };
+        let a_alpha = a_beta + k * p;
+        let a_sig = a_alpha + k;
+        Self {
+            k,
+            p,
+            gaussian,
+            off_beta,
+            off_alpha,
+            off_sig,
+            dim: off_sig + ns,
+            a_r,
+            a_beta,
+            a_alpha,
+            a_sig,
+            nacc: a_sig + ns,
+        }
+    }
+}
+
+/// Points per block of the vectorised CPU loop.
+const BLOCK: usize = 32;
+/// Blocks between folds of the running product of log-sum-exp sums into one log: each factor
+/// is in [1, K], so a lane's product of 16 factors stays below K^16, finite for K <= 64.
+const FOLD: usize = 16;
+
+impl MixGlm {
+    /// The general family: K components, P features, one likelihood.
+    pub fn new(k: usize, p: usize, lik: Likelihood, priors: Priors) -> Result<Self> {
+        if k < 1 {
+            return Err(Error::Invalid(
+                "the number of components must be at least 1".into(),
+            ));
+        }
+        if k > 64 {
+            return Err(Error::Invalid(format!(
+                "at most 64 components are supported, got {k}"
+            )));
+        }
+        if p > 256 {
+            return Err(Error::Invalid(format!(
+                "at most 256 features are supported, got {p}"
+            )));
+        }
+        priors.validate()?;
+        let naming = if k == 1 {
+            Naming::Glm
+        } else if p == 0 && lik == Likelihood::Gaussian {
+            Naming::Gmm
+        } else {
+            Naming::MixReg
+        };
+        Ok(Self {
+            k,
+            p,
+            lik,
+            priors,
+            naming,
+        })
+    }
+
+    /// A GLM with `p >= 1` features plus intercept: parameters `beta[j]`, `alpha` and, for
+    /// the Gaussian likelihood, `sigma`.
+    pub fn glm(lik: Likelihood, p: usize, priors: Priors) -> Result<Self> {
+        if p < 1 {
+            return Err(Error::Invalid("a GLM needs at least one feature".into()));
+        }
+        Self::new(1, p, lik, priors)
+    }
+
+    /// A 1-D Gaussian mixture with `k` components: `weights[k]`, `mu[k]`, `sigma[k]`.
+    pub fn gmm(k: usize, priors: Priors) -> Result<Self> {
+        let mut m = Self::new(k, 0, Likelihood::Gaussian, priors)?;
+        m.naming = Naming::Gmm;
+        Ok(m)
+    }
+
+    /// A mixture of `k` linear regressions with `p >= 1` features: `weights[k]`,
+    /// `beta[k,j]`, `alpha[k]`, `sigma[k]`.
+    pub fn mixreg(k: usize, p: usize, priors: Priors) -> Result<Self> {
+        if p < 1 {
+            return Err(Error::Invalid(
+                "a mixture of regressions needs at least one feature".into(),
+            ));
+        }
+        let mut m = Self::new(k, p, Likelihood::Gaussian, priors)?;
+        m.naming = Naming::MixReg;
+        Ok(m)
+    }
+
+    /// Number of components.
+    pub fn components(&self) -> usize {
+        self.k
+    }
+
+    /// Number of features.
+    pub fn features(&self) -> usize {
+        self.p
+    }
+
+    /// The likelihood.
+    pub fn likelihood(&self) -> Likelihood {
+        self.lik
+    }
+
+    /// The priors.
+    pub fn priors(&self) -> &Priors {
+        &self.priors
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(self.k, self.p, self.lik)
+    }
+
+    /// Working memory of [`MixGlm::accumulate`]: block accumulators, per-component rows and
+    /// three per-point rows.
+    fn work_len(l: &Layout) -> usize {
+        l.nacc * BLOCK + 3 * l.k * BLOCK + 3 * BLOCK
+    }
+
+    /// Log weights from the additive log-ratio coordinates.
+    fn log_weights(&self, theta: &[f64], lw: &mut [f64]) {
+        let k = self.k;
+        if k == 1 {
+            lw[0] = 0.0;
+            return;
+        }
+        let z = &theta[..k - 1];
+        let mx = z.iter().copied().fold(0.0f64, f64::max);
+        let s = (-mx).exp() + z.iter().map(|&v| (v - mx).exp()).sum::<f64>();
+        let lse = mx + s.ln();
+        for j in 0..k - 1 {
+            lw[j] = z[j] - lse;
+        }
+        lw[k - 1] = -lse;
+    }
+
+    /// Adds the priors to the summed accumulators and maps them to the gradient.
+    fn finish(
+        &self,
+        tot: &[f64],
+        n_points: usize,
+        theta: &[f64],
+        lw: &[f64],
+        grad: &mut [f64],
+    ) -> f64 {
+        let l = self.layout();
+        let pr = &self.priors;
+        let mut lp = tot[0];
+        if l.k > 1 {
+            let c = pr.weights;
+            let kc = l.k as f64 * c;
+            let n = n_points as f64;
+            for (kk, &w) in lw.iter().enumerate() {
+                lp += c * w;
+                if kk + 1 < l.k {
+                    grad[kk] = tot[l.a_r + kk] - (n + kc) * w.exp() + c;
+                }
+            }
+        }
+        let normal = |v: f64, m: f64, s: f64| {
+            let z = (v - m) / s;
+            (-0.5 * z * z, -z / s)
+        };
+        for i in 0..l.k * l.p {
+            let (v, d) = normal(theta[l.off_beta + i], pr.coef.mean, pr.coef.sd);
+            lp += v;
+            grad[l.off_beta + i] = tot[l.a_beta + i] + d;
+        }
+        for kk in 0..l.k {
+            let (v, d) = normal(theta[l.off_alpha + kk], pr.intercept.mean, pr.intercept.sd);
+            lp += v;
+            grad[l.off_alpha + kk] = tot[l.a_alpha + kk] + d;
+        }
+        if l.gaussian {
+            for kk in 0..l.k {
+                let (v, d) = pr.scale.logp_u(theta[l.off_sig + kk]);
+                lp += v;
+                grad[l.off_sig + kk] = tot[l.a_sig + kk] + d;
+            }
+        }
+        lp
+    }
+
+    /// The vectorisable loop over one dataset's points; accumulates into `tot`.
+    #[inline(always)]
+    fn accumulate(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        lw: &[f64],
+        tot: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        let l = self.layout();
+        let (k, p) = (l.k, l.p);
+        let range = data.range(b);
+        let n_total = data.n_total();
+        let xs = data.x();
+        let ys = data.y();
+        let kb = k * BLOCK;
+        scratch.fill(0.0);
+        let (acc, rest) = scratch.split_at_mut(l.nacc * BLOCK);
+        let (a_all, rest) = rest.split_at_mut(kb);
+        let (g_all, rest) = rest.split_at_mut(kb);
+        let (h_all, rest) = rest.split_at_mut(kb);
+        let (m, rest) = rest.split_at_mut(BLOCK);
+        let (inv, prod) = rest.split_at_mut(BLOCK);
+        prod.fill(1.0);
+        let beta = &theta[l.off_beta..l.off_alpha];
+        let alpha = &theta[l.off_alpha..l.off_alpha + k];
+        let mut blocks = 0usize;
+        let mut n0 = range.start;
+        while n0 < range.end {
+            let len = BLOCK.min(range.end - n0);
+            let y = &ys[n0..n0 + len];
+            for kk in 0..k {
+                let a = &mut a_all[kk * BLOCK..kk * BLOCK + len];
+                let g = &mut g_all[kk * BLOCK..kk * BLOCK + len];
+                a.fill(alpha[kk]);
+                for j in 0..p {
+                    let xj = &xs[j * n_total + n0..j * n_total + n0 + len];
+                    let bj = beta[kk * p + j];
+                    for i in 0..len {
+                        a[i] = bj.mul_add(xj[i], a[i]);
+                    }
+                }
+                let lwk = lw[kk];
+                match self.lik {
+                    Likelihood::Gaussian => {
+                        let u = theta[l.off_sig + kk];
+                        let invs = (-u).exp();
+                        let h = &mut h_all[kk * BLOCK..kk * BLOCK + len];
+                        for i in 0..len {
+                            let z = (y[i] - a[i]) * invs;
+                            let z2 = z * z;
+                            g[i] = z * invs;
+                            h[i] = z2 - 1.0;
+                            a[i] = (-0.5f64).mul_add(z2, lwk - u);
+                        }
+                    }
+                    Likelihood::Bernoulli => {
+                        for i in 0..len {
+                            let eta = a[i];
+                            let e = exp(-eta.abs());
+                            let r = 1.0 / (1.0 + e);
+                            let sp = eta.max(0.0) + ln(1.0 + e);
+                            g[i] = y[i] - if eta >= 0.0 { r } else { e * r };
+                            a[i] = y[i].mul_add(eta, lwk - sp);
+                        }
+                    }
+                    Likelihood::Poisson => {
+                        for i in 0..len {
+                            let eta = a[i];
+                            let ec = exp(eta.min(POISSON_ETA_MAX));
+                            let mu = ec * (1.0 + (eta - POISSON_ETA_MAX).max(0.0));
+                            g[i] = y[i] - ec;
+                            a[i] = y[i].mul_add(eta, lwk - mu);
+                        }
+                    }
+                }
+            }
+            let (acc_lp, acc_rest) = acc.split_at_mut(BLOCK);
+            if k == 1 {
+                for i in 0..len {
+                    acc_lp[i] += a_all[i];
+                }
+            } else {
+                m[..len].copy_from_slice(&a_all[..len]);
+                for kk in 1..k {
+                    let a = &a_all[kk * BLOCK..kk * BLOCK + len];
+                    for i in 0..len {
+                        m[i] = m[i].max(a[i]);
+                    }
+                }
+                inv[..len].fill(0.0);
+                for kk in 0..k {
+                    let a = &mut a_all[kk * BLOCK..kk * BLOCK + len];
+                    for i in 0..len {
+                        a[i] = exp(a[i] - m[i]);
+                        inv[i] += a[i];
+                    }
+                }
+                for i in 0..len {
+                    acc_lp[i] += m[i];
+                    prod[i] *= inv[i];
+                    inv[i] = 1.0 / inv[i];
+                }
+                blocks += 1;
+                if blocks % FOLD == 0 {
+                    for i in 0..BLOCK {
+                        acc_lp[i] += ln(prod[i]);
+                        prod[i] = 1.0;
+                    }
+                }
+            }
+            // Gradient accumulators; `a_all` now holds the unnormalised responsibilities.
+            for kk in 0..k {
+                let e = &a_all[kk * BLOCK..kk * BLOCK + len];
+                let g = &g_all[kk * BLOCK..kk * BLOCK + len];
+                let h = &h_all[kk * BLOCK..kk * BLOCK + len];
+                // Slices of the accumulator rows for this component.
+                let row = |c: usize| c * BLOCK - BLOCK;
+                if k > 1 {
+                    let r_row = row(l.a_r + kk);
+                    for i in 0..len {
+                        let r = e[i] * inv[i];
+                        acc_rest[r_row + i] += if r > 0.0 { r } else { 0.0 };
+                    }
+                }
+                let al_row = row(l.a_alpha + kk);
+                for i in 0..len {
+                    let r = if k > 1 { e[i] * inv[i] } else { 1.0 };
+                    let rg = if r > 0.0 { r * g[i] } else { 0.0 };
+                    acc_rest[al_row + i] += rg;
+                }
+                for j in 0..p {
+                    let xj = &xs[j * n_total + n0..j * n_total + n0 + len];
+                    let b_row = row(l.a_beta + kk * p + j);
+                    for i in 0..len {
+                        let r = if k > 1 { e[i] * inv[i] } else { 1.0 };
+                        let rg = if r > 0.0 { r * g[i] } else { 0.0 };
+                        acc_rest[b_row + i] = rg.mul_add(xj[i], acc_rest[b_row + i]);
+                    }
+                }
+                if l.gaussian {
+                    let s_row = row(l.a_sig + kk);
+                    for i in 0..len {
+                        let r = if k > 1 { e[i] * inv[i] } else { 1.0 };
+                        acc_rest[s_row + i] += if r > 0.0 { r * h[i] } else { 0.0 };
+                    }
+                }
+            }
+            n0 += len;
+        }
+        if k > 1 {
+            for i in 0..BLOCK {
+                acc[i] += ln(prod[i]);
+            }
+        }
+        for (c, t) in tot.iter_mut().enumerate() {
+            *t = acc[c * BLOCK..(c + 1) * BLOCK].iter().sum();
+        }
+    }
+
+    fn log_density_impl(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        scratch: &mut Vec<f64>,
+        simd: bool,
+    ) -> f64 {
+        let l = self.layout();
+        let mut lw = [0.0f64; 64];
+        self.log_weights(theta, &mut lw[..l.k]);
+        scratch.clear();
+        scratch.resize(l.nacc + Self::work_len(&l), 0.0);
+        let (tot, scratch) = scratch.split_at_mut(l.nacc);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if simd {
+                // SAFETY: `simd` is only true when the processor reports AVX2 and FMA.
+                unsafe { self.accumulate_avx2(data, b, theta, &lw[..l.k], tot, scratch) };
+            } else {
+                self.accumulate(data, b, theta, &lw[..l.k], tot, scratch);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = simd;
+            self.accumulate(data, b, theta, &lw[..l.k], tot, scratch);
+        }
+        let lp = self.finish(tot, data.range(b).len(), theta, &lw[..l.k], grad);
+        math::sanitize(lp, grad)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn accumulate_avx2(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        lw: &[f64],
+        tot: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        self.accumulate(data, b, theta, lw, tot, scratch)
+    }
+
+    /// The same log density on the portable (non-AVX2) path; for tests of the dispatch.
+    pub fn log_density_portable(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> f64 {
+        self.log_density_impl(data, b, theta, grad, scratch, false)
+    }
+}
+
+fn has_simd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static SIMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SIMD.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl Model for MixGlm {
+    fn name(&self) -> String {
+        match self.naming {
+            Naming::Glm => format!("glm-{}", self.lik.name()),
+            Naming::Gmm => format!("gmm-k{}", self.k),
+            Naming::MixReg if self.lik == Likelihood::Gaussian => format!("mixglm-k{}", self.k),
+            Naming::MixReg => format!("mixglm-{}-k{}", self.lik.name(), self.k),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.layout().dim
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        let (k, p) = (self.k, self.p);
+        let mut names = Vec::new();
+        if k > 1 {
+            names.extend((0..k).map(|i| format!("weights[{i}]")));
+        }
+        match self.naming {
+            Naming::Glm => {
+                names.extend((0..p).map(|j| format!("beta[{j}]")));
+                names.push("alpha".into());
+                if self.lik == Likelihood::Gaussian {
+                    names.push("sigma".into());
+                }
+            }
+            Naming::Gmm => {
+                names.extend((0..k).map(|i| format!("mu[{i}]")));
+                names.extend((0..k).map(|i| format!("sigma[{i}]")));
+            }
+            Naming::MixReg => {
+                for i in 0..k {
+                    names.extend((0..p).map(|j| format!("beta[{i},{j}]")));
+                }
+                names.extend((0..k).map(|i| format!("alpha[{i}]")));
+                if self.lik == Likelihood::Gaussian {
+                    names.extend((0..k).map(|i| format!("sigma[{i}]")));
+                }
+            }
+        }
+        names
+    }
+
+    fn constrain(&self, theta: &[f64]) -> Vec<f64> {
+        let l = self.layout();
+        let mut out = Vec::with_capacity(self.param_names().len());
+        if l.k > 1 {
+            let mut lw = vec![0.0; l.k];
+            self.log_weights(theta, &mut lw);
+            out.extend(lw.iter().map(|w| w.exp()));
+        }
+        out.extend_from_slice(&theta[l.off_beta..l.off_sig]);
+        if l.gaussian {
+            out.extend(theta[l.off_sig..l.dim].iter().map(|u| u.exp()));
+        }
+        out
+    }
+
+    fn check_data(&self, data: &DataBatch) -> Result<()> {
+        if data.p() != self.p {
+            return Err(Error::Invalid(format!(
+                "{} expects {} input column(s), the data has {}",
+                self.name(),
+                self.p,
+                data.p()
+            )));
+        }
+        for (n, &y) in data.y().iter().enumerate() {
+            let ok = match self.lik {
+                Likelihood::Gaussian => y.is_finite(),
+                Likelihood::Bernoulli => y == 0.0 || y == 1.0,
+                Likelihood::Poisson => y >= 0.0 && y.fract() == 0.0 && y < 1e9,
+            };
+            if !ok {
+                return Err(Error::Invalid(format!(
+                    "response value {y} (point {n}) is outside the {} likelihood's support",
+                    self.lik.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn log_density(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> f64 {
+        self.log_density_impl(data, b, theta, grad, scratch, has_simd())
+    }
+
+    fn constant(&self, data: &DataBatch, b: usize) -> f64 {
+        let l = self.layout();
+        let pr = &self.priors;
+        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        let n = data.range(b).len() as f64;
+        let mut c = match self.lik {
+            Likelihood::Gaussian => -half_log_2pi * n,
+            Likelihood::Bernoulli => 0.0,
+            Likelihood::Poisson => -data.y()[data.range(b)]
+                .iter()
+                .map(|&y| math::lgamma(y + 1.0))
+                .sum::<f64>(),
+        };
+        c += (l.k * l.p) as f64 * (-pr.coef.sd.ln() - half_log_2pi);
+        c += l.k as f64 * (-pr.intercept.sd.ln() - half_log_2pi);
+        if l.gaussian {
+            c += l.k as f64 * pr.scale.constant();
+        }
+        if l.k > 1 {
+            let kf = l.k as f64;
+            c += math::lgamma(kf * pr.weights) - kf * math::lgamma(pr.weights);
+        }
+        c
+    }
+
+    fn wgsl(&self) -> String {
+        let l = self.layout();
+        let pr = &self.priors;
+        let lik = match self.lik {
+            Likelihood::Gaussian => {
+                "let u = (*c).u[k];\n        let z = (y - eta) * (*c).invs[k];\n        let z2 = z * z;\n        g[k] = z * (*c).invs[k];\n        h[k] = z2 - 1.0;\n        a[k] = (*c).lw[k] - u - 0.5 * z2;"
+            }
+            Likelihood::Bernoulli => {
+                "let e = exp(-abs(eta));\n        let r = 1.0 / (1.0 + e);\n        let sp = max(eta, 0.0) + log1p_small(e);\n        g[k] = y - select(e * r, r, eta >= 0.0);\n        a[k] = (*c).lw[k] + y * eta - sp;"
+            }
+            Likelihood::Poisson => {
+                "let ec = exp(min(eta, POISSON_ETA_MAX));\n        let mu = ec * (1.0 + max(eta - POISSON_ETA_MAX, 0.0));\n        g[k] = y - ec;\n        a[k] = (*c).lw[k] + y * eta - mu;"
+            }
+        };
+        let header = format!(
+            "const K: u32 = {k}u;\nconst P: u32 = {p}u;\nconst KP_ARR: u32 = {kp}u;\nconst D: u32 = {d}u;\nconst NACC: u32 = {nacc}u;\n\
+             const GAUSSIAN: bool = {gauss};\nconst OFF_BETA: u32 = {ob}u;\nconst OFF_ALPHA: u32 = {oa}u;\nconst OFF_SIG: u32 = {os}u;\n\
+             const A_R: u32 = {ar}u;\nconst A_BETA: u32 = {ab}u;\nconst A_ALPHA: u32 = {aa}u;\nconst A_SIG: u32 = {asg}u;\n\
+             const POISSON_ETA_MAX: f32 = {pem};\nconst DIRICHLET_C: f32 = {dc};\n\
+             const COEF_MEAN: f32 = {cm};\nconst COEF_SD: f32 = {cs};\nconst ICPT_MEAN: f32 = {im};\nconst ICPT_SD: f32 = {is};\n",
+            k = l.k,
+            p = l.p,
+            kp = (l.k * l.p).max(1),
+            d = l.dim,
+            nacc = l.nacc,
+            gauss = l.gaussian,
+            ob = l.off_beta,
+            oa = l.off_alpha,
+            // Unused without a scale; 0 keeps constant indices in bounds for naga.
+            os = if l.gaussian { l.off_sig } else { 0 },
+            ar = l.a_r,
+            ab = l.a_beta,
+            aa = l.a_alpha,
+            asg = if l.gaussian { l.a_sig } else { 0 },
+            pem = f(POISSON_ETA_MAX),
+            dc = f(pr.weights),
+            cm = f(pr.coef.mean),
+            cs = f(pr.coef.sd),
+            im = f(pr.intercept.mean),
+            is = f(pr.intercept.sd),
+        );
+        let body = include_str!("../../shaders/mixglm.wgsl").replace("// {LIKELIHOOD}", lik);
+        format!("{header}{}\n{body}", pr.scale.wgsl_fn("scale_prior"))
+    }
+
+    fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
+        use rand::RngExt;
+        use rand_distr::{Bernoulli, Distribution, Gamma, Normal, Poisson, StandardNormal};
+        let l = self.layout();
+        let pr = &self.priors;
+        let mut theta = vec![0.0; l.dim];
+        // Weights ~ Dirichlet(c) through normalised gammas; z = log(w_k / w_K).
+        let mut w = vec![1.0; l.k];
+        if l.k > 1 {
+            let gamma = Gamma::new(pr.weights, 1.0).expect("validated");
+            for wk in w.iter_mut() {
+                *wk = gamma.sample(rng).max(1e-300);
+            }
+            let s: f64 = w.iter().sum();
+            w.iter_mut().for_each(|v| *v /= s);
+            for j in 0..l.k - 1 {
+                theta[j] = (w[j] / w[l.k - 1]).ln();
+            }
+        }
+        let coef = Normal::new(pr.coef.mean, pr.coef.sd).expect("validated");
+        let icpt = Normal::new(pr.intercept.mean, pr.intercept.sd).expect("validated");
+        for i in 0..l.k * l.p {
+            theta[l.off_beta + i] = coef.sample(rng);
+        }
+        for kk in 0..l.k {
+            theta[l.off_alpha + kk] = icpt.sample(rng);
+        }
+        if l.gaussian {
+            for kk in 0..l.k {
+                theta[l.off_sig + kk] = pr.scale.sample(rng).max(1e-300).ln();
+            }
+        }
+        let x: Vec<Vec<f64>> = (0..l.p)
+            .map(|_| {
+                (0..n)
+                    .map(|_| rng.sample::<f64, _>(StandardNormal))
+                    .collect()
+            })
+            .collect();
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let u: f64 = rng.random();
+            let mut kk = 0;
+            let mut cum = w[0];
+            while u > cum && kk + 1 < l.k {
+                kk += 1;
+                cum += w[kk];
+            }
+            let eta = theta[l.off_alpha + kk]
+                + (0..l.p)
+                    .map(|j| theta[l.off_beta + kk * l.p + j] * x[j][i])
+                    .sum::<f64>();
+            y.push(match self.lik {
+                Likelihood::Gaussian => {
+                    eta + theta[l.off_sig + kk].exp() * rng.sample::<f64, _>(StandardNormal)
+                }
+                Likelihood::Bernoulli => {
+                    let pr = 1.0 / (1.0 + (-eta).exp());
+                    f64::from(u8::from(
+                        Bernoulli::new(pr).expect("p in [0,1]").sample(rng),
+                    ))
+                }
+                Likelihood::Poisson => {
+                    let lam = eta.min(20.0).exp();
+                    Poisson::new(lam).map(|d| d.sample(rng)).unwrap_or(0.0)
+                }
+            });
+        }
+        (theta, Dataset { x, y })
+    }
+
+    fn cost_per_point(&self) -> (f64, f64) {
+        let (k, p) = (self.k as f64, self.p as f64);
+        // Per component: eta (2P FMA flops), likelihood terms (~8 flops), gradient
+        // accumulation (R, alpha, beta, sigma: ~6 + 2P flops). Per point: max/sum/product over
+        // K (~4K flops). Transcendentals: one exp per component for responsibilities
+        // (K > 1), plus the Bernoulli/Poisson link's exp (and log for Bernoulli).
+        let flops = k * (4.0 * p + 14.0) + if self.k > 1 { 4.0 * k } else { 0.0 };
+        let tr = match self.lik {
+            Likelihood::Gaussian => 0.0,
+            Likelihood::Bernoulli => 2.0 * k,
+            Likelihood::Poisson => k,
+        } + if self.k > 1 { k } else { 0.0 };
+        (flops, tr)
+    }
+}

@@ -1,0 +1,273 @@
+//! Model families: the [`Model`] trait every family implements, the priors, and the
+//! built-in families (GLMs, Gaussian mixtures and mixtures of regressions, all served by one
+//! mixture-of-GLMs kernel in [`mixglm`]).
+//!
+//! A model works on an unconstrained parameter vector of dimension [`Model::dim`]; scales are
+//! log-transformed and simplexes use the additive log-ratio map, with their log Jacobians
+//! included in the log density. It evaluates its log density and gradient in f64 on the CPU
+//! and provides the same math as WGSL for the GPU (see [`Model::wgsl`] for the contract).
+
+pub mod mixglm;
+
+use crate::data::{DataBatch, Dataset};
+use crate::error::{Error, Result};
+
+pub use mixglm::{Likelihood, MixGlm};
+
+/// A model family: log density and gradient on the CPU (f64) and the GPU (WGSL, f32).
+///
+/// # The WGSL contract
+/// [`Model::wgsl`] returns WGSL that defines, for the batch log-density template
+/// (`shaders/logp_batch.wgsl`):
+/// - `const D: u32` (the unconstrained dimension) and `const NACC: u32` (the number of
+///   per-point accumulators, at least 1);
+/// - `struct Chain` holding whatever a chain precomputes from its position;
+/// - `fn chain_setup(theta: ptr<function, array<f32, D>>) -> Chain`;
+/// - `fn point_accumulate(c: ptr<function, Chain>, n: u32, acc: ptr<function, array<f32, NACC>>)`,
+///   which adds point `n`'s terms to the accumulators (inputs in `data_x[j * N_TOTAL + n]`,
+///   response in `data_y[n]`);
+/// - `fn chain_finish(c: ptr<function, Chain>, theta: ptr<function, array<f32, D>>,
+///   n_points: u32, acc: ptr<function, array<f32, NACC>>, grad: ptr<function, array<f32, D>>) -> f32`,
+///   which receives the accumulators summed over the dataset's points, adds the priors and
+///   returns the log density (without [`Model::constant`]) and writes its gradient.
+pub trait Model: Send + Sync {
+    /// A short name, e.g. `glm-gaussian`.
+    fn name(&self) -> String;
+
+    /// Dimension of the unconstrained parameter vector.
+    fn dim(&self) -> usize;
+
+    /// Names of the constrained parameters, in the order [`Model::constrain`] returns them.
+    fn param_names(&self) -> Vec<String>;
+
+    /// Maps an unconstrained position to the constrained parameters.
+    fn constrain(&self, theta: &[f64]) -> Vec<f64>;
+
+    /// Checks that a data batch fits the model (column count, response domain).
+    fn check_data(&self, data: &DataBatch) -> Result<()>;
+
+    /// Log density of dataset `b` at `theta` up to [`Model::constant`], and its gradient
+    /// (written to `grad`, length [`Model::dim`]). `scratch` is reusable working memory.
+    /// Never NaN: see [`crate::math::sanitize`].
+    fn log_density(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> f64;
+
+    /// The part of the log density of dataset `b` that does not depend on the parameters
+    /// (normalising constants of likelihood and priors).
+    fn constant(&self, data: &DataBatch, b: usize) -> f64;
+
+    /// WGSL source for the GPU twin of [`Model::log_density`] (see the trait docs).
+    fn wgsl(&self) -> String;
+
+    /// Draws parameters from the prior and a dataset of `n` points given them; returns the
+    /// unconstrained true parameters and the dataset.
+    fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset);
+
+    /// Flops and transcendental calls (exp/log) per data point of one log density + gradient,
+    /// counted by hand from the kernel, for benchmark reports.
+    fn cost_per_point(&self) -> (f64, f64) {
+        (0.0, 0.0)
+    }
+}
+
+/// A normal prior `N(mean, sd)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normal {
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation (> 0).
+    pub sd: f64,
+}
+
+impl Normal {
+    /// `N(mean, sd)`; `sd` must be positive and finite.
+    pub fn new(mean: f64, sd: f64) -> Result<Self> {
+        if !(mean.is_finite() && sd.is_finite() && sd > 0.0) {
+            return Err(Error::Invalid(format!(
+                "normal prior needs a finite mean and sd > 0, got N({mean}, {sd})"
+            )));
+        }
+        Ok(Self { mean, sd })
+    }
+}
+
+/// A prior on a positive scale `sigma`, applied on `u = log sigma` with the Jacobian.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ScalePrior {
+    /// `sigma ~ HalfNormal(sd)`.
+    HalfNormal {
+        /// Scale of the half-normal.
+        sd: f64,
+    },
+    /// `sigma ~ Exponential(rate)`.
+    Exponential {
+        /// Rate.
+        rate: f64,
+    },
+    /// `log sigma ~ N(mu, sd)`.
+    LogNormal {
+        /// Mean of log sigma.
+        mu: f64,
+        /// Sd of log sigma.
+        sd: f64,
+    },
+    /// `sigma ~ Gamma(shape, rate)`.
+    Gamma {
+        /// Shape.
+        shape: f64,
+        /// Rate.
+        rate: f64,
+    },
+}
+
+impl ScalePrior {
+    /// Checks the prior's parameters.
+    pub fn validate(&self) -> Result<()> {
+        let ok = match *self {
+            ScalePrior::HalfNormal { sd } => sd > 0.0 && sd.is_finite(),
+            ScalePrior::Exponential { rate } => rate > 0.0 && rate.is_finite(),
+            ScalePrior::LogNormal { mu, sd } => mu.is_finite() && sd > 0.0 && sd.is_finite(),
+            ScalePrior::Gamma { shape, rate } => {
+                shape > 0.0 && rate > 0.0 && shape.is_finite() && rate.is_finite()
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "scale prior out of domain: {self:?}"
+            )))
+        }
+    }
+
+    /// Log density in `u = log sigma` (Jacobian included) without its constant, and the
+    /// derivative in `u`.
+    #[inline]
+    pub fn logp_u(&self, u: f64) -> (f64, f64) {
+        match *self {
+            ScalePrior::HalfNormal { sd } => {
+                let s = (u.exp() / sd).powi(2);
+                (-0.5 * s + u, 1.0 - s)
+            }
+            ScalePrior::Exponential { rate } => {
+                let s = rate * u.exp();
+                (u - s, 1.0 - s)
+            }
+            ScalePrior::LogNormal { mu, sd } => {
+                let z = (u - mu) / sd;
+                (-0.5 * z * z, -z / sd)
+            }
+            ScalePrior::Gamma { shape, rate } => {
+                let s = rate * u.exp();
+                (shape * u - s, shape - s)
+            }
+        }
+    }
+
+    /// The constant dropped by [`ScalePrior::logp_u`].
+    pub fn constant(&self) -> f64 {
+        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        match *self {
+            ScalePrior::HalfNormal { sd } => std::f64::consts::LN_2 - half_log_2pi - sd.ln(),
+            ScalePrior::Exponential { rate } => rate.ln(),
+            ScalePrior::LogNormal { sd, .. } => -half_log_2pi - sd.ln(),
+            ScalePrior::Gamma { shape, rate } => shape * rate.ln() - crate::math::lgamma(shape),
+        }
+    }
+
+    /// WGSL expression body: a function `fn NAME(u: f32) -> vec2<f32>` returning
+    /// (log density, derivative), the twin of [`ScalePrior::logp_u`].
+    pub fn wgsl_fn(&self, name: &str) -> String {
+        let body = match *self {
+            ScalePrior::HalfNormal { sd } => format!(
+                "let s = exp(u) / {};\n    let s2 = s * s;\n    return vec2<f32>(-0.5 * s2 + u, 1.0 - s2);",
+                f(sd)
+            ),
+            ScalePrior::Exponential { rate } => format!(
+                "let s = {} * exp(u);\n    return vec2<f32>(u - s, 1.0 - s);",
+                f(rate)
+            ),
+            ScalePrior::LogNormal { mu, sd } => format!(
+                "let z = (u - {}) / {};\n    return vec2<f32>(-0.5 * z * z, -z / {});",
+                f(mu),
+                f(sd),
+                f(sd)
+            ),
+            ScalePrior::Gamma { shape, rate } => format!(
+                "let s = {} * exp(u);\n    return vec2<f32>({} * u - s, {} - s);",
+                f(rate),
+                f(shape),
+                f(shape)
+            ),
+        };
+        format!("fn {name}(u: f32) -> vec2<f32> {{\n    {body}\n}}\n")
+    }
+
+    /// Draws a scale from the prior.
+    pub fn sample(&self, rng: &mut rand::rngs::StdRng) -> f64 {
+        use rand::RngExt;
+        use rand_distr::{Distribution, Exp, Gamma, LogNormal, Normal as N};
+        match *self {
+            ScalePrior::HalfNormal { sd } => N::new(0.0, sd).expect("validated").sample(rng).abs(),
+            ScalePrior::Exponential { rate } => Exp::new(rate).expect("validated").sample(rng),
+            ScalePrior::LogNormal { mu, sd } => {
+                LogNormal::new(mu, sd).expect("validated").sample(rng)
+            }
+            ScalePrior::Gamma { shape, rate } => {
+                rng.sample(Gamma::new(shape, 1.0 / rate).expect("validated"))
+            }
+        }
+    }
+}
+
+/// Formats an `f64` as a WGSL f32 literal that always has a decimal point or exponent.
+pub fn f(x: f64) -> String {
+    let s = format!("{:e}", x as f32);
+    format!("{s}f")
+}
+
+/// The priors of the mixture-of-GLMs family; defaults match the tutorial.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Priors {
+    /// Prior on every regression coefficient (default N(0, 1)).
+    pub coef: Normal,
+    /// Prior on intercepts and, for Gaussian mixtures, component means (default N(0, 1)).
+    pub intercept: Normal,
+    /// Prior on noise scales (default HalfNormal(1)).
+    pub scale: ScalePrior,
+    /// Symmetric Dirichlet concentration on mixture weights (default 1).
+    pub weights: f64,
+}
+
+impl Default for Priors {
+    fn default() -> Self {
+        Self {
+            coef: Normal { mean: 0.0, sd: 1.0 },
+            intercept: Normal { mean: 0.0, sd: 1.0 },
+            scale: ScalePrior::HalfNormal { sd: 1.0 },
+            weights: 1.0,
+        }
+    }
+}
+
+impl Priors {
+    /// Checks every prior's parameters.
+    pub fn validate(&self) -> Result<()> {
+        Normal::new(self.coef.mean, self.coef.sd)?;
+        Normal::new(self.intercept.mean, self.intercept.sd)?;
+        self.scale.validate()?;
+        if !(self.weights > 0.0 && self.weights.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "Dirichlet concentration must be > 0, got {}",
+                self.weights
+            )));
+        }
+        Ok(())
+    }
+}
