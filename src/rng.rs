@@ -89,7 +89,7 @@ impl Stream {
     #[inline]
     pub fn normal(&self, i: u32) -> f64 {
         let w = self.block(i / 2);
-        let (a, b) = if i % 2 == 0 {
+        let (a, b) = if i.is_multiple_of(2) {
             (w[0], w[1])
         } else {
             (w[2], w[3])
@@ -98,11 +98,11 @@ impl Stream {
     }
 }
 
-/// Maps a word to the open interval (0, 1): the top 24 bits plus half a step, exactly the
-/// same value in f32 and f64.
+/// Maps a word to the open interval (0, 1): the top 23 bits plus half a step, a value that
+/// f32 (24-bit significand) and f64 both represent exactly, so both sides agree bit for bit.
 #[inline]
 pub fn u32_to_uniform(x: u32) -> f64 {
-    (f64::from(x >> 8) + 0.5) * (1.0 / 16_777_216.0)
+    (f64::from(x >> 9) + 0.5) * (1.0 / 8_388_608.0)
 }
 
 /// One standard normal from two uniforms in (0, 1): `sqrt(-2 ln u1) cos(2 pi u2)`.

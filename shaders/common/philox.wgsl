@@ -35,9 +35,10 @@ fn philox4x32_10(ctr: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
     return c;
 }
 
-// Open-interval uniform from a word: same value as rng::u32_to_uniform.
+// Open-interval uniform from a word: the top 23 bits plus half a step, exact in f32;
+// the same value as rng::u32_to_uniform.
 fn u32_to_uniform(x: u32) -> f32 {
-    return (f32(x >> 8u) + 0.5) * (1.0 / 16777216.0);
+    return (f32(x >> 9u) + 0.5) * (1.0 / 8388608.0);
 }
 
 fn box_muller(u1: f32, u2: f32) -> f32 {

@@ -114,7 +114,7 @@ fn timed(
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.n == 0 || a.chains.iter().any(|&c| c == 0) {
+    if a.n == 0 || a.chains.contains(&0) {
         anyhow::bail!("--n and every --chains value must be at least 1");
     }
     let priors = Priors::default();

@@ -1,7 +1,10 @@
 //! Subcommands of the `gpsamp` binary (clap derive).
 
+mod args;
 mod bench;
 mod devices;
+mod logp;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +22,10 @@ enum Command {
     Devices(devices::Args),
     /// Measure batch log density + gradient throughput on the CPU and GPU backends.
     Bench(bench::Args),
+    /// Log density and gradient of a model on a CSV file at given parameter values.
+    Logp(logp::Args),
+    /// Draw datasets from a model's prior and write them as CSV.
+    Simulate(simulate::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -27,5 +34,7 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Logp(a) => logp::run(a),
+        Command::Simulate(a) => simulate::run(a),
     }
 }

@@ -43,6 +43,10 @@ pub trait Model: Send + Sync {
     /// Maps an unconstrained position to the constrained parameters.
     fn constrain(&self, theta: &[f64]) -> Vec<f64>;
 
+    /// Maps constrained parameters (in [`Model::param_names`] order) to the unconstrained
+    /// position; an error when a value is outside its support.
+    fn unconstrain(&self, params: &[f64]) -> Result<Vec<f64>>;
+
     /// Checks that a data batch fits the model (column count, response domain).
     fn check_data(&self, data: &DataBatch) -> Result<()>;
 

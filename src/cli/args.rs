@@ -1,0 +1,194 @@
+//! Arguments shared by subcommands: the model (family, components, priors) and the data.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use gpsamp::io::{read_csv, CsvSpec};
+use gpsamp::model::{Normal, ScalePrior};
+use gpsamp::{DataBatch, Likelihood, MixGlm, Priors};
+
+/// Which model family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// Generalised linear model: beta[j], alpha (and sigma for gaussian).
+    Glm,
+    /// 1-D Gaussian mixture: weights[k], mu[k], sigma[k].
+    Gmm,
+    /// Mixture of regressions: weights[k], beta[k,j], alpha[k] (and sigma[k] for gaussian).
+    Mixglm,
+}
+
+/// The likelihood of a GLM or of each mixture component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    /// Normal, identity link.
+    Gaussian,
+    /// Bernoulli, logit link.
+    Bernoulli,
+    /// Poisson, log link.
+    Poisson,
+}
+
+/// Model options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model family.
+    #[arg(long, value_enum)]
+    pub model: ModelKind,
+    /// Likelihood (glm and mixglm).
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub family: Family,
+    /// Mixture components (gmm and mixglm).
+    #[arg(long, default_value_t = 2)]
+    pub components: usize,
+    /// Prior on regression coefficients: normal(MEAN,SD).
+    #[arg(long, default_value = "normal(0,1)")]
+    pub prior_coef: String,
+    /// Prior on intercepts (and Gaussian-mixture means): normal(MEAN,SD).
+    #[arg(long, default_value = "normal(0,1)")]
+    pub prior_intercept: String,
+    /// Prior on scales: halfnormal(SD), exponential(RATE), lognormal(MU,SD) or gamma(SHAPE,RATE).
+    #[arg(long, default_value = "halfnormal(1)")]
+    pub prior_sigma: String,
+    /// Symmetric Dirichlet concentration on mixture weights.
+    #[arg(long, default_value_t = 1.0)]
+    pub prior_weights: f64,
+}
+
+fn call(flag: &str, text: &str) -> anyhow::Result<(String, Vec<f64>)> {
+    let t = text.trim().to_lowercase();
+    let (name, rest) = t
+        .split_once('(')
+        .with_context(|| format!("{flag}: expected NAME(ARGS), e.g. normal(0,1), got {text:?}"))?;
+    let args = rest
+        .strip_suffix(')')
+        .with_context(|| format!("{flag}: missing ')' in {text:?}"))?;
+    let vals = args
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse::<f64>()
+                .with_context(|| format!("{flag}: {a:?} is not a number in {text:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((name.trim().to_string(), vals))
+}
+
+fn normal(flag: &str, text: &str) -> anyhow::Result<Normal> {
+    match call(flag, text)? {
+        (n, v) if n == "normal" && v.len() == 2 => {
+            Normal::new(v[0], v[1]).with_context(|| flag.to_string())
+        }
+        _ => bail!("{flag}: expected normal(MEAN,SD), got {text:?}"),
+    }
+}
+
+fn scale(flag: &str, text: &str) -> anyhow::Result<ScalePrior> {
+    let (n, v) = call(flag, text)?;
+    let p = match (n.as_str(), v.as_slice()) {
+        ("halfnormal", [sd]) => ScalePrior::HalfNormal { sd: *sd },
+        ("exponential", [rate]) => ScalePrior::Exponential { rate: *rate },
+        ("lognormal", [mu, sd]) => ScalePrior::LogNormal { mu: *mu, sd: *sd },
+        ("gamma", [shape, rate]) => ScalePrior::Gamma { shape: *shape, rate: *rate },
+        _ => bail!("{flag}: expected halfnormal(SD), exponential(RATE), lognormal(MU,SD) or gamma(SHAPE,RATE), got {text:?}"),
+    };
+    p.validate().with_context(|| flag.to_string())?;
+    Ok(p)
+}
+
+impl ModelArgs {
+    /// The priors the flags describe.
+    pub fn priors(&self) -> anyhow::Result<Priors> {
+        let p = Priors {
+            coef: normal("--prior-coef", &self.prior_coef)?,
+            intercept: normal("--prior-intercept", &self.prior_intercept)?,
+            scale: scale("--prior-sigma", &self.prior_sigma)?,
+            weights: self.prior_weights,
+        };
+        p.validate().context("--prior-weights")?;
+        Ok(p)
+    }
+
+    /// The model for `p` input columns.
+    pub fn build(&self, p: usize) -> anyhow::Result<MixGlm> {
+        let lik = match self.family {
+            Family::Gaussian => Likelihood::Gaussian,
+            Family::Bernoulli => Likelihood::Bernoulli,
+            Family::Poisson => Likelihood::Poisson,
+        };
+        let priors = self.priors()?;
+        if self.components < 1 {
+            bail!("--components must be at least 1, got {}", self.components);
+        }
+        Ok(match self.model {
+            ModelKind::Glm => {
+                MixGlm::glm(lik, p, priors).context("--x: a GLM needs at least one input column")?
+            }
+            ModelKind::Gmm => {
+                if p != 0 {
+                    bail!("--x: a Gaussian mixture takes no input columns");
+                }
+                if self.family != Family::Gaussian {
+                    bail!("--family: a Gaussian mixture is gaussian");
+                }
+                MixGlm::gmm(self.components, priors)?
+            }
+            ModelKind::Mixglm => {
+                if p == 0 {
+                    bail!("--x: a mixture of regressions needs at least one input column");
+                }
+                MixGlm::new(self.components, p, lik, priors)?
+            }
+        })
+    }
+}
+
+/// Data options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// CSV file with a header line.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Input columns, comma-separated (none for gmm).
+    #[arg(long, value_delimiter = ',')]
+    pub x: Vec<String>,
+    /// Response column.
+    #[arg(long, default_value = "y")]
+    pub y: String,
+    /// Column whose values split the rows into datasets (fitted as one batch).
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+impl DataArgs {
+    /// Reads and validates the CSV.
+    pub fn load(&self) -> anyhow::Result<DataBatch> {
+        let spec = CsvSpec {
+            x: self.x.clone(),
+            y: self.y.clone(),
+            group: self.group.clone(),
+        };
+        Ok(read_csv(&self.data, &spec)?)
+    }
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so a failure never
+/// leaves half a file over a good one.
+pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}

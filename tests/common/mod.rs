@@ -1,0 +1,115 @@
+//! Shared test helpers: the GPU context (skipped loudly without an adapter unless
+//! GPSAMP_REQUIRE_GPU=1), random models and data, and the relative-norm error.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use gpsamp::backend::GpuContext;
+use gpsamp::rng::{host_rng, Purpose};
+use gpsamp::{DataBatch, Dataset, Likelihood, MixGlm, Model, Priors, ScalePrior};
+use rand::RngExt;
+
+/// The shared GPU context, or `None` (with a loud message) when no adapter exists. With
+/// `GPSAMP_REQUIRE_GPU=1` a missing adapter fails the test instead.
+pub fn gpu() -> Option<Arc<GpuContext>> {
+    static CTX: OnceLock<Result<Arc<GpuContext>, String>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| GpuContext::new().map_err(|e| e.to_string()));
+    match ctx {
+        Ok(c) => Some(c.clone()),
+        Err(e) => {
+            if std::env::var("GPSAMP_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("GPSAMP_REQUIRE_GPU=1 but no GPU adapter: {e}");
+            }
+            eprintln!("\n!!! SKIPPING GPU TEST: no GPU adapter ({e}). Install mesa-vulkan-drivers for lavapipe. !!!\n");
+            None
+        }
+    }
+}
+
+/// ||a - b|| / ||b||.
+pub fn rel_norm(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    num / den.max(1e-300)
+}
+
+/// Every family configuration the tests cover, with non-default priors on some.
+pub fn families() -> Vec<MixGlm> {
+    let custom = Priors {
+        coef: gpsamp::model::Normal { mean: 0.3, sd: 2.0 },
+        intercept: gpsamp::model::Normal {
+            mean: -0.5,
+            sd: 1.5,
+        },
+        scale: ScalePrior::Gamma {
+            shape: 2.0,
+            rate: 1.5,
+        },
+        weights: 2.5,
+    };
+    let ln = Priors {
+        scale: ScalePrior::LogNormal { mu: 0.1, sd: 0.7 },
+        ..Priors::default()
+    };
+    let ex = Priors {
+        scale: ScalePrior::Exponential { rate: 0.8 },
+        ..Priors::default()
+    };
+    vec![
+        MixGlm::glm(Likelihood::Gaussian, 1, Priors::default()).unwrap(),
+        MixGlm::glm(Likelihood::Gaussian, 3, custom).unwrap(),
+        MixGlm::glm(Likelihood::Bernoulli, 2, Priors::default()).unwrap(),
+        MixGlm::glm(Likelihood::Poisson, 2, custom).unwrap(),
+        MixGlm::gmm(1, ln).unwrap(),
+        MixGlm::gmm(3, ex).unwrap(),
+        MixGlm::mixreg(2, 1, Priors::default()).unwrap(),
+        MixGlm::mixreg(3, 2, custom).unwrap(),
+        MixGlm::new(2, 2, Likelihood::Bernoulli, Priors::default()).unwrap(),
+        MixGlm::new(2, 1, Likelihood::Poisson, ln).unwrap(),
+    ]
+}
+
+/// Simulated datasets of the given sizes (from the model's prior), packed.
+pub fn data_for(model: &MixGlm, sizes: &[usize], seed: u64) -> (DataBatch, Vec<Vec<f64>>) {
+    let mut truths = Vec::new();
+    let mut sets: Vec<Dataset> = Vec::new();
+    for (b, &n) in sizes.iter().enumerate() {
+        let mut rng = host_rng(seed, b as u64, Purpose::Simulate);
+        let (t, d) = model.simulate(n, &mut rng);
+        truths.push(t);
+        sets.push(d);
+    }
+    (DataBatch::new(model.features(), &sets).unwrap(), truths)
+}
+
+/// Random positions near the truths: `chains` per dataset, jittered by `scale`.
+pub fn positions(
+    model: &dyn Model,
+    truths: &[Vec<f64>],
+    chains: usize,
+    scale: f64,
+    seed: u64,
+) -> Vec<f64> {
+    let mut rng = host_rng(seed, 99, Purpose::Other);
+    let d = model.dim();
+    let mut theta = Vec::with_capacity(truths.len() * chains * d);
+    for t in truths {
+        for _ in 0..chains {
+            for v in t {
+                theta.push(v + scale * (rng.random::<f64>() * 2.0 - 1.0));
+            }
+        }
+    }
+    theta
+}
+
+/// Model as a shared trait object.
+pub fn arc(m: &MixGlm) -> Arc<dyn Model> {
+    Arc::new(m.clone())
+}
