@@ -104,6 +104,10 @@ impl Layout {
     }
 }
 
+const LIK_GAUSSIAN: u8 = 0;
+const LIK_BERNOULLI: u8 = 1;
+const LIK_POISSON: u8 = 2;
+
 /// Points per block of the vectorised CPU loop.
 const BLOCK: usize = 32;
 /// Blocks between folds of the running product of log-sum-exp sums into one log: each factor
@@ -268,9 +272,189 @@ impl MixGlm {
         lp
     }
 
-    /// The vectorisable loop over one dataset's points; accumulates into `tot`.
+    /// Accumulates one dataset's points into `tot`: the fixed-size kernel for the common
+    /// small shapes (everything in registers), the general blocked loop otherwise.
     #[inline(always)]
     fn accumulate(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        lw: &[f64],
+        tot: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        macro_rules! fixed {
+            ($k:literal, $p:literal) => {
+                match self.lik {
+                    Likelihood::Gaussian => {
+                        self.accumulate_fixed::<$k, $p, LIK_GAUSSIAN>(data, b, theta, lw, tot)
+                    }
+                    Likelihood::Bernoulli => {
+                        self.accumulate_fixed::<$k, $p, LIK_BERNOULLI>(data, b, theta, lw, tot)
+                    }
+                    Likelihood::Poisson => {
+                        self.accumulate_fixed::<$k, $p, LIK_POISSON>(data, b, theta, lw, tot)
+                    }
+                }
+            };
+        }
+        match (self.k, self.p) {
+            (1, 1) => fixed!(1, 1),
+            (1, 2) => fixed!(1, 2),
+            (2, 0) => fixed!(2, 0),
+            (2, 1) => fixed!(2, 1),
+            (3, 0) => fixed!(3, 0),
+            (3, 1) => fixed!(3, 1),
+            _ => self.accumulate_blocked(data, b, theta, lw, tot, scratch),
+        }
+    }
+
+    /// The per-point kernel with K, P and the likelihood fixed at compile time, so the
+    /// component and feature loops unroll and the loop over points vectorises with every
+    /// intermediate in registers; per-lane accumulators live in a small stack array.
+    #[inline(always)]
+    fn accumulate_fixed<const K: usize, const P: usize, const LIK: u8>(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        lw: &[f64],
+        tot: &mut [f64],
+    ) {
+        let l = self.layout();
+        let gaussian = LIK == LIK_GAUSSIAN;
+        let range = data.range(b);
+        let n_total = data.n_total();
+        let (xs, ys) = (data.x(), data.y());
+        let mut beta = [[0.0f64; 4]; K];
+        let mut alpha = [0.0f64; K];
+        let mut u = [0.0f64; K];
+        let mut invs = [0.0f64; K];
+        let mut lwk = [0.0f64; K];
+        for kk in 0..K {
+            for j in 0..P {
+                beta[kk][j] = theta[l.off_beta + kk * P + j];
+            }
+            alpha[kk] = theta[l.off_alpha + kk];
+            lwk[kk] = lw[kk];
+            if gaussian {
+                u[kk] = theta[l.off_sig + kk];
+                invs[kk] = (-u[kk]).exp();
+            }
+        }
+        // Accumulator rows: [lp | R (K) | beta (K*P) | alpha (K) | sig (K)], BLOCK lanes each;
+        // sized for the largest shape `accumulate` sends here (K <= 3, P <= 2, K*P <= 3).
+        const ROWS: usize = 1 + 3 * 3 + 3;
+        debug_assert!(K <= 3 && P <= 2 && 1 + K + K * P + 2 * K <= ROWS);
+        let mut acc = [[0.0f64; BLOCK]; ROWS];
+        let mut prod = [1.0f64; BLOCK];
+        let (ar, ab) = (1, 1 + K);
+        let aa = ab + K * P;
+        let asg = aa + K;
+        let mut blocks = 0usize;
+        let mut n0 = range.start;
+        while n0 < range.end {
+            let len = BLOCK.min(range.end - n0);
+            let y = &ys[n0..n0 + len];
+            let x: [&[f64]; P] =
+                std::array::from_fn(|j| &xs[j * n_total + n0..j * n_total + n0 + len]);
+            for i in 0..len {
+                let mut a = [0.0f64; K];
+                let mut g = [0.0f64; K];
+                let mut h = [0.0f64; K];
+                for kk in 0..K {
+                    let mut eta = alpha[kk];
+                    for j in 0..P {
+                        eta = beta[kk][j].mul_add(x[j][i], eta);
+                    }
+                    if LIK == LIK_GAUSSIAN {
+                        let z = (y[i] - eta) * invs[kk];
+                        let z2 = z * z;
+                        g[kk] = z * invs[kk];
+                        h[kk] = z2 - 1.0;
+                        a[kk] = (-0.5f64).mul_add(z2, lwk[kk] - u[kk]);
+                    } else if LIK == LIK_BERNOULLI {
+                        let e = exp(-eta.abs());
+                        let r = 1.0 / (1.0 + e);
+                        let sp = eta.max(0.0) + ln(1.0 + e);
+                        g[kk] = y[i] - if eta >= 0.0 { r } else { e * r };
+                        a[kk] = y[i].mul_add(eta, lwk[kk] - sp);
+                    } else {
+                        let ec = exp(eta.min(POISSON_ETA_MAX));
+                        let mu = ec * (1.0 + (eta - POISSON_ETA_MAX).max(0.0));
+                        g[kk] = y[i] - ec;
+                        a[kk] = y[i].mul_add(eta, lwk[kk] - mu);
+                    }
+                }
+                let mut r = [1.0f64; K];
+                if K == 1 {
+                    acc[0][i] += a[0];
+                } else {
+                    let mut m = a[0];
+                    for kk in 1..K {
+                        m = m.max(a[kk]);
+                    }
+                    let mut sum = 0.0;
+                    for kk in 0..K {
+                        r[kk] = exp(a[kk] - m);
+                        sum += r[kk];
+                    }
+                    acc[0][i] += m;
+                    prod[i] *= sum;
+                    let inv = 1.0 / sum;
+                    for kk in 0..K {
+                        r[kk] = if r[kk] * inv > 0.0 { r[kk] * inv } else { 0.0 };
+                        acc[ar + kk][i] += r[kk];
+                    }
+                }
+                for kk in 0..K {
+                    let rg = if r[kk] > 0.0 { r[kk] * g[kk] } else { 0.0 };
+                    acc[aa + kk][i] += rg;
+                    for j in 0..P {
+                        acc[ab + kk * P + j][i] = rg.mul_add(x[j][i], acc[ab + kk * P + j][i]);
+                    }
+                    if gaussian {
+                        acc[asg + kk][i] += if r[kk] > 0.0 { r[kk] * h[kk] } else { 0.0 };
+                    }
+                }
+            }
+            if K > 1 {
+                blocks += 1;
+                if blocks.is_multiple_of(FOLD) {
+                    for i in 0..BLOCK {
+                        acc[0][i] += ln(prod[i]);
+                        prod[i] = 1.0;
+                    }
+                }
+            }
+            n0 += len;
+        }
+        if K > 1 {
+            for i in 0..BLOCK {
+                acc[0][i] += ln(prod[i]);
+            }
+        }
+        // Map the fixed row layout onto the accumulator layout.
+        tot[0] = acc[0].iter().sum();
+        for kk in 0..K {
+            if K > 1 {
+                tot[l.a_r + kk] = acc[ar + kk].iter().sum();
+            }
+            for j in 0..P {
+                tot[l.a_beta + kk * P + j] = acc[ab + kk * P + j].iter().sum();
+            }
+            tot[l.a_alpha + kk] = acc[aa + kk].iter().sum();
+            if gaussian {
+                tot[l.a_sig + kk] = acc[asg + kk].iter().sum();
+            }
+        }
+    }
+
+    /// The general blocked loop over one dataset's points (any K and P); accumulates into
+    /// `tot`.
+    #[inline(always)]
+    fn accumulate_blocked(
         &self,
         data: &DataBatch,
         b: usize,
@@ -382,39 +566,41 @@ impl MixGlm {
                 }
             }
             // Gradient accumulators; `a_all` now holds the unnormalised responsibilities.
+            // One fused pass per component turns them into r and r*g (kept in place for the
+            // feature passes) and updates R, alpha and sigma; then one pass per feature.
+            let row = |c: usize| c * BLOCK - BLOCK;
             for kk in 0..k {
-                let e = &a_all[kk * BLOCK..kk * BLOCK + len];
-                let g = &g_all[kk * BLOCK..kk * BLOCK + len];
+                let e = &mut a_all[kk * BLOCK..kk * BLOCK + len];
+                let g = &mut g_all[kk * BLOCK..kk * BLOCK + len];
                 let h = &h_all[kk * BLOCK..kk * BLOCK + len];
-                // Slices of the accumulator rows for this component.
-                let row = |c: usize| c * BLOCK - BLOCK;
-                if k > 1 {
-                    let r_row = row(l.a_r + kk);
-                    for i in 0..len {
-                        let r = e[i] * inv[i];
-                        acc_rest[r_row + i] += if r > 0.0 { r } else { 0.0 };
-                    }
-                }
-                let al_row = row(l.a_alpha + kk);
+                let (r_row, al_row, s_row) =
+                    (row(l.a_r + kk), row(l.a_alpha + kk), row(l.a_sig + kk));
+                let acc_al = &mut acc_rest[al_row..al_row + len];
                 for i in 0..len {
                     let r = if k > 1 { e[i] * inv[i] } else { 1.0 };
                     let rg = if r > 0.0 { r * g[i] } else { 0.0 };
-                    acc_rest[al_row + i] += rg;
+                    e[i] = r;
+                    g[i] = rg;
+                    acc_al[i] += rg;
+                }
+                if k > 1 {
+                    let acc_r = &mut acc_rest[r_row..r_row + len];
+                    for i in 0..len {
+                        acc_r[i] += if e[i] > 0.0 { e[i] } else { 0.0 };
+                    }
+                }
+                if l.gaussian {
+                    let acc_s = &mut acc_rest[s_row..s_row + len];
+                    for i in 0..len {
+                        acc_s[i] += if e[i] > 0.0 { e[i] * h[i] } else { 0.0 };
+                    }
                 }
                 for j in 0..p {
                     let xj = &xs[j * n_total + n0..j * n_total + n0 + len];
                     let b_row = row(l.a_beta + kk * p + j);
+                    let acc_b = &mut acc_rest[b_row..b_row + len];
                     for i in 0..len {
-                        let r = if k > 1 { e[i] * inv[i] } else { 1.0 };
-                        let rg = if r > 0.0 { r * g[i] } else { 0.0 };
-                        acc_rest[b_row + i] = rg.mul_add(xj[i], acc_rest[b_row + i]);
-                    }
-                }
-                if l.gaussian {
-                    let s_row = row(l.a_sig + kk);
-                    for i in 0..len {
-                        let r = if k > 1 { e[i] * inv[i] } else { 1.0 };
-                        acc_rest[s_row + i] += if r > 0.0 { r * h[i] } else { 0.0 };
+                        acc_b[i] = g[i].mul_add(xj[i], acc_b[i]);
                     }
                 }
             }
