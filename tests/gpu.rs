@@ -13,6 +13,37 @@ use gpsamp::backend::{CpuEvaluator, Evaluator};
 use gpsamp::rng::{box_muller, philox4x32_10, u32_to_uniform, Purpose, Stream};
 use gpsamp::{Likelihood, MixGlm, Priors};
 
+/// Binds `buffers` in order, runs `groups` workgroups of `pipe` once and waits.
+fn dispatch_once(
+    ctx: &gpsamp::backend::GpuContext,
+    pipe: &wgpu::ComputePipeline,
+    layout: &wgpu::BindGroupLayout,
+    buffers: &[&wgpu::Buffer],
+    groups: u32,
+) {
+    let entries: Vec<_> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout,
+        entries: &entries,
+    });
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(pipe);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups, 1, 1);
+    }
+    ctx.queue.submit([enc.finish()]);
+}
+
 fn run_philox(ctx: &gpsamp::backend::GpuContext, items: &[([u32; 4], [u32; 2])]) -> Vec<u32> {
     let mut input = Vec::new();
     for (c, k) in items {
@@ -28,28 +59,13 @@ fn run_philox(ctx: &gpsamp::backend::GpuContext, items: &[([u32; 4], [u32; 2])])
     let size = (items.len() * 6 * 4) as u64;
     let outb = ctx.storage("out", size, true).unwrap();
     let staging = ctx.staging("staging", size).unwrap();
-    let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &layout,
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: inb.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: outb.as_entire_binding(),
-            },
-        ],
-    });
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipe);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups((items.len() as u32).div_ceil(64), 1, 1);
-    }
-    ctx.queue.submit([enc.finish()]);
+    dispatch_once(
+        ctx,
+        &pipe,
+        &layout,
+        &[&inb, &outb],
+        (items.len() as u32).div_ceil(64),
+    );
     ctx.read_back(&outb, &staging, size).unwrap()
 }
 
@@ -128,28 +144,7 @@ fn eval_params_layout_matches_wgsl() {
     let ub = ctx.uniform("params", &p);
     let outb = ctx.storage("echo", 20, true).unwrap();
     let staging = ctx.staging("staging", 20).unwrap();
-    let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &layout,
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: ub.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: outb.as_entire_binding(),
-            },
-        ],
-    });
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipe);
-        pass.set_bind_group(0, &bg, &[]);
-        pass.dispatch_workgroups(1, 1, 1);
-    }
-    ctx.queue.submit([enc.finish()]);
+    dispatch_once(&ctx, &pipe, &layout, &[&ub, &outb], 1);
     let echo: Vec<u32> = ctx.read_back(&outb, &staging, 20).unwrap();
     assert_eq!(echo, vec![11, 22, 33, 44, 55]);
 }

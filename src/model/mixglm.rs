@@ -108,6 +108,46 @@ const LIK_GAUSSIAN: u8 = 0;
 const LIK_BERNOULLI: u8 = 1;
 const LIK_POISSON: u8 = 2;
 
+/// Per-point terms of one component at linear predictor `eta`: the log weight plus the
+/// log likelihood, its derivative in `eta`, and (Gaussian) its derivative in `log sigma`.
+#[inline(always)]
+fn point_terms<const LIK: u8>(eta: f64, y: f64, lw: f64, u: f64, invs: f64) -> (f64, f64, f64) {
+    if LIK == LIK_GAUSSIAN {
+        let z = (y - eta) * invs;
+        let z2 = z * z;
+        ((-0.5f64).mul_add(z2, lw - u), z * invs, z2 - 1.0)
+    } else if LIK == LIK_BERNOULLI {
+        let e = exp(-eta.abs());
+        let r = 1.0 / (1.0 + e);
+        let sp = eta.max(0.0) + ln(1.0 + e);
+        (
+            y.mul_add(eta, lw - sp),
+            y - if eta >= 0.0 { r } else { e * r },
+            0.0,
+        )
+    } else {
+        let ec = exp(eta.min(POISSON_ETA_MAX));
+        let mu = ec * (1.0 + (eta - POISSON_ETA_MAX).max(0.0));
+        (y.mul_add(eta, lw - mu), y - ec, 0.0)
+    }
+}
+
+/// [`point_terms`] over a row of points: `a` holds eta on entry and the terms on exit.
+#[inline(always)]
+fn row_terms<const LIK: u8>(
+    a: &mut [f64],
+    g: &mut [f64],
+    h: &mut [f64],
+    y: &[f64],
+    lw: f64,
+    u: f64,
+    invs: f64,
+) {
+    for i in 0..a.len().min(g.len()).min(h.len()).min(y.len()) {
+        (a[i], g[i], h[i]) = point_terms::<LIK>(a[i], y[i], lw, u, invs);
+    }
+}
+
 /// Points per block of the vectorised CPU loop.
 const BLOCK: usize = 32;
 /// Blocks between folds of the running product of log-sum-exp sums into one log: each factor
@@ -368,24 +408,7 @@ impl MixGlm {
                     for j in 0..P {
                         eta = beta[kk][j].mul_add(x[j][i], eta);
                     }
-                    if LIK == LIK_GAUSSIAN {
-                        let z = (y[i] - eta) * invs[kk];
-                        let z2 = z * z;
-                        g[kk] = z * invs[kk];
-                        h[kk] = z2 - 1.0;
-                        a[kk] = (-0.5f64).mul_add(z2, lwk[kk] - u[kk]);
-                    } else if LIK == LIK_BERNOULLI {
-                        let e = exp(-eta.abs());
-                        let r = 1.0 / (1.0 + e);
-                        let sp = eta.max(0.0) + ln(1.0 + e);
-                        g[kk] = y[i] - if eta >= 0.0 { r } else { e * r };
-                        a[kk] = y[i].mul_add(eta, lwk[kk] - sp);
-                    } else {
-                        let ec = exp(eta.min(POISSON_ETA_MAX));
-                        let mu = ec * (1.0 + (eta - POISSON_ETA_MAX).max(0.0));
-                        g[kk] = y[i] - ec;
-                        a[kk] = y[i].mul_add(eta, lwk[kk] - mu);
-                    }
+                    (a[kk], g[kk], h[kk]) = point_terms::<LIK>(eta, y[i], lwk[kk], u[kk], invs[kk]);
                 }
                 let mut r = [1.0f64; K];
                 if K == 1 {
@@ -496,39 +519,19 @@ impl MixGlm {
                         a[i] = bj.mul_add(xj[i], a[i]);
                     }
                 }
-                let lwk = lw[kk];
+                let (u, invs) = if l.gaussian {
+                    let u = theta[l.off_sig + kk];
+                    (u, (-u).exp())
+                } else {
+                    (0.0, 0.0)
+                };
+                let h = &mut h_all[kk * BLOCK..kk * BLOCK + len];
                 match self.lik {
-                    Likelihood::Gaussian => {
-                        let u = theta[l.off_sig + kk];
-                        let invs = (-u).exp();
-                        let h = &mut h_all[kk * BLOCK..kk * BLOCK + len];
-                        for i in 0..len {
-                            let z = (y[i] - a[i]) * invs;
-                            let z2 = z * z;
-                            g[i] = z * invs;
-                            h[i] = z2 - 1.0;
-                            a[i] = (-0.5f64).mul_add(z2, lwk - u);
-                        }
-                    }
+                    Likelihood::Gaussian => row_terms::<LIK_GAUSSIAN>(a, g, h, y, lw[kk], u, invs),
                     Likelihood::Bernoulli => {
-                        for i in 0..len {
-                            let eta = a[i];
-                            let e = exp(-eta.abs());
-                            let r = 1.0 / (1.0 + e);
-                            let sp = eta.max(0.0) + ln(1.0 + e);
-                            g[i] = y[i] - if eta >= 0.0 { r } else { e * r };
-                            a[i] = y[i].mul_add(eta, lwk - sp);
-                        }
+                        row_terms::<LIK_BERNOULLI>(a, g, h, y, lw[kk], u, invs)
                     }
-                    Likelihood::Poisson => {
-                        for i in 0..len {
-                            let eta = a[i];
-                            let ec = exp(eta.min(POISSON_ETA_MAX));
-                            let mu = ec * (1.0 + (eta - POISSON_ETA_MAX).max(0.0));
-                            g[i] = y[i] - ec;
-                            a[i] = y[i].mul_add(eta, lwk - mu);
-                        }
-                    }
+                    Likelihood::Poisson => row_terms::<LIK_POISSON>(a, g, h, y, lw[kk], u, invs),
                 }
             }
             let (acc_lp, acc_rest) = acc.split_at_mut(BLOCK);
