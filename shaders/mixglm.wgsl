@@ -46,7 +46,11 @@ fn chain_setup(theta: ptr<function, array<f32, D>>) -> Chain {
     for (var k = 0u; k < K; k++) {
         c.alpha[k] = (*theta)[OFF_ALPHA + k];
         if (GAUSSIAN) {
-            c.u[k] = (*theta)[OFF_SIG + k];
+            if (SIGMA_FREE) {
+                c.u[k] = (*theta)[OFF_SIG + k];
+            } else {
+                c.u[k] = LOG_SIGMA_FIXED;
+            }
             c.invs[k] = exp(-c.u[k]);
         }
     }
@@ -71,7 +75,7 @@ fn point_accumulate(c: ptr<function, Chain>, n: u32, acc: ptr<function, array<f3
         for (var j = 0u; j < P; j++) {
             (*acc)[A_BETA + j] += g[0] * x_at(j, n);
         }
-        if (GAUSSIAN) {
+        if (SIGMA_FREE) {
             (*acc)[A_SIG] += h[0];
         }
         return;
@@ -96,7 +100,7 @@ fn point_accumulate(c: ptr<function, Chain>, n: u32, acc: ptr<function, array<f3
             for (var j = 0u; j < P; j++) {
                 (*acc)[A_BETA + k * P + j] += rg * x_at(j, n);
             }
-            if (GAUSSIAN) {
+            if (SIGMA_FREE) {
                 (*acc)[A_SIG + k] += r * h[k];
             }
         }
@@ -135,7 +139,7 @@ fn chain_finish(
         let v = normal_prior((*theta)[OFF_ALPHA + k], ICPT_MEAN, ICPT_SD);
         lp += v.x;
         (*grad)[OFF_ALPHA + k] = (*acc)[A_ALPHA + k] + v.y;
-        if (GAUSSIAN) {
+        if (SIGMA_FREE) {
             let s = scale_prior((*theta)[OFF_SIG + k]);
             lp += s.x;
             (*grad)[OFF_SIG + k] = (*acc)[A_SIG + k] + s.y;

@@ -22,10 +22,14 @@ fn reference_logp(m: &MixGlm, x: &[Vec<f64>], y: &[f64], theta: &[f64]) -> f64 {
     let beta = &c[i..i + k * p];
     let alpha = &c[i + k * p..i + k * p + k];
     let gaussian = m.likelihood() == Likelihood::Gaussian;
-    let sig = if gaussian {
+    let free: &[f64] = if gaussian && m.sigma_fixed().is_none() {
         &c[i + k * p + k..]
     } else {
-        &[][..]
+        &[]
+    };
+    let sig: Vec<f64> = match m.sigma_fixed() {
+        Some(s) => vec![s; k],
+        None => free.to_vec(),
     };
     let mut lp = 0.0;
     for n in 0..y.len() {
@@ -52,7 +56,7 @@ fn reference_logp(m: &MixGlm, x: &[Vec<f64>], y: &[f64], theta: &[f64]) -> f64 {
     let ni = Normal::new(pr.intercept.mean, pr.intercept.sd).unwrap();
     lp += beta.iter().map(|&b| nc.ln_pdf(b)).sum::<f64>();
     lp += alpha.iter().map(|&a| ni.ln_pdf(a)).sum::<f64>();
-    for &s in sig {
+    for &s in free {
         // Density of sigma plus the log Jacobian of sigma = exp(u).
         lp += s.ln()
             + match pr.scale {

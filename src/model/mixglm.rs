@@ -57,6 +57,7 @@ pub struct MixGlm {
     lik: Likelihood,
     priors: Priors,
     naming: Naming,
+    sigma_fixed: Option<f64>,
 }
 
 /// Offsets into the parameter vector and the accumulator array.
@@ -64,7 +65,8 @@ pub struct MixGlm {
 struct Layout {
     k: usize,
     p: usize,
-    gaussian: bool,
+    /// Whether the scales are free parameters (Gaussian likelihood, scale not fixed).
+    sig: bool,
     off_beta: usize,
     off_alpha: usize,
     off_sig: usize,
@@ -77,9 +79,9 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(k: usize, p: usize, lik: Likelihood) -> Self {
-        let gaussian = lik == Likelihood::Gaussian;
-        let ns = if gaussian { k } else { 0 };
+    fn new(k: usize, p: usize, lik: Likelihood, sigma_fixed: bool) -> Self {
+        let sig = lik == Likelihood::Gaussian && !sigma_fixed;
+        let ns = if sig { k } else { 0 };
         let off_beta = k - 1;
         let off_alpha = off_beta + k * p;
         let off_sig = off_alpha + k;
@@ -90,7 +92,7 @@ impl Layout {
         Self {
             k,
             p,
-            gaussian,
+            sig,
             off_beta,
             off_alpha,
             off_sig,
@@ -186,6 +188,7 @@ impl MixGlm {
             lik,
             priors,
             naming,
+            sigma_fixed: None,
         })
     }
 
@@ -218,6 +221,37 @@ impl MixGlm {
         Ok(m)
     }
 
+    /// Fixes every component's noise scale at `sigma` (Gaussian likelihood only): the scales
+    /// leave the parameter vector, as in the tutorial's Gaussian mixture with known sd.
+    pub fn with_fixed_sigma(mut self, sigma: f64) -> Result<Self> {
+        if self.lik != Likelihood::Gaussian {
+            return Err(Error::Invalid(
+                "only a Gaussian likelihood has a scale to fix".into(),
+            ));
+        }
+        if !(sigma > 0.0 && sigma.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "a fixed sigma must be positive and finite, got {sigma}"
+            )));
+        }
+        self.sigma_fixed = Some(sigma);
+        Ok(self)
+    }
+
+    /// The fixed noise scale, if any.
+    pub fn sigma_fixed(&self) -> Option<f64> {
+        self.sigma_fixed
+    }
+
+    /// Log of the scale of component `k` at `theta`.
+    #[inline(always)]
+    fn log_sigma(&self, l: &Layout, theta: &[f64], k: usize) -> f64 {
+        match self.sigma_fixed {
+            Some(s) => s.ln(),
+            None => theta[l.off_sig + k],
+        }
+    }
+
     /// Number of components.
     pub fn components(&self) -> usize {
         self.k
@@ -239,7 +273,7 @@ impl MixGlm {
     }
 
     fn layout(&self) -> Layout {
-        Layout::new(self.k, self.p, self.lik)
+        Layout::new(self.k, self.p, self.lik, self.sigma_fixed.is_some())
     }
 
     /// Working memory of [`MixGlm::accumulate`]: block accumulators, per-component rows and
@@ -302,7 +336,7 @@ impl MixGlm {
             lp += v;
             grad[l.off_alpha + kk] = tot[l.a_alpha + kk] + d;
         }
-        if l.gaussian {
+        if l.sig {
             for kk in 0..l.k {
                 let (v, d) = pr.scale.logp_u(theta[l.off_sig + kk]);
                 lp += v;
@@ -379,7 +413,7 @@ impl MixGlm {
             alpha[kk] = theta[l.off_alpha + kk];
             lwk[kk] = lw[kk];
             if gaussian {
-                u[kk] = theta[l.off_sig + kk];
+                u[kk] = self.log_sigma(&l, theta, kk);
                 invs[kk] = (-u[kk]).exp();
             }
         }
@@ -437,7 +471,7 @@ impl MixGlm {
                     for j in 0..P {
                         acc[ab + kk * P + j][i] = rg.mul_add(x[j][i], acc[ab + kk * P + j][i]);
                     }
-                    if gaussian {
+                    if l.sig {
                         acc[asg + kk][i] += if r[kk] > 0.0 { r[kk] * h[kk] } else { 0.0 };
                     }
                 }
@@ -468,7 +502,7 @@ impl MixGlm {
                 tot[l.a_beta + kk * P + j] = acc[ab + kk * P + j].iter().sum();
             }
             tot[l.a_alpha + kk] = acc[aa + kk].iter().sum();
-            if gaussian {
+            if l.sig {
                 tot[l.a_sig + kk] = acc[asg + kk].iter().sum();
             }
         }
@@ -519,8 +553,8 @@ impl MixGlm {
                         a[i] = bj.mul_add(xj[i], a[i]);
                     }
                 }
-                let (u, invs) = if l.gaussian {
-                    let u = theta[l.off_sig + kk];
+                let (u, invs) = if self.lik == Likelihood::Gaussian {
+                    let u = self.log_sigma(&l, theta, kk);
                     (u, (-u).exp())
                 } else {
                     (0.0, 0.0)
@@ -592,7 +626,7 @@ impl MixGlm {
                         acc_r[i] += if e[i] > 0.0 { e[i] } else { 0.0 };
                     }
                 }
-                if l.gaussian {
+                if l.sig {
                     let acc_s = &mut acc_rest[s_row..s_row + len];
                     for i in 0..len {
                         acc_s[i] += if e[i] > 0.0 { e[i] * h[i] } else { 0.0 };
@@ -715,20 +749,22 @@ impl Model for MixGlm {
             Naming::Glm => {
                 names.extend((0..p).map(|j| format!("beta[{j}]")));
                 names.push("alpha".into());
-                if self.lik == Likelihood::Gaussian {
+                if self.layout().sig {
                     names.push("sigma".into());
                 }
             }
             Naming::Gmm => {
                 names.extend((0..k).map(|i| format!("mu[{i}]")));
-                names.extend((0..k).map(|i| format!("sigma[{i}]")));
+                if self.layout().sig {
+                    names.extend((0..k).map(|i| format!("sigma[{i}]")));
+                }
             }
             Naming::MixReg => {
                 for i in 0..k {
                     names.extend((0..p).map(|j| format!("beta[{i},{j}]")));
                 }
                 names.extend((0..k).map(|i| format!("alpha[{i}]")));
-                if self.lik == Likelihood::Gaussian {
+                if self.layout().sig {
                     names.extend((0..k).map(|i| format!("sigma[{i}]")));
                 }
             }
@@ -745,7 +781,7 @@ impl Model for MixGlm {
             out.extend(lw.iter().map(|w| w.exp()));
         }
         out.extend_from_slice(&theta[l.off_beta..l.off_sig]);
-        if l.gaussian {
+        if l.sig {
             out.extend(theta[l.off_sig..l.dim].iter().map(|u| u.exp()));
         }
         out
@@ -791,7 +827,7 @@ impl Model for MixGlm {
         let nlin = l.off_sig - l.off_beta;
         theta[l.off_beta..l.off_sig].copy_from_slice(&params[i..i + nlin]);
         i += nlin;
-        if l.gaussian {
+        if l.sig {
             for kk in 0..l.k {
                 let s = params[i + kk];
                 if s <= 0.0 {
@@ -857,7 +893,7 @@ impl Model for MixGlm {
         };
         c += (l.k * l.p) as f64 * (-pr.coef.sd.ln() - half_log_2pi);
         c += l.k as f64 * (-pr.intercept.sd.ln() - half_log_2pi);
-        if l.gaussian {
+        if l.sig {
             c += l.k as f64 * pr.scale.constant();
         }
         if l.k > 1 {
@@ -883,7 +919,7 @@ impl Model for MixGlm {
         };
         let header = format!(
             "const K: u32 = {k}u;\nconst P: u32 = {p}u;\nconst KP_ARR: u32 = {kp}u;\nconst D: u32 = {d}u;\nconst NACC: u32 = {nacc}u;\n\
-             const GAUSSIAN: bool = {gauss};\nconst OFF_BETA: u32 = {ob}u;\nconst OFF_ALPHA: u32 = {oa}u;\nconst OFF_SIG: u32 = {os}u;\n\
+             const GAUSSIAN: bool = {gauss};\nconst SIGMA_FREE: bool = {sfree};\nconst LOG_SIGMA_FIXED: f32 = {lsf};\nconst OFF_BETA: u32 = {ob}u;\nconst OFF_ALPHA: u32 = {oa}u;\nconst OFF_SIG: u32 = {os}u;\n\
              const A_R: u32 = {ar}u;\nconst A_BETA: u32 = {ab}u;\nconst A_ALPHA: u32 = {aa}u;\nconst A_SIG: u32 = {asg}u;\n\
              const POISSON_ETA_MAX: f32 = {pem};\nconst DIRICHLET_C: f32 = {dc};\n\
              const COEF_MEAN: f32 = {cm};\nconst COEF_SD: f32 = {cs};\nconst ICPT_MEAN: f32 = {im};\nconst ICPT_SD: f32 = {is};\n",
@@ -892,15 +928,17 @@ impl Model for MixGlm {
             kp = (l.k * l.p).max(1),
             d = l.dim,
             nacc = l.nacc,
-            gauss = l.gaussian,
+            gauss = self.lik == Likelihood::Gaussian,
+            sfree = l.sig,
+            lsf = f(self.sigma_fixed.unwrap_or(1.0).ln()),
             ob = l.off_beta,
             oa = l.off_alpha,
             // Unused without a scale; 0 keeps constant indices in bounds for naga.
-            os = if l.gaussian { l.off_sig } else { 0 },
+            os = if l.sig { l.off_sig } else { 0 },
             ar = l.a_r,
             ab = l.a_beta,
             aa = l.a_alpha,
-            asg = if l.gaussian { l.a_sig } else { 0 },
+            asg = if l.sig { l.a_sig } else { 0 },
             pem = f(POISSON_ETA_MAX),
             dc = f(pr.weights),
             cm = f(pr.coef.mean),
@@ -939,9 +977,16 @@ impl Model for MixGlm {
         for kk in 0..l.k {
             theta[l.off_alpha + kk] = icpt.sample(rng);
         }
-        if l.gaussian {
-            for kk in 0..l.k {
-                theta[l.off_sig + kk] = pr.scale.sample(rng).max(1e-300).ln();
+        let mut log_sigma = vec![0.0; l.k];
+        if self.lik == Likelihood::Gaussian {
+            for (kk, ls) in log_sigma.iter_mut().enumerate() {
+                *ls = match self.sigma_fixed {
+                    Some(s) => s.ln(),
+                    None => pr.scale.sample(rng).max(1e-300).ln(),
+                };
+                if l.sig {
+                    theta[l.off_sig + kk] = *ls;
+                }
             }
         }
         let x: Vec<Vec<f64>> = (0..l.p)
@@ -966,7 +1011,7 @@ impl Model for MixGlm {
                     .sum::<f64>();
             y.push(match self.lik {
                 Likelihood::Gaussian => {
-                    eta + theta[l.off_sig + kk].exp() * rng.sample::<f64, _>(StandardNormal)
+                    eta + log_sigma[kk].exp() * rng.sample::<f64, _>(StandardNormal)
                 }
                 Likelihood::Bernoulli => {
                     let pr = 1.0 / (1.0 + (-eta).exp());

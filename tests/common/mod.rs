@@ -72,6 +72,18 @@ pub fn families() -> Vec<MixGlm> {
         MixGlm::mixreg(3, 2, custom).unwrap(),
         MixGlm::new(2, 2, Likelihood::Bernoulli, Priors::default()).unwrap(),
         MixGlm::new(2, 1, Likelihood::Poisson, ln).unwrap(),
+        MixGlm::glm(Likelihood::Gaussian, 1, Priors::default())
+            .unwrap()
+            .with_fixed_sigma(2.0)
+            .unwrap(),
+        MixGlm::gmm(2, custom)
+            .unwrap()
+            .with_fixed_sigma(1.0)
+            .unwrap(),
+        MixGlm::mixreg(2, 2, custom)
+            .unwrap()
+            .with_fixed_sigma(0.7)
+            .unwrap(),
     ]
 }
 
