@@ -25,7 +25,9 @@
 
 pub mod backend;
 pub mod data;
+pub mod diag;
 pub mod error;
+pub mod hmc;
 pub mod io;
 pub mod math;
 pub mod model;

@@ -1,0 +1,374 @@
+//! Convergence diagnostics and summaries (Vehtari et al. 2021; Margossian et al. 2024):
+//! rank-normalised split R-hat, bulk and tail ESS, nested R-hat, MCSE, mean, sd, 94% HDI,
+//! and label alignment of mixture components across chains (Hungarian matching).
+//!
+//! Draws of one parameter come as `chains x draws` (`&[Vec<f64>]`).
+
+pub mod align;
+
+use rustfft::{num_complex::Complex, FftPlanner};
+
+/// Splits each chain in half (dropping the middle draw of an odd length).
+pub fn split(chains: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let mut out = Vec::with_capacity(chains.len() * 2);
+    for c in chains {
+        let h = c.len() / 2;
+        out.push(c[..h].to_vec());
+        out.push(c[c.len() - h..].to_vec());
+    }
+    out
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+fn var(x: &[f64]) -> f64 {
+    let m = mean(x);
+    x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (x.len() as f64 - 1.0)
+}
+
+/// Classic R-hat of equal-length chains (no splitting, no ranks).
+pub fn rhat_basic(chains: &[Vec<f64>]) -> f64 {
+    let m = chains.len() as f64;
+    let n = chains[0].len() as f64;
+    if m < 2.0 || n < 2.0 {
+        return f64::NAN;
+    }
+    let means: Vec<f64> = chains.iter().map(|c| mean(c)).collect();
+    let b = n * var(&means);
+    let w = chains.iter().map(|c| var(c)).sum::<f64>() / m;
+    if w == 0.0 {
+        return if b == 0.0 { 1.0 } else { f64::INFINITY };
+    }
+    let var_plus = (n - 1.0) / n * w + b / n;
+    (var_plus / w).sqrt()
+}
+
+/// Normal scores of the pooled ranks (Blom's offset, average ranks for ties).
+pub fn rank_normalize(chains: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let n_total: usize = chains.iter().map(|c| c.len()).sum();
+    let mut idx: Vec<(f64, usize, usize)> = Vec::with_capacity(n_total);
+    for (ci, c) in chains.iter().enumerate() {
+        for (i, &v) in c.iter().enumerate() {
+            idx.push((v, ci, i));
+        }
+    }
+    idx.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<Vec<f64>> = chains.iter().map(|c| vec![0.0; c.len()]).collect();
+    let s = n_total as f64;
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && idx[j + 1].0 == idx[i].0 {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        let z = inv_normal_cdf((rank - 0.375) / (s + 0.25));
+        for k in &idx[i..=j] {
+            out[k.1][k.2] = z;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+fn inv_normal_cdf(p: f64) -> f64 {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    Normal::standard().inverse_cdf(p)
+}
+
+/// Rank-normalised split R-hat: the larger of the bulk and the folded (tail) version.
+pub fn rhat(chains: &[Vec<f64>]) -> f64 {
+    let sp = split(chains);
+    let bulk = rhat_basic(&rank_normalize(&sp));
+    let med = median(&sp.concat());
+    let folded: Vec<Vec<f64>> = sp
+        .iter()
+        .map(|c| c.iter().map(|v| (v - med).abs()).collect())
+        .collect();
+    let tail = rhat_basic(&rank_normalize(&folded));
+    bulk.max(tail)
+}
+
+fn median(x: &[f64]) -> f64 {
+    quantile(x, 0.5)
+}
+
+/// Quantile with linear interpolation (numpy's default).
+pub fn quantile(x: &[f64], q: f64) -> f64 {
+    let mut s = x.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let h = (s.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = h.ceil() as usize;
+    s[lo] + (h - lo as f64) * (s[hi] - s[lo])
+}
+
+/// Autocovariances (1/N normalisation) of one chain at lags 0..N, by FFT.
+fn autocov(x: &[f64], planner: &mut FftPlanner<f64>) -> Vec<f64> {
+    let n = x.len();
+    let m = mean(x);
+    let size = (2 * n).next_power_of_two();
+    let mut buf: Vec<Complex<f64>> = x.iter().map(|v| Complex::new(v - m, 0.0)).collect();
+    buf.resize(size, Complex::new(0.0, 0.0));
+    planner.plan_fft_forward(size).process(&mut buf);
+    for c in buf.iter_mut() {
+        *c = Complex::new(c.norm_sqr(), 0.0);
+    }
+    planner.plan_fft_inverse(size).process(&mut buf);
+    buf[..n]
+        .iter()
+        .map(|c| c.re / size as f64 / n as f64)
+        .collect()
+}
+
+/// Effective sample size of equal-length chains (Stan's algorithm: Geyer's initial
+/// monotone sequence on the multi-chain autocorrelation).
+pub fn ess_basic(chains: &[Vec<f64>]) -> f64 {
+    let m = chains.len();
+    let n = chains[0].len();
+    if n < 4 {
+        return f64::NAN;
+    }
+    let mut planner = FftPlanner::new();
+    let acov: Vec<Vec<f64>> = chains.iter().map(|c| autocov(c, &mut planner)).collect();
+    let chain_means: Vec<f64> = chains.iter().map(|c| mean(c)).collect();
+    let nf = n as f64;
+    let acov_mean = |t: usize| acov.iter().map(|a| a[t]).sum::<f64>() / m as f64;
+    let w = acov.iter().map(|a| a[0] * nf / (nf - 1.0)).sum::<f64>() / m as f64;
+    let b_over_n = if m > 1 { var(&chain_means) } else { 0.0 };
+    let var_plus = w * (nf - 1.0) / nf + b_over_n;
+    if var_plus <= 0.0 || !var_plus.is_finite() {
+        return f64::NAN;
+    }
+    let rho = |t: usize| 1.0 - (w - acov_mean(t)) / var_plus;
+    let mut r = vec![0.0; n];
+    r[0] = 1.0;
+    let mut even = 1.0;
+    let mut odd = rho(1);
+    r[1] = odd;
+    let mut s = 1;
+    while s + 4 < n && even + odd > 0.0 {
+        even = rho(s + 1);
+        odd = rho(s + 2);
+        r[s + 1] = even;
+        r[s + 2] = odd;
+        s += 2;
+    }
+    let max_s = s;
+    if even > 0.0 && max_s + 1 < n {
+        r[max_s + 1] = even;
+    }
+    let mut t = 1;
+    while t + 3 <= max_s {
+        if r[t + 1] + r[t + 2] > r[t - 1] + r[t] {
+            r[t + 1] = (r[t - 1] + r[t]) / 2.0;
+            r[t + 2] = r[t + 1];
+        }
+        t += 2;
+    }
+    let total = (m * n) as f64;
+    let mut tau = -1.0
+        + 2.0 * r[..=max_s].iter().sum::<f64>()
+        + if max_s + 1 < n { r[max_s + 1] } else { 0.0 };
+    tau = tau.max(1.0 / total.log10());
+    total / tau
+}
+
+/// Bulk ESS: ESS of the rank-normalised split chains.
+pub fn ess_bulk(chains: &[Vec<f64>]) -> f64 {
+    ess_basic(&rank_normalize(&split(chains)))
+}
+
+/// Tail ESS: the smaller ESS of the 5% and 95% quantile indicators.
+pub fn ess_tail(chains: &[Vec<f64>]) -> f64 {
+    let sp = split(chains);
+    let all = sp.concat();
+    let (q05, q95) = (quantile(&all, 0.05), quantile(&all, 0.95));
+    let ind = |q: f64| -> Vec<Vec<f64>> {
+        sp.iter()
+            .map(|c| c.iter().map(|&v| f64::from(u8::from(v <= q))).collect())
+            .collect()
+    };
+    ess_basic(&ind(q05)).min(ess_basic(&ind(q95)))
+}
+
+/// ESS of the mean (split chains, no ranks), for the MCSE of the mean.
+pub fn ess_mean(chains: &[Vec<f64>]) -> f64 {
+    ess_basic(&split(chains))
+}
+
+/// Nested R-hat (Margossian et al. 2024) for chains grouped in consecutive superchains of
+/// `size` chains.
+pub fn nested_rhat(chains: &[Vec<f64>], size: usize) -> f64 {
+    let k = chains.len() / size;
+    if k < 2 || size == 0 {
+        return f64::NAN;
+    }
+    let n = chains[0].len() as f64;
+    let chain_means: Vec<f64> = chains.iter().map(|c| mean(c)).collect();
+    let mut super_means = Vec::with_capacity(k);
+    let mut w_sum = 0.0;
+    for s in 0..k {
+        let cm = &chain_means[s * size..(s + 1) * size];
+        let sm = mean(cm);
+        super_means.push(sm);
+        let b_tilde = if size > 1 { var(cm) } else { 0.0 };
+        let w_tilde = if n > 1.0 {
+            chains[s * size..(s + 1) * size]
+                .iter()
+                .map(|c| var(c))
+                .sum::<f64>()
+                / size as f64
+        } else {
+            0.0
+        };
+        w_sum += b_tilde + w_tilde;
+    }
+    let b = var(&super_means);
+    let w = w_sum / k as f64;
+    if w == 0.0 {
+        return if b == 0.0 { 1.0 } else { f64::INFINITY };
+    }
+    (1.0 + b / w).sqrt()
+}
+
+/// Shortest interval holding `prob` of the draws.
+pub fn hdi(x: &[f64], prob: f64) -> (f64, f64) {
+    let mut s = x.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    let k = ((prob * n as f64).floor() as usize).clamp(1, n) - 1;
+    let mut best = (s[0], s[n - 1]);
+    let mut width = f64::INFINITY;
+    for i in 0..n - k {
+        let w = s[i + k] - s[i];
+        if w < width {
+            width = w;
+            best = (s[i], s[i + k]);
+        }
+    }
+    best
+}
+
+/// One row of the summary table (ArviZ's columns, plus nested R-hat).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SummaryRow {
+    /// Parameter name.
+    pub param: String,
+    /// Posterior mean.
+    pub mean: f64,
+    /// Posterior sd.
+    pub sd: f64,
+    /// Lower end of the 94% HDI.
+    #[serde(rename = "hdi_3%")]
+    pub hdi_lo: f64,
+    /// Upper end of the 94% HDI.
+    #[serde(rename = "hdi_97%")]
+    pub hdi_hi: f64,
+    /// Monte Carlo standard error of the mean.
+    pub mcse_mean: f64,
+    /// Bulk ESS.
+    pub ess_bulk: f64,
+    /// Tail ESS.
+    pub ess_tail: f64,
+    /// Rank-normalised split R-hat.
+    pub r_hat: f64,
+    /// Nested R-hat (NaN with fewer than two superchains).
+    pub nested_r_hat: f64,
+}
+
+/// Summarises one parameter's draws (chains x draws).
+pub fn summarize(name: &str, chains: &[Vec<f64>], superchain_size: usize) -> SummaryRow {
+    let all = chains.concat();
+    let m = mean(&all);
+    let sd = if all.len() > 1 { var(&all).sqrt() } else { 0.0 };
+    let (lo, hi) = hdi(&all, 0.94);
+    let n = chains[0].len();
+    let (eb, et, em, rh) = if n >= 4 {
+        (
+            ess_bulk(chains),
+            ess_tail(chains),
+            ess_mean(chains),
+            rhat(chains),
+        )
+    } else {
+        (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+    };
+    SummaryRow {
+        param: name.to_string(),
+        mean: m,
+        sd,
+        hdi_lo: lo,
+        hdi_hi: hi,
+        mcse_mean: sd / em.sqrt(),
+        ess_bulk: eb,
+        ess_tail: et,
+        r_hat: rh,
+        nested_r_hat: nested_rhat(chains, superchain_size.max(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Purpose, Stream};
+
+    fn iid(chains: usize, n: usize, seed: u64) -> Vec<Vec<f64>> {
+        (0..chains)
+            .map(|c| {
+                let s = Stream::new(seed, c as u32, 0, Purpose::Other);
+                (0..n as u32).map(|i| s.normal(i)).collect()
+            })
+            .collect()
+    }
+
+    fn ar1(chains: usize, n: usize, phi: f64) -> Vec<Vec<f64>> {
+        iid(chains, n, 9)
+            .into_iter()
+            .map(|e| {
+                let mut x = 0.0;
+                e.iter()
+                    .map(|v| {
+                        x = phi * x + (1.0 - phi * phi).sqrt() * v;
+                        x
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn iid_draws_have_full_ess_and_unit_rhat() {
+        let c = iid(4, 1000, 1);
+        let e = ess_bulk(&c);
+        assert!((3000.0..5000.0).contains(&e), "bulk ess {e}");
+        let r = rhat(&c);
+        assert!(r < 1.01, "rhat {r}");
+    }
+
+    #[test]
+    fn ar1_ess_matches_theory() {
+        // ESS of an AR(1) with coefficient phi is N (1 - phi) / (1 + phi).
+        let c = ar1(8, 4000, 0.8);
+        let want = 8.0 * 4000.0 * 0.2 / 1.8;
+        let e = ess_mean(&c);
+        assert!((e / want - 1.0).abs() < 0.2, "ess {e} vs {want}");
+    }
+
+    #[test]
+    fn shifted_chain_is_flagged() {
+        let mut c = iid(4, 500, 2);
+        c[3].iter_mut().for_each(|v| *v += 3.0);
+        assert!(rhat(&c) > 1.1);
+        assert!(nested_rhat(&c, 2) > 1.1);
+    }
+
+    #[test]
+    fn hdi_of_uniform_grid() {
+        let x: Vec<f64> = (0..1000).map(|i| i as f64 / 999.0).collect();
+        let (lo, hi) = hdi(&x, 0.94);
+        assert!((hi - lo - 0.94).abs() < 0.002, "{lo} {hi}");
+    }
+}

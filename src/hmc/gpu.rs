@@ -1,0 +1,1 @@
+//! GPU HMC transitions (placeholder until the fused kernel lands).

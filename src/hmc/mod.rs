@@ -1,0 +1,570 @@
+//! Ensemble HMC: many chains per dataset adapted together from cross-chain statistics, all
+//! chains running the same number of leapfrog steps in an iteration (lockstep on the GPU).
+//!
+//! The [`Integrator`] trait runs one transition for every chain of every dataset; the CPU
+//! ([`cpu::CpuIntegrator`]) and GPU ([`gpu::GpuIntegrator`]) implementations draw the same
+//! Philox momenta and accept uniforms. [`sample`] drives warmup (dual averaging of the step
+//! size on the harmonic-mean acceptance, ChEES trajectory length with Halton jitter, the
+//! diagonal inverse mass matrix from windowed cross-chain variance) and then frozen sampling,
+//! handing draws to a [`DrawSink`] as they come.
+
+pub mod adapt;
+pub mod cpu;
+pub mod gpu;
+
+use crate::error::{Error, Result};
+use crate::math::LOGP_NEG_INF;
+use crate::rng::{Purpose, Stream};
+use adapt::{halton, mass_windows, ChEES, DualAveraging, Welford};
+
+pub use cpu::CpuIntegrator;
+
+/// An energy error above this is a divergence (Stan's default).
+pub const MAX_ENERGY_ERROR: f64 = 1000.0;
+
+/// Integrator settings of one dataset for one transition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuning {
+    /// Leapfrog step size.
+    pub step_size: f64,
+    /// Leapfrog steps.
+    pub n_steps: u32,
+    /// Diagonal inverse mass matrix (the posterior variance estimate).
+    pub inv_mass: Vec<f64>,
+}
+
+/// What one transition returns for all chains (chain-major, D per chain).
+#[derive(Clone, Debug, Default)]
+pub struct StepOut {
+    /// Positions after the accept step.
+    pub position: Vec<f64>,
+    /// Log densities at `position` (without the model's constant).
+    pub logp: Vec<f64>,
+    /// End points of the trajectories (accepted or not).
+    pub proposal: Vec<f64>,
+    /// Velocities (inverse mass times momentum) at the end points.
+    pub velocity: Vec<f64>,
+    /// Metropolis acceptance probabilities (0 when divergent).
+    pub accept_prob: Vec<f64>,
+    /// Divergent transitions.
+    pub divergent: Vec<bool>,
+    /// Hamiltonian at the returned state.
+    pub energy: Vec<f64>,
+}
+
+impl StepOut {
+    /// Sizes the buffers for `n` chains of dimension `d`.
+    pub fn resize(&mut self, n: usize, d: usize) {
+        self.position.resize(n * d, 0.0);
+        self.logp.resize(n, 0.0);
+        self.proposal.resize(n * d, 0.0);
+        self.velocity.resize(n * d, 0.0);
+        self.accept_prob.resize(n, 0.0);
+        self.divergent.resize(n, false);
+        self.energy.resize(n, 0.0);
+    }
+}
+
+/// One HMC transition for every chain of every dataset.
+pub trait Integrator {
+    /// Unconstrained dimension.
+    fn dim(&self) -> usize;
+    /// Chains over all datasets.
+    fn n_chains(&self) -> usize;
+    /// Sets positions (chains x D) and returns their log densities.
+    fn set_positions(&mut self, q: &[f64], logp: &mut [f64]) -> Result<()>;
+    /// Runs transition `iter` with per-dataset `tuning` and fills `out`.
+    fn step(&mut self, iter: u32, tuning: &[Tuning], out: &mut StepOut) -> Result<()>;
+}
+
+/// Sampler settings.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Config {
+    /// Chains per dataset.
+    pub chains: usize,
+    /// Warmup iterations.
+    pub warmup: usize,
+    /// Draws kept per chain (after thinning).
+    pub draws: usize,
+    /// Keep every `thin`-th iteration.
+    pub thin: usize,
+    /// Seed of every random number.
+    pub seed: u64,
+    /// Target of the harmonic-mean acceptance probability.
+    pub target_accept: f64,
+    /// Initial positions are uniform in (-r, r) on the unconstrained scale.
+    pub init_radius: f64,
+    /// Chains per superchain (chains of a superchain share their start; nested R-hat).
+    pub superchain_size: usize,
+    /// Cap on leapfrog steps per transition.
+    pub max_steps: u32,
+    /// Initial step size.
+    pub step_size: f64,
+    /// Keep T at least (pi/2) sqrt(lambda_max) of the whitened ensemble covariance.
+    pub whitened_floor: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            chains: 4,
+            warmup: 1000,
+            draws: 1000,
+            thin: 1,
+            seed: 0,
+            target_accept: 0.651,
+            init_radius: 2.0,
+            superchain_size: 1,
+            max_steps: 1024,
+            step_size: 0.1,
+            whitened_floor: true,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Invalid(m.into()));
+        if self.chains == 0 {
+            return bad("--chains must be at least 1");
+        }
+        if self.draws == 0 {
+            return bad("--draws must be at least 1");
+        }
+        if self.thin == 0 {
+            return bad("--thin must be at least 1");
+        }
+        if !(self.target_accept > 0.0 && self.target_accept < 1.0) {
+            return bad("--target-accept must be in (0, 1)");
+        }
+        if self.superchain_size == 0 || !self.chains.is_multiple_of(self.superchain_size) {
+            return bad("--superchain-size must divide --chains");
+        }
+        if !(self.init_radius > 0.0 && self.step_size > 0.0) || self.max_steps == 0 {
+            return bad("init radius, step size and max steps must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Receives draws as sampling produces them.
+pub trait DrawSink {
+    /// Draw `index` (0-based, after thinning) of every chain: unconstrained positions
+    /// (chains x D), log densities, and per-chain sampler statistics.
+    fn record(&mut self, index: usize, out: &StepOut, steps: &[u32]) -> Result<()>;
+}
+
+/// Per-dataset outcome of adaptation and sampling.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DatasetReport {
+    /// Step size after warmup.
+    pub step_size: f64,
+    /// Trajectory length after warmup.
+    pub trajectory_length: f64,
+    /// Inverse mass matrix after warmup.
+    pub inv_mass: Vec<f64>,
+    /// Divergent transitions during sampling (all chains).
+    pub divergences: usize,
+    /// Mean acceptance probability during sampling.
+    pub mean_accept: f64,
+    /// Mean leapfrog steps per transition during sampling.
+    pub mean_steps: f64,
+}
+
+/// What a run did, beyond the draws.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunReport {
+    /// One report per dataset.
+    pub datasets: Vec<DatasetReport>,
+    /// Gradient evaluations over all chains (warmup and sampling).
+    pub gradient_evals: u64,
+    /// Transitions run (each one integrator call).
+    pub transitions: u64,
+    /// Seconds of warmup and of sampling.
+    pub seconds: (f64, f64),
+}
+
+/// Progress callback: (phase, iteration done, iterations in phase, divergences so far).
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize, usize);
+
+struct DatasetState {
+    da: DualAveraging,
+    chees: ChEES,
+    mass: Welford,
+    inv_mass: Vec<f64>,
+    divergences: usize,
+    accept_sum: f64,
+    steps_sum: f64,
+}
+
+/// Harmonic mean of the non-divergent chains' acceptance probabilities (0 when none, or when
+/// one of them is 0).
+pub fn harmonic_accept(a: &[f64], div: &[bool]) -> f64 {
+    let mut n = 0.0;
+    let mut s = 0.0;
+    for (&p, &d) in a.iter().zip(div) {
+        if !d {
+            n += 1.0;
+            s += 1.0 / p;
+        }
+    }
+    let h = n / s;
+    if n == 0.0 || !h.is_finite() {
+        0.0
+    } else {
+        h
+    }
+}
+
+/// Largest eigenvalue of the covariance of rows `x` (n x d), by power iteration.
+fn lambda_max(x: &[f64], n: usize, d: usize) -> f64 {
+    if n < 2 {
+        return 0.0;
+    }
+    let mut mean = vec![0.0; d];
+    for r in x.chunks(d) {
+        mean.iter_mut().zip(r).for_each(|(m, v)| *m += v / n as f64);
+    }
+    let mut v = vec![1.0 / (d as f64).sqrt(); d];
+    let mut lam = 0.0;
+    for _ in 0..30 {
+        let mut w = vec![0.0; d];
+        for r in x.chunks(d) {
+            let dot: f64 = r
+                .iter()
+                .zip(&mean)
+                .zip(&v)
+                .map(|((a, m), b)| (a - m) * b)
+                .sum();
+            w.iter_mut()
+                .zip(r)
+                .zip(&mean)
+                .for_each(|((wi, a), m)| *wi += dot * (a - m));
+        }
+        let norm = w.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return 0.0;
+        }
+        lam = norm / (n - 1) as f64;
+        v = w.into_iter().map(|a| a / norm).collect();
+    }
+    lam
+}
+
+/// The ChEES gradient in log T for one dataset's chains (whitened by `inv_mass`).
+#[allow(clippy::too_many_arguments)]
+fn chees_gradient(
+    before: &[f64],
+    after: &[f64],
+    vel: &[f64],
+    accept: &[f64],
+    div: &[bool],
+    inv_mass: &[f64],
+    jitter: f64,
+    t: f64,
+) -> f64 {
+    let d = inv_mass.len();
+    let n = accept.len();
+    let sd: Vec<f64> = inv_mass.iter().map(|m| m.sqrt()).collect();
+    let mut m0 = vec![0.0; d];
+    let mut m1 = vec![0.0; d];
+    for c in 0..n {
+        for i in 0..d {
+            m0[i] += before[c * d + i] / sd[i] / n as f64;
+            m1[i] += after[c * d + i] / sd[i] / n as f64;
+        }
+    }
+    let (mut num, mut den) = (0.0, 0.0);
+    for c in 0..n {
+        if div[c] {
+            continue;
+        }
+        let (mut s0, mut s1, mut xp) = (0.0, 0.0, 0.0);
+        for i in 0..d {
+            let x0 = before[c * d + i] / sd[i] - m0[i];
+            let x1 = after[c * d + i] / sd[i] - m1[i];
+            s0 += x0 * x0;
+            s1 += x1 * x1;
+            xp += x1 * vel[c * d + i] / sd[i];
+        }
+        let g = jitter * t * (s1 - s0) * xp;
+        if g.is_finite() {
+            num += accept[c] * g;
+            den += accept[c];
+        }
+    }
+    if den > 0.0 {
+        num / den
+    } else {
+        0.0
+    }
+}
+
+/// Initial positions: uniform in (-r, r), shared by the chains of a superchain. Chain `c`
+/// of dataset `b` is global chain `b * chains + c`; `attempt` redraws a failed start.
+pub fn initial_position(cfg: &Config, global_chain: usize, attempt: u32, d: usize) -> Vec<f64> {
+    let c = global_chain % cfg.chains;
+    let lead = global_chain - c + (c / cfg.superchain_size) * cfg.superchain_size;
+    let s = Stream::new(cfg.seed, lead as u32, attempt, Purpose::Init);
+    (0..d)
+        .map(|i| cfg.init_radius * (2.0 * s.uniform(i as u32) - 1.0))
+        .collect()
+}
+
+/// Runs warmup and sampling for every dataset at once; draws go to `sink`.
+pub fn sample(
+    integrator: &mut dyn Integrator,
+    n_datasets: usize,
+    cfg: &Config,
+    sink: &mut dyn DrawSink,
+    progress: Progress<'_>,
+) -> Result<RunReport> {
+    cfg.validate()?;
+    let d = integrator.dim();
+    let n = integrator.n_chains();
+    if n != n_datasets * cfg.chains {
+        return Err(Error::Invalid(format!(
+            "integrator has {n} chains, expected {n_datasets} datasets x {} chains",
+            cfg.chains
+        )));
+    }
+    // Initialise, redrawing starts whose log density is -inf.
+    let mut q: Vec<f64> = (0..n)
+        .flat_map(|c| initial_position(cfg, c, 0, d))
+        .collect();
+    let mut logp = vec![0.0; n];
+    integrator.set_positions(&q, &mut logp)?;
+    for attempt in 1..=100u32 {
+        let bad: Vec<usize> = (0..n)
+            .filter(|&c| logp[c] <= LOGP_NEG_INF || !logp[c].is_finite())
+            .collect();
+        if bad.is_empty() {
+            break;
+        }
+        if attempt == 100 {
+            return Err(Error::Invalid(format!(
+                "no finite log density found for chain {} after 100 random starts in (-{r}, {r})",
+                bad[0],
+                r = cfg.init_radius
+            )));
+        }
+        for c in bad {
+            q[c * d..(c + 1) * d].copy_from_slice(&initial_position(cfg, c, attempt, d));
+        }
+        integrator.set_positions(&q, &mut logp)?;
+    }
+
+    let mut states: Vec<DatasetState> = (0..n_datasets)
+        .map(|_| DatasetState {
+            da: DualAveraging::new(cfg.step_size, cfg.target_accept),
+            chees: ChEES::new(cfg.step_size * 10.0),
+            mass: Welford::new(d),
+            inv_mass: vec![1.0; d],
+            divergences: 0,
+            accept_sum: 0.0,
+            steps_sum: 0.0,
+        })
+        .collect();
+    let windows = mass_windows(cfg.warmup);
+    let slow_start = if windows.is_empty() {
+        usize::MAX
+    } else if cfg.warmup >= 150 {
+        75
+    } else {
+        cfg.warmup * 15 / 100
+    };
+    let mut out = StepOut::default();
+    out.resize(n, d);
+    let mut tuning: Vec<Tuning> = states
+        .iter()
+        .map(|s| Tuning {
+            step_size: s.da.log_eps.exp(),
+            n_steps: 1,
+            inv_mass: s.inv_mass.clone(),
+        })
+        .collect();
+    let steps_for = |t: usize, traj: f64, eps: f64| -> u32 {
+        let l = (halton(t as u64 + 1) * traj / eps).ceil();
+        if l.is_finite() {
+            (l as u32).clamp(1, cfg.max_steps)
+        } else {
+            cfg.max_steps
+        }
+    };
+    let mut grads = 0u64;
+    let mut transitions = 0u64;
+    let t0 = std::time::Instant::now();
+    let mut before = q.clone();
+    for t in 0..cfg.warmup {
+        for (tu, s) in tuning.iter_mut().zip(&states) {
+            tu.step_size = s.da.log_eps.exp();
+            tu.n_steps = steps_for(t, s.chees.log_t.exp(), tu.step_size);
+            tu.inv_mass.copy_from_slice(&s.inv_mass);
+        }
+        integrator.step(t as u32, &tuning, &mut out)?;
+        transitions += 1;
+        let jitter = halton(t as u64 + 1);
+        for (b, s) in states.iter_mut().enumerate() {
+            let r = b * cfg.chains..(b + 1) * cfg.chains;
+            let rd = r.start * d..r.end * d;
+            grads += u64::from(tuning[b].n_steps) * cfg.chains as u64;
+            let acc = harmonic_accept(&out.accept_prob[r.clone()], &out.divergent[r.clone()]);
+            s.da.update(acc);
+            let eps = s.da.log_eps.exp();
+            let g = chees_gradient(
+                &before[rd.clone()],
+                &out.proposal[rd.clone()],
+                &out.velocity[rd.clone()],
+                &out.accept_prob[r.clone()],
+                &out.divergent[r.clone()],
+                &s.inv_mass,
+                jitter,
+                s.chees.log_t.exp(),
+            );
+            let mut lo = eps;
+            if cfg.whitened_floor && cfg.chains > 1 {
+                let sd: Vec<f64> = s.inv_mass.iter().map(|m| m.sqrt()).collect();
+                let z: Vec<f64> = out.position[rd.clone()]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v / sd[i % d])
+                    .collect();
+                lo = lo.max(std::f64::consts::FRAC_PI_2 * lambda_max(&z, cfg.chains, d).sqrt());
+            }
+            s.chees.update(g, lo, 1000.0 * eps.max(lo / 1000.0));
+            if t >= slow_start && windows.last().is_some_and(|&e| t < e) {
+                for c in r.clone() {
+                    s.mass.add(&out.position[c * d..(c + 1) * d]);
+                }
+            }
+            if windows.contains(&(t + 1)) && s.mass.count() >= 3.0 {
+                let nn = s.mass.count();
+                s.inv_mass = s
+                    .mass
+                    .variance()
+                    .iter()
+                    .map(|v| (nn / (nn + 5.0)) * v + 1e-3 * (5.0 / (nn + 5.0)))
+                    .collect();
+                s.mass.reset();
+                s.da.restart(eps);
+            }
+        }
+        before.copy_from_slice(&out.position);
+        progress("warmup", t + 1, cfg.warmup, 0);
+    }
+    let t_warm = t0.elapsed().as_secs_f64();
+    let trajectory: Vec<f64> = states
+        .iter()
+        .map(|s| {
+            if cfg.warmup > 0 {
+                s.chees.log_t_avg.exp()
+            } else {
+                s.chees.log_t.exp()
+            }
+        })
+        .collect();
+    for (tu, s) in tuning.iter_mut().zip(&states) {
+        tu.step_size = if cfg.warmup > 0 {
+            s.da.log_eps_bar.exp()
+        } else {
+            s.da.log_eps.exp()
+        };
+        tu.inv_mass.copy_from_slice(&s.inv_mass);
+    }
+    let t1 = std::time::Instant::now();
+    let total = cfg.draws * cfg.thin;
+    let mut steps = vec![0u32; n];
+    let mut divs = 0usize;
+    for i in 0..total {
+        let t = cfg.warmup + i;
+        for (b, tu) in tuning.iter_mut().enumerate() {
+            tu.n_steps = steps_for(t, trajectory[b], tu.step_size);
+        }
+        integrator.step(t as u32, &tuning, &mut out)?;
+        transitions += 1;
+        for (b, s) in states.iter_mut().enumerate() {
+            let r = b * cfg.chains..(b + 1) * cfg.chains;
+            grads += u64::from(tuning[b].n_steps) * cfg.chains as u64;
+            let dv = out.divergent[r.clone()].iter().filter(|&&x| x).count();
+            s.divergences += dv;
+            divs += dv;
+            s.accept_sum += out.accept_prob[r.clone()].iter().sum::<f64>();
+            s.steps_sum += f64::from(tuning[b].n_steps) * cfg.chains as f64;
+            steps[r].iter_mut().for_each(|v| *v = tuning[b].n_steps);
+        }
+        if (i + 1) % cfg.thin == 0 {
+            sink.record(i / cfg.thin, &out, &steps)?;
+        }
+        progress("sampling", i + 1, total, divs);
+    }
+    let per = (total * cfg.chains).max(1) as f64;
+    Ok(RunReport {
+        datasets: states
+            .iter()
+            .zip(&tuning)
+            .zip(&trajectory)
+            .map(|((s, tu), &tr)| DatasetReport {
+                step_size: tu.step_size,
+                trajectory_length: tr,
+                inv_mass: s.inv_mass.clone(),
+                divergences: s.divergences,
+                mean_accept: s.accept_sum / per,
+                mean_steps: s.steps_sum / per,
+            })
+            .collect(),
+        gradient_evals: grads,
+        transitions,
+        seconds: (t_warm, t1.elapsed().as_secs_f64()),
+    })
+}
+
+/// A sink that keeps every draw in memory: unconstrained positions (draws x chains x D)
+/// and sampler statistics; for tests and small runs.
+#[derive(Default)]
+pub struct MemorySink {
+    /// Unconstrained dimension.
+    pub d: usize,
+    /// Chains over all datasets.
+    pub chains: usize,
+    /// Positions, draw-major: draw t of chain c, parameter i is `draws[(t * chains + c) * d + i]`.
+    pub draws: Vec<f64>,
+    /// Log densities (draws x chains).
+    pub logp: Vec<f64>,
+    /// Acceptance probabilities (draws x chains).
+    pub accept_prob: Vec<f64>,
+    /// Divergences (draws x chains).
+    pub divergent: Vec<bool>,
+    /// Leapfrog steps (draws x chains).
+    pub steps: Vec<u32>,
+    /// Energies (draws x chains).
+    pub energy: Vec<f64>,
+}
+
+impl DrawSink for MemorySink {
+    fn record(&mut self, _index: usize, out: &StepOut, steps: &[u32]) -> Result<()> {
+        self.chains = out.logp.len();
+        self.d = out.position.len() / self.chains.max(1);
+        self.draws.extend_from_slice(&out.position);
+        self.logp.extend_from_slice(&out.logp);
+        self.accept_prob.extend_from_slice(&out.accept_prob);
+        self.divergent.extend_from_slice(&out.divergent);
+        self.steps.extend_from_slice(steps);
+        self.energy.extend_from_slice(&out.energy);
+        Ok(())
+    }
+}
+
+impl MemorySink {
+    /// Number of draws per chain.
+    pub fn n_draws(&self) -> usize {
+        self.logp.len() / self.chains.max(1)
+    }
+
+    /// Draws of chain `c`, unconstrained parameter `i`, in order.
+    pub fn trace(&self, c: usize, i: usize) -> Vec<f64> {
+        (0..self.n_draws())
+            .map(|t| self.draws[(t * self.chains + c) * self.d + i])
+            .collect()
+    }
+}
