@@ -6,8 +6,12 @@ use crate::error::{Error, Result};
 
 /// Shared WGSL: the Philox generator and its uniform/normal maps.
 pub const PHILOX: &str = include_str!("../shaders/common/philox.wgsl");
-/// The batch log-density template (see `Model::wgsl`).
+/// Log density + gradient of one chain with lanes and a workgroup reduction.
+pub const DENSITY: &str = include_str!("../shaders/common/density.wgsl");
+/// The batch log-density kernel (see `Model::wgsl`).
 pub const LOGP_BATCH: &str = include_str!("../shaders/logp_batch.wgsl");
+/// The fused HMC transition kernel.
+pub const HMC_TRANSITION: &str = include_str!("../shaders/hmc_transition.wgsl");
 /// Known-answer and stream kernel for the Philox twin test.
 pub const PHILOX_TEST: &str = include_str!("../shaders/philox_test.wgsl");
 /// Layout probe for the shared Rust/WGSL structs.
@@ -15,7 +19,12 @@ pub const LAYOUT_PROBE: &str = include_str!("../shaders/layout_probe.wgsl");
 
 /// The batch log-density shader for a model's WGSL with `lanes` threads per chain.
 pub fn logp_batch(model_wgsl: &str, lanes: u32) -> String {
-    format!("const LANES: u32 = {lanes}u;\n{model_wgsl}\n{LOGP_BATCH}")
+    format!("const LANES: u32 = {lanes}u;\n{model_wgsl}\n{DENSITY}\n{LOGP_BATCH}")
+}
+
+/// The fused HMC transition shader for a model's WGSL with `lanes` threads per chain.
+pub fn hmc_transition(model_wgsl: &str, lanes: u32) -> String {
+    format!("const LANES: u32 = {lanes}u;\n{model_wgsl}\n{PHILOX}\n{DENSITY}\n{HMC_TRANSITION}")
 }
 
 /// The Philox test shader.

@@ -12,6 +12,10 @@ fn every_assembled_shader_validates() {
             if let Err(e) = shader::validate("logp_batch", &src) {
                 panic!("{} with {lanes} lanes: {e}", gpsamp::Model::name(&m));
             }
+            let src = shader::hmc_transition(&gpsamp::Model::wgsl(&m), lanes);
+            if let Err(e) = shader::validate("hmc_transition", &src) {
+                panic!("hmc_transition, {} with {lanes} lanes: {e}", gpsamp::Model::name(&m));
+            }
         }
     }
     shader::validate("philox_test", &shader::philox_test()).unwrap();

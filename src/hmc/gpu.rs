@@ -1,1 +1,221 @@
-//! GPU HMC transitions (placeholder until the fused kernel lands).
+//! GPU HMC: `shaders/hmc_transition.wgsl` runs one whole transition (momentum, every
+//! leapfrog step, the accept) for every chain of every dataset in one dispatch. Data and
+//! chain states stay on the device; the host uploads per-dataset tuning and reads back the
+//! positions and statistics it needs for adaptation and draws.
+
+use std::sync::Arc;
+
+use super::{Integrator, StepOut, Tuning};
+use crate::backend::gpu::eval::default_lanes;
+use crate::backend::GpuContext;
+use crate::data::DataBatch;
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Uniform parameters of `shaders/hmc_transition.wgsl`. Must match `struct HmcParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct HmcParams {
+    /// Chains over all datasets.
+    pub n_chains: u32,
+    /// Chains per dataset.
+    pub chains_per_dataset: u32,
+    /// Points over all datasets.
+    pub n_total: u32,
+    /// Workgroups along x.
+    pub groups_x: u32,
+    /// Transition index (the Philox counter).
+    pub iter: u32,
+    /// Low word of the seed.
+    pub seed_lo: u32,
+    /// High word of the seed.
+    pub seed_hi: u32,
+    /// Largest leapfrog step count of this dispatch.
+    pub max_steps: u32,
+    /// 1: evaluate the density at the state only.
+    pub init: u32,
+    /// Padding to 48 bytes.
+    pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
+    /// Padding.
+    pub _pad2: u32,
+}
+
+/// HMC transitions on the GPU (see the module docs).
+pub struct GpuIntegrator {
+    ctx: Arc<GpuContext>,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    params: HmcParams,
+    params_buf: wgpu::Buffer,
+    tuning_buf: wgpu::Buffer,
+    state: wgpu::Buffer,
+    out: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    groups: (u32, u32),
+    dim: usize,
+    n_chains: usize,
+    tuning_f32: Vec<f32>,
+    // Kept alive for the bind group.
+    _data: [wgpu::Buffer; 3],
+}
+
+impl GpuIntegrator {
+    /// Uploads the data and builds the transition pipeline for `chains_per_dataset` chains on
+    /// each dataset; `lanes` overrides the threads per chain.
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        model: &dyn Model,
+        data: &DataBatch,
+        chains_per_dataset: usize,
+        seed: u64,
+        lanes: Option<u32>,
+    ) -> Result<Self> {
+        model.check_data(data)?;
+        let dim = model.dim();
+        let n_datasets = data.n_datasets();
+        let n_chains = n_datasets * chains_per_dataset;
+        if n_chains == 0 {
+            return Err(Error::Invalid("at least one chain is needed".into()));
+        }
+        let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / n_datasets));
+        let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
+        let layout = ctx.layout(true, &[true, true, true, true, false, false]);
+        let pipeline = ctx.pipeline(&format!("hmc_transition[{}]", model.name()), &source, &layout)?;
+        let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let x = ctx.storage_init("data x", &to_f32(data.x()), false)?;
+        let y = ctx.storage_init("data y", &to_f32(data.y()), false)?;
+        let offsets: Vec<u32> = data.offsets().iter().map(|&o| o as u32).collect();
+        let offsets = ctx.storage_init("offsets", &offsets, false)?;
+        let tuning_f32 = vec![0.0f32; n_datasets * (dim + 2)];
+        let tuning_buf = ctx.storage_init("tuning", &tuning_f32, false)?;
+        let state = ctx.storage("chain state", (n_chains * (2 * dim + 1) * 4) as u64, true)?;
+        let out_bytes = (n_chains * (3 * dim + 4) * 4) as u64;
+        let out = ctx.storage("transition out", out_bytes, true)?;
+        let staging = ctx.staging("transition staging", out_bytes.max((n_chains * (2 * dim + 1) * 4) as u64))?;
+        let groups = ctx.grid((n_chains * lanes as usize).div_ceil(64) as u32);
+        let params = HmcParams {
+            n_chains: n_chains as u32,
+            chains_per_dataset: chains_per_dataset as u32,
+            n_total: data.n_total() as u32,
+            groups_x: groups.0,
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            ..Default::default()
+        };
+        let params_buf = ctx.uniform("hmc params", &params);
+        let bind_group = ctx.scoped("hmc bind group", || {
+            let entries: Vec<wgpu::BindGroupEntry> = [&params_buf, &x, &y, &offsets, &tuning_buf, &state, &out]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect();
+            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("hmc_transition"),
+                layout: &layout,
+                entries: &entries,
+            })
+        })?;
+        Ok(Self {
+            ctx,
+            pipeline,
+            bind_group,
+            params,
+            params_buf,
+            tuning_buf,
+            state,
+            out,
+            staging,
+            groups,
+            dim,
+            n_chains,
+            tuning_f32,
+            _data: [x, y, offsets],
+        })
+    }
+
+    fn dispatch(&self) -> Result<()> {
+        self.ctx.queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
+        self.ctx.scoped("hmc_transition", || {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("hmc_transition"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&self.pipeline);
+                pass.set_bind_group(0, &self.bind_group, &[]);
+                pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+        })
+    }
+}
+
+impl Integrator for GpuIntegrator {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn n_chains(&self) -> usize {
+        self.n_chains
+    }
+
+    fn set_positions(&mut self, q: &[f64], logp: &mut [f64]) -> Result<()> {
+        let d = self.dim;
+        let mut st = vec![0.0f32; self.n_chains * (2 * d + 1)];
+        for c in 0..self.n_chains {
+            for i in 0..d {
+                st[c * (2 * d + 1) + i] = q[c * d + i] as f32;
+            }
+        }
+        self.ctx.queue.write_buffer(&self.state, 0, bytemuck::cast_slice(&st));
+        self.params.init = 1;
+        self.params.max_steps = 0;
+        self.dispatch()?;
+        self.params.init = 0;
+        let st: Vec<f32> = self.ctx.read_back(&self.state, &self.staging, (st.len() * 4) as u64)?;
+        for c in 0..self.n_chains {
+            logp[c] = f64::from(st[c * (2 * d + 1) + d]);
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, iter: u32, tuning: &[Tuning], out: &mut StepOut) -> Result<()> {
+        let d = self.dim;
+        out.resize(self.n_chains, d);
+        let mut max_steps = 0;
+        for (b, t) in tuning.iter().enumerate() {
+            let base = b * (d + 2);
+            self.tuning_f32[base] = t.step_size as f32;
+            self.tuning_f32[base + 1] = t.n_steps as f32;
+            for i in 0..d {
+                self.tuning_f32[base + 2 + i] = t.inv_mass[i] as f32;
+            }
+            max_steps = max_steps.max(t.n_steps);
+        }
+        self.ctx.queue.write_buffer(&self.tuning_buf, 0, bytemuck::cast_slice(&self.tuning_f32));
+        self.params.iter = iter;
+        self.params.max_steps = max_steps;
+        self.dispatch()?;
+        let stride = 3 * d + 4;
+        let raw: Vec<f32> = self.ctx.read_back(&self.out, &self.staging, (self.n_chains * stride * 4) as u64)?;
+        for c in 0..self.n_chains {
+            let r = &raw[c * stride..(c + 1) * stride];
+            for i in 0..d {
+                out.position[c * d + i] = f64::from(r[i]);
+                out.proposal[c * d + i] = f64::from(r[d + 1 + i]);
+                out.velocity[c * d + i] = f64::from(r[2 * d + 1 + i]);
+            }
+            out.logp[c] = f64::from(r[d]);
+            out.accept_prob[c] = f64::from(r[3 * d + 1]);
+            out.divergent[c] = r[3 * d + 2] != 0.0;
+            out.energy[c] = f64::from(r[3 * d + 3]);
+        }
+        Ok(())
+    }
+}

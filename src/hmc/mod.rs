@@ -18,6 +18,7 @@ use crate::rng::{Purpose, Stream};
 use adapt::{halton, mass_windows, ChEES, DualAveraging, Welford};
 
 pub use cpu::CpuIntegrator;
+pub use gpu::GpuIntegrator;
 
 /// An energy error above this is a divergence (Stan's default).
 pub const MAX_ENERGY_ERROR: f64 = 1000.0;

@@ -1,0 +1,146 @@
+// One HMC transition for every chain of every dataset in one dispatch: momentum from
+// Philox, all leapfrog steps, the Metropolis accept. The twin of src/hmc/cpu.rs
+// (`transition`). Prepended: LANES, the model's WGSL, common/philox.wgsl and
+// common/density.wgsl.
+//
+// Chains of different datasets may take different numbers of steps; the step loop runs to
+// the dispatch's largest count (uniform control flow for the barriers in `density`) and a
+// chain stops moving after its own count.
+
+// Must match hmc::gpu::HmcParams (src/hmc/gpu.rs).
+struct HmcParams {
+    n_chains: u32,
+    chains_per_dataset: u32,
+    n_total: u32,
+    groups_x: u32,
+    iter: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    max_steps: u32,
+    // 1: only evaluate the density at the state's positions (initialisation).
+    init: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> hp: HmcParams;
+// Per dataset, stride D + 2: step size, leapfrog steps, inverse mass (D).
+@group(0) @binding(4) var<storage, read> tuning: array<f32>;
+// Per chain, stride 2 D + 1: position (D), log density, gradient (D).
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+// Per chain, stride 3 D + 4: position (D), log density, proposal (D), velocity (D),
+// acceptance probability, divergent (0/1), energy.
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+
+const MAX_ENERGY_ERROR: f32 = 1000.0;
+const PURPOSE_MOMENTUM: u32 = 0u;
+const PURPOSE_ACCEPT: u32 = 1u;
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    g_n_total = hp.n_total;
+    let group = wid.x + wid.y * hp.groups_x;
+    let chain = group * (WG / LANES) + lid / LANES;
+    let lane = lid % LANES;
+    let live = chain < hp.n_chains;
+    var b = 0u;
+    var q: array<f32, D>;
+    var g: array<f32, D>;
+    var lp = 0.0;
+    let sb = chain * (2u * D + 1u);
+    if (live) {
+        b = chain / hp.chains_per_dataset;
+        for (var i = 0u; i < D; i++) {
+            q[i] = state[sb + i];
+            g[i] = state[sb + D + 1u + i];
+        }
+        lp = state[sb + D];
+    }
+    if (hp.init == 1u) {
+        lp = density(lid, lane, live, b, &q, &g);
+        if (live && lane == 0u) {
+            state[sb + D] = lp;
+            for (var i = 0u; i < D; i++) {
+                state[sb + D + 1u + i] = g[i];
+            }
+        }
+        return;
+    }
+    let tb = b * (D + 2u);
+    let eps = tuning[tb];
+    let n_steps = u32(tuning[tb + 1u]);
+    let key = vec2<u32>(hp.seed_lo, hp.seed_hi);
+    var p: array<f32, D>;
+    var k0 = 0.0;
+    for (var i = 0u; i < D; i++) {
+        let w = philox4x32_10(vec4<u32>(chain, hp.iter, PURPOSE_MOMENTUM, i / 2u), key);
+        var z: f32;
+        if (i % 2u == 0u) {
+            z = box_muller(u32_to_uniform(w.x), u32_to_uniform(w.y));
+        } else {
+            z = box_muller(u32_to_uniform(w.z), u32_to_uniform(w.w));
+        }
+        let m = tuning[tb + 2u + i];
+        p[i] = z / sqrt(m);
+        k0 += m * p[i] * p[i];
+    }
+    let h0 = -lp + 0.5 * k0;
+    var q1 = q;
+    var g1 = g;
+    var lp1 = lp;
+    var g_new: array<f32, D>;
+    for (var s = 0u; s < hp.max_steps; s++) {
+        let moving = live && s < n_steps;
+        if (moving) {
+            for (var i = 0u; i < D; i++) {
+                p[i] += 0.5 * eps * g1[i];
+                q1[i] += eps * tuning[tb + 2u + i] * p[i];
+            }
+        }
+        let lp_new = density(lid, lane, live, b, &q1, &g_new);
+        if (moving) {
+            lp1 = lp_new;
+            g1 = g_new;
+            for (var i = 0u; i < D; i++) {
+                p[i] += 0.5 * eps * g1[i];
+            }
+        }
+    }
+    if (!live || lane != 0u) {
+        return;
+    }
+    var k1 = 0.0;
+    let ob = chain * (3u * D + 4u);
+    for (var i = 0u; i < D; i++) {
+        let m = tuning[tb + 2u + i];
+        k1 += m * p[i] * p[i];
+        out[ob + D + 1u + i] = q1[i];
+        out[ob + 2u * D + 1u + i] = m * p[i];
+    }
+    let h1 = -lp1 + 0.5 * k1;
+    let delta = h1 - h0;
+    let div = !is_finite_f32(delta) || delta > MAX_ENERGY_ERROR || lp1 <= LOGP_NEG_INF;
+    var a = 0.0;
+    if (!div) {
+        a = min(1.0, exp(-delta));
+    }
+    let u = u32_to_uniform(philox4x32_10(vec4<u32>(chain, hp.iter, PURPOSE_ACCEPT, 0u), key).x);
+    var energy = h0;
+    if (!div && u < a) {
+        q = q1;
+        g = g1;
+        lp = lp1;
+        energy = h1;
+    }
+    for (var i = 0u; i < D; i++) {
+        state[sb + i] = q[i];
+        state[sb + D + 1u + i] = g[i];
+        out[ob + i] = q[i];
+    }
+    state[sb + D] = lp;
+    out[ob + D] = lp;
+    out[ob + 3u * D + 1u] = a;
+    out[ob + 3u * D + 2u] = select(0.0, 1.0, div);
+    out[ob + 3u * D + 3u] = energy;
+}

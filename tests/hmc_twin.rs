@@ -1,0 +1,58 @@
+//! The fused GPU transition against its CPU twin: same seed, same momenta and accept
+//! uniforms, so the first 20 transitions' positions agree to f32 rounding.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{arc, data_for, families, gpu, positions, rel_norm};
+use gpsamp::hmc::gpu::HmcParams;
+use gpsamp::hmc::{CpuIntegrator, GpuIntegrator, Integrator, StepOut, Tuning};
+use gpsamp::Model;
+
+#[test]
+fn hmc_params_layout() {
+    assert_eq!(std::mem::size_of::<HmcParams>(), 48);
+    assert_eq!(std::mem::offset_of!(HmcParams, iter), 16);
+    assert_eq!(std::mem::offset_of!(HmcParams, max_steps), 28);
+    assert_eq!(std::mem::offset_of!(HmcParams, init), 32);
+}
+
+#[test]
+fn first_twenty_transitions_agree() {
+    let Some(ctx) = gpu() else { return };
+    for m in families() {
+        let (data, truths) = data_for(&m, &[40, 25], 5);
+        let data = Arc::new(data);
+        let chains = 6;
+        let d = m.dim();
+        let q0 = positions(&m, &truths, chains, 0.2, 3);
+        let n = 2 * chains;
+        let mut cpu = CpuIntegrator::new(arc(&m), data.clone(), chains, 42).unwrap();
+        let mut gpu = GpuIntegrator::new(ctx.clone(), &m, &data, chains, 42, None).unwrap();
+        let (mut l1, mut l2) = (vec![0.0; n], vec![0.0; n]);
+        cpu.set_positions(&q0, &mut l1).unwrap();
+        gpu.set_positions(&q0, &mut l2).unwrap();
+        assert!(rel_norm(&l2, &l1) < 1e-4, "{}: initial logp", m.name());
+        // Two datasets with different steps (lockstep within each, not across).
+        let tuning: Vec<Tuning> = (0..2)
+            .map(|b| Tuning {
+                step_size: 0.02,
+                n_steps: 3 + 2 * b as u32,
+                inv_mass: (0..d).map(|i| 0.5 + 0.1 * i as f64).collect(),
+            })
+            .collect();
+        let (mut o1, mut o2) = (StepOut::default(), StepOut::default());
+        let mut accepted = 0;
+        for it in 0..20 {
+            cpu.step(it, &tuning, &mut o1).unwrap();
+            gpu.step(it, &tuning, &mut o2).unwrap();
+            let e = rel_norm(&o2.position, &o1.position);
+            assert!(e <= 1e-3, "{}: transition {it}: positions differ by {e:e}", m.name());
+            let ep = rel_norm(&o2.proposal, &o1.proposal);
+            assert!(ep <= 1e-3, "{}: transition {it}: proposals differ by {ep:e}", m.name());
+            accepted += o1.accept_prob.iter().filter(|&&a| a > 0.0).count();
+        }
+        assert!(accepted > 0, "{}: nothing moved", m.name());
+    }
+}
