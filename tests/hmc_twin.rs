@@ -31,8 +31,10 @@ fn first_twenty_transitions_agree() {
         let mut cpu = CpuIntegrator::new(arc(&m), data.clone(), chains, 42).unwrap();
         let mut gpu = GpuIntegrator::new(ctx.clone(), &m, &data, chains, 42, None).unwrap();
         let (mut l1, mut l2) = (vec![0.0; n], vec![0.0; n]);
-        cpu.set_positions(&q0, &mut l1).unwrap();
-        gpu.set_positions(&q0, &mut l2).unwrap();
+        let (mut g1, mut g2) = (vec![0.0; n * d], vec![0.0; n * d]);
+        cpu.set_positions(&q0, &mut l1, &mut g1).unwrap();
+        gpu.set_positions(&q0, &mut l2, &mut g2).unwrap();
+        assert!(rel_norm(&g2, &g1) < 1e-4, "{}: initial gradient", m.name());
         assert!(rel_norm(&l2, &l1) < 1e-4, "{}: initial logp", m.name());
         // Two datasets with different steps (lockstep within each, not across).
         let tuning: Vec<Tuning> = (0..2)
@@ -48,9 +50,17 @@ fn first_twenty_transitions_agree() {
             cpu.step(it, &tuning, &mut o1).unwrap();
             gpu.step(it, &tuning, &mut o2).unwrap();
             let e = rel_norm(&o2.position, &o1.position);
-            assert!(e <= 1e-3, "{}: transition {it}: positions differ by {e:e}", m.name());
+            assert!(
+                e <= 1e-3,
+                "{}: transition {it}: positions differ by {e:e}",
+                m.name()
+            );
             let ep = rel_norm(&o2.proposal, &o1.proposal);
-            assert!(ep <= 1e-3, "{}: transition {it}: proposals differ by {ep:e}", m.name());
+            assert!(
+                ep <= 1e-3,
+                "{}: transition {it}: proposals differ by {ep:e}",
+                m.name()
+            );
             accepted += o1.accept_prob.iter().filter(|&&a| a > 0.0).count();
         }
         assert!(accepted > 0, "{}: nothing moved", m.name());

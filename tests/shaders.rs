@@ -14,7 +14,10 @@ fn every_assembled_shader_validates() {
             }
             let src = shader::hmc_transition(&gpsamp::Model::wgsl(&m), lanes);
             if let Err(e) = shader::validate("hmc_transition", &src) {
-                panic!("hmc_transition, {} with {lanes} lanes: {e}", gpsamp::Model::name(&m));
+                panic!(
+                    "hmc_transition, {} with {lanes} lanes: {e}",
+                    gpsamp::Model::name(&m)
+                );
             }
         }
     }

@@ -134,7 +134,7 @@ impl Integrator for CpuIntegrator {
         self.q.len() / self.model.dim().max(1)
     }
 
-    fn set_positions(&mut self, q: &[f64], logp: &mut [f64]) -> Result<()> {
+    fn set_positions(&mut self, q: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()> {
         let d = self.dim();
         self.q.copy_from_slice(q);
         let (model, data, cpd) = (&self.model, &self.data, self.chains_per_dataset);
@@ -147,6 +147,7 @@ impl Integrator for CpuIntegrator {
                 *lp = model.log_density(data, c / cpd, q, g, s);
             });
         logp.copy_from_slice(&self.logp);
+        grad.copy_from_slice(&self.grad);
         Ok(())
     }
 

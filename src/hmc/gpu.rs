@@ -82,7 +82,11 @@ impl GpuIntegrator {
         let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / n_datasets));
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
         let layout = ctx.layout(true, &[true, true, true, true, false, false]);
-        let pipeline = ctx.pipeline(&format!("hmc_transition[{}]", model.name()), &source, &layout)?;
+        let pipeline = ctx.pipeline(
+            &format!("hmc_transition[{}]", model.name()),
+            &source,
+            &layout,
+        )?;
         let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
         let x = ctx.storage_init("data x", &to_f32(data.x()), false)?;
         let y = ctx.storage_init("data y", &to_f32(data.y()), false)?;
@@ -93,7 +97,10 @@ impl GpuIntegrator {
         let state = ctx.storage("chain state", (n_chains * (2 * dim + 1) * 4) as u64, true)?;
         let out_bytes = (n_chains * (3 * dim + 4) * 4) as u64;
         let out = ctx.storage("transition out", out_bytes, true)?;
-        let staging = ctx.staging("transition staging", out_bytes.max((n_chains * (2 * dim + 1) * 4) as u64))?;
+        let staging = ctx.staging(
+            "transition staging",
+            out_bytes.max((n_chains * (2 * dim + 1) * 4) as u64),
+        )?;
         let groups = ctx.grid((n_chains * lanes as usize).div_ceil(64) as u32);
         let params = HmcParams {
             n_chains: n_chains as u32,
@@ -106,14 +113,15 @@ impl GpuIntegrator {
         };
         let params_buf = ctx.uniform("hmc params", &params);
         let bind_group = ctx.scoped("hmc bind group", || {
-            let entries: Vec<wgpu::BindGroupEntry> = [&params_buf, &x, &y, &offsets, &tuning_buf, &state, &out]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource: b.as_entire_binding(),
-                })
-                .collect();
+            let entries: Vec<wgpu::BindGroupEntry> =
+                [&params_buf, &x, &y, &offsets, &tuning_buf, &state, &out]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupEntry {
+                        binding: i as u32,
+                        resource: b.as_entire_binding(),
+                    })
+                    .collect();
             ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("hmc_transition"),
                 layout: &layout,
@@ -139,7 +147,9 @@ impl GpuIntegrator {
     }
 
     fn dispatch(&self) -> Result<()> {
-        self.ctx.queue.write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
+        self.ctx
+            .queue
+            .write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
         self.ctx.scoped("hmc_transition", || {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             {
@@ -165,7 +175,7 @@ impl Integrator for GpuIntegrator {
         self.n_chains
     }
 
-    fn set_positions(&mut self, q: &[f64], logp: &mut [f64]) -> Result<()> {
+    fn set_positions(&mut self, q: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()> {
         let d = self.dim;
         let mut st = vec![0.0f32; self.n_chains * (2 * d + 1)];
         for c in 0..self.n_chains {
@@ -173,14 +183,22 @@ impl Integrator for GpuIntegrator {
                 st[c * (2 * d + 1) + i] = q[c * d + i] as f32;
             }
         }
-        self.ctx.queue.write_buffer(&self.state, 0, bytemuck::cast_slice(&st));
+        self.ctx
+            .queue
+            .write_buffer(&self.state, 0, bytemuck::cast_slice(&st));
         self.params.init = 1;
         self.params.max_steps = 0;
         self.dispatch()?;
         self.params.init = 0;
-        let st: Vec<f32> = self.ctx.read_back(&self.state, &self.staging, (st.len() * 4) as u64)?;
+        let st: Vec<f32> = self
+            .ctx
+            .read_back(&self.state, &self.staging, (st.len() * 4) as u64)?;
         for c in 0..self.n_chains {
-            logp[c] = f64::from(st[c * (2 * d + 1) + d]);
+            let row = &st[c * (2 * d + 1)..(c + 1) * (2 * d + 1)];
+            logp[c] = f64::from(row[d]);
+            for i in 0..d {
+                grad[c * d + i] = f64::from(row[d + 1 + i]);
+            }
         }
         Ok(())
     }
@@ -198,12 +216,18 @@ impl Integrator for GpuIntegrator {
             }
             max_steps = max_steps.max(t.n_steps);
         }
-        self.ctx.queue.write_buffer(&self.tuning_buf, 0, bytemuck::cast_slice(&self.tuning_f32));
+        self.ctx
+            .queue
+            .write_buffer(&self.tuning_buf, 0, bytemuck::cast_slice(&self.tuning_f32));
         self.params.iter = iter;
         self.params.max_steps = max_steps;
         self.dispatch()?;
         let stride = 3 * d + 4;
-        let raw: Vec<f32> = self.ctx.read_back(&self.out, &self.staging, (self.n_chains * stride * 4) as u64)?;
+        let raw: Vec<f32> = self.ctx.read_back(
+            &self.out,
+            &self.staging,
+            (self.n_chains * stride * 4) as u64,
+        )?;
         for c in 0..self.n_chains {
             let r = &raw[c * stride..(c + 1) * stride];
             for i in 0..d {

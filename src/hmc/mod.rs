@@ -11,6 +11,7 @@
 pub mod adapt;
 pub mod cpu;
 pub mod gpu;
+pub mod sink;
 
 use crate::error::{Error, Result};
 use crate::math::LOGP_NEG_INF;
@@ -72,8 +73,8 @@ pub trait Integrator {
     fn dim(&self) -> usize;
     /// Chains over all datasets.
     fn n_chains(&self) -> usize;
-    /// Sets positions (chains x D) and returns their log densities.
-    fn set_positions(&mut self, q: &[f64], logp: &mut [f64]) -> Result<()>;
+    /// Sets positions (chains x D) and returns their log densities and gradients.
+    fn set_positions(&mut self, q: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()>;
     /// Runs transition `iter` with per-dataset `tuning` and fills `out`.
     fn step(&mut self, iter: u32, tuning: &[Tuning], out: &mut StepOut) -> Result<()>;
 }
@@ -103,6 +104,9 @@ pub struct Config {
     pub step_size: f64,
     /// Keep T at least (pi/2) sqrt(lambda_max) of the whitened ensemble covariance.
     pub whitened_floor: bool,
+    /// Adam ascent steps on the log density from each superchain's random start before
+    /// warmup (0: start HMC at the random points).
+    pub init_steps: usize,
 }
 
 impl Default for Config {
@@ -119,6 +123,7 @@ impl Default for Config {
             max_steps: 1024,
             step_size: 0.1,
             whitened_floor: true,
+            init_steps: 200,
         }
     }
 }
@@ -313,6 +318,72 @@ pub fn initial_position(cfg: &Config, global_chain: usize, attempt: u32, d: usiz
         .collect()
 }
 
+/// Starting points: uniform in (-r, r) per superchain (redrawn where the log density is
+/// -inf), then `init_steps` of Adam ascent on the log density (a step that lands on -inf is
+/// undone and that chain's rate halved), so that chains begin near the bulk of the posterior
+/// instead of in a far tail where the adapted step size would leave them stuck.
+pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<(Vec<f64>, Vec<f64>)> {
+    let d = integrator.dim();
+    let n = integrator.n_chains();
+    let mut q: Vec<f64> = (0..n)
+        .flat_map(|c| initial_position(cfg, c, 0, d))
+        .collect();
+    let mut logp = vec![0.0; n];
+    let mut grad = vec![0.0; n * d];
+    integrator.set_positions(&q, &mut logp, &mut grad)?;
+    let bad = |lp: f64| lp <= LOGP_NEG_INF || !lp.is_finite();
+    for attempt in 1..=100u32 {
+        let failed: Vec<usize> = (0..n).filter(|&c| bad(logp[c])).collect();
+        if failed.is_empty() {
+            break;
+        }
+        if attempt == 100 {
+            return Err(Error::Invalid(format!(
+                "no finite log density found for chain {} after 100 random starts in (-{r}, {r})",
+                failed[0],
+                r = cfg.init_radius
+            )));
+        }
+        for c in failed {
+            q[c * d..(c + 1) * d].copy_from_slice(&initial_position(cfg, c, attempt, d));
+        }
+        integrator.set_positions(&q, &mut logp, &mut grad)?;
+    }
+    // Adam ascent; all chains of a superchain move together since they start together.
+    let (mut m1, mut m2) = (vec![0.0; n * d], vec![0.0; n * d]);
+    let mut rate = vec![0.1f64; n];
+    let mut prev_q = q.clone();
+    let mut prev_lp = logp.clone();
+    let mut prev_g = grad.clone();
+    for t in 1..=cfg.init_steps {
+        let lr_decay = if t > cfg.init_steps / 2 { 0.2 } else { 1.0 };
+        for (c, &rc) in rate.iter().enumerate() {
+            for i in 0..d {
+                let k = c * d + i;
+                let g = grad[k];
+                m1[k] = 0.9 * m1[k] + 0.1 * g;
+                m2[k] = 0.999 * m2[k] + 0.001 * g * g;
+                let mh = m1[k] / (1.0 - 0.9f64.powi(t as i32));
+                let vh = m2[k] / (1.0 - 0.999f64.powi(t as i32));
+                q[k] += rc * lr_decay * mh / (vh.sqrt() + 1e-8);
+            }
+        }
+        integrator.set_positions(&q, &mut logp, &mut grad)?;
+        for c in 0..n {
+            if bad(logp[c]) {
+                q[c * d..(c + 1) * d].copy_from_slice(&prev_q[c * d..(c + 1) * d]);
+                grad[c * d..(c + 1) * d].copy_from_slice(&prev_g[c * d..(c + 1) * d]);
+                logp[c] = prev_lp[c];
+                rate[c] *= 0.5;
+            }
+        }
+        prev_q.copy_from_slice(&q);
+        prev_lp.copy_from_slice(&logp);
+        prev_g.copy_from_slice(&grad);
+    }
+    Ok((q, logp))
+}
+
 /// Runs warmup and sampling for every dataset at once; draws go to `sink`.
 pub fn sample(
     integrator: &mut dyn Integrator,
@@ -330,31 +401,10 @@ pub fn sample(
             cfg.chains
         )));
     }
-    // Initialise, redrawing starts whose log density is -inf.
-    let mut q: Vec<f64> = (0..n)
-        .flat_map(|c| initial_position(cfg, c, 0, d))
-        .collect();
+    let (q, _logp) = initialise(integrator, cfg)?;
     let mut logp = vec![0.0; n];
-    integrator.set_positions(&q, &mut logp)?;
-    for attempt in 1..=100u32 {
-        let bad: Vec<usize> = (0..n)
-            .filter(|&c| logp[c] <= LOGP_NEG_INF || !logp[c].is_finite())
-            .collect();
-        if bad.is_empty() {
-            break;
-        }
-        if attempt == 100 {
-            return Err(Error::Invalid(format!(
-                "no finite log density found for chain {} after 100 random starts in (-{r}, {r})",
-                bad[0],
-                r = cfg.init_radius
-            )));
-        }
-        for c in bad {
-            q[c * d..(c + 1) * d].copy_from_slice(&initial_position(cfg, c, attempt, d));
-        }
-        integrator.set_positions(&q, &mut logp)?;
-    }
+    let mut grad = vec![0.0; n * d];
+    integrator.set_positions(&q, &mut logp, &mut grad)?;
 
     let mut states: Vec<DatasetState> = (0..n_datasets)
         .map(|_| DatasetState {
@@ -397,6 +447,7 @@ pub fn sample(
     let mut transitions = 0u64;
     let t0 = std::time::Instant::now();
     let mut before = q.clone();
+    let _ = logp;
     for t in 0..cfg.warmup {
         for (tu, s) in tuning.iter_mut().zip(&states) {
             tu.step_size = s.da.log_eps.exp();

@@ -2,5 +2,6 @@
 //! validating every cell.
 
 pub mod csv;
+pub mod npy;
 
 pub use self::csv::{read_csv, CsvSpec};

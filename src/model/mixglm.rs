@@ -1028,6 +1028,27 @@ impl Model for MixGlm {
         (theta, Dataset { x, y })
     }
 
+    fn label_groups(&self) -> Option<Vec<Vec<usize>>> {
+        let (k, p) = (self.k, self.p);
+        if k < 2 {
+            return None;
+        }
+        let sig = self.layout().sig;
+        Some(
+            (0..k)
+                .map(|c| {
+                    let mut g = vec![c];
+                    g.extend((0..p).map(|j| k + c * p + j));
+                    g.push(k + k * p + c);
+                    if sig {
+                        g.push(k + k * p + k + c);
+                    }
+                    g
+                })
+                .collect(),
+        )
+    }
+
     fn cost_per_point(&self) -> (f64, f64) {
         let (k, p) = (self.k as f64, self.p as f64);
         // Per component: eta (2P FMA flops), likelihood terms (~8 flops), gradient

@@ -73,6 +73,13 @@ pub trait Model: Send + Sync {
     /// unconstrained true parameters and the dataset.
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset);
 
+    /// For mixtures: the constrained-parameter indices of each exchangeable component (the
+    /// same order within every component), used to align labels across chains. `None` for
+    /// models without label switching.
+    fn label_groups(&self) -> Option<Vec<Vec<usize>>> {
+        None
+    }
+
     /// Flops and transcendental calls (exp/log) per data point of one log density + gradient,
     /// counted by hand from the kernel, for benchmark reports.
     fn cost_per_point(&self) -> (f64, f64) {

@@ -1,0 +1,261 @@
+//! Streaming draws to disk: [`NpySink`] turns each transition's positions into constrained
+//! parameters, buffers a chunk of draws per chain and writes it into `draws.npy`
+//! (chains x draws x params, f32) and `sample_stats.npy` at their offsets, keeping only
+//! running per-chain means in memory. [`summarize_npy`] computes the diagnostics back from
+//! the file, a few parameters at a time, after aligning mixture labels.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::{DrawSink, StepOut};
+use crate::diag::{self, align, SummaryRow};
+use crate::error::Result;
+use crate::io::npy::NpyWriter;
+use crate::model::Model;
+
+/// Columns of `sample_stats.npy`, in order.
+pub const STAT_NAMES: [&str; 5] = ["lp", "acceptance_rate", "diverging", "energy", "n_steps"];
+
+/// Streams draws and sampler statistics to `.npy` files (see the module docs).
+pub struct NpySink<'a> {
+    model: &'a dyn Model,
+    constants: Vec<f64>,
+    chains_per_dataset: usize,
+    n_chains: usize,
+    n_draws: usize,
+    keep: Vec<usize>,
+    n_params: usize,
+    draws: NpyWriter,
+    stats: NpyWriter,
+    chunk: usize,
+    buf: Vec<f32>,
+    sbuf: Vec<f32>,
+    chunk_start: usize,
+    filled: usize,
+    sums: Vec<f64>,
+    count: usize,
+}
+
+impl<'a> NpySink<'a> {
+    /// Creates `dir/draws.npy` and `dir/sample_stats.npy` for `n_chains` chains of `n_draws`
+    /// draws, storing the constrained parameters listed in `keep`. `constants[b]` is added to
+    /// dataset `b`'s log density for the `lp` column.
+    pub fn create(
+        dir: &Path,
+        model: &'a dyn Model,
+        constants: Vec<f64>,
+        chains_per_dataset: usize,
+        n_chains: usize,
+        n_draws: usize,
+        keep: Vec<usize>,
+    ) -> Result<Self> {
+        let n_params = model.param_names().len();
+        let k = keep.len();
+        // Chunk so that the buffer stays near 64 MiB.
+        let chunk =
+            ((64usize << 20) / (4 * n_chains * (k + STAT_NAMES.len())).max(1)).clamp(1, n_draws);
+        Ok(Self {
+            model,
+            constants,
+            chains_per_dataset,
+            n_chains,
+            n_draws,
+            draws: NpyWriter::create(&dir.join("draws.npy"), &[n_chains, n_draws, k])?,
+            stats: NpyWriter::create(
+                &dir.join("sample_stats.npy"),
+                &[n_chains, n_draws, STAT_NAMES.len()],
+            )?,
+            keep,
+            n_params,
+            chunk,
+            buf: vec![0.0; n_chains * chunk * k],
+            sbuf: vec![0.0; n_chains * chunk * STAT_NAMES.len()],
+            chunk_start: 0,
+            filled: 0,
+            sums: vec![0.0; n_chains * n_params],
+            count: 0,
+        })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let (k, s) = (self.keep.len(), STAT_NAMES.len());
+        for c in 0..self.n_chains {
+            let src = &self.buf[c * self.chunk * k..c * self.chunk * k + self.filled * k];
+            self.draws
+                .write_at((c * self.n_draws + self.chunk_start) * k, src)?;
+            let src = &self.sbuf[c * self.chunk * s..c * self.chunk * s + self.filled * s];
+            self.stats
+                .write_at((c * self.n_draws + self.chunk_start) * s, src)?;
+        }
+        self.chunk_start += self.filled;
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Flushes the last chunk and returns the per-chain means of every constrained parameter
+    /// (chains x params).
+    pub fn finish(mut self) -> Result<Vec<Vec<f64>>> {
+        if self.filled > 0 {
+            self.flush()?;
+        }
+        self.draws.finish()?;
+        self.stats.finish()?;
+        let n = self.count.max(1) as f64;
+        Ok(self
+            .sums
+            .chunks(self.n_params)
+            .map(|r| r.iter().map(|v| v / n).collect())
+            .collect())
+    }
+}
+
+impl DrawSink for NpySink<'_> {
+    fn record(&mut self, _index: usize, out: &StepOut, steps: &[u32]) -> Result<()> {
+        let d = self.model.dim();
+        let (k, s, t, chunk, np) = (
+            self.keep.len(),
+            STAT_NAMES.len(),
+            self.filled,
+            self.chunk,
+            self.n_params,
+        );
+        let (model, keep, consts, cpd) = (
+            self.model,
+            &self.keep,
+            &self.constants,
+            self.chains_per_dataset,
+        );
+        self.buf
+            .par_chunks_mut(chunk * k)
+            .zip(self.sbuf.par_chunks_mut(chunk * s))
+            .zip(self.sums.par_chunks_mut(np))
+            .enumerate()
+            .for_each(|(c, ((b, sb), sums))| {
+                let v = model.constrain(&out.position[c * d..(c + 1) * d]);
+                for (sm, x) in sums.iter_mut().zip(&v) {
+                    *sm += x;
+                }
+                for (j, &i) in keep.iter().enumerate() {
+                    b[t * k + j] = v[i] as f32;
+                }
+                let st = [
+                    (out.logp[c] + consts[c / cpd]) as f32,
+                    out.accept_prob[c] as f32,
+                    f32::from(u8::from(out.divergent[c])),
+                    out.energy[c] as f32,
+                    steps[c] as f32,
+                ];
+                sb[t * s..(t + 1) * s].copy_from_slice(&st);
+            });
+        self.count += 1;
+        self.filled += 1;
+        if self.filled == self.chunk {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Label permutations for every chain of every dataset, from the chains' means (None when
+/// the model has no exchangeable components).
+pub fn label_permutations(
+    model: &dyn Model,
+    chain_means: &[Vec<f64>],
+    chains_per_dataset: usize,
+) -> Option<Vec<Vec<usize>>> {
+    let groups = model.label_groups()?;
+    let mut perms = Vec::with_capacity(chain_means.len());
+    for ds in chain_means.chunks(chains_per_dataset) {
+        let np = ds[0].len();
+        // Spread of each parameter across chains (floored), to standardise distances.
+        let scale: Vec<f64> = (0..np)
+            .map(|i| {
+                let v: Vec<f64> = ds.iter().map(|m| m[i]).collect();
+                let mu = v.iter().sum::<f64>() / v.len() as f64;
+                let sd = (v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+                sd.max(1e-3 * mu.abs().max(1.0))
+            })
+            .collect();
+        perms.extend(align::align_chains(ds, &scale, &groups));
+    }
+    Some(perms)
+}
+
+/// Rewrites `draws.npy` (chains x draws x params, all parameters kept) with each chain's
+/// components permuted by `perms[chain]`.
+pub fn apply_permutations(
+    dir: &Path,
+    model: &dyn Model,
+    perms: &[Vec<usize>],
+    n_draws: usize,
+) -> Result<()> {
+    let groups = model.label_groups().unwrap_or_default();
+    let np = model.param_names().len();
+    let path = dir.join("draws.npy");
+    let (shape, _) = (vec![perms.len(), n_draws, np], ());
+    let w = NpyWriter::open(&path, &shape)?;
+    let mut block = vec![0f32; n_draws * np];
+    for (c, p) in perms.iter().enumerate() {
+        if p.iter().enumerate().all(|(i, &j)| i == j) {
+            continue;
+        }
+        w.read_at(c * n_draws * np, &mut block)?;
+        for row in block.chunks_mut(np) {
+            let x: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+            let y = align::apply(&x, p, &groups);
+            row.iter_mut().zip(&y).for_each(|(r, v)| *r = *v as f32);
+        }
+        w.write_at(c * n_draws * np, &block)?;
+    }
+    w.finish()
+}
+
+/// Diagnostics of every dataset from `draws.npy` (chains x draws x k), reading a few
+/// parameters at a time (`budget_bytes` of draws in memory).
+pub fn summarize_npy(
+    dir: &Path,
+    names: &[String],
+    n_chains: usize,
+    n_draws: usize,
+    chains_per_dataset: usize,
+    superchain_size: usize,
+    budget_bytes: usize,
+) -> Result<Vec<Vec<SummaryRow>>> {
+    let k = names.len();
+    let w = NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_draws, k])?;
+    let n_datasets = n_chains / chains_per_dataset;
+    let mut out: Vec<Vec<SummaryRow>> = vec![Vec::new(); n_datasets];
+    let per_param = chains_per_dataset * n_draws * 8;
+    let group = (budget_bytes / per_param.max(1)).clamp(1, k.max(1));
+    let mut block = vec![0f32; n_draws * k];
+    for (b, rows_b) in out.iter_mut().enumerate() {
+        let mut start = 0;
+        while start < k {
+            let end = (start + group).min(k);
+            let mut cols: Vec<Vec<Vec<f64>>> =
+                vec![Vec::with_capacity(chains_per_dataset); end - start];
+            for c in b * chains_per_dataset..(b + 1) * chains_per_dataset {
+                w.read_at(c * n_draws * k, &mut block)?;
+                for (g, col) in cols.iter_mut().enumerate() {
+                    col.push(
+                        block
+                            .iter()
+                            .skip(start + g)
+                            .step_by(k)
+                            .map(|&v| f64::from(v))
+                            .collect(),
+                    );
+                }
+            }
+            let rows: Vec<SummaryRow> = cols
+                .par_iter()
+                .enumerate()
+                .map(|(g, chains)| diag::summarize(&names[start + g], chains, superchain_size))
+                .collect();
+            rows_b.extend(rows);
+            start = end;
+        }
+    }
+    Ok(out)
+}
