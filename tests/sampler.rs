@@ -3,6 +3,8 @@
 //! datasets in one batch), the tutorial's cases recovered with R-hat < 1.01, and counted
 //! divergences.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use std::sync::Arc;
