@@ -32,9 +32,17 @@ pub enum Family {
 /// Model options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model family.
-    #[arg(long, value_enum)]
-    pub model: ModelKind,
+    /// Model family (or give --model-file).
+    #[arg(long, value_enum, required_unless_present = "model_file")]
+    pub model: Option<ModelKind>,
+    /// TOML file with the model settings (keys as the flags without dashes, e.g.
+    /// `model = "mixglm"`, `components = 2`, `prior_sigma = "halfnormal(2)"`); flags given on
+    /// the command line win.
+    #[arg(long)]
+    pub model_file: Option<PathBuf>,
+    /// Fix every noise scale at this value (Gaussian likelihood): sigma leaves the parameters.
+    #[arg(long)]
+    pub sigma_fixed: Option<f64>,
     /// Likelihood (glm and mixglm).
     #[arg(long, value_enum, default_value = "gaussian")]
     pub family: Family,
@@ -109,8 +117,100 @@ impl ModelArgs {
         Ok(p)
     }
 
+    /// Fills settings from `--model-file` where the command line left defaults.
+    pub fn resolve(&mut self) -> anyhow::Result<()> {
+        let Some(path) = self.model_file.clone() else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let file: ModelFile =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let defaults = ModelArgs {
+            model: None,
+            model_file: None,
+            sigma_fixed: None,
+            family: Family::Gaussian,
+            components: 2,
+            prior_coef: "normal(0,1)".into(),
+            prior_intercept: "normal(0,1)".into(),
+            prior_sigma: "halfnormal(1)".into(),
+            prior_weights: 1.0,
+        };
+        if self.model.is_none() {
+            self.model = Some(match file.model.as_deref() {
+                Some("glm") => ModelKind::Glm,
+                Some("gmm") => ModelKind::Gmm,
+                Some("mixglm") => ModelKind::Mixglm,
+                Some(other) => bail!(
+                    "{}: model = {other:?}: expected glm, gmm or mixglm",
+                    path.display()
+                ),
+                None => bail!("{}: no `model` key (glm, gmm or mixglm)", path.display()),
+            });
+        }
+        if let Some(f) = file.family {
+            if self.family == defaults.family {
+                self.family = match f.as_str() {
+                    "gaussian" => Family::Gaussian,
+                    "bernoulli" => Family::Bernoulli,
+                    "poisson" => Family::Poisson,
+                    other => bail!(
+                        "{}: family = {other:?}: expected gaussian, bernoulli or poisson",
+                        path.display()
+                    ),
+                };
+            }
+        }
+        if let Some(k) = file.components {
+            if self.components == defaults.components {
+                self.components = k;
+            }
+        }
+        if self.sigma_fixed.is_none() {
+            self.sigma_fixed = file.sigma_fixed;
+        }
+        let take = |flag: &mut String, default: &str, v: Option<String>| {
+            if let Some(v) = v {
+                if flag == default {
+                    *flag = v;
+                }
+            }
+        };
+        take(&mut self.prior_coef, &defaults.prior_coef, file.prior_coef);
+        take(
+            &mut self.prior_intercept,
+            &defaults.prior_intercept,
+            file.prior_intercept,
+        );
+        take(
+            &mut self.prior_sigma,
+            &defaults.prior_sigma,
+            file.prior_sigma,
+        );
+        if let Some(w) = file.prior_weights {
+            if self.prior_weights == defaults.prior_weights {
+                self.prior_weights = w;
+            }
+        }
+        Ok(())
+    }
+
+    /// The model kind (after [`ModelArgs::resolve`]).
+    pub fn kind(&self) -> ModelKind {
+        self.model.unwrap_or(ModelKind::Glm)
+    }
+
     /// The model for `p` input columns.
     pub fn build(&self, p: usize) -> anyhow::Result<MixGlm> {
+        let m = self.build_free(p)?;
+        match self.sigma_fixed {
+            Some(s) => Ok(m.with_fixed_sigma(s).context("--sigma-fixed")?),
+            None => Ok(m),
+        }
+    }
+
+    fn build_free(&self, p: usize) -> anyhow::Result<MixGlm> {
         let lik = match self.family {
             Family::Gaussian => Likelihood::Gaussian,
             Family::Bernoulli => Likelihood::Bernoulli,
@@ -120,7 +220,7 @@ impl ModelArgs {
         if self.components < 1 {
             bail!("--components must be at least 1, got {}", self.components);
         }
-        Ok(match self.model {
+        Ok(match self.kind() {
             ModelKind::Glm => {
                 MixGlm::glm(lik, p, priors).context("--x: a GLM needs at least one input column")?
             }
@@ -141,6 +241,20 @@ impl ModelArgs {
             }
         })
     }
+}
+
+/// The keys a `--model-file` may set.
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    model: Option<String>,
+    family: Option<String>,
+    components: Option<usize>,
+    sigma_fixed: Option<f64>,
+    prior_coef: Option<String>,
+    prior_intercept: Option<String>,
+    prior_sigma: Option<String>,
+    prior_weights: Option<f64>,
 }
 
 /// Data options.

@@ -28,7 +28,8 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model.resolve()?;
     let data = Arc::new(a.data.load()?);
     let model = a.model.build(data.p())?;
     model

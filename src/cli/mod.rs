@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod devices;
 mod logp;
+mod sample;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Bench(bench::Args),
     /// Log density and gradient of a model on a CSV file at given parameter values.
     Logp(logp::Args),
+    /// Posterior sampling with ensemble HMC (many chains adapted together).
+    Sample(sample::Args),
     /// Draw datasets from a model's prior and write them as CSV.
     Simulate(simulate::Args),
 }
@@ -35,6 +38,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Devices(a) => devices::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Logp(a) => logp::run(a),
+        Command::Sample(a) => sample::run(a),
         Command::Simulate(a) => simulate::run(a),
     }
 }

@@ -28,8 +28,9 @@ pub struct Args {
     out: std::path::PathBuf,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
-    let p = if a.model.model == super::args::ModelKind::Gmm {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model.resolve()?;
+    let p = if a.model.kind() == super::args::ModelKind::Gmm {
         0
     } else {
         a.features

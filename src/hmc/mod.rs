@@ -5,8 +5,8 @@
 //! ([`cpu::CpuIntegrator`]) and GPU ([`gpu::GpuIntegrator`]) implementations draw the same
 //! Philox momenta and accept uniforms. [`sample`] drives warmup (dual averaging of the step
 //! size on the harmonic-mean acceptance, ChEES trajectory length with Halton jitter, the
-//! diagonal inverse mass matrix from windowed cross-chain variance) and then frozen sampling,
-//! handing draws to a [`DrawSink`] as they come.
+//! diagonal inverse mass matrix from the windowed within-chain variance averaged over all
+//! chains of a dataset) and then frozen sampling, handing draws to a [`DrawSink`].
 
 pub mod adapt;
 pub mod cpu;
@@ -15,6 +15,7 @@ pub mod sink;
 
 use crate::error::{Error, Result};
 use crate::math::LOGP_NEG_INF;
+use crate::model::Model;
 use crate::rng::{Purpose, Stream};
 use adapt::{halton, mass_windows, ChEES, DualAveraging, Welford};
 
@@ -197,7 +198,9 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize, usize);
 struct DatasetState {
     da: DualAveraging,
     chees: ChEES,
-    mass: Welford,
+    /// One accumulator per chain: the mass matrix uses the mean within-chain variance, so
+    /// chains sitting in different modes (label switching) do not inflate it.
+    mass: Vec<Welford>,
     inv_mass: Vec<f64>,
     divergences: usize,
     accept_sum: f64,
@@ -318,6 +321,38 @@ pub fn initial_position(cfg: &Config, global_chain: usize, attempt: u32, d: usiz
         .collect()
 }
 
+/// Matches each chain's labels to its dataset's ensemble from the chains' window means
+/// (unconstrained) and permutes the positions of relabelled chains; true when any changed.
+fn align_labels(
+    model: &dyn Model,
+    cfg: &Config,
+    window_means: &[f64],
+    position: &mut [f64],
+) -> Result<bool> {
+    let Some(groups) = model.label_groups() else {
+        return Ok(false);
+    };
+    let d = model.dim();
+    let means: Vec<Vec<f64>> = window_means.chunks(d).map(|m| model.constrain(m)).collect();
+    let Some(perms) = sink::label_permutations(model, &means, cfg.chains) else {
+        return Ok(false);
+    };
+    let mut changed = false;
+    for (c, p) in perms.iter().enumerate() {
+        if p.iter().enumerate().all(|(i, &j)| i == j) {
+            continue;
+        }
+        let q = &mut position[c * d..(c + 1) * d];
+        let x = crate::diag::align::apply(&model.constrain(q), p, &groups);
+        // Weights that underflowed to 0 cannot be mapped back; leave such a chain alone.
+        if let Ok(u) = model.unconstrain(&x) {
+            q.copy_from_slice(&u);
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
 /// Starting points: uniform in (-r, r) per superchain (redrawn where the log density is
 /// -inf), then `init_steps` of Adam ascent on the log density (a step that lands on -inf is
 /// undone and that chain's rate halved), so that chains begin near the bulk of the posterior
@@ -385,8 +420,14 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<(Vec<
 }
 
 /// Runs warmup and sampling for every dataset at once; draws go to `sink`.
+///
+/// For models with exchangeable components ([`Model::label_groups`]), each chain's labels
+/// are matched to the ensemble's at the end of every mass-matrix window and its position
+/// permuted accordingly (a permutation of an exchangeable posterior is a valid move), so
+/// that chains in different label modes do not spoil the cross-chain adaptation.
 pub fn sample(
     integrator: &mut dyn Integrator,
+    model: &dyn Model,
     n_datasets: usize,
     cfg: &Config,
     sink: &mut dyn DrawSink,
@@ -410,7 +451,7 @@ pub fn sample(
         .map(|_| DatasetState {
             da: DualAveraging::new(cfg.step_size, cfg.target_accept),
             chees: ChEES::new(cfg.step_size * 10.0),
-            mass: Welford::new(d),
+            mass: (0..cfg.chains).map(|_| Welford::new(d)).collect(),
             inv_mass: vec![1.0; d],
             divergences: 0,
             accept_sum: 0.0,
@@ -447,7 +488,8 @@ pub fn sample(
     let mut transitions = 0u64;
     let t0 = std::time::Instant::now();
     let mut before = q.clone();
-    let _ = logp;
+    let relabel = model.label_groups().is_some() && cfg.chains > 1;
+    let mut window_means = vec![0.0; n * d];
     for t in 0..cfg.warmup {
         for (tu, s) in tuning.iter_mut().zip(&states) {
             tu.step_size = s.da.log_eps.exp();
@@ -486,20 +528,36 @@ pub fn sample(
             }
             s.chees.update(g, lo, 1000.0 * eps.max(lo / 1000.0));
             if t >= slow_start && windows.last().is_some_and(|&e| t < e) {
-                for c in r.clone() {
-                    s.mass.add(&out.position[c * d..(c + 1) * d]);
+                for (w, c) in s.mass.iter_mut().zip(r.clone()) {
+                    w.add(&out.position[c * d..(c + 1) * d]);
                 }
             }
-            if windows.contains(&(t + 1)) && s.mass.count() >= 3.0 {
-                let nn = s.mass.count();
-                s.inv_mass = s
-                    .mass
-                    .variance()
+            if relabel && windows.contains(&(t + 1)) {
+                for (c, w) in s.mass.iter().enumerate() {
+                    window_means[(b * cfg.chains + c) * d..(b * cfg.chains + c + 1) * d]
+                        .copy_from_slice(w.mean());
+                }
+            }
+            if windows.contains(&(t + 1)) && s.mass[0].count() >= 3.0 {
+                let per_chain = s.mass[0].count();
+                let nn = per_chain * cfg.chains as f64;
+                let mut var = vec![0.0; d];
+                for w in &s.mass {
+                    var.iter_mut()
+                        .zip(w.variance())
+                        .for_each(|(a, v)| *a += v / cfg.chains as f64);
+                }
+                s.inv_mass = var
                     .iter()
                     .map(|v| (nn / (nn + 5.0)) * v + 1e-3 * (5.0 / (nn + 5.0)))
                     .collect();
-                s.mass.reset();
+                s.mass.iter_mut().for_each(Welford::reset);
                 s.da.restart(eps);
+            }
+        }
+        if relabel && windows.contains(&(t + 1)) {
+            if align_labels(model, cfg, &window_means, &mut out.position)? {
+                integrator.set_positions(&out.position, &mut logp, &mut grad)?;
             }
         }
         before.copy_from_slice(&out.position);

@@ -1,0 +1,444 @@
+//! `gpsamp sample`: ensemble HMC on a CSV file (or the tutorial's simulated data), with a
+//! progress bar, a summary table, and draws, statistics and summaries in an output folder
+//! (format in the README).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use gpsamp::diag::SummaryRow;
+use gpsamp::hmc::sink::{
+    apply_permutations, label_permutations, summarize_npy, NpySink, STAT_NAMES,
+};
+use gpsamp::hmc::{self, Config, CpuIntegrator, GpuIntegrator, Integrator};
+use gpsamp::{Backend, BackendKind, DataBatch, Model};
+
+use super::args::{DataArgs, ModelArgs, ModelKind};
+
+/// Options of `gpsamp sample`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// CSV file with a header line (without it: the tutorial's dataset for the model,
+    /// simulated with --seed).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Input columns, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    x: Vec<String>,
+    /// Response column.
+    #[arg(long, default_value = "y")]
+    y: String,
+    /// Column that splits the rows into datasets, each fitted by its own chains.
+    #[arg(long)]
+    group: Option<String>,
+    /// Chains per dataset.
+    #[arg(long, default_value_t = 4)]
+    chains: usize,
+    /// Warmup iterations.
+    #[arg(long, default_value_t = 1000)]
+    warmup: usize,
+    /// Draws kept per chain.
+    #[arg(long, default_value_t = 1000)]
+    draws: usize,
+    /// Seed: the same seed gives the same draws on the same backend.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep every n-th iteration.
+    #[arg(long, default_value_t = 1)]
+    thin: usize,
+    /// Parameters to store, comma-separated names (default: all).
+    #[arg(long, value_delimiter = ',')]
+    keep: Vec<String>,
+    /// Target of the harmonic-mean acceptance probability.
+    #[arg(long, default_value_t = 0.651)]
+    target_accept: f64,
+    /// Chains per superchain for nested R-hat (default: 4 when --chains is a multiple of 4
+    /// and at least 16, else 1).
+    #[arg(long)]
+    superchain_size: Option<usize>,
+    /// Adam steps towards the bulk before warmup.
+    #[arg(long, default_value_t = 200)]
+    init_steps: usize,
+    /// Cap on leapfrog steps per transition.
+    #[arg(long, default_value_t = 1024)]
+    max_steps: u32,
+    /// Backend: auto, gpu or cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendKind,
+    /// Output folder (replaced only once the run has succeeded).
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bar or table.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model.resolve()?;
+    let (data, source, truth) = match &a.data {
+        Some(path) => {
+            let d = DataArgs {
+                data: path.clone(),
+                x: a.x.clone(),
+                y: a.y.clone(),
+                group: a.group.clone(),
+            };
+            (d.load()?, path.display().to_string(), None)
+        }
+        None => {
+            let p = if a.model.kind() == ModelKind::Gmm {
+                0
+            } else {
+                1
+            };
+            let probe = a.model.build(p)?;
+            let Some(sim) = gpsamp::tutorial::for_model(&probe, a.seed) else {
+                bail!(
+                    "--data: no built-in tutorial dataset for {}; give a CSV file",
+                    probe.name()
+                );
+            };
+            if !a.quiet {
+                eprintln!(
+                    "gpsamp: no --data given; fitting the {} (seed {})",
+                    sim.description, a.seed
+                );
+            }
+            let mut batch = DataBatch::new(p, std::slice::from_ref(&sim.data))?;
+            batch.x_names = (0..p).map(|j| format!("x{j}")).collect();
+            (
+                batch,
+                format!("simulated: {}", sim.description),
+                Some(sim.truth),
+            )
+        }
+    };
+    let model = a.model.build(data.p())?;
+    model.check_data(&data).with_context(|| source.clone())?;
+    let names = model.param_names();
+    let keep: Vec<usize> = if a.keep.is_empty() {
+        (0..names.len()).collect()
+    } else {
+        a.keep
+            .iter()
+            .map(|k| {
+                names.iter().position(|n| n == k).with_context(|| {
+                    format!(
+                        "--keep: no parameter {k:?}; the model has {}",
+                        names.join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let kept_names: Vec<String> = keep.iter().map(|&i| names[i].clone()).collect();
+    let superchain = a
+        .superchain_size
+        .unwrap_or(if a.chains >= 16 && a.chains % 4 == 0 {
+            4
+        } else {
+            1
+        });
+    let cfg = Config {
+        chains: a.chains,
+        warmup: a.warmup,
+        draws: a.draws,
+        thin: a.thin,
+        seed: a.seed,
+        target_accept: a.target_accept,
+        superchain_size: superchain,
+        init_steps: a.init_steps,
+        max_steps: a.max_steps,
+        ..Config::default()
+    };
+    cfg.validate()?;
+    let backend = Backend::select(a.backend, a.quiet)?;
+    let data = Arc::new(data);
+    let n_datasets = data.n_datasets();
+    let n_chains = n_datasets * a.chains;
+    let mut integ: Box<dyn Integrator> = match &backend {
+        Backend::Cpu => Box::new(CpuIntegrator::new(
+            Arc::new(model.clone()),
+            data.clone(),
+            a.chains,
+            a.seed,
+        )?),
+        Backend::Gpu(ctx) => Box::new(GpuIntegrator::new(
+            ctx.clone(),
+            &model,
+            &data,
+            a.chains,
+            a.seed,
+            None,
+        )?),
+    };
+    let adapter = match &backend {
+        Backend::Gpu(ctx) => Some(ctx.summary.clone()),
+        Backend::Cpu => None,
+    };
+
+    // Everything is written into a fresh folder that replaces --out only at the end.
+    let partial = partial_dir(&a.out)?;
+    let constants: Vec<f64> = (0..n_datasets).map(|b| model.constant(&data, b)).collect();
+    let mut sink = NpySink::create(
+        &partial,
+        &model,
+        constants,
+        a.chains,
+        n_chains,
+        a.draws,
+        keep.clone(),
+    )?;
+    let bar = progress_bar(a.quiet, (a.warmup + a.draws * a.thin) as u64);
+    let mut last_phase = String::new();
+    let mut progress = |phase: &str, i: usize, _n: usize, div: usize| {
+        if phase != last_phase {
+            last_phase = phase.to_string();
+            bar.set_prefix(phase.to_string());
+        }
+        if i % 10 == 0 || phase == "sampling" {
+            bar.set_position((if phase == "sampling" { a.warmup } else { 0 } + i) as u64);
+            bar.set_message(format!("{div} divergences"));
+        }
+    };
+    let result = hmc::sample(
+        integ.as_mut(),
+        &model,
+        n_datasets,
+        &cfg,
+        &mut sink,
+        &mut progress,
+    );
+    bar.finish_and_clear();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e.into());
+        }
+    };
+    let chain_means = sink.finish()?;
+    // Label alignment for mixtures (all parameters must be stored to permute them).
+    let mut alignment = serde_json::json!({"applied": false});
+    if model.label_groups().is_some() {
+        if keep.len() == names.len() {
+            let perms = label_permutations(&model, &chain_means, a.chains).expect("mixture");
+            let switched = perms
+                .iter()
+                .filter(|p| p.iter().enumerate().any(|(i, &j)| i != j))
+                .count();
+            apply_permutations(&partial, &model, &perms, a.draws)?;
+            alignment = serde_json::json!({
+                "applied": true,
+                "method": "Hungarian matching of each chain's component means to the pooled aligned means",
+                "chains_relabelled": switched,
+                "permutations": perms,
+            });
+        } else {
+            alignment = serde_json::json!({"applied": false, "reason": "--keep stores a subset of parameters"});
+        }
+    }
+    let summaries = summarize_npy(
+        &partial,
+        &kept_names,
+        n_chains,
+        a.draws,
+        a.chains,
+        superchain,
+        512 << 20,
+    )?;
+    write_summary(&partial, &summaries)?;
+    let meta = serde_json::json!({
+        "format": "gpsamp-draws/1",
+        "model": model.name(),
+        "param_names": kept_names,
+        "all_param_names": names,
+        "draws_shape": [n_chains, a.draws, kept_names.len()],
+        "datasets": n_datasets,
+        "chains_per_dataset": a.chains,
+        "sample_stats_columns": STAT_NAMES,
+        "settings": cfg,
+        "seed": a.seed,
+        "backend": backend.describe(),
+        "adapter": adapter,
+        "data": source,
+        "truth": truth,
+        "label_alignment": alignment,
+        "report": report,
+        "gpsamp_version": env!("CARGO_PKG_VERSION"),
+    });
+    std::fs::write(
+        partial.join("meta.json"),
+        serde_json::to_string_pretty(&meta)?,
+    )
+    .with_context(|| format!("writing {}", partial.join("meta.json").display()))?;
+    replace_dir(&partial, &a.out)?;
+
+    if !a.quiet {
+        print_table(
+            &summaries,
+            &report,
+            &backend.describe(),
+            alignment["applied"] == true,
+        );
+        println!(
+            "wrote {}/{{draws.npy, sample_stats.npy, summary.csv, summary.json, meta.json}}",
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar(quiet: bool, len: u64) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>8} {bar:30} {pos}/{len} iterations {per_sec} {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn partial_dir(out: &Path) -> anyhow::Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {}: not a folder path", out.display()))?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("--out: creating {}", parent.display()))?;
+    let partial = parent.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir(&partial)
+        .with_context(|| format!("--out: creating {}", partial.display()))?;
+    Ok(partial)
+}
+
+fn replace_dir(partial: &Path, out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        let old = partial.with_extension("old");
+        std::fs::rename(out, &old)
+            .with_context(|| format!("moving the old {} aside", out.display()))?;
+        std::fs::rename(partial, out).with_context(|| format!("writing {}", out.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(partial, out).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>]) -> anyhow::Result<()> {
+    let multi = summaries.len() > 1;
+    let mut w = csv::Writer::from_path(dir.join("summary.csv"))?;
+    let mut header = vec![
+        "param",
+        "mean",
+        "sd",
+        "hdi_3%",
+        "hdi_97%",
+        "mcse_mean",
+        "ess_bulk",
+        "ess_tail",
+        "r_hat",
+        "nested_r_hat",
+    ];
+    if multi {
+        header.insert(0, "dataset");
+    }
+    w.write_record(&header)?;
+    for (b, rows) in summaries.iter().enumerate() {
+        for r in rows {
+            let mut rec = vec![
+                r.param.clone(),
+                r.mean.to_string(),
+                r.sd.to_string(),
+                r.hdi_lo.to_string(),
+                r.hdi_hi.to_string(),
+                r.mcse_mean.to_string(),
+                r.ess_bulk.to_string(),
+                r.ess_tail.to_string(),
+                r.r_hat.to_string(),
+                r.nested_r_hat.to_string(),
+            ];
+            if multi {
+                rec.insert(0, b.to_string());
+            }
+            w.write_record(&rec)?;
+        }
+    }
+    w.flush()?;
+    let json = if multi {
+        serde_json::to_string_pretty(&summaries)?
+    } else {
+        serde_json::to_string_pretty(&summaries[0])?
+    };
+    std::fs::write(dir.join("summary.json"), json)?;
+    Ok(())
+}
+
+fn print_table(
+    summaries: &[Vec<SummaryRow>],
+    report: &hmc::RunReport,
+    backend: &str,
+    aligned: bool,
+) {
+    let show = summaries.len().min(3);
+    for (b, rows) in summaries.iter().take(show).enumerate() {
+        let ds = &report.datasets[b];
+        if summaries.len() > 1 {
+            println!("dataset {b}");
+        }
+        println!(
+            "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>6}",
+            "", "mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"
+        );
+        for r in rows {
+            println!(
+                "{:<14} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8.0} {:>8.0} {:>6.2}",
+                r.param,
+                r.mean,
+                r.sd,
+                r.hdi_lo,
+                r.hdi_hi,
+                r.mcse_mean,
+                r.ess_bulk,
+                r.ess_tail,
+                r.r_hat
+            );
+        }
+        println!(
+            "step size {:.3}, trajectory length {:.2}, mean steps {:.1}, acceptance {:.2}, divergences {}",
+            ds.step_size, ds.trajectory_length, ds.mean_steps, ds.mean_accept, ds.divergences
+        );
+    }
+    if summaries.len() > show {
+        println!(
+            "... {} more datasets in summary.csv",
+            summaries.len() - show
+        );
+    }
+    let total_div: usize = report.datasets.iter().map(|d| d.divergences).sum();
+    if total_div > 0 {
+        println!("warning: {total_div} divergent transitions after warmup; the posterior may be biased there");
+    }
+    if aligned {
+        println!("mixture labels aligned across chains (Hungarian matching; see meta.json)");
+    }
+    println!(
+        "backend {backend}: {} gradient evaluations in {:.2} s warmup + {:.2} s sampling ({} transitions)",
+        report.gradient_evals, report.seconds.0, report.seconds.1, report.transitions
+    );
+}
