@@ -555,10 +555,11 @@ pub fn sample(
                 s.da.restart(eps);
             }
         }
-        if relabel && windows.contains(&(t + 1)) {
-            if align_labels(model, cfg, &window_means, &mut out.position)? {
-                integrator.set_positions(&out.position, &mut logp, &mut grad)?;
-            }
+        if relabel
+            && windows.contains(&(t + 1))
+            && align_labels(model, cfg, &window_means, &mut out.position)?
+        {
+            integrator.set_positions(&out.position, &mut logp, &mut grad)?;
         }
         before.copy_from_slice(&out.position);
         progress("warmup", t + 1, cfg.warmup, 0);
