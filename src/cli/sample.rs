@@ -137,7 +137,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let kept_names: Vec<String> = keep.iter().map(|&i| names[i].clone()).collect();
     let superchain = a
         .superchain_size
-        .unwrap_or(if a.chains >= 16 && a.chains % 4 == 0 {
+        .unwrap_or(if a.chains >= 16 && a.chains.is_multiple_of(4) {
             4
         } else {
             1
@@ -199,7 +199,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             last_phase = phase.to_string();
             bar.set_prefix(phase.to_string());
         }
-        if i % 10 == 0 || phase == "sampling" {
+        if i.is_multiple_of(10) || phase == "sampling" {
             bar.set_position((if phase == "sampling" { a.warmup } else { 0 } + i) as u64);
             bar.set_message(format!("{div} divergences"));
         }
