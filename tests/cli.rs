@@ -18,6 +18,8 @@ fn bench_reports_cpu_and_gpu() {
             "--seconds",
             "0.01",
             "--quiet",
+            "--sampler-chains",
+            "4",
         ])
         .output()
         .unwrap();
@@ -45,6 +47,16 @@ fn bench_reports_cpu_and_gpu() {
         }
     }
     assert!(v["floor"]["floor_evals_per_sec"].as_f64().unwrap() > 0.0);
+    let sampler = v["sampler"].as_array().unwrap();
+    assert!(sampler
+        .iter()
+        .any(|r| r["backend"].as_str().unwrap().starts_with("cpu")
+            && r["min_ess_bulk"].as_f64().unwrap() > 10.0));
+    let sampler = v["sampler"].as_array().unwrap();
+    assert!(sampler
+        .iter()
+        .any(|r| r["backend"].as_str().unwrap().starts_with("cpu")
+            && r["min_ess_bulk"].as_f64().unwrap() > 10.0));
     // The table goes to stderr with --json.
     assert!(
         stderr.contains("family") && stderr.contains("CPU floor"),
@@ -66,6 +78,7 @@ fn bench_without_gpu_says_so() {
             "0.01",
             "--families",
             "gmm",
+            "--no-sampler",
         ])
         .output()
         .unwrap();
@@ -87,4 +100,189 @@ fn devices_lists_adapters_as_json() {
         assert!(!list.is_empty());
         assert!(list[0]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
     }
+}
+
+fn gpsamp(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gpsamp"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn npy_shape(path: &std::path::Path) -> Vec<usize> {
+    gpsamp::io::npy::read_f32(path).unwrap().0
+}
+
+#[test]
+fn sample_writes_the_documented_outputs() {
+    let dir = std::env::temp_dir().join(format!("gpsamp-sample-{}", std::process::id()));
+    let out = dir.join("fit");
+    let o = out.to_str().unwrap();
+    let (ok, stdout, stderr) = gpsamp(&[
+        "sample",
+        "--model",
+        "gmm",
+        "--components",
+        "2",
+        "--chains",
+        "4",
+        "--warmup",
+        "200",
+        "--draws",
+        "100",
+        "--seed",
+        "3",
+        "--backend",
+        "cpu",
+        "--out",
+        o,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("no --data given"), "{stderr}");
+    assert!(
+        stdout.contains("r_hat") && stdout.contains("mu[1]"),
+        "{stdout}"
+    );
+    assert_eq!(npy_shape(&out.join("draws.npy")), vec![4, 100, 6]);
+    assert_eq!(npy_shape(&out.join("sample_stats.npy")), vec![4, 100, 5]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["param_names"][0], "weights[0]");
+    assert_eq!(meta["seed"], 3);
+    assert_eq!(meta["label_alignment"]["applied"], true);
+    assert!(meta["backend"].as_str().unwrap().starts_with("cpu"));
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(
+        csv.starts_with("param,mean,sd,hdi_3%,hdi_97%,mcse_mean,ess_bulk,ess_tail,r_hat"),
+        "{csv}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(js.as_array().unwrap().len(), 6);
+
+    // Same seed, same draws.
+    let out2 = dir.join("fit2");
+    let (ok, _, e) = gpsamp(&[
+        "sample",
+        "--model",
+        "gmm",
+        "--chains",
+        "4",
+        "--warmup",
+        "200",
+        "--draws",
+        "100",
+        "--seed",
+        "3",
+        "--backend",
+        "cpu",
+        "--out",
+        out2.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{e}");
+    assert_eq!(
+        std::fs::read(out.join("draws.npy")).unwrap(),
+        std::fs::read(out2.join("draws.npy")).unwrap()
+    );
+
+    // A failing run leaves the previous good output untouched.
+    let before = std::fs::read(out.join("draws.npy")).unwrap();
+    let (ok, _, e) = gpsamp(&[
+        "sample",
+        "--model",
+        "gmm",
+        "--keep",
+        "nope",
+        "--out",
+        o,
+        "--backend",
+        "cpu",
+    ]);
+    assert!(!ok && e.contains("--keep") && e.contains("mu[0]"), "{e}");
+    let (ok, _, e) = gpsamp(&[
+        "sample",
+        "--model",
+        "glm",
+        "--data",
+        "/nonexistent.csv",
+        "--x",
+        "x",
+        "--out",
+        o,
+    ]);
+    assert!(!ok && e.contains("/nonexistent.csv"), "{e}");
+    assert_eq!(std::fs::read(out.join("draws.npy")).unwrap(), before);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sample_fits_a_batch_of_datasets_and_a_model_file() {
+    let dir = std::env::temp_dir().join(format!("gpsamp-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("sim.csv");
+    let (ok, _, e) = gpsamp(&[
+        "simulate",
+        "--model",
+        "glm",
+        "--n",
+        "50",
+        "--datasets",
+        "3",
+        "--seed",
+        "2",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    let toml = dir.join("model.toml");
+    std::fs::write(
+        &toml,
+        "model = \"glm\"\nfamily = \"gaussian\"\nprior_sigma = \"exponential(1)\"\n",
+    )
+    .unwrap();
+    let out = dir.join("fit");
+    let (ok, stdout, e) = gpsamp(&[
+        "sample",
+        "--model-file",
+        toml.to_str().unwrap(),
+        "--data",
+        csv.to_str().unwrap(),
+        "--x",
+        "x0",
+        "--group",
+        "dataset",
+        "--chains",
+        "4",
+        "--warmup",
+        "150",
+        "--draws",
+        "100",
+        "--backend",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    assert!(stdout.contains("dataset 2"), "{stdout}");
+    assert_eq!(npy_shape(&out.join("draws.npy")), vec![12, 100, 3]);
+    let s = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(s.starts_with("dataset,param"), "{s}");
+    assert_eq!(s.lines().count(), 1 + 3 * 3);
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "model = \"glm\"\ncolour = 3\n").unwrap();
+    let (ok, _, e) = gpsamp(&[
+        "sample",
+        "--model-file",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("bad.toml") && e.contains("colour"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -37,6 +37,31 @@ pub struct Args {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// Chain counts for the sampler benchmark (mixture of regressions, N = --n); 0 or
+    /// --no-sampler skips it. Iterations: 1000 + 1000 up to 64 chains, 200 + 100 up to 4096,
+    /// 100 + 50 beyond.
+    #[arg(long, value_delimiter = ',', default_value = "4,1024,16384")]
+    sampler_chains: Vec<usize>,
+    /// Skip the sampler benchmark.
+    #[arg(long)]
+    no_sampler: bool,
+}
+
+#[derive(Serialize)]
+struct SamplerRow {
+    chains: usize,
+    backend: String,
+    warmup: usize,
+    draws: usize,
+    seconds: f64,
+    gradient_evals: u64,
+    gradient_evals_per_sec: f64,
+    /// Smallest bulk ESS over the parameters (unconstrained), per second of the whole run.
+    min_ess_bulk: f64,
+    min_ess_bulk_per_sec: f64,
+    /// Dispatches (GPU) or integrator calls (CPU): one per transition plus initialisation.
+    transitions: u64,
+    divergences: usize,
 }
 
 #[derive(Serialize)]
@@ -76,6 +101,7 @@ struct Report {
     gpu_note: Option<String>,
     rows: Vec<Row>,
     floor: Option<Floor>,
+    sampler: Vec<SamplerRow>,
 }
 
 fn families(p: &Priors) -> Vec<(&'static str, MixGlm)> {
@@ -209,12 +235,45 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .iter()
         .find(|(n, _)| *n == "mixglm")
         .map(|(_, m)| floor(m, a.n, &rows));
+    let mut sampler = Vec::new();
+    if !a.no_sampler {
+        for &chains in a.sampler_chains.iter().filter(|&&c| c > 0) {
+            let (warmup, draws) = match chains {
+                0..=64 => (1000, 1000),
+                65..=4096 => (200, 100),
+                _ => (100, 50),
+            };
+            if !a.quiet {
+                eprintln!("gpsamp bench: sampler, {chains} chains, cpu");
+            }
+            sampler.push(bench_sampler(None, a.n, chains, warmup, draws)?);
+            if let Some(ctx) = &ctx {
+                if ctx.summary.device_type == "Cpu" && chains > 1024 {
+                    if !a.quiet {
+                        eprintln!("gpsamp bench: sampler, {chains} chains: skipped on the software adapter");
+                    }
+                    continue;
+                }
+                if !a.quiet {
+                    eprintln!("gpsamp bench: sampler, {chains} chains, gpu");
+                }
+                sampler.push(bench_sampler(
+                    Some(ctx.clone()),
+                    a.n,
+                    chains,
+                    warmup,
+                    draws,
+                )?);
+            }
+        }
+    }
     let report = Report {
         cpu_threads: rayon::current_num_threads(),
         adapter: ctx.as_ref().map(|c| c.summary.clone()),
         gpu_note,
         rows,
         floor,
+        sampler,
     };
     let table = render(&report);
     if a.json {
@@ -224,6 +283,84 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         print!("{table}");
     }
     Ok(())
+}
+
+/// One sampler run on the tutorial's mixture of two regressions (N points).
+fn bench_sampler(
+    ctx: Option<Arc<GpuContext>>,
+    n: usize,
+    chains: usize,
+    warmup: usize,
+    draws: usize,
+) -> anyhow::Result<SamplerRow> {
+    use gpsamp::hmc::{self, Config, CpuIntegrator, GpuIntegrator, Integrator, MemorySink};
+    let model = MixGlm::mixreg(2, 1, Priors::default())?;
+    let mut sim = gpsamp::tutorial::mixreg(0);
+    let keep = n.min(sim.data.len());
+    sim.data.x[0].truncate(keep);
+    sim.data.y.truncate(keep);
+    let data = Arc::new(DataBatch::new(1, &[sim.data])?);
+    let cfg = Config {
+        chains,
+        warmup,
+        draws,
+        seed: 1,
+        superchain_size: if chains % 4 == 0 && chains >= 16 {
+            4
+        } else {
+            1
+        },
+        ..Config::default()
+    };
+    let mut integ: Box<dyn Integrator> = match &ctx {
+        Some(c) => Box::new(GpuIntegrator::new(
+            c.clone(),
+            &model,
+            &data,
+            chains,
+            1,
+            None,
+        )?),
+        None => Box::new(CpuIntegrator::new(
+            Arc::new(model.clone()),
+            data.clone(),
+            chains,
+            1,
+        )?),
+    };
+    let mut sink = MemorySink::default();
+    let t = Instant::now();
+    let rep = hmc::sample(
+        integ.as_mut(),
+        &model,
+        1,
+        &cfg,
+        &mut sink,
+        &mut |_, _, _, _| {},
+    )?;
+    let secs = t.elapsed().as_secs_f64();
+    let min_ess = (0..model.dim())
+        .map(|i| {
+            let ch: Vec<Vec<f64>> = (0..chains).map(|c| sink.trace(c, i)).collect();
+            gpsamp::diag::ess_bulk(&ch)
+        })
+        .fold(f64::INFINITY, f64::min);
+    Ok(SamplerRow {
+        chains,
+        backend: match &ctx {
+            Some(c) => format!("gpu ({})", c.summary.name),
+            None => format!("cpu ({} threads)", rayon::current_num_threads()),
+        },
+        warmup,
+        draws,
+        seconds: secs,
+        gradient_evals: rep.gradient_evals,
+        gradient_evals_per_sec: rep.gradient_evals as f64 / secs,
+        min_ess_bulk: min_ess,
+        min_ess_bulk_per_sec: min_ess / secs,
+        transitions: rep.transitions,
+        divergences: rep.datasets[0].divergences,
+    })
 }
 
 fn cpu_ghz() -> f64 {
@@ -332,6 +469,35 @@ fn render(r: &Report) -> String {
             cell(k, false, "end-to-end"),
             cell(k, false, "resident"),
         );
+    }
+    if !r.sampler.is_empty() {
+        let _ = writeln!(s, "\nsampler: mixture of two regressions (tutorial data), whole run (warmup + draws) timed");
+        let _ = writeln!(
+            s,
+            "{:>7} {:<28} {:>11} {:>9} {:>14} {:>11} {:>13} {:>5}",
+            "chains",
+            "backend",
+            "iterations",
+            "seconds",
+            "grad evals/s",
+            "min ESS",
+            "min ESS/s",
+            "div"
+        );
+        for x in &r.sampler {
+            let _ = writeln!(
+                s,
+                "{:>7} {:<28} {:>11} {:>9.2} {:>14.3e} {:>11.0} {:>13.1} {:>5}",
+                x.chains,
+                x.backend.chars().take(28).collect::<String>(),
+                format!("{}+{}", x.warmup, x.draws),
+                x.seconds,
+                x.gradient_evals_per_sec,
+                x.min_ess_bulk,
+                x.min_ess_bulk_per_sec,
+                x.divergences
+            );
+        }
     }
     if let Some(f) = &r.floor {
         let _ = writeln!(

@@ -78,6 +78,14 @@ impl<'a> NpySink<'a> {
         })
     }
 
+    /// Uses chunks of `draws` draws (the default keeps the buffer near 64 MiB).
+    pub fn with_chunk(mut self, draws: usize) -> Self {
+        self.chunk = draws.clamp(1, self.n_draws);
+        self.buf = vec![0.0; self.n_chains * self.chunk * self.keep.len()];
+        self.sbuf = vec![0.0; self.n_chains * self.chunk * STAT_NAMES.len()];
+        self
+    }
+
     fn flush(&mut self) -> Result<()> {
         let (k, s) = (self.keep.len(), STAT_NAMES.len());
         for c in 0..self.n_chains {
