@@ -305,7 +305,7 @@ fn bench_sampler(
         warmup,
         draws,
         seed: 1,
-        superchain_size: if chains % 4 == 0 && chains >= 16 {
+        superchain_size: if chains.is_multiple_of(4) && chains >= 16 {
             4
         } else {
             1

@@ -171,18 +171,34 @@ pub fn halton(mut i: u64) -> f64 {
     r
 }
 
-/// Warmup windows: (end of the initial fast buffer, ends of the slow mass-matrix windows),
-/// as in Stan (75 / 25 doubling / 50, scaled down for short warmups).
-pub fn mass_windows(warmup: usize) -> Vec<usize> {
+/// Length of the initial fast buffer (before the first mass-matrix window): Stan's 75, or 25
+/// for ensembles of 64 chains or more, whose pooled window estimates are good much sooner.
+pub fn init_buffer(warmup: usize, chains: usize) -> usize {
+    if warmup < 20 {
+        usize::MAX
+    } else if warmup >= 150 {
+        if chains >= 64 {
+            25
+        } else {
+            75
+        }
+    } else {
+        warmup * 15 / 100
+    }
+}
+
+/// Ends of the slow mass-matrix windows: after [`init_buffer`], windows of 25 doubling, and a
+/// terminal buffer of 50 (Stan's schedule, scaled down for short warmups).
+pub fn mass_windows(warmup: usize, chains: usize) -> Vec<usize> {
     if warmup < 20 {
         return Vec::new();
     }
-    let (init, term, base) = if warmup >= 150 {
-        (75, 50, 25)
+    let init = init_buffer(warmup, chains);
+    let (term, base) = if warmup >= 150 {
+        (50, 25)
     } else {
-        let init = warmup * 15 / 100;
         let term = warmup / 10;
-        (init, term, (warmup - init - term).max(1))
+        (term, (warmup - init - term).max(1))
     };
     let end_slow = warmup - term;
     let mut ends = Vec::new();
@@ -213,10 +229,11 @@ mod tests {
 
     #[test]
     fn windows_match_stan() {
-        assert_eq!(mass_windows(1000), vec![100, 150, 250, 450, 950]);
-        let w = mass_windows(100);
+        assert_eq!(mass_windows(1000, 4), vec![100, 150, 250, 450, 950]);
+        assert_eq!(mass_windows(1000, 1024), vec![50, 100, 200, 400, 950]);
+        let w = mass_windows(100, 4);
         assert!(!w.is_empty() && *w.last().unwrap() == 90);
-        assert!(mass_windows(10).is_empty());
+        assert!(mass_windows(10, 4).is_empty());
     }
 
     #[test]

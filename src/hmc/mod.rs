@@ -19,6 +19,11 @@ use crate::model::Model;
 use crate::rng::{Purpose, Stream};
 use adapt::{halton, mass_windows, ChEES, DualAveraging, Welford};
 
+/// Leapfrog steps allowed before the first mass-matrix estimate: with the identity metric
+/// the step size must suit the narrowest direction, and long trajectories at that size cost
+/// more than they teach.
+const PRE_METRIC_MAX_STEPS: u32 = 16;
+
 pub use cpu::CpuIntegrator;
 pub use gpu::GpuIntegrator;
 
@@ -202,27 +207,36 @@ struct DatasetState {
     /// chains sitting in different modes (label switching) do not inflate it.
     mass: Vec<Welford>,
     inv_mass: Vec<f64>,
+    metric_adapted: bool,
     divergences: usize,
     accept_sum: f64,
     steps_sum: f64,
 }
 
 /// Harmonic mean of the non-divergent chains' acceptance probabilities (0 when none, or when
-/// one of them is 0).
+/// one of them is 0). With 100 or more chains the lowest 1% are left out: one chain's
+/// occasional near-zero acceptance would otherwise set the step size for thousands.
 pub fn harmonic_accept(a: &[f64], div: &[bool]) -> f64 {
-    let mut n = 0.0;
-    let mut s = 0.0;
-    for (&p, &d) in a.iter().zip(div) {
-        if !d {
-            n += 1.0;
-            s += 1.0 / p;
-        }
+    let mut v: Vec<f64> = a
+        .iter()
+        .zip(div)
+        .filter(|(_, &d)| !d)
+        .map(|(&p, _)| p)
+        .collect();
+    if v.is_empty() {
+        return 0.0;
     }
-    let h = n / s;
-    if n == 0.0 || !h.is_finite() {
-        0.0
-    } else {
+    let trim = if v.len() >= 100 { v.len() / 100 } else { 0 };
+    if trim > 0 {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v.drain(..trim);
+    }
+    let s: f64 = v.iter().map(|p| 1.0 / p).sum();
+    let h = v.len() as f64 / s;
+    if h.is_finite() {
         h
+    } else {
+        0.0
     }
 }
 
@@ -453,19 +467,14 @@ pub fn sample(
             chees: ChEES::new(cfg.step_size * 10.0),
             mass: (0..cfg.chains).map(|_| Welford::new(d)).collect(),
             inv_mass: vec![1.0; d],
+            metric_adapted: false,
             divergences: 0,
             accept_sum: 0.0,
             steps_sum: 0.0,
         })
         .collect();
-    let windows = mass_windows(cfg.warmup);
-    let slow_start = if windows.is_empty() {
-        usize::MAX
-    } else if cfg.warmup >= 150 {
-        75
-    } else {
-        cfg.warmup * 15 / 100
-    };
+    let windows = mass_windows(cfg.warmup, cfg.chains);
+    let slow_start = adapt::init_buffer(cfg.warmup, cfg.chains);
     let mut out = StepOut::default();
     out.resize(n, d);
     let mut tuning: Vec<Tuning> = states
@@ -494,6 +503,9 @@ pub fn sample(
         for (tu, s) in tuning.iter_mut().zip(&states) {
             tu.step_size = s.da.log_eps.exp();
             tu.n_steps = steps_for(t, s.chees.log_t.exp(), tu.step_size);
+            if !s.metric_adapted && !windows.is_empty() {
+                tu.n_steps = tu.n_steps.min(PRE_METRIC_MAX_STEPS);
+            }
             tu.inv_mass.copy_from_slice(&s.inv_mass);
         }
         integrator.step(t as u32, &tuning, &mut out)?;
@@ -517,7 +529,9 @@ pub fn sample(
                 s.chees.log_t.exp(),
             );
             let mut lo = eps;
-            if cfg.whitened_floor && cfg.chains > 1 {
+            // The floor needs an adapted metric: before the first mass-matrix update the
+            // ensemble's spread reflects the starting points, not the posterior.
+            if cfg.whitened_floor && cfg.chains > 1 && s.metric_adapted {
                 let sd: Vec<f64> = s.inv_mass.iter().map(|m| m.sqrt()).collect();
                 let z: Vec<f64> = out.position[rd.clone()]
                     .iter()
@@ -552,6 +566,7 @@ pub fn sample(
                     .map(|v| (nn / (nn + 5.0)) * v + 1e-3 * (5.0 / (nn + 5.0)))
                     .collect();
                 s.mass.iter_mut().for_each(Welford::reset);
+                s.metric_adapted = true;
                 s.da.restart(eps);
             }
         }
