@@ -248,7 +248,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         a.draws,
         a.chains,
         superchain,
-        512 << 20,
+        256 << 20,
     )?;
     write_summary(&partial, &summaries)?;
     let meta = serde_json::json!({

@@ -8,13 +8,14 @@ pub mod align;
 
 use rustfft::{num_complex::Complex, FftPlanner};
 
-/// Splits each chain in half (dropping the middle draw of an odd length).
-pub fn split(chains: &[Vec<f64>]) -> Vec<Vec<f64>> {
+/// Splits each chain in half (dropping the middle draw of an odd length); views, no copies.
+pub fn split<C: AsRef<[f64]>>(chains: &[C]) -> Vec<&[f64]> {
     let mut out = Vec::with_capacity(chains.len() * 2);
     for c in chains {
+        let c = c.as_ref();
         let h = c.len() / 2;
-        out.push(c[..h].to_vec());
-        out.push(c[c.len() - h..].to_vec());
+        out.push(&c[..h]);
+        out.push(&c[c.len() - h..]);
     }
     out
 }
@@ -29,15 +30,15 @@ fn var(x: &[f64]) -> f64 {
 }
 
 /// Classic R-hat of equal-length chains (no splitting, no ranks).
-pub fn rhat_basic(chains: &[Vec<f64>]) -> f64 {
+pub fn rhat_basic<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
     let m = chains.len() as f64;
-    let n = chains[0].len() as f64;
+    let n = chains[0].as_ref().len() as f64;
     if m < 2.0 || n < 2.0 {
         return f64::NAN;
     }
-    let means: Vec<f64> = chains.iter().map(|c| mean(c)).collect();
+    let means: Vec<f64> = chains.iter().map(|c| mean(c.as_ref())).collect();
     let b = n * var(&means);
-    let w = chains.iter().map(|c| var(c)).sum::<f64>() / m;
+    let w = chains.iter().map(|c| var(c.as_ref())).sum::<f64>() / m;
     if w == 0.0 {
         return if b == 0.0 { 1.0 } else { f64::INFINITY };
     }
@@ -46,29 +47,38 @@ pub fn rhat_basic(chains: &[Vec<f64>]) -> f64 {
 }
 
 /// Normal scores of the pooled ranks (Blom's offset, average ranks for ties).
-pub fn rank_normalize(chains: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    let n_total: usize = chains.iter().map(|c| c.len()).sum();
-    let mut idx: Vec<(f64, usize, usize)> = Vec::with_capacity(n_total);
-    for (ci, c) in chains.iter().enumerate() {
-        for (i, &v) in c.iter().enumerate() {
-            idx.push((v, ci, i));
-        }
+pub fn rank_normalize<C: AsRef<[f64]>>(chains: &[C]) -> Vec<Vec<f64>> {
+    let lens: Vec<usize> = chains.iter().map(|c| c.as_ref().len()).collect();
+    let mut starts = Vec::with_capacity(lens.len());
+    let mut total = 0usize;
+    for &l in &lens {
+        starts.push(total);
+        total += l;
     }
-    idx.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut out: Vec<Vec<f64>> = chains.iter().map(|c| vec![0.0; c.len()]).collect();
-    let s = n_total as f64;
+    let pooled: Vec<f64> = chains
+        .iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect();
+    let mut idx: Vec<u32> = (0..total as u32).collect();
+    idx.sort_unstable_by(|&a, &b| pooled[a as usize].total_cmp(&pooled[b as usize]));
+    let mut scores = vec![0.0f64; total];
+    let s = total as f64;
     let mut i = 0;
     while i < idx.len() {
         let mut j = i;
-        while j + 1 < idx.len() && idx[j + 1].0 == idx[i].0 {
+        while j + 1 < idx.len() && pooled[idx[j + 1] as usize] == pooled[idx[i] as usize] {
             j += 1;
         }
         let rank = (i + j) as f64 / 2.0 + 1.0;
         let z = inv_normal_cdf((rank - 0.375) / (s + 0.25));
-        for k in &idx[i..=j] {
-            out[k.1][k.2] = z;
+        for &k in &idx[i..=j] {
+            scores[k as usize] = z;
         }
         i = j + 1;
+    }
+    let mut out = Vec::with_capacity(chains.len());
+    for (st, l) in starts.iter().zip(&lens) {
+        out.push(scores[*st..st + l].to_vec());
     }
     out
 }
@@ -79,26 +89,33 @@ fn inv_normal_cdf(p: f64) -> f64 {
 }
 
 /// Rank-normalised split R-hat: the larger of the bulk and the folded (tail) version.
-pub fn rhat(chains: &[Vec<f64>]) -> f64 {
+pub fn rhat<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
     let sp = split(chains);
     let bulk = rhat_basic(&rank_normalize(&sp));
-    let med = median(&sp.concat());
+    bulk.max(rhat_folded(&sp))
+}
+
+fn rhat_folded(sp: &[&[f64]]) -> f64 {
+    let mut all: Vec<f64> = sp.iter().flat_map(|c| c.iter().copied()).collect();
+    all.sort_unstable_by(|a, b| a.total_cmp(b));
+    let med = quantile_sorted(&all, 0.5);
+    drop(all);
     let folded: Vec<Vec<f64>> = sp
         .iter()
         .map(|c| c.iter().map(|v| (v - med).abs()).collect())
         .collect();
-    let tail = rhat_basic(&rank_normalize(&folded));
-    bulk.max(tail)
-}
-
-fn median(x: &[f64]) -> f64 {
-    quantile(x, 0.5)
+    rhat_basic(&rank_normalize(&folded))
 }
 
 /// Quantile with linear interpolation (numpy's default).
 pub fn quantile(x: &[f64], q: f64) -> f64 {
     let mut s = x.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_unstable_by(|a, b| a.total_cmp(b));
+    quantile_sorted(&s, q)
+}
+
+/// [`quantile`] of already sorted values.
+pub fn quantile_sorted(s: &[f64], q: f64) -> f64 {
     let h = (s.len() - 1) as f64 * q;
     let lo = h.floor() as usize;
     let hi = h.ceil() as usize;
@@ -124,19 +141,29 @@ fn autocov(x: &[f64], planner: &mut FftPlanner<f64>) -> Vec<f64> {
 }
 
 /// Effective sample size of equal-length chains (Stan's algorithm: Geyer's initial
-/// monotone sequence on the multi-chain autocorrelation).
-pub fn ess_basic(chains: &[Vec<f64>]) -> f64 {
+/// monotone sequence on the multi-chain autocorrelation). Chains' autocovariances are
+/// computed in parallel and only their mean is kept.
+pub fn ess_basic<C: AsRef<[f64]> + Sync>(chains: &[C]) -> f64 {
+    use rayon::prelude::*;
     let m = chains.len();
-    let n = chains[0].len();
+    let n = chains[0].as_ref().len();
     if n < 4 {
         return f64::NAN;
     }
-    let mut planner = FftPlanner::new();
-    let acov: Vec<Vec<f64>> = chains.iter().map(|c| autocov(c, &mut planner)).collect();
-    let chain_means: Vec<f64> = chains.iter().map(|c| mean(c)).collect();
+    let acov_sum: Vec<f64> = chains
+        .par_iter()
+        .map_init(FftPlanner::new, |p, c| autocov(c.as_ref(), p))
+        .reduce(
+            || vec![0.0; n],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let chain_means: Vec<f64> = chains.iter().map(|c| mean(c.as_ref())).collect();
     let nf = n as f64;
-    let acov_mean = |t: usize| acov.iter().map(|a| a[t]).sum::<f64>() / m as f64;
-    let w = acov.iter().map(|a| a[0] * nf / (nf - 1.0)).sum::<f64>() / m as f64;
+    let acov_mean = |t: usize| acov_sum[t] / m as f64;
+    let w = acov_mean(0) * nf / (nf - 1.0);
     let b_over_n = if m > 1 { var(&chain_means) } else { 0.0 };
     let var_plus = w * (nf - 1.0) / nf + b_over_n;
     if var_plus <= 0.0 || !var_plus.is_finite() {
@@ -177,37 +204,46 @@ pub fn ess_basic(chains: &[Vec<f64>]) -> f64 {
 }
 
 /// Bulk ESS: ESS of the rank-normalised split chains.
-pub fn ess_bulk(chains: &[Vec<f64>]) -> f64 {
+pub fn ess_bulk<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
     ess_basic(&rank_normalize(&split(chains)))
 }
 
 /// Tail ESS: the smaller ESS of the 5% and 95% quantile indicators.
-pub fn ess_tail(chains: &[Vec<f64>]) -> f64 {
+pub fn ess_tail<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
     let sp = split(chains);
-    let all = sp.concat();
-    let (q05, q95) = (quantile(&all, 0.05), quantile(&all, 0.95));
+    let mut all: Vec<f64> = sp.iter().flat_map(|c| c.iter().copied()).collect();
+    all.sort_unstable_by(|a, b| a.total_cmp(b));
+    ess_tail_sorted(&sp, &all)
+}
+
+fn ess_tail_sorted(sp: &[&[f64]], sorted: &[f64]) -> f64 {
+    let (q05, q95) = (quantile_sorted(sorted, 0.05), quantile_sorted(sorted, 0.95));
     let ind = |q: f64| -> Vec<Vec<f64>> {
         sp.iter()
             .map(|c| c.iter().map(|&v| f64::from(u8::from(v <= q))).collect())
             .collect()
     };
-    ess_basic(&ind(q05)).min(ess_basic(&ind(q95)))
+    let lo = ess_basic(&ind(q05));
+    lo.min(ess_basic(&ind(q95)))
 }
 
 /// ESS of the mean (split chains, no ranks), for the MCSE of the mean.
-pub fn ess_mean(chains: &[Vec<f64>]) -> f64 {
+pub fn ess_mean<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
     ess_basic(&split(chains))
 }
 
 /// Nested R-hat (Margossian et al. 2024) for chains grouped in consecutive superchains of
 /// `size` chains.
-pub fn nested_rhat(chains: &[Vec<f64>], size: usize) -> f64 {
-    let k = chains.len() / size;
-    if k < 2 || size == 0 {
+pub fn nested_rhat<C: AsRef<[f64]>>(chains: &[C], size: usize) -> f64 {
+    if size == 0 {
         return f64::NAN;
     }
-    let n = chains[0].len() as f64;
-    let chain_means: Vec<f64> = chains.iter().map(|c| mean(c)).collect();
+    let k = chains.len() / size;
+    if k < 2 {
+        return f64::NAN;
+    }
+    let n = chains[0].as_ref().len() as f64;
+    let chain_means: Vec<f64> = chains.iter().map(|c| mean(c.as_ref())).collect();
     let mut super_means = Vec::with_capacity(k);
     let mut w_sum = 0.0;
     for s in 0..k {
@@ -218,7 +254,7 @@ pub fn nested_rhat(chains: &[Vec<f64>], size: usize) -> f64 {
         let w_tilde = if n > 1.0 {
             chains[s * size..(s + 1) * size]
                 .iter()
-                .map(|c| var(c))
+                .map(|c| var(c.as_ref()))
                 .sum::<f64>()
                 / size as f64
         } else {
@@ -237,7 +273,11 @@ pub fn nested_rhat(chains: &[Vec<f64>], size: usize) -> f64 {
 /// Shortest interval holding `prob` of the draws.
 pub fn hdi(x: &[f64], prob: f64) -> (f64, f64) {
     let mut s = x.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_unstable_by(|a, b| a.total_cmp(b));
+    hdi_sorted(&s, prob)
+}
+
+fn hdi_sorted(s: &[f64], prob: f64) -> (f64, f64) {
     let n = s.len();
     let k = ((prob * n as f64).floor() as usize).clamp(1, n) - 1;
     let mut best = (s[0], s[n - 1]);
@@ -279,20 +319,36 @@ pub struct SummaryRow {
     pub nested_r_hat: f64,
 }
 
-/// Summarises one parameter's draws (chains x draws).
-pub fn summarize(name: &str, chains: &[Vec<f64>], superchain_size: usize) -> SummaryRow {
-    let all = chains.concat();
-    let m = mean(&all);
-    let sd = if all.len() > 1 { var(&all).sqrt() } else { 0.0 };
-    let (lo, hi) = hdi(&all, 0.94);
-    let n = chains[0].len();
+/// Summarises one parameter's draws (chains x draws). Sorts the pooled draws once and
+/// ranks them twice (bulk and folded), whatever the number of chains.
+pub fn summarize<C: AsRef<[f64]> + Sync>(
+    name: &str,
+    chains: &[C],
+    superchain_size: usize,
+) -> SummaryRow {
+    let n = chains[0].as_ref().len();
+    let mut sorted: Vec<f64> = chains
+        .iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect();
+    let m = mean(&sorted);
+    let sd = if sorted.len() > 1 {
+        var(&sorted).sqrt()
+    } else {
+        0.0
+    };
+    sorted.sort_unstable_by(|a, b| a.total_cmp(b));
+    let (lo, hi) = hdi_sorted(&sorted, 0.94);
     let (eb, et, em, rh) = if n >= 4 {
-        (
-            ess_bulk(chains),
-            ess_tail(chains),
-            ess_mean(chains),
-            rhat(chains),
-        )
+        let sp = split(chains);
+        let ranks = rank_normalize(&sp);
+        let eb = ess_basic(&ranks);
+        let rb = rhat_basic(&ranks);
+        drop(ranks);
+        let et = ess_tail_sorted(&sp, &sorted);
+        drop(sorted);
+        let rt = rhat_folded(&sp);
+        (eb, et, ess_basic(&sp), rb.max(rt))
     } else {
         (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
     };

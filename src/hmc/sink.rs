@@ -256,8 +256,9 @@ pub fn summarize_npy(
                     );
                 }
             }
+            // One parameter at a time: the diagnostics parallelise inside.
             let rows: Vec<SummaryRow> = cols
-                .par_iter()
+                .iter()
                 .enumerate()
                 .map(|(g, chains)| diag::summarize(&names[start + g], chains, superchain_size))
                 .collect();
