@@ -191,8 +191,11 @@ pub struct RunReport {
     pub datasets: Vec<DatasetReport>,
     /// Gradient evaluations over all chains (warmup and sampling).
     pub gradient_evals: u64,
-    /// Transitions run (each one integrator call).
+    /// Transitions run: one integrator call each, one fused dispatch each on the GPU.
     pub transitions: u64,
+    /// Batch density evaluations outside transitions (initialisation, relabelling): one
+    /// dispatch each on the GPU.
+    pub density_calls: u64,
     /// Seconds of warmup and of sampling.
     pub seconds: (f64, f64),
 }
@@ -371,7 +374,11 @@ fn align_labels(
 /// -inf), then `init_steps` of Adam ascent on the log density (a step that lands on -inf is
 /// undone and that chain's rate halved), so that chains begin near the bulk of the posterior
 /// instead of in a far tail where the adapted step size would leave them stuck.
-pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<(Vec<f64>, Vec<f64>)> {
+pub fn initialise(
+    integrator: &mut dyn Integrator,
+    cfg: &Config,
+) -> Result<(Vec<f64>, Vec<f64>, u64)> {
+    let mut calls = 0u64;
     let d = integrator.dim();
     let n = integrator.n_chains();
     let mut q: Vec<f64> = (0..n)
@@ -380,6 +387,7 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<(Vec<
     let mut logp = vec![0.0; n];
     let mut grad = vec![0.0; n * d];
     integrator.set_positions(&q, &mut logp, &mut grad)?;
+    calls += 1;
     let bad = |lp: f64| lp <= LOGP_NEG_INF || !lp.is_finite();
     for attempt in 1..=100u32 {
         let failed: Vec<usize> = (0..n).filter(|&c| bad(logp[c])).collect();
@@ -397,6 +405,7 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<(Vec<
             q[c * d..(c + 1) * d].copy_from_slice(&initial_position(cfg, c, attempt, d));
         }
         integrator.set_positions(&q, &mut logp, &mut grad)?;
+        calls += 1;
     }
     // Adam ascent; all chains of a superchain move together since they start together.
     let (mut m1, mut m2) = (vec![0.0; n * d], vec![0.0; n * d]);
@@ -418,6 +427,7 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<(Vec<
             }
         }
         integrator.set_positions(&q, &mut logp, &mut grad)?;
+        calls += 1;
         for c in 0..n {
             if bad(logp[c]) {
                 q[c * d..(c + 1) * d].copy_from_slice(&prev_q[c * d..(c + 1) * d]);
@@ -430,7 +440,7 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<(Vec<
         prev_lp.copy_from_slice(&logp);
         prev_g.copy_from_slice(&grad);
     }
-    Ok((q, logp))
+    Ok((q, logp, calls))
 }
 
 /// Runs warmup and sampling for every dataset at once; draws go to `sink`.
@@ -456,10 +466,11 @@ pub fn sample(
             cfg.chains
         )));
     }
-    let (q, _logp) = initialise(integrator, cfg)?;
+    let (q, _logp, init_calls) = initialise(integrator, cfg)?;
     let mut logp = vec![0.0; n];
     let mut grad = vec![0.0; n * d];
     integrator.set_positions(&q, &mut logp, &mut grad)?;
+    let mut density_calls = init_calls + 1;
 
     let mut states: Vec<DatasetState> = (0..n_datasets)
         .map(|_| DatasetState {
@@ -575,6 +586,7 @@ pub fn sample(
             && align_labels(model, cfg, &window_means, &mut out.position)?
         {
             integrator.set_positions(&out.position, &mut logp, &mut grad)?;
+            density_calls += 1;
         }
         before.copy_from_slice(&out.position);
         progress("warmup", t + 1, cfg.warmup, 0);
@@ -641,6 +653,7 @@ pub fn sample(
             .collect(),
         gradient_evals: grads,
         transitions,
+        density_calls,
         seconds: (t_warm, t1.elapsed().as_secs_f64()),
     })
 }
