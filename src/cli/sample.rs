@@ -423,6 +423,12 @@ fn print_table(
             "step size {:.3}, trajectory length {:.2}, mean steps {:.1}, acceptance {:.2}, divergences {}",
             ds.step_size, ds.trajectory_length, ds.mean_steps, ds.mean_accept, ds.divergences
         );
+        if !ds.stuck_chains.is_empty() {
+            println!(
+                "warning: chain(s) {:?} look stuck (log density far below the others, or mostly divergent); see meta.json report",
+                ds.stuck_chains
+            );
+        }
     }
     if summaries.len() > show {
         println!(

@@ -182,6 +182,25 @@ pub struct DatasetReport {
     pub mean_accept: f64,
     /// Mean leapfrog steps per transition during sampling.
     pub mean_steps: f64,
+    /// Chains (index within the dataset) that look stuck: a mean log density far below the
+    /// ensemble's (more than max(10, 5 robust sd) under the median), or divergent in more
+    /// than half of their transitions. Reported rather than hidden in R-hat.
+    pub stuck_chains: Vec<usize>,
+}
+
+/// Chains whose mean log density sits far below the median of their dataset's chains, or
+/// that diverged in more than half of their transitions.
+pub fn stuck_chains(mean_lp: &[f64], divergence_rate: &[f64]) -> Vec<usize> {
+    let mut s: Vec<f64> = mean_lp.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let med = s[s.len() / 2];
+    let mut dev: Vec<f64> = s.iter().map(|v| (v - med).abs()).collect();
+    dev.sort_by(|a, b| a.total_cmp(b));
+    let mad = 1.4826 * dev[dev.len() / 2];
+    let cut = med - (5.0 * mad).max(10.0);
+    (0..mean_lp.len())
+        .filter(|&c| mean_lp[c] < cut || divergence_rate[c] > 0.5)
+        .collect()
 }
 
 /// What a run did, beyond the draws.
@@ -614,6 +633,8 @@ pub fn sample(
     let total = cfg.draws * cfg.thin;
     let mut steps = vec![0u32; n];
     let mut divs = 0usize;
+    let mut lp_sum = vec![0.0f64; n];
+    let mut div_count = vec![0usize; n];
     for i in 0..total {
         let t = cfg.warmup + i;
         for (b, tu) in tuning.iter_mut().enumerate() {
@@ -621,6 +642,10 @@ pub fn sample(
         }
         integrator.step(t as u32, &tuning, &mut out)?;
         transitions += 1;
+        for c in 0..n {
+            lp_sum[c] += out.logp[c];
+            div_count[c] += usize::from(out.divergent[c]);
+        }
         for (b, s) in states.iter_mut().enumerate() {
             let r = b * cfg.chains..(b + 1) * cfg.chains;
             grads += u64::from(tuning[b].n_steps) * cfg.chains as u64;
@@ -642,7 +667,15 @@ pub fn sample(
             .iter()
             .zip(&tuning)
             .zip(&trajectory)
-            .map(|((s, tu), &tr)| DatasetReport {
+            .enumerate()
+            .map(|(b, ((s, tu), &tr))| DatasetReport {
+                stuck_chains: {
+                    let r = b * cfg.chains..(b + 1) * cfg.chains;
+                    let t = total.max(1) as f64;
+                    let mlp: Vec<f64> = lp_sum[r.clone()].iter().map(|v| v / t).collect();
+                    let dr: Vec<f64> = div_count[r].iter().map(|&v| v as f64 / t).collect();
+                    stuck_chains(&mlp, &dr)
+                },
                 step_size: tu.step_size,
                 trajectory_length: tr,
                 inv_mass: s.inv_mass.clone(),
@@ -705,5 +738,31 @@ impl MemorySink {
         (0..self.n_draws())
             .map(|t| self.draws[(t * self.chains + c) * self.d + i])
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuck_chains_are_found() {
+        let lp = [-100.0, -101.0, -99.5, -100.5, -180.0, -100.2];
+        let div = [0.0, 0.0, 0.0, 0.0, 0.0, 0.9];
+        assert_eq!(stuck_chains(&lp, &div), vec![4, 5]);
+        assert!(stuck_chains(&lp[..4], &div[..4]).is_empty());
+    }
+
+    #[test]
+    fn trimmed_harmonic_mean() {
+        let a = vec![0.8; 200];
+        let div = vec![false; 200];
+        assert!((harmonic_accept(&a, &div) - 0.8).abs() < 1e-12);
+        let mut b = a.clone();
+        b[0] = 1e-9; // one outlier among 200 is trimmed
+        assert!((harmonic_accept(&b, &div) - 0.8).abs() < 1e-12);
+        // Below 100 chains nothing is trimmed: the outlier dominates.
+        assert!(harmonic_accept(&b[..50], &div[..50]) < 1e-6);
+        assert_eq!(harmonic_accept(&[0.5, 0.9], &[true, true]), 0.0);
     }
 }
