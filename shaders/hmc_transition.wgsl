@@ -19,19 +19,22 @@ struct HmcParams {
     max_steps: u32,
     // 1: only evaluate the density at the state's positions (initialisation).
     init: u32,
-    _pad0: u32,
+    // Row of `sched` holding this transition's leapfrog steps per dataset.
+    row: u32,
     _pad1: u32,
     _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> hp: HmcParams;
-// Per dataset, stride D + 2: step size, leapfrog steps, inverse mass (D).
+// Per dataset, stride D + 2: step size, unused, inverse mass (D).
 @group(0) @binding(4) var<storage, read> tuning: array<f32>;
 // Per chain, stride 2 D + 1: position (D), log density, gradient (D).
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 // Per chain, stride 3 D + 4: position (D), log density, proposal (D), velocity (D),
 // acceptance probability, divergent (0/1), energy.
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
+// Leapfrog steps: row r holds one count per dataset (several transitions per submission).
+@group(0) @binding(7) var<storage, read> sched: array<u32>;
 
 const MAX_ENERGY_ERROR: f32 = 1000.0;
 const PURPOSE_MOMENTUM: u32 = 0u;
@@ -69,7 +72,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     let tb = b * (D + 2u);
     let eps = tuning[tb];
-    let n_steps = u32(tuning[tb + 1u]);
+    let n_datasets = hp.n_chains / hp.chains_per_dataset;
+    let n_steps = sched[hp.row * n_datasets + b];
     let key = vec2<u32>(hp.seed_lo, hp.seed_hi);
     var p: array<f32, D>;
     var k0 = 0.0;

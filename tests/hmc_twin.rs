@@ -66,3 +66,44 @@ fn first_twenty_transitions_agree() {
         assert!(accepted > 0, "{}: nothing moved", m.name());
     }
 }
+
+#[test]
+fn batched_transitions_equal_single_steps() {
+    let Some(ctx) = gpu() else { return };
+    let m = gpsamp::MixGlm::mixreg(2, 1, gpsamp::Priors::default()).unwrap();
+    let (data, truths) = data_for(&m, &[50, 30, 20], 9);
+    let chains = 5;
+    let d = m.dim();
+    let q0 = positions(&m, &truths, chains, 0.2, 4);
+    let n = 3 * chains;
+    let tuning: Vec<Tuning> = (0..3)
+        .map(|b| Tuning {
+            step_size: 0.03,
+            n_steps: 0,
+            inv_mass: vec![0.7 + 0.1 * b as f64; d],
+        })
+        .collect();
+    let rows: Vec<Vec<u32>> = (0..40u32).map(|r| vec![1 + r % 4, 2 + r % 3, 5]).collect();
+    let mut a = GpuIntegrator::new(ctx.clone(), &m, &data, chains, 7, None).unwrap();
+    let mut b = GpuIntegrator::new(ctx.clone(), &m, &data, chains, 7, None).unwrap();
+    assert!(b.batch_len() > 1);
+    let (mut lp, mut g) = (vec![0.0; n], vec![0.0; n * d]);
+    a.set_positions(&q0, &mut lp, &mut g).unwrap();
+    b.set_positions(&q0, &mut lp, &mut g).unwrap();
+    let mut single = StepOut::default();
+    let mut batched = vec![StepOut::default(); rows.len()];
+    b.run_batch(100, &tuning, &rows, &mut batched).unwrap();
+    for (r, row) in rows.iter().enumerate() {
+        let t: Vec<Tuning> = tuning
+            .iter()
+            .zip(row)
+            .map(|(t, &s)| Tuning {
+                n_steps: s,
+                ..t.clone()
+            })
+            .collect();
+        a.step(100 + r as u32, &t, &mut single).unwrap();
+        assert_eq!(single.position, batched[r].position, "transition {r}");
+        assert_eq!(single.accept_prob, batched[r].accept_prob, "transition {r}");
+    }
+}

@@ -444,7 +444,7 @@ fn print_table(
         println!("mixture labels aligned across chains (Hungarian matching; see meta.json)");
     }
     println!(
-        "backend {backend}: {} gradient evaluations in {:.2} s warmup + {:.2} s sampling; {} transition dispatches + {} density dispatches",
+        "backend {backend}: {} gradient evaluations in {:.2} s warmup + {:.2} s sampling; {} transitions + {} batch density evaluations (one dispatch each on the GPU)",
         report.gradient_evals, report.seconds.0, report.seconds.1, report.transitions, report.density_calls
     );
 }

@@ -34,8 +34,8 @@ pub struct HmcParams {
     pub max_steps: u32,
     /// 1: evaluate the density at the state only.
     pub init: u32,
-    /// Padding to 48 bytes.
-    pub _pad0: u32,
+    /// Row of the step schedule this transition uses.
+    pub row: u32,
     /// Padding.
     pub _pad1: u32,
     /// Padding.
@@ -46,10 +46,13 @@ pub struct HmcParams {
 pub struct GpuIntegrator {
     ctx: Arc<GpuContext>,
     pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
+    /// One bind group and uniform buffer per transition of a batch.
+    bind_groups: Vec<wgpu::BindGroup>,
     params: HmcParams,
-    params_buf: wgpu::Buffer,
+    params_bufs: Vec<wgpu::Buffer>,
     tuning_buf: wgpu::Buffer,
+    sched_buf: wgpu::Buffer,
+    n_datasets: usize,
     state: wgpu::Buffer,
     out: wgpu::Buffer,
     staging: wgpu::Buffer,
@@ -81,7 +84,7 @@ impl GpuIntegrator {
         }
         let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / n_datasets));
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
-        let layout = ctx.layout(true, &[true, true, true, true, false, false]);
+        let layout = ctx.layout(true, &[true, true, true, true, false, false, true]);
         let pipeline = ctx.pipeline(
             &format!("hmc_transition[{}]", model.name()),
             &source,
@@ -97,9 +100,15 @@ impl GpuIntegrator {
         let state = ctx.storage("chain state", (n_chains * (2 * dim + 1) * 4) as u64, true)?;
         let out_bytes = (n_chains * (3 * dim + 4) * 4) as u64;
         let out = ctx.storage("transition out", out_bytes, true)?;
+        // Transitions per submission: outputs of a whole batch come back in one read,
+        // within about 64 MiB of staging.
+        let batch = ((64u64 << 20) / out_bytes).clamp(1, 32) as usize;
+        let sched_buf =
+            ctx.storage_init("step schedule", &vec![0u32; batch * n_datasets], false)?;
+        let state_bytes = (n_chains * (2 * dim + 1) * 4) as u64;
         let staging = ctx.staging(
             "transition staging",
-            out_bytes.max((n_chains * (2 * dim + 1) * 4) as u64),
+            (out_bytes * batch as u64).max(state_bytes),
         )?;
         let groups = ctx.grid((n_chains * lanes as usize).div_ceil(64) as u32);
         let params = HmcParams {
@@ -111,30 +120,37 @@ impl GpuIntegrator {
             seed_hi: (seed >> 32) as u32,
             ..Default::default()
         };
-        let params_buf = ctx.uniform("hmc params", &params);
-        let bind_group = ctx.scoped("hmc bind group", || {
-            let entries: Vec<wgpu::BindGroupEntry> =
-                [&params_buf, &x, &y, &offsets, &tuning_buf, &state, &out]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| wgpu::BindGroupEntry {
-                        binding: i as u32,
-                        resource: b.as_entire_binding(),
-                    })
-                    .collect();
-            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("hmc_transition"),
-                layout: &layout,
-                entries: &entries,
-            })
-        })?;
+        let params_bufs: Vec<wgpu::Buffer> = (0..batch)
+            .map(|_| ctx.uniform("hmc params", &params))
+            .collect();
+        let mut bind_groups = Vec::with_capacity(batch);
+        for pb in &params_bufs {
+            bind_groups.push(ctx.scoped("hmc bind group", || {
+                let entries: Vec<wgpu::BindGroupEntry> =
+                    [pb, &x, &y, &offsets, &tuning_buf, &state, &out, &sched_buf]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| wgpu::BindGroupEntry {
+                            binding: i as u32,
+                            resource: b.as_entire_binding(),
+                        })
+                        .collect();
+                ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("hmc_transition"),
+                    layout: &layout,
+                    entries: &entries,
+                })
+            })?);
+        }
         Ok(Self {
             ctx,
             pipeline,
-            bind_group,
+            bind_groups,
             params,
-            params_buf,
+            params_bufs,
             tuning_buf,
+            sched_buf,
+            n_datasets,
             state,
             out,
             staging,
@@ -146,23 +162,86 @@ impl GpuIntegrator {
         })
     }
 
-    fn dispatch(&self) -> Result<()> {
+    /// Encodes transitions `first_iter..` (one per row of `steps`), copying each one's
+    /// output into the staging buffer, submits once and reads everything back.
+    fn run_rows(&mut self, first_iter: u32, steps: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let out_bytes = (self.n_chains * (3 * self.dim + 4) * 4) as u64;
+        let mut sched = Vec::with_capacity(steps.len() * self.n_datasets);
+        for row in steps {
+            sched.extend_from_slice(row);
+        }
         self.ctx
             .queue
-            .write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&self.params));
+            .write_buffer(&self.sched_buf, 0, bytemuck::cast_slice(&sched));
+        for (r, row) in steps.iter().enumerate() {
+            let p = HmcParams {
+                iter: first_iter + r as u32,
+                row: r as u32,
+                max_steps: row.iter().copied().max().unwrap_or(0),
+                init: 0,
+                ..self.params
+            };
+            self.ctx
+                .queue
+                .write_buffer(&self.params_bufs[r], 0, bytemuck::bytes_of(&p));
+        }
         self.ctx.scoped("hmc_transition", || {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("hmc_transition"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&self.pipeline);
-                pass.set_bind_group(0, &self.bind_group, &[]);
-                pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+            for r in 0..steps.len() {
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("hmc_transition"),
+                        timestamp_writes: None,
+                    });
+                    pass.set_pipeline(&self.pipeline);
+                    pass.set_bind_group(0, &self.bind_groups[r], &[]);
+                    pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+                }
+                enc.copy_buffer_to_buffer(
+                    &self.out,
+                    0,
+                    &self.staging,
+                    r as u64 * out_bytes,
+                    out_bytes,
+                );
             }
             self.ctx.queue.submit([enc.finish()]);
-        })
+        })?;
+        self.ctx
+            .map_read(&self.staging, out_bytes * steps.len() as u64)
+    }
+
+    fn unpack(&self, raw: &[f32], out: &mut StepOut) {
+        let d = self.dim;
+        out.resize(self.n_chains, d);
+        let stride = 3 * d + 4;
+        for c in 0..self.n_chains {
+            let r = &raw[c * stride..(c + 1) * stride];
+            for i in 0..d {
+                out.position[c * d + i] = f64::from(r[i]);
+                out.proposal[c * d + i] = f64::from(r[d + 1 + i]);
+                out.velocity[c * d + i] = f64::from(r[2 * d + 1 + i]);
+            }
+            out.logp[c] = f64::from(r[d]);
+            out.accept_prob[c] = f64::from(r[3 * d + 1]);
+            out.divergent[c] = r[3 * d + 2] != 0.0;
+            out.energy[c] = f64::from(r[3 * d + 3]);
+        }
+    }
+
+    fn upload_tuning(&mut self, tuning: &[Tuning]) {
+        let d = self.dim;
+        for (b, t) in tuning.iter().enumerate() {
+            let base = b * (d + 2);
+            self.tuning_f32[base] = t.step_size as f32;
+            self.tuning_f32[base + 1] = 0.0;
+            for i in 0..d {
+                self.tuning_f32[base + 2 + i] = t.inv_mass[i] as f32;
+            }
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.tuning_buf, 0, bytemuck::cast_slice(&self.tuning_f32));
     }
 }
 
@@ -186,10 +265,24 @@ impl Integrator for GpuIntegrator {
         self.ctx
             .queue
             .write_buffer(&self.state, 0, bytemuck::cast_slice(&st));
-        self.params.init = 1;
-        self.params.max_steps = 0;
-        self.dispatch()?;
-        self.params.init = 0;
+        let p = HmcParams {
+            init: 1,
+            max_steps: 0,
+            ..self.params
+        };
+        self.ctx
+            .queue
+            .write_buffer(&self.params_bufs[0], 0, bytemuck::bytes_of(&p));
+        self.ctx.scoped("hmc_transition init", || {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&self.pipeline);
+                pass.set_bind_group(0, &self.bind_groups[0], &[]);
+                pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+        })?;
         let st: Vec<f32> = self
             .ctx
             .read_back(&self.state, &self.staging, (st.len() * 4) as u64)?;
@@ -204,41 +297,32 @@ impl Integrator for GpuIntegrator {
     }
 
     fn step(&mut self, iter: u32, tuning: &[Tuning], out: &mut StepOut) -> Result<()> {
-        let d = self.dim;
-        out.resize(self.n_chains, d);
-        let mut max_steps = 0;
-        for (b, t) in tuning.iter().enumerate() {
-            let base = b * (d + 2);
-            self.tuning_f32[base] = t.step_size as f32;
-            self.tuning_f32[base + 1] = t.n_steps as f32;
-            for i in 0..d {
-                self.tuning_f32[base + 2 + i] = t.inv_mass[i] as f32;
+        self.upload_tuning(tuning);
+        let steps = vec![tuning.iter().map(|t| t.n_steps).collect::<Vec<u32>>()];
+        let raw = self.run_rows(iter, &steps)?;
+        self.unpack(&raw, out);
+        Ok(())
+    }
+
+    fn batch_len(&self) -> usize {
+        self.bind_groups.len()
+    }
+
+    fn run_batch(
+        &mut self,
+        first_iter: u32,
+        tuning: &[Tuning],
+        steps: &[Vec<u32>],
+        outs: &mut [StepOut],
+    ) -> Result<()> {
+        self.upload_tuning(tuning);
+        let stride = self.n_chains * (3 * self.dim + 4);
+        for (k, rows) in steps.chunks(self.batch_len()).enumerate() {
+            let first = k * self.batch_len();
+            let raw = self.run_rows(first_iter + first as u32, rows)?;
+            for (r, out) in outs[first..first + rows.len()].iter_mut().enumerate() {
+                self.unpack(&raw[r * stride..(r + 1) * stride], out);
             }
-            max_steps = max_steps.max(t.n_steps);
-        }
-        self.ctx
-            .queue
-            .write_buffer(&self.tuning_buf, 0, bytemuck::cast_slice(&self.tuning_f32));
-        self.params.iter = iter;
-        self.params.max_steps = max_steps;
-        self.dispatch()?;
-        let stride = 3 * d + 4;
-        let raw: Vec<f32> = self.ctx.read_back(
-            &self.out,
-            &self.staging,
-            (self.n_chains * stride * 4) as u64,
-        )?;
-        for c in 0..self.n_chains {
-            let r = &raw[c * stride..(c + 1) * stride];
-            for i in 0..d {
-                out.position[c * d + i] = f64::from(r[i]);
-                out.proposal[c * d + i] = f64::from(r[d + 1 + i]);
-                out.velocity[c * d + i] = f64::from(r[2 * d + 1 + i]);
-            }
-            out.logp[c] = f64::from(r[d]);
-            out.accept_prob[c] = f64::from(r[3 * d + 1]);
-            out.divergent[c] = r[3 * d + 2] != 0.0;
-            out.energy[c] = f64::from(r[3 * d + 3]);
         }
         Ok(())
     }

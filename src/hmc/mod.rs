@@ -83,6 +83,32 @@ pub trait Integrator {
     fn set_positions(&mut self, q: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()>;
     /// Runs transition `iter` with per-dataset `tuning` and fills `out`.
     fn step(&mut self, iter: u32, tuning: &[Tuning], out: &mut StepOut) -> Result<()>;
+
+    /// How many transitions [`Integrator::run_batch`] handles per round trip (the GPU
+    /// submits them together and reads their outputs back at once).
+    fn batch_len(&self) -> usize {
+        1
+    }
+
+    /// Transitions `first_iter..first_iter + steps.len()` with the step sizes and metrics of
+    /// `tuning` and `steps[r][b]` leapfrog steps for dataset `b` in transition `r`; fills
+    /// `outs[r]`.
+    fn run_batch(
+        &mut self,
+        first_iter: u32,
+        tuning: &[Tuning],
+        steps: &[Vec<u32>],
+        outs: &mut [StepOut],
+    ) -> Result<()> {
+        let mut t = tuning.to_vec();
+        for (r, row) in steps.iter().enumerate() {
+            for (tu, &s) in t.iter_mut().zip(row) {
+                tu.n_steps = s;
+            }
+            self.step(first_iter + r as u32, &t, &mut outs[r])?;
+        }
+        Ok(())
+    }
 }
 
 /// Sampler settings.
@@ -635,31 +661,46 @@ pub fn sample(
     let mut divs = 0usize;
     let mut lp_sum = vec![0.0f64; n];
     let mut div_count = vec![0usize; n];
-    for i in 0..total {
-        let t = cfg.warmup + i;
-        for (b, tu) in tuning.iter_mut().enumerate() {
-            tu.n_steps = steps_for(t, trajectory[b], tu.step_size);
+    // Frozen kernel: transitions go to the integrator in batches (one submission and one
+    // read-back per batch on the GPU).
+    let batch = integrator.batch_len().max(1);
+    let mut outs: Vec<StepOut> = vec![StepOut::default(); batch.min(total.max(1))];
+    let mut i = 0;
+    while i < total {
+        let len = batch.min(total - i);
+        let rows: Vec<Vec<u32>> = (0..len)
+            .map(|r| {
+                let t = cfg.warmup + i + r;
+                (0..n_datasets)
+                    .map(|b| steps_for(t, trajectory[b], tuning[b].step_size))
+                    .collect()
+            })
+            .collect();
+        integrator.run_batch((cfg.warmup + i) as u32, &tuning, &rows, &mut outs[..len])?;
+        transitions += len as u64;
+        for (r, out) in outs[..len].iter().enumerate() {
+            for c in 0..n {
+                lp_sum[c] += out.logp[c];
+                div_count[c] += usize::from(out.divergent[c]);
+            }
+            for (b, s) in states.iter_mut().enumerate() {
+                let ch = b * cfg.chains..(b + 1) * cfg.chains;
+                let ns = rows[r][b];
+                grads += u64::from(ns) * cfg.chains as u64;
+                let dv = out.divergent[ch.clone()].iter().filter(|&&x| x).count();
+                s.divergences += dv;
+                divs += dv;
+                s.accept_sum += out.accept_prob[ch.clone()].iter().sum::<f64>();
+                s.steps_sum += f64::from(ns) * cfg.chains as f64;
+                steps[ch].iter_mut().for_each(|v| *v = ns);
+            }
+            let k = i + r;
+            if (k + 1) % cfg.thin == 0 {
+                sink.record(k / cfg.thin, out, &steps)?;
+            }
+            progress("sampling", k + 1, total, divs);
         }
-        integrator.step(t as u32, &tuning, &mut out)?;
-        transitions += 1;
-        for c in 0..n {
-            lp_sum[c] += out.logp[c];
-            div_count[c] += usize::from(out.divergent[c]);
-        }
-        for (b, s) in states.iter_mut().enumerate() {
-            let r = b * cfg.chains..(b + 1) * cfg.chains;
-            grads += u64::from(tuning[b].n_steps) * cfg.chains as u64;
-            let dv = out.divergent[r.clone()].iter().filter(|&&x| x).count();
-            s.divergences += dv;
-            divs += dv;
-            s.accept_sum += out.accept_prob[r.clone()].iter().sum::<f64>();
-            s.steps_sum += f64::from(tuning[b].n_steps) * cfg.chains as f64;
-            steps[r].iter_mut().for_each(|v| *v = tuning[b].n_steps);
-        }
-        if (i + 1) % cfg.thin == 0 {
-            sink.record(i / cfg.thin, &out, &steps)?;
-        }
-        progress("sampling", i + 1, total, divs);
+        i += len;
     }
     let per = (total * cfg.chains).max(1) as f64;
     Ok(RunReport {
