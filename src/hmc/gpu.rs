@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{Integrator, StepOut, Tuning};
-use crate::backend::gpu::eval::default_lanes;
+use crate::backend::gpu::eval::{choose_lanes, upload_data};
 use crate::backend::GpuContext;
 use crate::data::DataBatch;
 use crate::error::{Error, Result};
@@ -82,7 +82,7 @@ impl GpuIntegrator {
         if n_chains == 0 {
             return Err(Error::Invalid("at least one chain is needed".into()));
         }
-        let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / n_datasets));
+        let lanes = choose_lanes(lanes, data)?;
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
         let layout = ctx.layout(true, &[true, true, true, true, false, false, true]);
         let pipeline = ctx.pipeline(
@@ -90,11 +90,7 @@ impl GpuIntegrator {
             &source,
             &layout,
         )?;
-        let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-        let x = ctx.storage_init("data x", &to_f32(data.x()), false)?;
-        let y = ctx.storage_init("data y", &to_f32(data.y()), false)?;
-        let offsets: Vec<u32> = data.offsets().iter().map(|&o| o as u32).collect();
-        let offsets = ctx.storage_init("offsets", &offsets, false)?;
+        let [x, y, offsets] = upload_data(&ctx, data)?;
         let tuning_f32 = vec![0.0f32; n_datasets * (dim + 2)];
         let tuning_buf = ctx.storage_init("tuning", &tuning_f32, false)?;
         let state = ctx.storage("chain state", (n_chains * (2 * dim + 1) * 4) as u64, true)?;

@@ -49,6 +49,31 @@ pub fn default_lanes(mean_points: usize) -> u32 {
     lanes
 }
 
+/// Uploads a batch's inputs, responses (as f32) and offsets: bindings 1, 2, 3 of the
+/// density kernels.
+pub(crate) fn upload_data(ctx: &GpuContext, data: &DataBatch) -> Result<[wgpu::Buffer; 3]> {
+    if data.n_total() > u32::MAX as usize / 2 {
+        return Err(Error::Invalid("too many points for one GPU batch".into()));
+    }
+    let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+    let x = ctx.storage_init("data x", &to_f32(data.x()), false)?;
+    let y = ctx.storage_init("data y", &to_f32(data.y()), false)?;
+    let offsets: Vec<u32> = data.offsets().iter().map(|&o| o as u32).collect();
+    let offsets = ctx.storage_init("offsets", &offsets, false)?;
+    Ok([x, y, offsets])
+}
+
+/// Threads per chain: `lanes` if given (a power of two up to 64), else [`default_lanes`].
+pub(crate) fn choose_lanes(lanes: Option<u32>, data: &DataBatch) -> Result<u32> {
+    let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / data.n_datasets()));
+    if !lanes.is_power_of_two() || lanes > 64 {
+        return Err(Error::Invalid(format!(
+            "lanes must be a power of two up to 64, got {lanes}"
+        )));
+    }
+    Ok(lanes)
+}
+
 /// The GPU batch evaluator (see the module docs).
 pub struct GpuEvaluator {
     ctx: Arc<GpuContext>,
@@ -92,21 +117,12 @@ impl GpuEvaluator {
                 "too many chains or points for one GPU batch".into(),
             ));
         }
-        let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / n_datasets));
-        if !lanes.is_power_of_two() || lanes > 64 {
-            return Err(Error::Invalid(format!(
-                "lanes must be a power of two up to 64, got {lanes}"
-            )));
-        }
+        let lanes = choose_lanes(lanes, data)?;
         let source = crate::shader::logp_batch(&model.wgsl(), lanes);
         let layout = ctx.layout(true, &[true, true, true, true, false]);
         let pipeline = ctx.pipeline(&format!("logp_batch[{}]", model.name()), &source, &layout)?;
 
-        let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-        let x = ctx.storage_init("data x", &to_f32(data.x()), false)?;
-        let y = ctx.storage_init("data y", &to_f32(data.y()), false)?;
-        let offsets: Vec<u32> = data.offsets().iter().map(|&o| o as u32).collect();
-        let offsets = ctx.storage_init("offsets", &offsets, false)?;
+        let [x, y, offsets] = upload_data(&ctx, data)?;
 
         // Chunk the chains so each binding fits the adapter's limit; chunk starts are
         // multiples of 64 chains so binding offsets stay 256-byte aligned.
