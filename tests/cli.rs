@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::gpsamp;
+
 use std::process::Command;
 
 #[test]
@@ -100,18 +102,6 @@ fn devices_lists_adapters_as_json() {
         assert!(!list.is_empty());
         assert!(list[0]["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
     }
-}
-
-fn gpsamp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpsamp"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn npy_shape(path: &std::path::Path) -> Vec<usize> {

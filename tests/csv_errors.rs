@@ -1,8 +1,11 @@
 //! Bad CSV input: every error kind names the file, the line and the column, and the CLI
 //! exits non-zero with that message (and never writes a partial result).
 
+mod common;
+
+use common::gpsamp;
+
 use std::path::Path;
-use std::process::Command;
 
 use gpsamp::io::csv::{read_csv_from, CsvSpec};
 
@@ -92,18 +95,6 @@ fn ragged_row_names_its_line() {
         e.starts_with("data.csv:3:") && e.contains("3 fields"),
         "{e}"
     );
-}
-
-fn gpsamp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gpsamp"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -125,3 +125,16 @@ pub fn positions(
 pub fn arc(m: &MixGlm) -> Arc<dyn Model> {
     Arc::new(m.clone())
 }
+
+/// Runs the gpsamp binary: (success, stdout, stderr).
+pub fn gpsamp(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpsamp"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
