@@ -38,4 +38,4 @@ pub mod tutorial;
 pub use backend::{Backend, BackendKind, Evaluator};
 pub use data::{DataBatch, Dataset};
 pub use error::{Error, Result};
-pub use model::{Likelihood, MixGlm, Model, Priors, ScalePrior};
+pub use model::{Eiv, EivVariant, Likelihood, MixGlm, Model, Priors, ScalePrior};

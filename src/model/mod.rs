@@ -7,11 +7,13 @@
 //! included in the log density. It evaluates its log density and gradient in f64 on the CPU
 //! and provides the same math as WGSL for the GPU (see [`Model::wgsl`] for the contract).
 
+pub mod eiv;
 pub mod mixglm;
 
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
 
+pub use eiv::{Eiv, EivVariant};
 pub use mixglm::{Likelihood, MixGlm};
 
 /// A model family: log density and gradient on the CPU (f64) and the GPU (WGSL, f32).
