@@ -276,3 +276,62 @@ fn sample_fits_a_batch_of_datasets_and_a_model_file() {
     assert!(!ok && e.contains("bad.toml") && e.contains("colour"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn sample_eiv_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("gpsamp-eiv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("eiv.csv");
+    let (ok, _, e) = gpsamp(&[
+        "simulate",
+        "--model",
+        "eiv",
+        "--w",
+        "1,2,0.5",
+        "--n",
+        "80",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    let out = dir.join("fit");
+    let (ok, stdout, e) = gpsamp(&[
+        "sample",
+        "--model",
+        "eiv",
+        "--w",
+        "1,2,0.5",
+        "--data",
+        csv.to_str().unwrap(),
+        "--x",
+        "x0,x1,x2",
+        "--warmup",
+        "200",
+        "--draws",
+        "100",
+        "--backend",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    assert!(
+        stdout.contains("sigma_x") && stdout.contains("b[2]"),
+        "{stdout}"
+    );
+    let (ok, _, e) = gpsamp(&[
+        "sample",
+        "--model",
+        "eiv",
+        "--w",
+        "1,2",
+        "--data",
+        csv.to_str().unwrap(),
+        "--x",
+        "x0,x1,x2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("--w"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -16,6 +16,18 @@ pub enum ModelKind {
     Gmm,
     /// Mixture of regressions: weights[k], beta[k,j], alpha[k] (and sigma[k] for gaussian).
     Mixglm,
+    /// Errors-in-variables dot product y = (x + a).(w (1 + b)): sigma_x, sigma_w,
+    /// (sigma_obs), b[m].
+    Eiv,
+}
+
+/// The noise structure of the errors-in-variables model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// One draw of b for the whole dataset (one physical system): exact likelihood.
+    Shared,
+    /// A fresh b per observation: Gaussian with the exact first two moments (approximation).
+    PerObservation,
 }
 
 /// The likelihood of a GLM or of each mixture component.
@@ -61,6 +73,24 @@ pub struct ModelArgs {
     /// Symmetric Dirichlet concentration on mixture weights.
     #[arg(long, default_value_t = 1.0)]
     pub prior_weights: f64,
+    /// eiv: which noise structure.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub variant: Variant,
+    /// eiv: the known weights w, comma-separated (one per --x column).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub w: Vec<f64>,
+    /// eiv: add observation noise sigma_obs on y.
+    #[arg(long)]
+    pub obs_noise: bool,
+    /// eiv: prior on sigma_x (a scale prior as for --prior-sigma).
+    #[arg(long, default_value = "lognormal(-1,1)")]
+    pub prior_sigma_x: String,
+    /// eiv: prior on sigma_w.
+    #[arg(long, default_value = "lognormal(-2,1)")]
+    pub prior_sigma_w: String,
+    /// eiv: prior on sigma_obs.
+    #[arg(long, default_value = "lognormal(-2,1)")]
+    pub prior_sigma_obs: String,
 }
 
 fn call(flag: &str, text: &str) -> anyhow::Result<(String, Vec<f64>)> {
@@ -136,6 +166,12 @@ impl ModelArgs {
             prior_intercept: "normal(0,1)".into(),
             prior_sigma: "halfnormal(1)".into(),
             prior_weights: 1.0,
+            variant: Variant::Shared,
+            w: Vec::new(),
+            obs_noise: false,
+            prior_sigma_x: String::new(),
+            prior_sigma_w: String::new(),
+            prior_sigma_obs: String::new(),
         };
         if self.model.is_none() {
             self.model = Some(match file.model.as_deref() {
@@ -201,8 +237,37 @@ impl ModelArgs {
         self.model.unwrap_or(ModelKind::Glm)
     }
 
-    /// The model for `p` input columns.
+    /// Any model for `p` input columns, the errors-in-variables family included.
+    pub fn build_any(&self, p: usize) -> anyhow::Result<std::sync::Arc<dyn gpsamp::Model>> {
+        if self.kind() != ModelKind::Eiv {
+            return Ok(std::sync::Arc::new(self.build(p)?));
+        }
+        if self.w.is_empty() {
+            bail!("--w: the eiv model needs the known weights, e.g. --w 1.0,2.0,0.5");
+        }
+        if p != self.w.len() {
+            bail!(
+                "--w gives {} weights but --x names {p} input column(s)",
+                self.w.len()
+            );
+        }
+        let variant = match self.variant {
+            Variant::Shared => gpsamp::EivVariant::Shared,
+            Variant::PerObservation => gpsamp::EivVariant::PerObservation,
+        };
+        let m = gpsamp::Eiv::new(self.w.clone(), variant, self.obs_noise)?.with_priors(
+            scale("--prior-sigma-x", &self.prior_sigma_x)?,
+            scale("--prior-sigma-w", &self.prior_sigma_w)?,
+            scale("--prior-sigma-obs", &self.prior_sigma_obs)?,
+        )?;
+        Ok(std::sync::Arc::new(m))
+    }
+
+    /// The GLM-type model (glm, gmm, mixglm) for `p` input columns.
     pub fn build(&self, p: usize) -> anyhow::Result<MixGlm> {
+        if self.kind() == ModelKind::Eiv {
+            bail!("--model eiv is not a GLM-type model here");
+        }
         let m = self.build_free(p)?;
         match self.sigma_fixed {
             Some(s) => Ok(m.with_fixed_sigma(s).context("--sigma-fixed")?),
@@ -239,6 +304,7 @@ impl ModelArgs {
                 }
                 MixGlm::new(self.components, p, lik, priors)?
             }
+            ModelKind::Eiv => unreachable!("handled by build_any"),
         })
     }
 }

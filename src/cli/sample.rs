@@ -88,6 +88,43 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             };
             (d.load()?, path.display().to_string(), None)
         }
+        None if a.model.kind() == ModelKind::Eiv => {
+            // The forum's physical system: N = 200, x ~ N(0, I), sigma_x 0.3, sigma_w 0.1.
+            if a.model.w.is_empty() {
+                a.model.w = vec![1.0, 2.0, 0.5];
+            }
+            let probe = a.model.build_any(a.model.w.len())?;
+            let m = gpsamp::Eiv::new(a.model.w.clone(), gpsamp::EivVariant::Shared, false)?;
+            let mut rng = gpsamp::rng::host_rng(a.seed, 0, gpsamp::rng::Purpose::Simulate);
+            let x: Vec<Vec<f64>> = (0..m.weights().len())
+                .map(|_| {
+                    (0..200)
+                        .map(|_| {
+                            rand::RngExt::sample::<f64, _>(&mut rng, rand_distr::StandardNormal)
+                        })
+                        .collect()
+                })
+                .collect();
+            let (z, y) = m.simulate_at(&x, (0.3, 0.1, 0.0), &mut rng);
+            let desc = format!(
+                "the forum's system: N 200, w {:?}, sigma_x 0.3, sigma_w 0.1 (shared b), x ~ N(0, I)",
+                m.weights()
+            );
+            if !a.quiet {
+                eprintln!("gpsamp: no --data given; fitting {desc} (seed {})", a.seed);
+            }
+            let names = probe.param_names();
+            let mut truth = vec![0.3, 0.1];
+            if names.iter().any(|n| n == "sigma_obs") {
+                truth.push(0.0);
+            }
+            if names.iter().any(|n| n.starts_with("b[")) {
+                truth.extend(z.iter().map(|v| 0.1 * v));
+            }
+            let mut batch = DataBatch::new(x.len(), &[gpsamp::Dataset { x, y }])?;
+            batch.x_names = (0..batch.p()).map(|j| format!("x{j}")).collect();
+            (batch, format!("simulated: {desc}"), Some(truth))
+        }
         None => {
             let p = if a.model.kind() == ModelKind::Gmm {
                 0
@@ -116,7 +153,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             )
         }
     };
-    let model = a.model.build(data.p())?;
+    let model: Arc<dyn Model> = a.model.build_any(data.p())?;
     model.check_data(&data).with_context(|| source.clone())?;
     let names = model.param_names();
     let keep: Vec<usize> = if a.keep.is_empty() {
@@ -161,14 +198,14 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let n_chains = n_datasets * a.chains;
     let mut integ: Box<dyn Integrator> = match &backend {
         Backend::Cpu => Box::new(CpuIntegrator::new(
-            Arc::new(model.clone()),
+            model.clone(),
             data.clone(),
             a.chains,
             a.seed,
         )?),
         Backend::Gpu(ctx) => Box::new(GpuIntegrator::new(
             ctx.clone(),
-            &model,
+            model.as_ref(),
             &data,
             a.chains,
             a.seed,
@@ -185,7 +222,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let constants: Vec<f64> = (0..n_datasets).map(|b| model.constant(&data, b)).collect();
     let mut sink = NpySink::create(
         &partial,
-        &model,
+        model.as_ref(),
         constants,
         a.chains,
         n_chains,
@@ -206,7 +243,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     let result = hmc::sample(
         integ.as_mut(),
-        &model,
+        model.as_ref(),
         n_datasets,
         &cfg,
         &mut sink,
@@ -225,12 +262,13 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let mut alignment = serde_json::json!({"applied": false});
     if model.label_groups().is_some() {
         if keep.len() == names.len() {
-            let perms = label_permutations(&model, &chain_means, a.chains).expect("mixture");
+            let perms =
+                label_permutations(model.as_ref(), &chain_means, a.chains).expect("mixture");
             let switched = perms
                 .iter()
                 .filter(|p| p.iter().enumerate().any(|(i, &j)| i != j))
                 .count();
-            apply_permutations(&partial, &model, &perms, a.draws)?;
+            apply_permutations(&partial, model.as_ref(), &perms, a.draws)?;
             alignment = serde_json::json!({
                 "applied": true,
                 "method": "Hungarian matching of each chain's component means to the pooled aligned means",

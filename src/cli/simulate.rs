@@ -2,7 +2,6 @@
 //! `dataset,x0..,y`) with the true parameters as JSON beside it.
 
 use gpsamp::rng::{host_rng, Purpose};
-use gpsamp::Model;
 
 use super::args::{write_atomic, ModelArgs};
 
@@ -30,12 +29,12 @@ pub struct Args {
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
-    let p = if a.model.kind() == super::args::ModelKind::Gmm {
-        0
-    } else {
-        a.features
+    let p = match a.model.kind() {
+        super::args::ModelKind::Gmm => 0,
+        super::args::ModelKind::Eiv => a.model.w.len(),
+        _ => a.features,
     };
-    let model = a.model.build(p)?;
+    let model = a.model.build_any(p)?;
     if a.n == 0 || a.datasets == 0 {
         anyhow::bail!("--n and --datasets must be at least 1");
     }
