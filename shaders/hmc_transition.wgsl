@@ -26,7 +26,7 @@ struct HmcParams {
 }
 
 @group(0) @binding(0) var<uniform> hp: HmcParams;
-// Per dataset, stride D + 2: step size, unused, inverse mass (D).
+// Per dataset, stride D + 1: step size, inverse mass (D).
 @group(0) @binding(4) var<storage, read> tuning: array<f32>;
 // Per chain, stride 2 D + 1: position (D), log density, gradient (D).
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
@@ -70,7 +70,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         }
         return;
     }
-    let tb = b * (D + 2u);
+    let tb = b * (D + 1u);
     let eps = tuning[tb];
     let n_datasets = hp.n_chains / hp.chains_per_dataset;
     let n_steps = sched[hp.row * n_datasets + b];
@@ -85,7 +85,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         } else {
             z = box_muller(u32_to_uniform(w.z), u32_to_uniform(w.w));
         }
-        let m = tuning[tb + 2u + i];
+        let m = tuning[tb + 1u + i];
         p[i] = z / sqrt(m);
         k0 += m * p[i] * p[i];
     }
@@ -99,7 +99,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         if (moving) {
             for (var i = 0u; i < D; i++) {
                 p[i] += 0.5 * eps * g1[i];
-                q1[i] += eps * tuning[tb + 2u + i] * p[i];
+                q1[i] += eps * tuning[tb + 1u + i] * p[i];
             }
         }
         let lp_new = density(lid, lane, live, b, &q1, &g_new);
@@ -117,7 +117,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var k1 = 0.0;
     let ob = chain * (3u * D + 4u);
     for (var i = 0u; i < D; i++) {
-        let m = tuning[tb + 2u + i];
+        let m = tuning[tb + 1u + i];
         k1 += m * p[i] * p[i];
         out[ob + D + 1u + i] = q1[i];
         out[ob + 2u * D + 1u + i] = m * p[i];

@@ -23,8 +23,8 @@ const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
 /// (so `exp(-inf)` is about 1e-308, not 0). NaN stays NaN.
 #[inline(always)]
 pub fn exp(x: f64) -> f64 {
+    // clamp passes NaN through.
     let xc = x.clamp(-708.0, 709.0);
-    let xc = if x.is_nan() { x } else { xc };
     let t = xc.mul_add(LOG2E, ROUND_MAGIC);
     let n = t - ROUND_MAGIC;
     let r = n.mul_add(-LN2_HI, xc);

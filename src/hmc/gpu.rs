@@ -91,7 +91,7 @@ impl GpuIntegrator {
             &layout,
         )?;
         let [x, y, offsets] = upload_data(&ctx, data)?;
-        let tuning_f32 = vec![0.0f32; n_datasets * (dim + 2)];
+        let tuning_f32 = vec![0.0f32; n_datasets * (dim + 1)];
         let tuning_buf = ctx.storage_init("tuning", &tuning_f32, false)?;
         let state = ctx.storage("chain state", (n_chains * (2 * dim + 1) * 4) as u64, true)?;
         let out_bytes = (n_chains * (3 * dim + 4) * 4) as u64;
@@ -119,25 +119,16 @@ impl GpuIntegrator {
         let params_bufs: Vec<wgpu::Buffer> = (0..batch)
             .map(|_| ctx.uniform("hmc params", &params))
             .collect();
-        let mut bind_groups = Vec::with_capacity(batch);
-        for pb in &params_bufs {
-            bind_groups.push(ctx.scoped("hmc bind group", || {
-                let entries: Vec<wgpu::BindGroupEntry> =
-                    [pb, &x, &y, &offsets, &tuning_buf, &state, &out, &sched_buf]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| wgpu::BindGroupEntry {
-                            binding: i as u32,
-                            resource: b.as_entire_binding(),
-                        })
-                        .collect();
-                ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("hmc_transition"),
-                    layout: &layout,
-                    entries: &entries,
-                })
-            })?);
-        }
+        let bind_groups = params_bufs
+            .iter()
+            .map(|pb| {
+                ctx.bind_group(
+                    "hmc_transition",
+                    &layout,
+                    &[pb, &x, &y, &offsets, &tuning_buf, &state, &out, &sched_buf],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             ctx,
             pipeline,
@@ -228,11 +219,10 @@ impl GpuIntegrator {
     fn upload_tuning(&mut self, tuning: &[Tuning]) {
         let d = self.dim;
         for (b, t) in tuning.iter().enumerate() {
-            let base = b * (d + 2);
+            let base = b * (d + 1);
             self.tuning_f32[base] = t.step_size as f32;
-            self.tuning_f32[base + 1] = 0.0;
             for i in 0..d {
-                self.tuning_f32[base + 2 + i] = t.inv_mass[i] as f32;
+                self.tuning_f32[base + 1 + i] = t.inv_mass[i] as f32;
             }
         }
         self.ctx

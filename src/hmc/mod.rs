@@ -419,10 +419,10 @@ fn align_labels(
 /// -inf), then `init_steps` of Adam ascent on the log density (a step that lands on -inf is
 /// undone and that chain's rate halved), so that chains begin near the bulk of the posterior
 /// instead of in a far tail where the adapted step size would leave them stuck.
-pub fn initialise(
-    integrator: &mut dyn Integrator,
-    cfg: &Config,
-) -> Result<(Vec<f64>, Vec<f64>, u64)> {
+///
+/// Returns the positions, their log densities and gradients (the integrator holds exactly
+/// these), and the number of batch density evaluations it used.
+pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<Start> {
     let mut calls = 0u64;
     let d = integrator.dim();
     let n = integrator.n_chains();
@@ -458,6 +458,8 @@ pub fn initialise(
     let mut prev_q = q.clone();
     let mut prev_lp = logp.clone();
     let mut prev_g = grad.clone();
+    // Whether the integrator holds a rejected step for some chain (then it must be reset).
+    let mut stale = false;
     for t in 1..=cfg.init_steps {
         let lr_decay = if t > cfg.init_steps / 2 { 0.2 } else { 1.0 };
         for (c, &rc) in rate.iter().enumerate() {
@@ -473,8 +475,10 @@ pub fn initialise(
         }
         integrator.set_positions(&q, &mut logp, &mut grad)?;
         calls += 1;
+        stale = false;
         for c in 0..n {
             if bad(logp[c]) {
+                stale = true;
                 q[c * d..(c + 1) * d].copy_from_slice(&prev_q[c * d..(c + 1) * d]);
                 grad[c * d..(c + 1) * d].copy_from_slice(&prev_g[c * d..(c + 1) * d]);
                 logp[c] = prev_lp[c];
@@ -485,7 +489,28 @@ pub fn initialise(
         prev_lp.copy_from_slice(&logp);
         prev_g.copy_from_slice(&grad);
     }
-    Ok((q, logp, calls))
+    if stale {
+        integrator.set_positions(&q, &mut logp, &mut grad)?;
+        calls += 1;
+    }
+    Ok(Start {
+        q,
+        logp,
+        grad,
+        density_calls: calls,
+    })
+}
+
+/// Where [`initialise`] left the chains.
+pub struct Start {
+    /// Positions (chains x D).
+    pub q: Vec<f64>,
+    /// Their log densities.
+    pub logp: Vec<f64>,
+    /// Their gradients.
+    pub grad: Vec<f64>,
+    /// Batch density evaluations used.
+    pub density_calls: u64,
 }
 
 /// Runs warmup and sampling for every dataset at once; draws go to `sink`.
@@ -511,11 +536,12 @@ pub fn sample(
             cfg.chains
         )));
     }
-    let (q, _logp, init_calls) = initialise(integrator, cfg)?;
-    let mut logp = vec![0.0; n];
-    let mut grad = vec![0.0; n * d];
-    integrator.set_positions(&q, &mut logp, &mut grad)?;
-    let mut density_calls = init_calls + 1;
+    let Start {
+        q,
+        mut logp,
+        mut grad,
+        mut density_calls,
+    } = initialise(integrator, cfg)?;
 
     let mut states: Vec<DatasetState> = (0..n_datasets)
         .map(|_| DatasetState {

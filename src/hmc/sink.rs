@@ -201,8 +201,7 @@ pub fn apply_permutations(
     let groups = model.label_groups().unwrap_or_default();
     let np = model.param_names().len();
     let path = dir.join("draws.npy");
-    let (shape, _) = (vec![perms.len(), n_draws, np], ());
-    let w = NpyWriter::open(&path, &shape)?;
+    let w = NpyWriter::open(&path, &[perms.len(), n_draws, np])?;
     let mut block = vec![0f32; n_draws * np];
     for (c, p) in perms.iter().enumerate() {
         if p.iter().enumerate().all(|(i, &j)| i == j) {

@@ -665,9 +665,13 @@ impl MixGlm {
         let l = self.layout();
         let mut lw = [0.0f64; 64];
         self.log_weights(theta, &mut lw[..l.k]);
-        scratch.clear();
-        scratch.resize(l.nacc + Self::work_len(&l), 0.0);
-        let (tot, scratch) = scratch.split_at_mut(l.nacc);
+        // Every accumulator total is assigned, and the blocked loop zeroes its own working
+        // rows: only grow the buffer, never re-zero it.
+        let need = l.nacc + Self::work_len(&l);
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
+        }
+        let (tot, scratch) = scratch[..need].split_at_mut(l.nacc);
         #[cfg(target_arch = "x86_64")]
         {
             if simd {

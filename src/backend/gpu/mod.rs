@@ -200,6 +200,30 @@ impl GpuContext {
             })
     }
 
+    /// A bind group binding whole `buffers` to bindings 0, 1, 2, ... of `layout`.
+    pub fn bind_group(
+        &self,
+        label: &str,
+        layout: &wgpu::BindGroupLayout,
+        buffers: &[&wgpu::Buffer],
+    ) -> Result<wgpu::BindGroup> {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        self.scoped(label, || {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout,
+                entries: &entries,
+            })
+        })
+    }
+
     /// A storage buffer holding `data` (at least 4 bytes, so empty data can still bind).
     pub fn storage_init<T: bytemuck::Pod>(
         &self,
