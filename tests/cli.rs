@@ -295,25 +295,31 @@ fn sample_eiv_from_the_command_line() {
     ]);
     assert!(ok, "{e}");
     let out = dir.join("fit");
-    let (ok, stdout, e) = gpsamp(&[
-        "sample",
-        "--model",
-        "eiv",
-        "--w",
-        "1,2,0.5",
-        "--data",
-        csv.to_str().unwrap(),
-        "--x",
-        "x0,x1,x2",
-        "--warmup",
-        "200",
-        "--draws",
-        "100",
-        "--backend",
-        "cpu",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    // Fits `csv` with weights `w` on inputs `x`, plus `extra` flags.
+    let fit = |csv: &std::path::Path, w: &str, x: &str, extra: &[&str]| {
+        let mut args = vec![
+            "sample",
+            "--model",
+            "eiv",
+            "--w",
+            w,
+            "--data",
+            csv.to_str().unwrap(),
+            "--x",
+            x,
+            "--warmup",
+            "200",
+            "--draws",
+            "100",
+            "--backend",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        gpsamp(&args)
+    };
+    let (ok, stdout, e) = fit(&csv, "1,2,0.5", "x0,x1,x2", &[]);
     assert!(ok, "{e}");
     assert!(
         stdout.contains("sigma_x") && stdout.contains("b[2]"),
@@ -333,5 +339,31 @@ fn sample_eiv_from_the_command_line() {
         out.to_str().unwrap(),
     ]);
     assert!(!ok && e.contains("--w"), "{e}");
+
+    // Pooled systems: simulate writes a system column, sample --system reads it.
+    let pooled = dir.join("pooled.csv");
+    let (ok, _, e) = gpsamp(&[
+        "simulate",
+        "--model",
+        "eiv",
+        "--w",
+        "1,2",
+        "--systems",
+        "3",
+        "--n",
+        "90",
+        "--out",
+        pooled.to_str().unwrap(),
+    ]);
+    assert!(ok, "{e}");
+    let text = std::fs::read_to_string(&pooled).unwrap();
+    assert!(text.starts_with("dataset,x0,x1,system,y"), "{text}");
+    let (ok, stdout, e) = fit(&pooled, "1,2", "x0,x1", &["--system", "system"]);
+    assert!(ok, "{e}");
+    assert!(stdout.contains("b[2,1]"), "{stdout}");
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, text.replacen(",1,", ",1.5,", 1)).unwrap();
+    let (ok, _, e) = fit(&bad, "1,2", "x0,x1", &["--system", "system"]);
+    assert!(!ok && e.contains("bad.csv") && e.contains("1.5"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }

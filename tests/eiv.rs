@@ -11,6 +11,7 @@ use std::sync::Arc;
 use common::{gpu, rel_norm};
 use gpsamp::backend::{CpuEvaluator, Evaluator, GpuEvaluator};
 use gpsamp::hmc::{sample, Config, CpuIntegrator, MemorySink};
+use gpsamp::model::eiv::NONCENTRING;
 use gpsamp::rng::{host_rng, Purpose};
 use gpsamp::{DataBatch, Dataset, Eiv, EivVariant, Model};
 use rand::RngExt;
@@ -25,6 +26,11 @@ fn variants() -> Vec<Eiv> {
         }
     }
     v.push(Eiv::new(vec![1.5], EivVariant::Shared, false).unwrap());
+    // Three systems pooled in one dataset (a system column after the inputs).
+    for obs in [false, true] {
+        let m = Eiv::new(vec![1.0, 2.0, 0.5], EivVariant::Shared, obs).unwrap();
+        v.push(m.with_systems(3).unwrap());
+    }
     v
 }
 
@@ -37,7 +43,7 @@ fn data_for(m: &Eiv, sizes: &[usize], seed: u64) -> (DataBatch, Vec<Vec<f64>>) {
         truths.push(t);
         sets.push(d);
     }
-    (DataBatch::new(m.weights().len(), &sets).unwrap(), truths)
+    (DataBatch::new(sets[0].x.len(), &sets).unwrap(), truths)
 }
 
 #[test]
@@ -141,18 +147,20 @@ fn shared_likelihood_equals_monte_carlo_over_x_noise() {
         }],
     )
     .unwrap();
-    let theta = vec![sx.ln(), sw.ln(), so.ln(), sw * z[0], sw * z[1], sw * z[2]];
+    let b: Vec<f64> = z.iter().map(|v| sw * v).collect();
+    let theta = m.unconstrain(&[sx, sw, so, b[0], b[1], b[2]]).unwrap();
+    assert!((m.constrain(&theta)[3] - b[0]).abs() < 1e-12);
     let mut g = vec![0.0; 6];
     let lp = m.log_density(&data, 0, &theta, &mut g, &mut Vec::new()) + m.constant(&data, 0);
     let prior = |u: f64, mu: f64| Normal::new(mu, 1.0).unwrap().ln_pdf(u);
-    let std = Normal::new(0.0, 1.0).unwrap();
-    let _ = std;
     let bprior = Normal::new(0.0, sw).unwrap();
+    // The sampled latents are u = b / sigma_w^c: the Jacobian |db/du| = sigma_w^(c M).
     let want = exact.ln()
         + prior(sx.ln(), -1.0)
         + prior(sw.ln(), -2.0)
         + prior(so.ln(), -2.0)
-        + z.iter().map(|&v| bprior.ln_pdf(sw * v)).sum::<f64>();
+        + b.iter().map(|&v| bprior.ln_pdf(v)).sum::<f64>()
+        + 3.0 * NONCENTRING * sw.ln();
     assert!((lp - want).abs() < 1e-9, "{lp} vs {want}");
 }
 
@@ -218,14 +226,11 @@ fn forum_system_sigma_x_is_recovered() {
     let rep = sample(&mut integ, &m, 10, &cfg, &mut sink, &mut |_, _, _, _| {}).unwrap();
     let mut covered = 0;
     for b in 0..10 {
-        // sigma_w is weakly identified from one system (3 draws of b): the posterior reaches
-        // into a funnel neck at small sigma_w where a few transitions diverge. Issue 6 asks
-        // for none at default settings; until that is solved, bound them at 1%.
+        // sigma_w is weakly identified from one system (3 draws of b) and its posterior
+        // spans two decades; the partially non-centred b and the family's target acceptance
+        // (0.9) leave no divergence at default settings (centred b gave up to 50 here).
         let div = rep.datasets[b].divergences;
-        assert!(
-            div < 40,
-            "system {b}: {div} divergences in 4000 transitions"
-        );
+        assert_eq!(div, 0, "system {b}: {div} divergences in 4000 transitions");
         let chains: Vec<Vec<f64>> = (0..4)
             .map(|c| sink.trace(b * 4 + c, 0).iter().map(|u| u.exp()).collect())
             .collect();
@@ -264,7 +269,9 @@ fn sbc_shared_variant_is_uniform() {
         &mut |_, _, _, _| {},
     )
     .unwrap();
-    for i in 0..2 {
+    // sigma_x and sigma_w (the issue's ask), and the latents u, which also checks that
+    // `simulate` hands back the truth in the sampled parameterisation.
+    for i in 0..m.dim() {
         let mut counts = [0usize; 10];
         for b in 0..n_sets {
             let pooled: Vec<f64> = (0..4).flat_map(|c| sink.trace(b * 4 + c, i)).collect();
@@ -276,4 +283,66 @@ fn sbc_shared_variant_is_uniform() {
         let chi2: f64 = counts.iter().map(|&c| (c as f64 - e).powi(2) / e).sum();
         assert!(chi2 < 27.88, "param {i}: ranks {counts:?}, chi2 {chi2:.1}");
     }
+}
+
+#[test]
+fn pooled_systems_identify_sigma_w() {
+    // One forum system carries a single draw of b (M = 3 numbers), so sigma_w is weakly
+    // identified; ten systems of the same kind pooled in one dataset (own b each, common
+    // scales) pin it down. The same ten systems fitted one by one stay wide.
+    let systems: Vec<(Dataset, Eiv)> = (0..10).map(|b| forum_data(9, b)).collect();
+    let base = systems[0].1.clone();
+    let mut pooled = Dataset {
+        x: vec![Vec::new(); 4],
+        y: Vec::new(),
+    };
+    for (k, (d, _)) in systems.iter().enumerate() {
+        for j in 0..3 {
+            pooled.x[j].extend_from_slice(&d.x[j]);
+        }
+        pooled.x[3].extend(std::iter::repeat_n(k as f64, d.y.len()));
+        pooled.y.extend_from_slice(&d.y);
+    }
+    let cfg = Config {
+        chains: 4,
+        warmup: 1000,
+        draws: 1000,
+        seed: 2,
+        ..Config::default()
+    };
+    let sd_sigma_w = |m: &Eiv, sets: &[Dataset]| -> Vec<(f64, f64, f64, usize)> {
+        let data = Arc::new(DataBatch::new(sets[0].x.len(), sets).unwrap());
+        let mut integ = CpuIntegrator::new(Arc::new(m.clone()), data, 4, 2).unwrap();
+        let mut sink = MemorySink::default();
+        let rep = sample(
+            &mut integ,
+            m,
+            sets.len(),
+            &cfg,
+            &mut sink,
+            &mut |_, _, _, _| {},
+        )
+        .unwrap();
+        (0..sets.len())
+            .map(|b| {
+                let chains: Vec<Vec<f64>> = (0..4)
+                    .map(|c| sink.trace(b * 4 + c, 1).iter().map(|u| u.exp()).collect())
+                    .collect();
+                let s = gpsamp::diag::summarize("sigma_w", &chains, 1);
+                (s.sd, s.hdi_lo, s.hdi_hi, rep.datasets[b].divergences)
+            })
+            .collect()
+    };
+    let pooled_model = base.clone().with_systems(10).unwrap();
+    assert_eq!(pooled_model.param_names()[2], "b[0,0]");
+    let (sd, lo, hi, div) = sd_sigma_w(&pooled_model, &[pooled])[0];
+    assert!(lo <= 0.1 && 0.1 <= hi, "pooled 94% interval ({lo}, {hi})");
+    assert_eq!(div, 0);
+    let alone: Vec<Dataset> = systems.into_iter().map(|(d, _)| d).collect();
+    let singles = sd_sigma_w(&base, &alone);
+    let mean_sd = singles.iter().map(|s| s.0).sum::<f64>() / 10.0;
+    assert!(
+        sd < 0.5 * mean_sd,
+        "pooled sd {sd} against {mean_sd} for one system"
+    );
 }

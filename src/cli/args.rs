@@ -91,6 +91,10 @@ pub struct ModelArgs {
     /// eiv: prior on sigma_obs.
     #[arg(long, default_value = "lognormal(-2,1)")]
     pub prior_sigma_obs: String,
+    /// eiv shared: systems pooled per dataset (set from `sample --system` or
+    /// `simulate --systems`).
+    #[arg(skip)]
+    pub systems: Option<usize>,
 }
 
 fn call(flag: &str, text: &str) -> anyhow::Result<(String, Vec<f64>)> {
@@ -172,6 +176,7 @@ impl ModelArgs {
             prior_sigma_x: String::new(),
             prior_sigma_w: String::new(),
             prior_sigma_obs: String::new(),
+            systems: None,
         };
         if self.model.is_none() {
             self.model = Some(match file.model.as_deref() {
@@ -255,11 +260,14 @@ impl ModelArgs {
             Variant::Shared => gpsamp::EivVariant::Shared,
             Variant::PerObservation => gpsamp::EivVariant::PerObservation,
         };
-        let m = gpsamp::Eiv::new(self.w.clone(), variant, self.obs_noise)?.with_priors(
+        let mut m = gpsamp::Eiv::new(self.w.clone(), variant, self.obs_noise)?.with_priors(
             scale("--prior-sigma-x", &self.prior_sigma_x)?,
             scale("--prior-sigma-w", &self.prior_sigma_w)?,
             scale("--prior-sigma-obs", &self.prior_sigma_obs)?,
         )?;
+        if let Some(s) = self.systems {
+            m = m.with_systems(s)?;
+        }
         Ok(std::sync::Arc::new(m))
     }
 

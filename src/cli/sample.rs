@@ -34,6 +34,14 @@ pub struct Args {
     /// Column that splits the rows into datasets, each fitted by its own chains.
     #[arg(long)]
     group: Option<String>,
+    /// eiv shared: column of system indices 0..S within each dataset; the S systems each
+    /// get their own b (`b[s,m]`) and share sigma_x and sigma_w, which identifies sigma_w.
+    #[arg(long)]
+    system: Option<String>,
+    /// eiv without --data: simulate this many forum systems (N = 200 each, their own b,
+    /// common sigma_x = 0.3 and sigma_w = 0.1) and fit them pooled.
+    #[arg(long)]
+    systems: Option<usize>,
     /// Chains per dataset.
     #[arg(long, default_value_t = 4)]
     chains: usize,
@@ -52,9 +60,10 @@ pub struct Args {
     /// Parameters to store, comma-separated names (default: all).
     #[arg(long, value_delimiter = ',')]
     keep: Vec<String>,
-    /// Target of the harmonic-mean acceptance probability.
-    #[arg(long, default_value_t = 0.651)]
-    target_accept: f64,
+    /// Target of the harmonic-mean acceptance probability (default: the family's, 0.651;
+    /// 0.9 for eiv shared).
+    #[arg(long)]
+    target_accept: Option<f64>,
     /// Chains per superchain for nested R-hat (default: 4 when --chains is a multiple of 4
     /// and at least 16, else 1).
     #[arg(long)]
@@ -80,49 +89,91 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
     let (data, source, truth) = match &a.data {
         Some(path) => {
+            let mut x = a.x.clone();
+            if let Some(col) = &a.system {
+                if a.model.kind() != ModelKind::Eiv {
+                    bail!("--system: only --model eiv pools systems");
+                }
+                x.push(col.clone());
+            }
             let d = DataArgs {
                 data: path.clone(),
-                x: a.x.clone(),
+                x,
                 y: a.y.clone(),
                 group: a.group.clone(),
             };
-            (d.load()?, path.display().to_string(), None)
+            let batch = d.load()?;
+            if a.systems.is_some() {
+                bail!(
+                    "--systems simulates without --data; with data name the column: --system COL"
+                );
+            }
+            if a.system.is_some() {
+                let p = batch.p();
+                let col = &batch.x()[(p - 1) * batch.n_total()..];
+                let top = col.iter().fold(0.0f64, |t, &v| t.max(v));
+                if top >= 4096.0 {
+                    bail!("--system: index {top} is too large (systems are numbered 0..S)");
+                }
+                a.model.systems = Some(top as usize + 1);
+            }
+            (batch, path.display().to_string(), None)
         }
         None if a.model.kind() == ModelKind::Eiv => {
             // The forum's physical system: N = 200, x ~ N(0, I), sigma_x 0.3, sigma_w 0.1.
             if a.model.w.is_empty() {
                 a.model.w = vec![1.0, 2.0, 0.5];
             }
+            if a.system.is_some() {
+                bail!("--system names a column of --data; without data use --systems S");
+            }
+            let n_sys = a.systems.unwrap_or(1);
+            a.model.systems = a.systems;
             let probe = a.model.build_any(a.model.w.len())?;
             let m = gpsamp::Eiv::new(a.model.w.clone(), gpsamp::EivVariant::Shared, false)?;
             let mut rng = gpsamp::rng::host_rng(a.seed, 0, gpsamp::rng::Purpose::Simulate);
-            let x: Vec<Vec<f64>> = (0..m.weights().len())
-                .map(|_| {
-                    (0..200)
-                        .map(|_| {
-                            rand::RngExt::sample::<f64, _>(&mut rng, rand_distr::StandardNormal)
-                        })
-                        .collect()
-                })
-                .collect();
-            let (z, y) = m.simulate_at(&x, (0.3, 0.1, 0.0), &mut rng);
-            let desc = format!(
-                "the forum's system: N 200, w {:?}, sigma_x 0.3, sigma_w 0.1 (shared b), x ~ N(0, I)",
-                m.weights()
-            );
-            if !a.quiet {
-                eprintln!("gpsamp: no --data given; fitting {desc} (seed {})", a.seed);
-            }
             let names = probe.param_names();
             let mut truth = vec![0.3, 0.1];
             if names.iter().any(|n| n == "sigma_obs") {
                 truth.push(0.0);
             }
-            if names.iter().any(|n| n.starts_with("b[")) {
-                truth.extend(z.iter().map(|v| 0.1 * v));
+            let mut x: Vec<Vec<f64>> = vec![Vec::new(); m.weights().len()];
+            let mut y = Vec::new();
+            let mut sys = Vec::new();
+            for k in 0..n_sys {
+                let xk: Vec<Vec<f64>> = (0..m.weights().len())
+                    .map(|_| {
+                        (0..200)
+                            .map(|_| {
+                                rand::RngExt::sample::<f64, _>(&mut rng, rand_distr::StandardNormal)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let (z, yk) = m.simulate_at(&xk, (0.3, 0.1, 0.0), &mut rng);
+                if names.iter().any(|n| n.starts_with("b[")) {
+                    truth.extend(z.iter().map(|v| 0.1 * v));
+                }
+                x.iter_mut().zip(xk).for_each(|(c, ck)| c.extend(ck));
+                y.extend(yk);
+                sys.extend(std::iter::repeat_n(k as f64, 200));
+            }
+            if a.systems.is_some() {
+                x.push(sys);
+            }
+            let desc = format!(
+                "the forum's system: {n_sys} x N 200, w {:?}, sigma_x 0.3, sigma_w 0.1 ({}), x ~ N(0, I)",
+                m.weights(),
+                if n_sys > 1 { "a b per system" } else { "shared b" }
+            );
+            if !a.quiet {
+                eprintln!("gpsamp: no --data given; fitting {desc} (seed {})", a.seed);
             }
             let mut batch = DataBatch::new(x.len(), &[gpsamp::Dataset { x, y }])?;
             batch.x_names = (0..batch.p()).map(|j| format!("x{j}")).collect();
+            if a.systems.is_some() {
+                *batch.x_names.last_mut().unwrap() = "system".into();
+            }
             (batch, format!("simulated: {desc}"), Some(truth))
         }
         None => {
@@ -153,7 +204,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             )
         }
     };
-    let model: Arc<dyn Model> = a.model.build_any(data.p())?;
+    let model: Arc<dyn Model> = a
+        .model
+        .build_any(data.p() - usize::from(a.model.systems.is_some()))?;
     model.check_data(&data).with_context(|| source.clone())?;
     let names = model.param_names();
     let keep: Vec<usize> = if a.keep.is_empty() {

@@ -1,5 +1,5 @@
 //! `gpsamp simulate`: datasets drawn from a model's prior, written as CSV (columns
-//! `dataset,x0..,y`) with the true parameters as JSON beside it.
+//! `dataset,x0..,[system,]y`) with the true parameters as JSON beside it.
 
 use gpsamp::rng::{host_rng, Purpose};
 
@@ -13,6 +13,9 @@ pub struct Args {
     /// Input columns to simulate (glm and mixglm), each standard normal.
     #[arg(long, default_value_t = 1)]
     features: usize,
+    /// eiv shared: systems per dataset, each with its own b (a `system` column 0..S).
+    #[arg(long)]
+    systems: Option<usize>,
     /// Points per dataset.
     #[arg(long, default_value_t = 1000)]
     n: usize,
@@ -34,6 +37,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         super::args::ModelKind::Eiv => a.model.w.len(),
         _ => a.features,
     };
+    if a.systems.is_some() && a.model.kind() != super::args::ModelKind::Eiv {
+        anyhow::bail!("--systems: only --model eiv pools systems");
+    }
+    a.model.systems = a.systems;
     let model = a.model.build_any(p)?;
     if a.n == 0 || a.datasets == 0 {
         anyhow::bail!("--n and --datasets must be at least 1");
@@ -42,6 +49,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let mut csv = String::from("dataset");
     for j in 0..p {
         csv.push_str(&format!(",x{j}"));
+    }
+    if a.systems.is_some() {
+        csv.push_str(",system");
     }
     csv.push_str(",y\n");
     let mut truths = Vec::new();

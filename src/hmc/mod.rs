@@ -124,8 +124,10 @@ pub struct Config {
     pub thin: usize,
     /// Seed of every random number.
     pub seed: u64,
-    /// Target of the harmonic-mean acceptance probability.
-    pub target_accept: f64,
+    /// Target of the harmonic-mean acceptance probability; `None` takes the model's
+    /// [`Model::target_accept`] (0.651, the optimum for a fixed trajectory length, unless
+    /// the family asks for more).
+    pub target_accept: Option<f64>,
     /// Initial positions are uniform in (-r, r) on the unconstrained scale.
     pub init_radius: f64,
     /// Chains per superchain (chains of a superchain share their start; nested R-hat).
@@ -149,7 +151,7 @@ impl Default for Config {
             draws: 1000,
             thin: 1,
             seed: 0,
-            target_accept: 0.651,
+            target_accept: None,
             init_radius: 2.0,
             superchain_size: 1,
             max_steps: 1024,
@@ -173,7 +175,7 @@ impl Config {
         if self.thin == 0 {
             return bad("--thin must be at least 1");
         }
-        if !(self.target_accept > 0.0 && self.target_accept < 1.0) {
+        if self.target_accept.is_some_and(|t| !(t > 0.0 && t < 1.0)) {
             return bad("--target-accept must be in (0, 1)");
         }
         if self.superchain_size == 0 || !self.chains.is_multiple_of(self.superchain_size) {
@@ -280,7 +282,10 @@ pub fn harmonic_accept(a: &[f64], div: &[bool]) -> f64 {
         v.drain(..trim);
     }
     let s: f64 = v.iter().map(|p| 1.0 / p).sum();
-    let h = v.len() as f64 / s;
+    // Divergent chains count as accepting nothing, in proportion: leaving them out would let
+    // a small ensemble keep a step size that diverges, and a harmonic mean over a zero would
+    // let one chain collapse the step size of thousands.
+    let h = v.len() as f64 / s * (v.len() + trim) as f64 / a.len() as f64;
     if h.is_finite() {
         h
     } else {
@@ -543,9 +548,10 @@ pub fn sample(
         mut density_calls,
     } = initialise(integrator, cfg)?;
 
+    let target_accept = cfg.target_accept.unwrap_or_else(|| model.target_accept());
     let mut states: Vec<DatasetState> = (0..n_datasets)
         .map(|_| DatasetState {
-            da: DualAveraging::new(cfg.step_size, cfg.target_accept),
+            da: DualAveraging::new(cfg.step_size, target_accept),
             chees: ChEES::new(cfg.step_size * 10.0),
             mass: (0..cfg.chains).map(|_| Welford::new(d)).collect(),
             inv_mass: vec![1.0; d],

@@ -75,6 +75,14 @@ pub trait Model: Send + Sync {
     /// unconstrained true parameters and the dataset.
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset);
 
+    /// The default target of the ensemble's harmonic-mean acceptance probability. 0.651 is
+    /// optimal for a fixed trajectory length on well-conditioned targets; a family whose
+    /// posterior has regions of high curvature (a hierarchical scale near zero) asks for
+    /// more, as Stan users raise `adapt_delta`. `Config::target_accept` overrides it.
+    fn target_accept(&self) -> f64 {
+        0.651
+    }
+
     /// For mixtures: the constrained-parameter indices of each exchangeable component (the
     /// same order within every component), used to align labels across chains. `None` for
     /// models without label switching.
