@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use gpsamp::data::{DataBatch, Dataset};
-use gpsamp::hmc::{self, Config, CpuIntegrator, GpuIntegrator, Integrator, MemorySink};
+use gpsamp::hmc::{self, Config, MemorySink};
 use gpsamp::{Backend, BackendKind, Error, Model};
 use rand::RngExt;
 
@@ -168,22 +168,7 @@ pub fn fit(backend: &Backend, seed: u64) -> gpsamp::Result<(Vec<f64>, Vec<f64>, 
         seed,
         ..Config::default()
     };
-    let mut integ: Box<dyn Integrator> = match backend {
-        Backend::Cpu => Box::new(CpuIntegrator::new(
-            Arc::new(model.clone()),
-            data.clone(),
-            8,
-            seed,
-        )?),
-        Backend::Gpu(ctx) => Box::new(GpuIntegrator::new(
-            ctx.clone(),
-            &model,
-            &data,
-            8,
-            seed,
-            None,
-        )?),
-    };
+    let mut integ = backend.integrator(Arc::new(model.clone()), data.clone(), 8, seed)?;
     let mut sink = MemorySink::default();
     let rep = hmc::sample(
         integ.as_mut(),

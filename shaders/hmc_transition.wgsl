@@ -21,7 +21,8 @@ struct HmcParams {
     init: u32,
     // Row of `sched` holding this transition's leapfrog steps per dataset.
     row: u32,
-    _pad1: u32,
+    // Added to the chain index in the random streams (a study's dataset offset).
+    chain_offset: u32,
     _pad2: u32,
 }
 
@@ -78,7 +79,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var p: array<f32, D>;
     var k0 = 0.0;
     for (var i = 0u; i < D; i++) {
-        let w = philox4x32_10(vec4<u32>(chain, hp.iter, PURPOSE_MOMENTUM, i / 2u), key);
+        let w = philox4x32_10(vec4<u32>(chain + hp.chain_offset, hp.iter, PURPOSE_MOMENTUM, i / 2u), key);
         var z: f32;
         if (i % 2u == 0u) {
             z = box_muller(u32_to_uniform(w.x), u32_to_uniform(w.y));
@@ -129,7 +130,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (!div) {
         a = min(1.0, exp(-delta));
     }
-    let u = u32_to_uniform(philox4x32_10(vec4<u32>(chain, hp.iter, PURPOSE_ACCEPT, 0u), key).x);
+    let u = u32_to_uniform(philox4x32_10(vec4<u32>(chain + hp.chain_offset, hp.iter, PURPOSE_ACCEPT, 0u), key).x);
     var energy = h0;
     if (!div && u < a) {
         q = q1;

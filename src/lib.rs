@@ -33,6 +33,7 @@ pub mod math;
 pub mod model;
 pub mod rng;
 pub mod shader;
+pub mod study;
 pub mod tutorial;
 
 pub use backend::{Backend, BackendKind, Evaluator};

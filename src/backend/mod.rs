@@ -128,4 +128,31 @@ impl Backend {
             )?),
         })
     }
+
+    /// An HMC integrator for `model` on `data` with `chains_per_dataset` chains each, its
+    /// random streams keyed by `seed`.
+    pub fn integrator(
+        &self,
+        model: Arc<dyn Model>,
+        data: Arc<DataBatch>,
+        chains_per_dataset: usize,
+        seed: u64,
+    ) -> Result<Box<dyn crate::hmc::Integrator>> {
+        Ok(match self {
+            Backend::Cpu => Box::new(crate::hmc::CpuIntegrator::new(
+                model,
+                data,
+                chains_per_dataset,
+                seed,
+            )?),
+            Backend::Gpu(ctx) => Box::new(crate::hmc::GpuIntegrator::new(
+                ctx.clone(),
+                model.as_ref(),
+                &data,
+                chains_per_dataset,
+                seed,
+                None,
+            )?),
+        })
+    }
 }

@@ -1,6 +1,6 @@
 //! Arguments shared by subcommands: the model (family, components, priors) and the data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gpsamp::io::{read_csv, CsvSpec};
@@ -378,5 +378,41 @@ pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<(
     std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// A fresh hidden folder beside `out` to write a run into before [`replace_dir`].
+pub fn partial_dir(out: &Path) -> anyhow::Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {}: not a folder path", out.display()))?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("--out: creating {}", parent.display()))?;
+    let partial = parent.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir(&partial)
+        .with_context(|| format!("--out: creating {}", partial.display()))?;
+    Ok(partial)
+}
+
+/// Moves the finished `partial` folder to `out`, replacing what was there only now.
+pub fn replace_dir(partial: &Path, out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        let old = partial.with_extension("old");
+        std::fs::rename(out, &old)
+            .with_context(|| format!("moving the old {} aside", out.display()))?;
+        std::fs::rename(partial, out).with_context(|| format!("writing {}", out.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(partial, out).with_context(|| format!("writing {}", out.display()))?;
+    }
     Ok(())
 }

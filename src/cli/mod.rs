@@ -4,7 +4,9 @@ mod args;
 mod bench;
 mod devices;
 mod logp;
+mod merge;
 mod sample;
+mod sbc;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,11 @@ enum Command {
     Sample(sample::Args),
     /// Draw datasets from a model's prior and write them as CSV.
     Simulate(simulate::Args),
+    /// Simulation study: fit many datasets simulated from the prior; calibration (SBC) and
+    /// parameter recovery, optionally one shard of it.
+    Sbc(sbc::Args),
+    /// Combine the folders of a study's shards into one report.
+    Merge(merge::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -40,5 +47,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Logp(a) => logp::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Sbc(a) => sbc::run(a),
+        Command::Merge(a) => merge::run(a),
     }
 }

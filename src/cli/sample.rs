@@ -11,10 +11,10 @@ use gpsamp::diag::SummaryRow;
 use gpsamp::hmc::sink::{
     apply_permutations, label_permutations, summarize_npy, NpySink, STAT_NAMES,
 };
-use gpsamp::hmc::{self, Config, CpuIntegrator, GpuIntegrator, Integrator};
+use gpsamp::hmc::{self, Config};
 use gpsamp::{Backend, BackendKind, DataBatch, Model};
 
-use super::args::{DataArgs, ModelArgs, ModelKind};
+use super::args::{partial_dir, replace_dir, DataArgs, ModelArgs, ModelKind};
 
 /// Options of `gpsamp sample`.
 #[derive(clap::Args, Debug)]
@@ -249,22 +249,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let data = Arc::new(data);
     let n_datasets = data.n_datasets();
     let n_chains = n_datasets * a.chains;
-    let mut integ: Box<dyn Integrator> = match &backend {
-        Backend::Cpu => Box::new(CpuIntegrator::new(
-            model.clone(),
-            data.clone(),
-            a.chains,
-            a.seed,
-        )?),
-        Backend::Gpu(ctx) => Box::new(GpuIntegrator::new(
-            ctx.clone(),
-            model.as_ref(),
-            &data,
-            a.chains,
-            a.seed,
-            None,
-        )?),
-    };
+    let mut integ = backend.integrator(model.clone(), data.clone(), a.chains, a.seed)?;
     let adapter = match &backend {
         Backend::Gpu(ctx) => Some(ctx.summary.clone()),
         Backend::Cpu => None,
@@ -395,40 +380,6 @@ fn progress_bar(quiet: bool, len: u64) -> indicatif::ProgressBar {
         .expect("valid template"),
     );
     bar
-}
-
-fn partial_dir(out: &Path) -> anyhow::Result<PathBuf> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("--out {}: not a folder path", out.display()))?;
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("--out: creating {}", parent.display()))?;
-    let partial = parent.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir(&partial)
-        .with_context(|| format!("--out: creating {}", partial.display()))?;
-    Ok(partial)
-}
-
-fn replace_dir(partial: &Path, out: &Path) -> anyhow::Result<()> {
-    if out.exists() {
-        let old = partial.with_extension("old");
-        std::fs::rename(out, &old)
-            .with_context(|| format!("moving the old {} aside", out.display()))?;
-        std::fs::rename(partial, out).with_context(|| format!("writing {}", out.display()))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(partial, out).with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
 }
 
 fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>]) -> anyhow::Result<()> {

@@ -22,6 +22,7 @@ pub struct CpuIntegrator {
     data: Arc<DataBatch>,
     chains_per_dataset: usize,
     seed: u64,
+    chain_offset: u32,
     q: Vec<f64>,
     logp: Vec<f64>,
     grad: Vec<f64>,
@@ -43,6 +44,7 @@ impl CpuIntegrator {
             data,
             chains_per_dataset,
             seed,
+            chain_offset: 0,
             q: vec![0.0; n * d],
             logp: vec![0.0; n],
             grad: vec![0.0; n * d],
@@ -126,6 +128,10 @@ fn transition(
 }
 
 impl Integrator for CpuIntegrator {
+    fn set_chain_offset(&mut self, offset: u32) {
+        self.chain_offset = offset;
+    }
+
     fn dim(&self) -> usize {
         self.model.dim()
     }
@@ -154,8 +160,13 @@ impl Integrator for CpuIntegrator {
     fn step(&mut self, iter: u32, tuning: &[Tuning], out: &mut StepOut) -> Result<()> {
         let d = self.dim();
         out.resize(self.n_chains(), d);
-        let (model, data, cpd, seed) =
-            (&self.model, &self.data, self.chains_per_dataset, self.seed);
+        let (model, data, cpd, seed, off) = (
+            &self.model,
+            &self.data,
+            self.chains_per_dataset,
+            self.seed,
+            self.chain_offset,
+        );
         self.q
             .par_chunks_mut(d)
             .zip(self.grad.par_chunks_mut(d))
@@ -174,7 +185,7 @@ impl Integrator for CpuIntegrator {
                         model.as_ref(),
                         data,
                         b,
-                        c as u32,
+                        off + c as u32,
                         iter,
                         seed,
                         &tuning[b],

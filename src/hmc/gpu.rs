@@ -36,8 +36,8 @@ pub struct HmcParams {
     pub init: u32,
     /// Row of the step schedule this transition uses.
     pub row: u32,
-    /// Padding.
-    pub _pad1: u32,
+    /// Added to the chain index in the random streams (see `Config::chain_offset`).
+    pub chain_offset: u32,
     /// Padding.
     pub _pad2: u32,
 }
@@ -232,6 +232,10 @@ impl GpuIntegrator {
 }
 
 impl Integrator for GpuIntegrator {
+    fn set_chain_offset(&mut self, offset: u32) {
+        self.params.chain_offset = offset;
+    }
+
     fn dim(&self) -> usize {
         self.dim
     }

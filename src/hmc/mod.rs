@@ -84,6 +84,10 @@ pub trait Integrator {
     /// Runs transition `iter` with per-dataset `tuning` and fills `out`.
     fn step(&mut self, iter: u32, tuning: &[Tuning], out: &mut StepOut) -> Result<()>;
 
+    /// Offsets the chain index of every random stream, so chain `c` draws what chain
+    /// `offset + c` of a larger batch would (see [`Config::chain_offset`]).
+    fn set_chain_offset(&mut self, offset: u32);
+
     /// How many transitions [`Integrator::run_batch`] handles per round trip (the GPU
     /// submits them together and reads their outputs back at once).
     fn batch_len(&self) -> usize {
@@ -141,6 +145,10 @@ pub struct Config {
     /// Adam ascent steps on the log density from each superchain's random start before
     /// warmup (0: start HMC at the random points).
     pub init_steps: usize,
+    /// Global index of this run's first chain in the random streams: a batch holding
+    /// datasets `k..` of a larger set passes `k * chains`, and each dataset then gets the
+    /// draws it would get in any other batch (how studies shard exactly).
+    pub chain_offset: u32,
 }
 
 impl Default for Config {
@@ -158,6 +166,7 @@ impl Default for Config {
             step_size: 0.1,
             whitened_floor: true,
             init_steps: 200,
+            chain_offset: 0,
         }
     }
 }
@@ -177,6 +186,9 @@ impl Config {
         }
         if self.target_accept.is_some_and(|t| !(t > 0.0 && t < 1.0)) {
             return bad("--target-accept must be in (0, 1)");
+        }
+        if !(self.chain_offset as usize).is_multiple_of(self.chains) {
+            return bad("chain_offset must be a multiple of --chains");
         }
         if self.superchain_size == 0 || !self.chains.is_multiple_of(self.superchain_size) {
             return bad("--superchain-size must divide --chains");
@@ -380,6 +392,7 @@ fn chees_gradient(
 /// Initial positions: uniform in (-r, r), shared by the chains of a superchain. Chain `c`
 /// of dataset `b` is global chain `b * chains + c`; `attempt` redraws a failed start.
 pub fn initial_position(cfg: &Config, global_chain: usize, attempt: u32, d: usize) -> Vec<f64> {
+    let global_chain = global_chain + cfg.chain_offset as usize;
     let c = global_chain % cfg.chains;
     let lead = global_chain - c + (c / cfg.superchain_size) * cfg.superchain_size;
     let s = Stream::new(cfg.seed, lead as u32, attempt, Purpose::Init);
@@ -428,6 +441,7 @@ fn align_labels(
 /// Returns the positions, their log densities and gradients (the integrator holds exactly
 /// these), and the number of batch density evaluations it used.
 pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<Start> {
+    integrator.set_chain_offset(cfg.chain_offset);
     let mut calls = 0u64;
     let d = integrator.dim();
     let n = integrator.n_chains();

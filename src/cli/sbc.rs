@@ -1,0 +1,250 @@
+//! `gpsamp sbc`: a simulation study (simulation-based calibration and parameter recovery)
+//! over many datasets simulated from a family's prior, optionally one shard of it; and the
+//! writer of a study folder shared with `gpsamp merge`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use gpsamp::hmc::Config;
+use gpsamp::study::io::{datasets_csv, summary_csv, summary_table, StudyFile};
+use gpsamp::study::sbc::{report, Report};
+use gpsamp::study::{plot, DatasetRecord, Study};
+use gpsamp::{Backend, BackendKind};
+
+use super::args::{partial_dir, replace_dir, write_atomic, ModelArgs, ModelKind};
+
+/// Options of `gpsamp sbc`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input columns of each simulated dataset (glm and mixglm), each standard normal.
+    #[arg(long, default_value_t = 1)]
+    features: usize,
+    /// Points per dataset.
+    #[arg(long, default_value_t = 100)]
+    n: usize,
+    /// Datasets in the study (all shards together).
+    #[arg(long, default_value_t = 1000)]
+    datasets: usize,
+    /// Chains per dataset.
+    #[arg(long, default_value_t = 4)]
+    chains_per_dataset: usize,
+    /// Warmup iterations.
+    #[arg(long, default_value_t = 500)]
+    warmup: usize,
+    /// Draws kept per chain.
+    #[arg(long, default_value_t = 500)]
+    draws: usize,
+    /// Seed: dataset i is simulated from (seed, i), as `gpsamp simulate` does, and its
+    /// chains draw the same numbers in any batch or shard.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Datasets fitted together (default: 4 096 chains' worth on the CPU, 65 536 on a GPU).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Run only the i-th of n equal slices of the datasets (1-based, e.g. 3/8), for one
+    /// node of a cluster; `gpsamp merge` combines the shards' folders.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Fit a differently specified model (a TOML file with the keys of --model-file, e.g.
+    /// `prior_coef = "normal(0,0.5)"`) to the data simulated from the flags' model: the
+    /// study should then fail, which shows it can.
+    #[arg(long)]
+    fit_model_file: Option<PathBuf>,
+    /// Level of the uniformity tests (chi-square and ECDF band), per quantity.
+    #[arg(long, default_value_t = 0.001)]
+    alpha: f64,
+    /// Exit non-zero when a uniformity test fails.
+    #[arg(long)]
+    strict: bool,
+    /// Backend: auto, gpu or cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendKind,
+    /// Output folder (replaced only once the study has finished).
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bar or table.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Parses `--shard i/n` into the half-open range of datasets it covers.
+pub fn shard_range(text: &str, datasets: usize) -> anyhow::Result<std::ops::Range<usize>> {
+    let parsed = text.split_once('/').and_then(|(i, n)| {
+        Some((
+            i.trim().parse::<usize>().ok()?,
+            n.trim().parse::<usize>().ok()?,
+        ))
+    });
+    let Some((i, n)) = parsed else {
+        bail!("--shard: expected I/N such as 2/8, got {text:?}");
+    };
+    if n == 0 || i == 0 || i > n {
+        bail!("--shard {text}: I must be in 1..=N (shards are numbered from 1)");
+    }
+    if n > datasets {
+        bail!("--shard {text}: more shards than the {datasets} datasets");
+    }
+    Ok((i - 1) * datasets / n..i * datasets / n)
+}
+
+/// Writes a study folder: `study.json`, `datasets.csv`, `summary.csv`, `summary.json`,
+/// `meta.json` and the SVG figures, into a fresh folder that replaces `out` at the end.
+pub fn write_study(
+    out: &Path,
+    file: &StudyFile,
+    records: &[DatasetRecord],
+    rep: &Report,
+    meta: serde_json::Value,
+) -> anyhow::Result<()> {
+    let partial = partial_dir(out)?;
+    let put = |name: &str, text: &str| write_atomic(&partial.join(name), text.as_bytes());
+    put("study.json", &(serde_json::to_string_pretty(file)? + "\n"))?;
+    put("datasets.csv", &datasets_csv(&file.settings, records))?;
+    put("summary.csv", &summary_csv(rep))?;
+    put("summary.json", &(serde_json::to_string_pretty(rep)? + "\n"))?;
+    put("meta.json", &(serde_json::to_string_pretty(&meta)? + "\n"))?;
+    plot::write_all(&partial, rep, records)?;
+    replace_dir(&partial, out)
+}
+
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model.resolve()?;
+    let p = match a.model.kind() {
+        ModelKind::Gmm => 0,
+        ModelKind::Eiv => a.model.w.len(),
+        _ => a.features,
+    };
+    let model = a.model.build_any(p)?;
+    let fit = match &a.fit_model_file {
+        None => model.clone(),
+        Some(path) => {
+            #[derive(clap::Parser)]
+            struct FitOnly {
+                #[command(flatten)]
+                model: ModelArgs,
+            }
+            let path_text = path.display().to_string();
+            let mut f = <FitOnly as clap::Parser>::try_parse_from([
+                "fit",
+                "--model-file",
+                path_text.as_str(),
+            ])?
+            .model;
+            f.resolve()?;
+            f.build_any(p)
+                .with_context(|| format!("--fit-model-file {path_text}"))?
+        }
+    };
+    let cfg = Config {
+        chains: a.chains_per_dataset,
+        warmup: a.warmup,
+        draws: a.draws,
+        seed: a.seed,
+        superchain_size: 1,
+        ..Config::default()
+    };
+    let backend = Backend::select(a.backend, a.quiet)?;
+    let per_batch_chains = match backend {
+        Backend::Cpu => 4096,
+        Backend::Gpu(_) => 65536,
+    };
+    let study = Study {
+        generator: model,
+        fit,
+        points: a.n,
+        datasets: a.datasets,
+        config: cfg,
+        batch: a
+            .batch
+            .unwrap_or((per_batch_chains / a.chains_per_dataset.max(1)).max(1)),
+        alpha: a.alpha,
+    };
+    study.validate()?;
+    let range = match &a.shard {
+        Some(s) => shard_range(s, a.datasets)?,
+        None => 0..a.datasets,
+    };
+    if range.is_empty() {
+        bail!(
+            "--shard {}: this shard holds no datasets",
+            a.shard.unwrap_or_default()
+        );
+    }
+    let bar = if a.quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(range.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} datasets {per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        b
+    };
+    if !a.quiet {
+        eprintln!(
+            "gpsamp sbc: {} on {} dataset(s) {}..{} of {}, N {}, {} chains, {} + {} draws, backend {}",
+            study.fit.name(),
+            range.len(),
+            range.start,
+            range.end,
+            a.datasets,
+            a.n,
+            a.chains_per_dataset,
+            a.warmup,
+            a.draws,
+            backend.describe()
+        );
+    }
+    let t0 = Instant::now();
+    let records = study.run(range.clone(), &backend, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    let seconds = t0.elapsed().as_secs_f64();
+    let settings = study.settings();
+    let rep = report(&settings, &records);
+    let file = StudyFile {
+        settings,
+        first: range.start,
+        end: range.end,
+    };
+    let meta = serde_json::json!({
+        "gpsamp": env!("CARGO_PKG_VERSION"),
+        "backend": backend.describe(),
+        "seconds": seconds,
+        "datasets_per_second": range.len() as f64 / seconds,
+        "shard": a.shard,
+        "batch": study.batch,
+    });
+    write_study(&a.out, &file, &records, &rep, meta)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    if !a.quiet {
+        print!("{}", summary_table(&rep));
+        eprintln!(
+            "{} datasets in {seconds:.1} s ({:.1} datasets/s); wrote {}",
+            range.len(),
+            range.len() as f64 / seconds,
+            a.out.display()
+        );
+    }
+    if a.strict && !rep.pass {
+        let failed: Vec<&str> = rep
+            .quantities
+            .iter()
+            .filter(|q| !q.pass)
+            .map(|q| q.quantity.as_str())
+            .collect();
+        bail!(
+            "--strict: ranks are not uniform at alpha {} for {}",
+            a.alpha,
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
