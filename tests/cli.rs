@@ -22,6 +22,8 @@ fn bench_reports_cpu_and_gpu() {
             "--quiet",
             "--sampler-chains",
             "4",
+            "--study-datasets",
+            "6",
         ])
         .output()
         .unwrap();
@@ -54,11 +56,17 @@ fn bench_reports_cpu_and_gpu() {
         .iter()
         .any(|r| r["backend"].as_str().unwrap().starts_with("cpu")
             && r["min_ess_bulk"].as_f64().unwrap() > 10.0));
-    let sampler = v["sampler"].as_array().unwrap();
-    assert!(sampler
+    let study = v["study"].as_array().unwrap();
+    assert!(study
         .iter()
         .any(|r| r["backend"].as_str().unwrap().starts_with("cpu")
-            && r["min_ess_bulk"].as_f64().unwrap() > 10.0));
+            && r["datasets"] == 6
+            && r["datasets_per_sec"].as_f64().unwrap() > 0.0));
+    if common::gpu().is_some() {
+        assert!(study
+            .iter()
+            .any(|r| r["backend"].as_str().unwrap().starts_with("gpu")));
+    }
     // The table goes to stderr with --json.
     assert!(
         stderr.contains("family") && stderr.contains("CPU floor"),
@@ -81,6 +89,8 @@ fn bench_without_gpu_says_so() {
             "--families",
             "gmm",
             "--no-sampler",
+            "--study-datasets",
+            "0",
         ])
         .output()
         .unwrap();

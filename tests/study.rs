@@ -84,13 +84,20 @@ fn a_misspecified_prior_is_detected() {
 }
 
 #[test]
-fn a_dataset_gets_the_same_record_in_any_batch() {
+fn a_dataset_gets_the_same_record_in_any_batch_and_thread_count() {
     let m = MixGlm::glm(Likelihood::Bernoulli, 1, Priors::default()).unwrap();
     let mut s = study(m.clone(), m, 30, 12, 100);
     let all = s.run(0..12, &Backend::Cpu, &mut |_, _| {}).unwrap();
     s.batch = 5;
     let part = s.run(7..12, &Backend::Cpu, &mut |_, _| {}).unwrap();
     assert_eq!(&all[7..], &part[..]);
+    // ... and with any number of threads.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let single = pool.install(|| s.run(0..12, &Backend::Cpu, &mut |_, _| {}).unwrap());
+    assert_eq!(all, single);
     if let Some(ctx) = common::gpu() {
         let gpu = Backend::Gpu(ctx);
         s.batch = 12;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gpsamp::backend::gpu::{AdapterSummary, GpuContext, GpuEvaluator};
-use gpsamp::backend::{CpuEvaluator, Evaluator};
+use gpsamp::backend::{Backend, CpuEvaluator, Evaluator};
 use gpsamp::rng::{host_rng, Purpose};
 use gpsamp::{DataBatch, Likelihood, MixGlm, Model, Priors};
 use rand::RngExt;
@@ -45,6 +45,11 @@ pub struct Args {
     /// Skip the sampler benchmark.
     #[arg(long)]
     no_sampler: bool,
+    /// Datasets of the study benchmark (simulation-based calibration of the Gaussian GLM,
+    /// N = 100, 4 chains, 500 + 500 draws, as `gpsamp sbc`); 0 skips it. A software adapter
+    /// runs at most 64.
+    #[arg(long, default_value_t = 1000)]
+    study_datasets: usize,
 }
 
 #[derive(Serialize)]
@@ -62,6 +67,16 @@ struct SamplerRow {
     /// Dispatches (GPU) or integrator calls (CPU): one per transition plus initialisation.
     transitions: u64,
     divergences: usize,
+}
+
+#[derive(Serialize)]
+struct StudyRow {
+    backend: String,
+    datasets: usize,
+    seconds: f64,
+    datasets_per_sec: f64,
+    /// Every uniformity test passed at alpha = 0.001.
+    calibrated: bool,
 }
 
 #[derive(Serialize)]
@@ -102,6 +117,7 @@ struct Report {
     rows: Vec<Row>,
     floor: Option<Floor>,
     sampler: Vec<SamplerRow>,
+    study: Vec<StudyRow>,
 }
 
 fn families(p: &Priors) -> Vec<(&'static str, MixGlm)> {
@@ -267,6 +283,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
         }
     }
+    let mut study = Vec::new();
+    if a.study_datasets > 0 {
+        let mut backends = vec![(Backend::Cpu, a.study_datasets)];
+        if let Some(ctx) = &ctx {
+            let n = if ctx.summary.device_type == "Cpu" {
+                a.study_datasets.min(64)
+            } else {
+                a.study_datasets
+            };
+            backends.push((Backend::Gpu(ctx.clone()), n));
+        }
+        for (backend, datasets) in backends {
+            if !a.quiet {
+                eprintln!(
+                    "gpsamp bench: study, {datasets} Gaussian-GLM datasets, {}",
+                    backend.describe()
+                );
+            }
+            study.push(bench_study(&backend, datasets)?);
+        }
+    }
     let report = Report {
         cpu_threads: rayon::current_num_threads(),
         adapter: ctx.as_ref().map(|c| c.summary.clone()),
@@ -274,6 +311,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         rows,
         floor,
         sampler,
+        study,
     };
     let table = render(&report);
     if a.json {
@@ -283,6 +321,41 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         print!("{table}");
     }
     Ok(())
+}
+
+/// Simulation-based calibration of the Gaussian GLM over `datasets` datasets (N = 100,
+/// 4 chains, 500 + 500 draws), timed whole: simulation, sampling and the report.
+fn bench_study(backend: &Backend, datasets: usize) -> anyhow::Result<StudyRow> {
+    let model: Arc<dyn Model> = Arc::new(MixGlm::glm(Likelihood::Gaussian, 1, Priors::default())?);
+    let study = gpsamp::study::Study {
+        generator: model.clone(),
+        fit: model,
+        points: 100,
+        datasets,
+        config: gpsamp::hmc::Config {
+            chains: 4,
+            warmup: 500,
+            draws: 500,
+            ..Default::default()
+        },
+        batch: if matches!(backend, Backend::Cpu) {
+            1024
+        } else {
+            16384
+        },
+        alpha: 0.001,
+    };
+    let t0 = std::time::Instant::now();
+    let records = study.run(0..datasets, backend, &mut |_, _| {})?;
+    let rep = gpsamp::study::sbc::report(&study.settings(), &records);
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(StudyRow {
+        backend: backend.describe(),
+        datasets,
+        seconds,
+        datasets_per_sec: datasets as f64 / seconds,
+        calibrated: rep.pass,
+    })
 }
 
 /// One sampler run on the tutorial's mixture of two regressions (N points).
@@ -496,6 +569,25 @@ fn render(r: &Report) -> String {
                 x.min_ess_bulk,
                 x.min_ess_bulk_per_sec,
                 x.divergences
+            );
+        }
+    }
+    if !r.study.is_empty() {
+        let _ = writeln!(s, "\nstudy: SBC of the Gaussian GLM (N = 100, 4 chains, 500 + 500 draws), simulation + sampling + report timed");
+        let _ = writeln!(
+            s,
+            "{:<28} {:>9} {:>9} {:>12} {:>11}",
+            "backend", "datasets", "seconds", "datasets/s", "calibrated"
+        );
+        for x in &r.study {
+            let _ = writeln!(
+                s,
+                "{:<28} {:>9} {:>9.2} {:>12.1} {:>11}",
+                x.backend.chars().take(28).collect::<String>(),
+                x.datasets,
+                x.seconds,
+                x.datasets_per_sec,
+                x.calibrated
             );
         }
     }

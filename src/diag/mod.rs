@@ -142,7 +142,8 @@ fn autocov(x: &[f64], planner: &mut FftPlanner<f64>) -> Vec<f64> {
 
 /// Effective sample size of equal-length chains (Stan's algorithm: Geyer's initial
 /// monotone sequence on the multi-chain autocorrelation). Chains' autocovariances are
-/// computed in parallel and only their mean is kept.
+/// computed in parallel and only their mean is kept; the result does not depend on the
+/// number of threads.
 pub fn ess_basic<C: AsRef<[f64]> + Sync>(chains: &[C]) -> f64 {
     use rayon::prelude::*;
     let m = chains.len();
@@ -150,16 +151,20 @@ pub fn ess_basic<C: AsRef<[f64]> + Sync>(chains: &[C]) -> f64 {
     if n < 4 {
         return f64::NAN;
     }
-    let acov_sum: Vec<f64> = chains
-        .par_iter()
-        .map_init(FftPlanner::new, |p, c| autocov(c.as_ref(), p))
-        .reduce(
-            || vec![0.0; n],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
+    // Fixed groups of chains summed in order, then the groups in order: the same sum
+    // whatever the number of threads (a rayon reduce would not be).
+    let add = |mut a: Vec<f64>, b: &[f64]| {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        a
+    };
+    let groups: Vec<Vec<f64>> = chains
+        .par_chunks(16)
+        .map_init(FftPlanner::new, |p, g| {
+            g.iter()
+                .fold(vec![0.0; n], |a, c| add(a, &autocov(c.as_ref(), p)))
+        })
+        .collect();
+    let acov_sum = groups.iter().fold(vec![0.0; n], |a, g| add(a, g));
     let chain_means: Vec<f64> = chains.iter().map(|c| mean(c.as_ref())).collect();
     let nf = n as f64;
     let acov_mean = |t: usize| acov_sum[t] / m as f64;
