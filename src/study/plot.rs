@@ -61,8 +61,8 @@ pub fn write_all(dir: &Path, report: &Report, records: &[DatasetRecord]) -> Resu
         let mut ch = ChartBuilder::on(area)
             .caption(&names[q], ("sans-serif", 16))
             .margin(8)
-            .x_label_area_size(24)
-            .y_label_area_size(36)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
             .build_cartesian_2d(0.0..1.0, 0.0..top)
             .map_err(plot_err(&path))?;
         ch.configure_mesh()
@@ -114,8 +114,8 @@ pub fn write_all(dir: &Path, report: &Report, records: &[DatasetRecord]) -> Resu
         let mut ch = ChartBuilder::on(area)
             .caption(&names[q], ("sans-serif", 16))
             .margin(8)
-            .x_label_area_size(24)
-            .y_label_area_size(44)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
             .build_cartesian_2d(0.0..1.0, -span..span)
             .map_err(plot_err(&path))?;
         ch.configure_mesh()
@@ -152,8 +152,8 @@ pub fn write_all(dir: &Path, report: &Report, records: &[DatasetRecord]) -> Resu
         let mut ch = ChartBuilder::on(area)
             .caption(&names[q], ("sans-serif", 16))
             .margin(8)
-            .x_label_area_size(24)
-            .y_label_area_size(36)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
             .build_cartesian_2d(0.4..1.0, 0.4..1.0)
             .map_err(plot_err(&path))?;
         ch.configure_mesh()
@@ -200,8 +200,8 @@ pub fn write_all(dir: &Path, report: &Report, records: &[DatasetRecord]) -> Resu
         let mut ch = ChartBuilder::on(area)
             .caption(&names[q], ("sans-serif", 16))
             .margin(8)
-            .x_label_area_size(24)
-            .y_label_area_size(44)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
             .build_cartesian_2d(a..b, a..b)
             .map_err(plot_err(&path))?;
         ch.configure_mesh()
