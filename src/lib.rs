@@ -30,6 +30,7 @@ pub mod error;
 pub mod hmc;
 pub mod io;
 pub mod math;
+pub mod mdn;
 pub mod model;
 pub mod rng;
 pub mod shader;

@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod devices;
 mod logp;
+mod mdn;
 mod merge;
 mod sample;
 mod sbc;
@@ -36,6 +37,9 @@ enum Command {
     Sbc(sbc::Args),
     /// Combine the folders of a study's shards into one report.
     Merge(merge::Args),
+    /// Amortised posteriors with a mixture density network: train, predict, eval.
+    #[command(subcommand)]
+    Mdn(mdn::Command),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -49,5 +53,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Simulate(a) => simulate::run(a),
         Command::Sbc(a) => sbc::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Mdn(c) => mdn::run(c),
     }
 }

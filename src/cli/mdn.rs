@@ -1,0 +1,409 @@
+//! `gpsamp mdn train|predict|eval`: amortised posteriors with a mixture density network.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use gpsamp::mdn::eval::{accuracy, coverage, plot_densities, Accuracy};
+use gpsamp::mdn::sim::{read_pairs, Simulator};
+use gpsamp::mdn::train::{train, MdnModel, TrainConfig};
+use gpsamp::mdn::Shape;
+
+use super::args::{partial_dir, replace_dir, write_atomic};
+
+/// Subcommands of `gpsamp mdn`.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Simulate (theta, y) pairs (or read them) and train an MDN on them.
+    Train(TrainArgs),
+    /// Print the posterior mixture for given y values.
+    Predict(PredictArgs),
+    /// Accuracy against the exact posterior and coverage over fresh simulations.
+    Eval(EvalArgs),
+}
+
+/// Options of `gpsamp mdn train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// beta-binomial, gamma-poisson, or csv:FILE (with --theta-cols and --y-cols).
+    #[arg(long, default_value = "beta-binomial")]
+    simulator: String,
+    /// Prior: A,B for Beta(A, B), or SHAPE,RATE for Gamma(SHAPE, rate RATE).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    prior: Vec<f64>,
+    /// Binomial trials n (beta-binomial) or Poisson exposure (gamma-poisson).
+    #[arg(long, default_value_t = 100.0)]
+    trials: f64,
+    /// Simulated pairs.
+    #[arg(long, default_value_t = 1_000_000)]
+    sims: usize,
+    /// csv: theta columns.
+    #[arg(long, value_delimiter = ',', default_value = "theta")]
+    theta_cols: Vec<String>,
+    /// csv: input (y) columns.
+    #[arg(long, value_delimiter = ',', default_value = "y")]
+    y_cols: Vec<String>,
+    /// Mixture components K.
+    #[arg(long, default_value_t = 8)]
+    components: usize,
+    /// Hidden layer sizes (ReLU).
+    #[arg(long, value_delimiter = ',', default_value = "24,25,16")]
+    hidden: Vec<usize>,
+    /// Passes over the pairs.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
+    /// Initial learning rate (cosine decay to 1%).
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    /// Share of pairs held out for validation and early stopping.
+    #[arg(long, default_value_t = 0.05)]
+    val_frac: f64,
+    /// Early stopping: epochs without a better validation loss before stopping (0: train
+    /// all epochs; the best epoch's weights are kept either way).
+    #[arg(long, default_value_t = 0)]
+    patience: usize,
+    /// The notebook's grouped loss: one term per distinct y (each pair weighted by 1 /
+    /// count of its y), so rare y values count as much as common ones.
+    #[arg(long)]
+    grouped: bool,
+    /// Seed of the simulations, weights and shuffles.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// y values for the accuracy table and figure (built-in simulators).
+    #[arg(long, value_delimiter = ',')]
+    eval_y: Vec<f64>,
+    /// Output folder: model.json, training.json, and for built-in simulators accuracy.csv
+    /// and density.svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Options of `gpsamp mdn predict`.
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// Folder written by `mdn train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// y values (one input each; for inputs of dimension D give D values per y, in order).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        required = true
+    )]
+    y: Vec<f64>,
+    /// JSON: a list of {y, weights, means, sds}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `gpsamp mdn eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Folder written by `mdn train`.
+    #[arg(long)]
+    model: PathBuf,
+    /// y values for TV and KL against the exact posterior.
+    #[arg(long, value_delimiter = ',')]
+    y: Vec<f64>,
+    /// Fresh simulations for the coverage of central 50/80/95% intervals.
+    #[arg(long, default_value_t = 2000)]
+    coverage_sims: usize,
+    /// Seed of the fresh simulations (kept apart from training's).
+    #[arg(long, default_value_t = 1_000_003)]
+    seed: u64,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `--simulator` with `--prior` and `--trials`.
+fn simulator(a: &TrainArgs) -> anyhow::Result<Option<Simulator>> {
+    let prior = |default: [f64; 2]| -> anyhow::Result<(f64, f64)> {
+        match a.prior.as_slice() {
+            [] => Ok((default[0], default[1])),
+            [p, q] => Ok((*p, *q)),
+            other => bail!("--prior: expected two numbers A,B, got {other:?}"),
+        }
+    };
+    let sim = match a.simulator.as_str() {
+        "beta-binomial" => {
+            let (p, q) = prior([2.0, 5.0])?;
+            if a.trials < 1.0 || a.trials.fract() != 0.0 {
+                bail!(
+                    "--trials: a whole number of trials is needed, got {}",
+                    a.trials
+                );
+            }
+            Simulator::BetaBinomial {
+                a: p,
+                b: q,
+                trials: a.trials as u64,
+            }
+        }
+        "gamma-poisson" => {
+            let (p, q) = prior([2.0, 3.0])?;
+            Simulator::GammaPoisson {
+                shape: p,
+                rate: q,
+                exposure: a.trials,
+            }
+        }
+        s if s.starts_with("csv:") => return Ok(None),
+        other => bail!("--simulator: beta-binomial, gamma-poisson or csv:FILE, got {other:?}"),
+    };
+    sim.validate()?;
+    Ok(Some(sim))
+}
+
+fn accuracy_csv(acc: &[Accuracy]) -> String {
+    let mut s = String::from("y,tv,kl,exact_mean,mdn_mean\n");
+    for a in acc {
+        s.push_str(&format!(
+            "{},{},{},{},{}\n",
+            a.y, a.tv, a.kl, a.exact_mean, a.mdn_mean
+        ));
+    }
+    s
+}
+
+fn print_accuracy(acc: &[Accuracy]) {
+    println!(
+        "{:>8} {:>9} {:>9} {:>11} {:>11}",
+        "y", "TV", "KL", "exact mean", "MDN mean"
+    );
+    for a in acc {
+        println!(
+            "{:>8} {:>9.4} {:>9.4} {:>11.4} {:>11.4}",
+            a.y, a.tv, a.kl, a.exact_mean, a.mdn_mean
+        );
+    }
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Train(a) => run_train(a),
+        Command::Predict(a) => run_predict(a),
+        Command::Eval(a) => run_eval(a),
+    }
+}
+
+fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    let sim = simulator(&a)?;
+    let t0 = std::time::Instant::now();
+    let (theta, y, t_dim, y_dim) = match (&sim, a.simulator.strip_prefix("csv:")) {
+        (Some(s), _) => {
+            if a.sims < 2 {
+                bail!("--sims must be at least 2");
+            }
+            let (t, y) = s.simulate(a.sims, a.seed);
+            (t, y, 1, 1)
+        }
+        (None, Some(file)) => {
+            let (t, y) = read_pairs(std::path::Path::new(file), &a.theta_cols, &a.y_cols)?;
+            (t, y, a.theta_cols.len(), a.y_cols.len())
+        }
+        (None, None) => unreachable!("simulator() names one"),
+    };
+    let sim_seconds = t0.elapsed().as_secs_f64();
+    let shape = Shape {
+        input: y_dim,
+        hidden: a.hidden.clone(),
+        k: a.components,
+        theta: t_dim,
+    };
+    shape.validate()?;
+    let cfg = TrainConfig {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        val_frac: a.val_frac,
+        patience: a.patience,
+        grouped: a.grouped,
+        seed: a.seed,
+    };
+    let bar = if a.quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(a.epochs as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}")
+                .expect("valid template"),
+        );
+        b
+    };
+    let trained = train(&shape, &theta, &y, sim, &cfg, &mut |s| {
+        bar.set_position(s.epoch as u64);
+        bar.set_message(format!(
+            "train {:.4} val {:.4} lr {:.1e}",
+            s.train_loss, s.val_loss, s.lr
+        ));
+    })?;
+    bar.finish_and_clear();
+    let train_seconds = trained.history.last().map_or(0.0, |h| h.seconds);
+    let partial = partial_dir(&a.out)?;
+    trained.model.save(&partial.join("model.json"))?;
+    let info = serde_json::json!({
+        "simulator": a.simulator,
+        "pairs": y.len() / y_dim,
+        "settings": cfg,
+        "best_epoch": trained.best_epoch,
+        "simulation_seconds": sim_seconds,
+        "training_seconds": train_seconds,
+        "pairs_per_second": trained.pairs_per_sec,
+        "history": trained.history,
+    });
+    write_atomic(
+        &partial.join("training.json"),
+        (serde_json::to_string_pretty(&info)? + "\n").as_bytes(),
+    )?;
+    let mut acc = Vec::new();
+    if let Some(s) = &sim {
+        let ys = if a.eval_y.is_empty() {
+            default_eval_y(s)
+        } else {
+            a.eval_y.clone()
+        };
+        acc = accuracy(&trained.model, s, &ys)?;
+        write_atomic(&partial.join("accuracy.csv"), accuracy_csv(&acc).as_bytes())?;
+        plot_densities(&partial.join("density.svg"), &trained.model, s, &ys)?;
+    }
+    replace_dir(&partial, &a.out)?;
+    if !a.quiet {
+        eprintln!(
+            "trained on {} pairs: {} epochs in {train_seconds:.1} s ({:.3e} pairs/s; simulation {sim_seconds:.2} s), best epoch {} (validation loss {:.4}); wrote {}",
+            y.len() / y_dim,
+            trained.history.len(),
+            trained.pairs_per_sec,
+            trained.best_epoch,
+            trained.history[trained.best_epoch - 1].val_loss,
+            a.out.display()
+        );
+        if !acc.is_empty() {
+            print_accuracy(&acc);
+        }
+    }
+    Ok(())
+}
+
+/// y values the notebook looks at: 10, 30, 60, 80, 90 of 100 trials, or the matching
+/// counts for an exposure.
+fn default_eval_y(s: &Simulator) -> Vec<f64> {
+    match s {
+        Simulator::BetaBinomial { trials, .. } => [0.1, 0.3, 0.6, 0.8, 0.9]
+            .iter()
+            .map(|f| (f * *trials as f64).round())
+            .collect(),
+        Simulator::GammaPoisson { .. } => vec![10.0, 30.0, 50.0, 70.0, 90.0],
+    }
+}
+
+fn load(dir: &std::path::Path) -> anyhow::Result<MdnModel> {
+    let path = if dir.is_dir() {
+        dir.join("model.json")
+    } else {
+        dir.to_path_buf()
+    };
+    Ok(MdnModel::load(&path)?)
+}
+
+fn run_predict(a: PredictArgs) -> anyhow::Result<()> {
+    let model = load(&a.model)?;
+    let d = model.shape.input;
+    if !a.y.len().is_multiple_of(d) {
+        bail!(
+            "--y: the model takes {d} values per observation, got {}",
+            a.y.len()
+        );
+    }
+    if let Some(v) = a.y.iter().find(|v| !v.is_finite()) {
+        bail!("--y: {v} is not a finite number");
+    }
+    if let Some(s) = &model.simulator {
+        for &y in &a.y {
+            s.check_y(y)?;
+        }
+    }
+    let mixes = model.predict(&a.y);
+    let scalar = model.shape.theta == 1;
+    if a.json {
+        let out: Vec<serde_json::Value> =
+            a.y.chunks(d)
+                .zip(&mixes)
+                .map(|(y, m)| {
+                    let yv = if d == 1 {
+                        serde_json::json!(y[0])
+                    } else {
+                        serde_json::json!(y)
+                    };
+                    let (means, sds) = if scalar {
+                        (
+                            serde_json::json!(m.means.iter().map(|v| v[0]).collect::<Vec<_>>()),
+                            serde_json::json!(m.sds.iter().map(|v| v[0]).collect::<Vec<_>>()),
+                        )
+                    } else {
+                        (serde_json::json!(m.means), serde_json::json!(m.sds))
+                    };
+                    serde_json::json!({"y": yv, "weights": m.weights, "means": means, "sds": sds})
+                })
+                .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for (y, m) in a.y.chunks(d).zip(&mixes) {
+        println!("y = {y:?}");
+        println!("{:>4} {:>9} {:>24} {:>24}", "k", "weight", "mean", "sd");
+        for k in 0..m.weights.len() {
+            println!(
+                "{:>4} {:>9.4} {:>24} {:>24}",
+                k,
+                m.weights[k],
+                format!("{:.5?}", m.means[k]),
+                format!("{:.5?}", m.sds[k])
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
+    let model = load(&a.model)?;
+    let Some(sim) = model.simulator else {
+        bail!(
+            "{}: trained on CSV pairs; eval needs a built-in simulator",
+            a.model.display()
+        );
+    };
+    let ys = if a.y.is_empty() {
+        default_eval_y(&sim)
+    } else {
+        a.y.clone()
+    };
+    let acc = accuracy(&model, &sim, &ys)?;
+    if a.coverage_sims == 0 {
+        bail!("--coverage-sims must be at least 1");
+    }
+    let (theta, y) = sim.simulate(a.coverage_sims, a.seed);
+    let levels = [0.5, 0.8, 0.95];
+    let cov = coverage(&model, &theta, &y, &levels);
+    if a.json {
+        let v = serde_json::json!({
+            "accuracy": acc,
+            "coverage": {"levels": levels, "covered": cov[0], "sims": a.coverage_sims},
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print_accuracy(&acc);
+    println!(
+        "coverage over {} fresh simulations: 50% {:.3}, 80% {:.3}, 95% {:.3}",
+        a.coverage_sims, cov[0][0], cov[0][1], cov[0][2]
+    );
+    Ok(())
+}

@@ -1,0 +1,466 @@
+//! Mixture density networks for amortised posteriors: an MLP (ReLU hidden layers) whose
+//! head gives, for an input y, a K-component diagonal Gaussian mixture over theta; trained
+//! by Adam on simulated (theta, y) pairs ([`train`]), checked against exact conjugate
+//! posteriors ([`eval`]).
+//!
+//! The CPU kernel here is the reference: forward and backward for a minibatch, blocks of
+//! [`LANES`] samples side by side so the inner loops run across samples in SIMD registers,
+//! fixed chunks of samples whose gradients are summed in a fixed order (the same result on
+//! any number of threads).
+//!
+//! Parameter layout: for each linear layer, its weights (out x in, row-major) then its
+//! biases. The head has K (1 + 2T) outputs: K logits, K T means, K T raw log variances. The
+//! log variance is `LV_BOUND tanh(raw / LV_BOUND)` (bounded, so a collapsing component
+//! cannot produce an infinite density), all on standardised inputs and theta.
+
+// Kernel loops index several arrays by the same unit, lane or component.
+#![allow(clippy::needless_range_loop)]
+
+pub mod eval;
+pub mod sim;
+pub mod train;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::rng::{host_rng, Purpose};
+
+/// Samples processed side by side in the CPU kernel.
+pub const LANES: usize = 16;
+/// Samples per gradient chunk (a multiple of [`LANES`]); chunks are summed in order.
+pub const CHUNK: usize = 64;
+/// Bound on the standardised log variance.
+pub const LV_BOUND: f32 = 12.0;
+const LN_2PI: f32 = 1.837_877_1;
+
+/// The network's sizes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shape {
+    /// Input dimension (y).
+    pub input: usize,
+    /// Hidden layer sizes.
+    pub hidden: Vec<usize>,
+    /// Mixture components.
+    pub k: usize,
+    /// Dimension of theta.
+    pub theta: usize,
+}
+
+impl Shape {
+    /// Checks the sizes.
+    pub fn validate(&self) -> Result<()> {
+        if self.input == 0 || self.theta == 0 {
+            return Err(Error::Invalid(
+                "the MDN needs an input and a theta of dimension at least 1".into(),
+            ));
+        }
+        if self.k == 0 {
+            return Err(Error::Invalid("--components must be at least 1".into()));
+        }
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return Err(Error::Invalid(
+                "--hidden: give at least one hidden layer, each of size at least 1 (e.g. 24,25,16)"
+                    .into(),
+            ));
+        }
+        if self.hidden.iter().any(|&h| h > 1024) || self.k * (1 + 2 * self.theta) > 4096 {
+            return Err(Error::Invalid("MDN layers of at most 1024 units".into()));
+        }
+        Ok(())
+    }
+
+    /// Head outputs: K logits, K T means, K T raw log variances.
+    pub fn head(&self) -> usize {
+        self.k * (1 + 2 * self.theta)
+    }
+
+    /// (inputs, outputs) of each linear layer, the head last.
+    pub fn layers(&self) -> Vec<(usize, usize)> {
+        let mut dims = vec![self.input];
+        dims.extend(&self.hidden);
+        dims.push(self.head());
+        dims.windows(2).map(|w| (w[0], w[1])).collect()
+    }
+
+    /// Offsets of each layer's weights in the parameter vector.
+    pub fn offsets(&self) -> Vec<usize> {
+        let mut off = vec![0];
+        for (i, o) in self.layers() {
+            off.push(off.last().unwrap() + o * i + o);
+        }
+        off
+    }
+
+    /// Number of parameters.
+    pub fn n_params(&self) -> usize {
+        *self.offsets().last().unwrap()
+    }
+
+    /// Widest layer (activations buffer size).
+    pub fn widest(&self) -> usize {
+        self.layers()
+            .iter()
+            .map(|&(i, o)| i.max(o))
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+/// He-uniform weights for the ReLU layers, a smaller scale for the head, zero biases.
+pub fn init_params(shape: &Shape, seed: u64) -> Vec<f32> {
+    let mut rng = host_rng(seed, 0, Purpose::Init);
+    let layers = shape.layers();
+    let mut p = Vec::with_capacity(shape.n_params());
+    for (l, &(i, o)) in layers.iter().enumerate() {
+        let head = l + 1 == layers.len();
+        let bound = if head { 0.5 } else { (6.0 / i as f64).sqrt() }
+            / if head { (i as f64).sqrt() } else { 1.0 };
+        for _ in 0..o * i {
+            let u: f64 = rand::RngExt::random(&mut rng);
+            p.push(((2.0 * u - 1.0) * bound) as f32);
+        }
+        p.extend(std::iter::repeat_n(0.0f32, o));
+    }
+    p
+}
+
+/// The standardised mixture of one sample: log weights, means and log variances
+/// (component-major, T per component).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mixture {
+    /// log pi_k.
+    pub log_w: Vec<f32>,
+    /// mu_kt.
+    pub mean: Vec<f32>,
+    /// log sigma^2_kt.
+    pub log_var: Vec<f32>,
+}
+
+/// A block of [`LANES`] samples: activations of every layer, feature-major.
+struct Block {
+    /// acts[l][unit][lane]: input, each hidden layer after ReLU, then the head.
+    acts: Vec<Vec<[f32; LANES]>>,
+    delta: Vec<[f32; LANES]>,
+    delta_next: Vec<[f32; LANES]>,
+}
+
+impl Block {
+    fn new(shape: &Shape) -> Self {
+        let mut dims = vec![shape.input];
+        dims.extend(&shape.hidden);
+        dims.push(shape.head());
+        Self {
+            acts: dims.iter().map(|&d| vec![[0.0; LANES]; d]).collect(),
+            delta: vec![[0.0; LANES]; shape.widest()],
+            delta_next: vec![[0.0; LANES]; shape.widest()],
+        }
+    }
+}
+
+/// Forward pass of a block (inputs already in `acts[0]`).
+fn forward_block(shape: &Shape, params: &[f32], b: &mut Block) {
+    let layers = shape.layers();
+    let offs = shape.offsets();
+    for (l, &(n_in, n_out)) in layers.iter().enumerate() {
+        let w = &params[offs[l]..offs[l] + n_out * n_in];
+        let bias = &params[offs[l] + n_out * n_in..offs[l + 1]];
+        let (before, after) = b.acts.split_at_mut(l + 1);
+        let a_in = &before[l];
+        let a_out = &mut after[0];
+        let relu = l + 1 < layers.len();
+        for o in 0..n_out {
+            let mut z = [bias[o]; LANES];
+            let row = &w[o * n_in..(o + 1) * n_in];
+            for (i, &wi) in row.iter().enumerate() {
+                let a = &a_in[i];
+                for s in 0..LANES {
+                    z[s] += wi * a[s];
+                }
+            }
+            if relu {
+                for v in z.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            a_out[o] = z;
+        }
+    }
+}
+
+/// Mixture of sample `s` of a block from the head's outputs.
+fn mixture_of(shape: &Shape, head: &[[f32; LANES]], s: usize) -> Mixture {
+    let (k, t) = (shape.k, shape.theta);
+    let logits: Vec<f32> = (0..k).map(|j| head[j][s]).collect();
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let lse = m + logits.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
+    Mixture {
+        log_w: logits.iter().map(|v| v - lse).collect(),
+        mean: (0..k * t).map(|j| head[k + j][s]).collect(),
+        log_var: (0..k * t)
+            .map(|j| LV_BOUND * (head[k + k * t + j][s] / LV_BOUND).tanh())
+            .collect(),
+    }
+}
+
+/// log q(theta) of a standardised mixture at standardised `theta` (T values).
+pub fn mixture_log_density(mix: &Mixture, theta: &[f32]) -> f32 {
+    let t = theta.len();
+    let k = mix.log_w.len();
+    let comp: Vec<f32> = (0..k)
+        .map(|j| {
+            let mut l = mix.log_w[j];
+            for d in 0..t {
+                let lv = mix.log_var[j * t + d];
+                let r = theta[d] - mix.mean[j * t + d];
+                l -= 0.5 * (lv + LN_2PI + r * r * (-lv).exp());
+            }
+            l
+        })
+        .collect();
+    let m = comp.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    m + comp.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
+}
+
+/// Loss of a block's live lanes and the gradient with respect to the head's outputs (into
+/// `delta`, scaled by each sample's weight).
+fn head_grad(
+    shape: &Shape,
+    head: &[[f32; LANES]],
+    theta: &[[f32; LANES]],
+    weight: &[f32; LANES],
+    delta: &mut [[f32; LANES]],
+) -> f64 {
+    let (k, t) = (shape.k, shape.theta);
+    let mut loss = 0.0f64;
+    let mut comp = vec![0.0f32; k];
+    for s in 0..LANES {
+        let w = weight[s];
+        if w == 0.0 {
+            for d in delta.iter_mut().take(shape.head()) {
+                d[s] = 0.0;
+            }
+            continue;
+        }
+        let mix = mixture_of(shape, head, s);
+        for j in 0..k {
+            let mut l = mix.log_w[j];
+            for d in 0..t {
+                let lv = mix.log_var[j * t + d];
+                let r = theta[d][s] - mix.mean[j * t + d];
+                l -= 0.5 * (lv + LN_2PI + r * r * (-lv).exp());
+            }
+            comp[j] = l;
+        }
+        let m = comp.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let se: f32 = comp.iter().map(|v| (v - m).exp()).sum();
+        let logp = m + se.ln();
+        loss -= (w * logp) as f64;
+        for j in 0..k {
+            let r = (comp[j] - logp).exp(); // responsibility
+            let pi = mix.log_w[j].exp();
+            delta[j][s] = -w * (r - pi);
+            for d in 0..t {
+                let i = j * t + d;
+                let lv = mix.log_var[i];
+                let iv = (-lv).exp();
+                let res = theta[d][s] - mix.mean[i];
+                delta[k + i][s] = -w * r * res * iv;
+                let th = lv / LV_BOUND;
+                delta[k + k * t + i][s] = -w * r * 0.5 * (res * res * iv - 1.0) * (1.0 - th * th);
+            }
+        }
+    }
+    loss
+}
+
+/// Backward pass of a block: accumulates the parameter gradient into `grad`, starting from
+/// the head's output gradient in `b.delta`.
+fn backward_block(shape: &Shape, params: &[f32], b: &mut Block, grad: &mut [f32]) {
+    let layers = shape.layers();
+    let offs = shape.offsets();
+    for l in (0..layers.len()).rev() {
+        let (n_in, n_out) = layers[l];
+        let w = &params[offs[l]..offs[l] + n_out * n_in];
+        let (gw, gb) = grad[offs[l]..offs[l + 1]].split_at_mut(n_out * n_in);
+        let a_in = &b.acts[l];
+        for o in 0..n_out {
+            let d = &b.delta[o];
+            gb[o] += d.iter().sum::<f32>();
+            let grow = &mut gw[o * n_in..(o + 1) * n_in];
+            for (i, g) in grow.iter_mut().enumerate() {
+                let a = &a_in[i];
+                let mut s = 0.0;
+                for lane in 0..LANES {
+                    s += d[lane] * a[lane];
+                }
+                *g += s;
+            }
+        }
+        if l == 0 {
+            break;
+        }
+        for i in 0..n_in {
+            let mut acc = [0.0f32; LANES];
+            for o in 0..n_out {
+                let wi = w[o * n_in + i];
+                let d = &b.delta[o];
+                for s in 0..LANES {
+                    acc[s] += wi * d[s];
+                }
+            }
+            // ReLU: the activation is zero where the unit was off.
+            let a = &a_in[i];
+            for s in 0..LANES {
+                if a[s] <= 0.0 {
+                    acc[s] = 0.0;
+                }
+            }
+            b.delta_next[i] = acc;
+        }
+        std::mem::swap(&mut b.delta, &mut b.delta_next);
+    }
+}
+
+/// Minibatch of standardised inputs and thetas (sample-major) with per-sample weights.
+pub struct Batch<'a> {
+    /// Inputs, `n x input`.
+    pub x: &'a [f32],
+    /// Thetas, `n x theta`.
+    pub theta: &'a [f32],
+    /// Weights (the loss is sum w_i (-log q_i)); None: 1 / n each.
+    pub weight: Option<&'a [f32]>,
+}
+
+/// Loss (weighted sum of -log q) and gradient (into `grad`, overwritten) of a minibatch on
+/// the CPU. `scratch` holds one gradient row per chunk of [`CHUNK`] samples.
+pub fn loss_and_grad(
+    shape: &Shape,
+    params: &[f32],
+    batch: &Batch,
+    grad: &mut [f32],
+    scratch: &mut Vec<f32>,
+) -> f64 {
+    let n = batch.x.len() / shape.input;
+    let p = shape.n_params();
+    let n_chunks = n.div_ceil(CHUNK);
+    scratch.clear();
+    scratch.resize(n_chunks * p, 0.0);
+    let uniform = 1.0 / n as f32;
+    let losses: Vec<f64> = scratch
+        .par_chunks_mut(p)
+        .enumerate()
+        .map_init(
+            || Block::new(shape),
+            |blk, (c, g)| {
+                let mut loss = 0.0;
+                let start = c * CHUNK;
+                let end = (start + CHUNK).min(n);
+                let mut s0 = start;
+                while s0 < end {
+                    let live = (end - s0).min(LANES);
+                    let mut theta = vec![[0.0f32; LANES]; shape.theta];
+                    let mut weight = [0.0f32; LANES];
+                    for s in 0..LANES {
+                        let i = if s < live { s0 + s } else { s0 };
+                        for d in 0..shape.input {
+                            blk.acts[0][d][s] = batch.x[i * shape.input + d];
+                        }
+                        for d in 0..shape.theta {
+                            theta[d][s] = batch.theta[i * shape.theta + d];
+                        }
+                        weight[s] = if s < live {
+                            batch.weight.map_or(uniform, |w| w[i])
+                        } else {
+                            0.0
+                        };
+                    }
+                    forward_block(shape, params, blk);
+                    let last = blk.acts.len() - 1;
+                    loss += head_grad(shape, &blk.acts[last], &theta, &weight, &mut blk.delta);
+                    backward_block(shape, params, blk, g);
+                    s0 += LANES;
+                }
+                loss
+            },
+        )
+        .collect();
+    grad.iter_mut().for_each(|g| *g = 0.0);
+    for row in scratch.chunks(p) {
+        grad.iter_mut().zip(row).for_each(|(g, r)| *g += r);
+    }
+    losses.iter().sum()
+}
+
+/// Standardised mixtures of standardised inputs `x` (`n x input`).
+pub fn predict(shape: &Shape, params: &[f32], x: &[f32]) -> Vec<Mixture> {
+    let n = x.len() / shape.input;
+    let mut blk = Block::new(shape);
+    let mut out = Vec::with_capacity(n);
+    for s0 in (0..n).step_by(LANES) {
+        let live = (n - s0).min(LANES);
+        for s in 0..LANES {
+            let i = if s < live { s0 + s } else { s0 };
+            for d in 0..shape.input {
+                blk.acts[0][d][s] = x[i * shape.input + d];
+            }
+        }
+        forward_block(shape, params, &mut blk);
+        let last = blk.acts.len() - 1;
+        for s in 0..live {
+            out.push(mixture_of(shape, &blk.acts[last], s));
+        }
+    }
+    out
+}
+
+/// Adam state and one update.
+#[derive(Clone, Debug)]
+pub struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: u32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator guard.
+    pub eps: f32,
+}
+
+impl Adam {
+    /// Zero state for `n` parameters.
+    pub fn new(n: usize) -> Self {
+        Self {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.t
+    }
+
+    /// One step of size `lr` against `grad`.
+    pub fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) {
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        let step = lr * c2.sqrt() / c1;
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grad)
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= step * *m / (v.sqrt() + self.eps * c2.sqrt());
+        }
+    }
+}
