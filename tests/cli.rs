@@ -24,6 +24,8 @@ fn bench_reports_cpu_and_gpu() {
             "4",
             "--study-datasets",
             "6",
+            "--mdn-pairs",
+            "3000",
         ])
         .output()
         .unwrap();
@@ -67,6 +69,10 @@ fn bench_reports_cpu_and_gpu() {
             .iter()
             .any(|r| r["backend"].as_str().unwrap().starts_with("gpu")));
     }
+    let mdn = v["mdn"].as_array().unwrap();
+    assert!(mdn
+        .iter()
+        .any(|r| r["samples_per_sec"].as_f64().unwrap() > 0.0));
     // The table goes to stderr with --json.
     assert!(
         stderr.contains("family") && stderr.contains("CPU floor"),
@@ -90,6 +96,8 @@ fn bench_without_gpu_says_so() {
             "gmm",
             "--no-sampler",
             "--study-datasets",
+            "0",
+            "--mdn-pairs",
             "0",
         ])
         .output()

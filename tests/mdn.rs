@@ -88,6 +88,37 @@ fn notebook_shape() -> Shape {
     }
 }
 
+const BETA_2_5: Simulator = Simulator::BetaBinomial {
+    a: 2.0,
+    b: 5.0,
+    trials: 100,
+};
+
+/// The notebook's network trained on `n` pairs of `sim` for `epochs`.
+fn fit(
+    sim: Simulator,
+    n: usize,
+    seed: u64,
+    epochs: usize,
+    gpu: Option<std::sync::Arc<gpsamp::backend::gpu::GpuContext>>,
+) -> gpsamp::mdn::train::Trained {
+    let (theta, y) = sim.simulate(n, seed);
+    let cfg = TrainConfig {
+        epochs,
+        ..TrainConfig::default()
+    };
+    train(
+        &notebook_shape(),
+        &theta,
+        &y,
+        Some(sim),
+        &cfg,
+        gpu,
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
 fn notebook(sim: Simulator, ys: &[f64]) {
     let (theta, y) = sim.simulate(1_000_000, 0);
     let shape = notebook_shape();
@@ -96,7 +127,7 @@ fn notebook(sim: Simulator, ys: &[f64]) {
         grouped: true,
         ..TrainConfig::default()
     };
-    let t = train(&shape, &theta, &y, Some(sim), &cfg, &mut |_| {}).unwrap();
+    let t = train(&shape, &theta, &y, Some(sim), &cfg, None, &mut |_| {}).unwrap();
     for a in accuracy(&t.model, &sim, ys).unwrap() {
         assert!(a.tv <= 0.05, "{}: {a:?}", sim.name());
     }
@@ -104,14 +135,7 @@ fn notebook(sim: Simulator, ys: &[f64]) {
 
 #[test]
 fn beta_binomial_posteriors_are_within_tv_005() {
-    notebook(
-        Simulator::BetaBinomial {
-            a: 2.0,
-            b: 5.0,
-            trials: 100,
-        },
-        &[10.0, 30.0, 60.0, 80.0, 90.0],
-    );
+    notebook(BETA_2_5, &[10.0, 30.0, 60.0, 80.0, 90.0]);
 }
 
 #[test]
@@ -128,18 +152,8 @@ fn gamma_poisson_posteriors_are_within_tv_005() {
 
 #[test]
 fn central_intervals_cover_at_their_level() {
-    let sim = Simulator::BetaBinomial {
-        a: 2.0,
-        b: 5.0,
-        trials: 100,
-    };
-    let (theta, y) = sim.simulate(300_000, 5);
-    let shape = notebook_shape();
-    let cfg = TrainConfig {
-        epochs: 10,
-        ..TrainConfig::default()
-    };
-    let t = train(&shape, &theta, &y, Some(sim), &cfg, &mut |_| {}).unwrap();
+    let sim = BETA_2_5;
+    let t = fit(sim, 300_000, 5, 10, None);
     let (th, yy) = sim.simulate(2000, 99);
     let levels = [0.5, 0.8, 0.95];
     let cov = coverage(&t.model, &th, &yy, &levels);
@@ -167,12 +181,12 @@ fn training_is_reproducible_and_survives_a_round_trip() {
         seed: 4,
         ..TrainConfig::default()
     };
-    let a = train(&shape, &theta, &y, Some(sim), &cfg, &mut |_| {}).unwrap();
+    let a = train(&shape, &theta, &y, Some(sim), &cfg, None, &mut |_| {}).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap();
-    let b = pool.install(|| train(&shape, &theta, &y, Some(sim), &cfg, &mut |_| {}).unwrap());
+    let b = pool.install(|| train(&shape, &theta, &y, Some(sim), &cfg, None, &mut |_| {}).unwrap());
     assert_eq!(
         a.model.params, b.model.params,
         "same seed, other thread count"
@@ -243,4 +257,113 @@ fn cli_trains_predicts_and_rejects_bad_input() {
     // The good model is still there.
     assert!(MdnModel::load(&out.join("model.json")).is_ok());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn shader_validates() {
+    for shape in [
+        notebook_shape(),
+        Shape {
+            input: 3,
+            hidden: vec![7],
+            k: 3,
+            theta: 2,
+        },
+    ] {
+        let src = gpsamp::mdn::gpu::shader_source(&shape, 512);
+        gpsamp::shader::validate("mdn", &src).unwrap();
+    }
+}
+
+#[test]
+fn gpu_gradient_and_losses_match_the_cpu() {
+    let Some(ctx) = common::gpu() else { return };
+    for shape in [
+        notebook_shape(),
+        Shape {
+            input: 3,
+            hidden: vec![7],
+            k: 3,
+            theta: 2,
+        },
+    ] {
+        let n = 300;
+        let (x, t, w) = random_batch(&shape, n, 7);
+        let params = init_params(&shape, 8);
+        let stride = shape.input + shape.theta + 1;
+        let mut data = Vec::with_capacity(n * stride);
+        for i in 0..n {
+            data.extend_from_slice(&x[i * shape.input..(i + 1) * shape.input]);
+            data.extend_from_slice(&t[i * shape.theta..(i + 1) * shape.theta]);
+            data.push(w[i]);
+        }
+        let mut g =
+            gpsamp::mdn::gpu::GpuTrainer::new(ctx.clone(), &shape, &data, &params, 512, 4).unwrap();
+        // A minibatch of the pairs 50..250 in reverse order.
+        let order: Vec<u32> = (0..n as u32).rev().collect();
+        g.set_order(&order);
+        let wsum: f32 = (50..250).map(|i| w[n - 1 - i]).sum();
+        let loss = g.run(&[(50, 200, 1.0 / wsum)], None).unwrap()[0];
+        let (grad, per_sample) = g.last_gradient(200).unwrap();
+        // The CPU twin on the same pairs and normalised weights.
+        let idx: Vec<usize> = (50..250).map(|i| n - 1 - i).collect();
+        let xb: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| x[i * shape.input..(i + 1) * shape.input].to_vec())
+            .collect();
+        let tb: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| t[i * shape.theta..(i + 1) * shape.theta].to_vec())
+            .collect();
+        let wb: Vec<f32> = idx.iter().map(|&i| w[i] / wsum).collect();
+        let batch = Batch {
+            x: &xb,
+            theta: &tb,
+            weight: Some(&wb),
+        };
+        let mut cg = vec![0.0; params.len()];
+        let cl = loss_and_grad(&shape, &params, &batch, &mut cg, &mut Vec::new());
+        let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+        assert!(rel_norm(&f(&grad), &f(&cg)) < 1e-4, "{shape:?} gradient");
+        assert!(
+            ((loss as f64) - cl).abs() < 1e-4 * cl.abs().max(1.0),
+            "{loss} vs {cl}"
+        );
+        // Per-sample losses (the forward pass) against the CPU mixture density.
+        let mixes = gpsamp::mdn::predict(&shape, &params, &xb);
+        let cpu: Vec<f64> = mixes
+            .iter()
+            .enumerate()
+            .map(|(j, m)| {
+                let th = &tb[j * shape.theta..(j + 1) * shape.theta];
+                -(wb[j] * gpsamp::mdn::mixture_log_density(m, th)) as f64
+            })
+            .collect();
+        assert!(rel_norm(&f(&per_sample), &cpu) < 1e-4, "{shape:?} losses");
+        // One Adam step on both sides gives the same weights.
+        let mut cp = params.clone();
+        let mut adam = gpsamp::mdn::Adam::new(cp.len());
+        adam.step(&mut cp, &cg, 1e-3);
+        g.run(&[(50, 200, 1.0 / wsum)], Some(&[1e-3])).unwrap();
+        let gp = g.params().unwrap();
+        assert!(rel_norm(&f(&gp), &f(&cp)) < 1e-5, "{shape:?} Adam step");
+    }
+}
+
+#[test]
+fn gpu_training_matches_cpu_training() {
+    let Some(ctx) = common::gpu() else { return };
+    let sim = BETA_2_5;
+    let cpu = fit(sim, 50_000, 3, 3, None);
+    let gpu = fit(sim, 50_000, 3, 3, Some(ctx));
+    // Same pairs, order and schedule: only f32 summation order differs.
+    for (c, g) in cpu.history.iter().zip(&gpu.history) {
+        assert!((c.val_loss - g.val_loss).abs() < 0.01, "{c:?} vs {g:?}");
+    }
+    let ys = [10.0, 30.0, 60.0];
+    let a = accuracy(&cpu.model, &sim, &ys).unwrap();
+    let b = accuracy(&gpu.model, &sim, &ys).unwrap();
+    for (a, b) in a.iter().zip(&b) {
+        assert!((a.tv - b.tv).abs() < 0.01 && b.tv < 0.08, "{a:?} vs {b:?}");
+    }
 }

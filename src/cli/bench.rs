@@ -50,6 +50,11 @@ pub struct Args {
     /// runs at most 64.
     #[arg(long, default_value_t = 1000)]
     study_datasets: usize,
+    /// Pairs of the MDN training benchmark (Beta-Binomial, the notebook's network
+    /// 24-25-16 with K = 8, batch 512, 2 epochs); 0 skips it. A software adapter trains on
+    /// at most 50 000.
+    #[arg(long, default_value_t = 200_000)]
+    mdn_pairs: usize,
 }
 
 #[derive(Serialize)]
@@ -67,6 +72,15 @@ struct SamplerRow {
     /// Dispatches (GPU) or integrator calls (CPU): one per transition plus initialisation.
     transitions: u64,
     divergences: usize,
+}
+
+#[derive(Serialize)]
+struct MdnRow {
+    backend: String,
+    pairs: usize,
+    epochs: usize,
+    seconds: f64,
+    samples_per_sec: f64,
 }
 
 #[derive(Serialize)]
@@ -118,6 +132,7 @@ struct Report {
     floor: Option<Floor>,
     sampler: Vec<SamplerRow>,
     study: Vec<StudyRow>,
+    mdn: Vec<MdnRow>,
 }
 
 fn families(p: &Priors) -> Vec<(&'static str, MixGlm)> {
@@ -304,6 +319,53 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             study.push(bench_study(&backend, datasets)?);
         }
     }
+    let mut mdn = Vec::new();
+    if a.mdn_pairs > 0 {
+        let mut runs = vec![(None, a.mdn_pairs)];
+        if let Some(ctx) = &ctx {
+            let n = if ctx.summary.device_type == "Cpu" {
+                a.mdn_pairs.min(50_000)
+            } else {
+                a.mdn_pairs
+            };
+            runs.push((Some(ctx.clone()), n));
+        }
+        for (gpu, pairs) in runs {
+            let backend = gpu.as_ref().map_or_else(
+                || Backend::Cpu.describe(),
+                |c| Backend::Gpu(c.clone()).describe(),
+            );
+            if !a.quiet {
+                eprintln!("gpsamp bench: MDN training, {pairs} pairs, {backend}");
+            }
+            let sim = gpsamp::mdn::sim::Simulator::BetaBinomial {
+                a: 2.0,
+                b: 5.0,
+                trials: 100,
+            };
+            let (theta, y) = sim.simulate(pairs, 0);
+            let shape = gpsamp::mdn::Shape {
+                input: 1,
+                hidden: vec![24, 25, 16],
+                k: 8,
+                theta: 1,
+            };
+            let cfg = gpsamp::mdn::train::TrainConfig {
+                epochs: 2,
+                val_frac: 0.0,
+                ..Default::default()
+            };
+            let t =
+                gpsamp::mdn::train::train(&shape, &theta, &y, Some(sim), &cfg, gpu, &mut |_| {})?;
+            mdn.push(MdnRow {
+                backend,
+                pairs,
+                epochs: t.history.len(),
+                seconds: t.history.last().map_or(0.0, |h| h.seconds),
+                samples_per_sec: t.pairs_per_sec,
+            });
+        }
+    }
     let report = Report {
         cpu_threads: rayon::current_num_threads(),
         adapter: ctx.as_ref().map(|c| c.summary.clone()),
@@ -312,6 +374,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         floor,
         sampler,
         study,
+        mdn,
     };
     let table = render(&report);
     if a.json {
@@ -588,6 +651,28 @@ fn render(r: &Report) -> String {
                 x.seconds,
                 x.datasets_per_sec,
                 x.calibrated
+            );
+        }
+    }
+    if !r.mdn.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nMDN training: Beta-Binomial pairs, network 1-24-25-16-(K = 8 x 3), batch 512, Adam"
+        );
+        let _ = writeln!(
+            s,
+            "{:<28} {:>9} {:>7} {:>9} {:>12}",
+            "backend", "pairs", "epochs", "seconds", "samples/s"
+        );
+        for x in &r.mdn {
+            let _ = writeln!(
+                s,
+                "{:<28} {:>9} {:>7} {:>9.2} {:>12.3e}",
+                x.backend.chars().take(28).collect::<String>(),
+                x.pairs,
+                x.epochs,
+                x.seconds,
+                x.samples_per_sec
             );
         }
     }

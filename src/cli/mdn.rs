@@ -72,6 +72,9 @@ pub struct TrainArgs {
     /// Seed of the simulations, weights and shuffles.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Backend: auto, gpu or cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: gpsamp::BackendKind,
     /// y values for the accuracy table and figure (built-in simulators).
     #[arg(long, value_delimiter = ',')]
     eval_y: Vec<f64>,
@@ -238,7 +241,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         );
         b
     };
-    let trained = train(&shape, &theta, &y, sim, &cfg, &mut |s| {
+    let backend = gpsamp::Backend::select(a.backend, a.quiet)?;
+    let gpu = match &backend {
+        gpsamp::Backend::Gpu(ctx) => Some(ctx.clone()),
+        gpsamp::Backend::Cpu => None,
+    };
+    let trained = train(&shape, &theta, &y, sim, &cfg, gpu, &mut |s| {
         bar.set_position(s.epoch as u64);
         bar.set_message(format!(
             "train {:.4} val {:.4} lr {:.1e}",
@@ -250,6 +258,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let partial = partial_dir(&a.out)?;
     trained.model.save(&partial.join("model.json"))?;
     let info = serde_json::json!({
+        "backend": backend.describe(),
         "simulator": a.simulator,
         "pairs": y.len() / y_dim,
         "settings": cfg,

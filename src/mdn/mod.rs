@@ -17,6 +17,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod eval;
+pub mod gpu;
 pub mod sim;
 pub mod train;
 

@@ -257,13 +257,15 @@ pub struct Trained {
     pub pairs_per_sec: f64,
 }
 
-/// Trains an MDN of `shape` on pairs `theta` (`n x T`) and `y` (`n x input`).
+/// Trains an MDN of `shape` on pairs `theta` (`n x T`) and `y` (`n x input`), on the GPU
+/// when `gpu` is given (the pairs resident there, the validation loss on the CPU).
 pub fn train(
     shape: &Shape,
     theta: &[f64],
     y: &[f64],
     simulator: Option<super::sim::Simulator>,
     cfg: &TrainConfig,
+    gpu: Option<std::sync::Arc<crate::backend::gpu::GpuContext>>,
     progress: &mut dyn FnMut(&EpochStats),
 ) -> Result<Trained> {
     shape.validate()?;
@@ -335,6 +337,26 @@ pub fn train(
     let mut scratch = Vec::new();
     let (mut xb, mut tb, mut wb) = (Vec::new(), Vec::new(), Vec::new());
     let steps_per_epoch = train_idx.len().div_ceil(cfg.batch);
+    let mut device = match gpu {
+        Some(ctx) => {
+            let stride = shape.input + shape.theta + 1;
+            let mut data = Vec::with_capacity(n * stride);
+            for i in 0..n {
+                data.extend_from_slice(&xs[i * shape.input..(i + 1) * shape.input]);
+                data.extend_from_slice(&ts[i * shape.theta..(i + 1) * shape.theta]);
+                data.push(weights.as_ref().map_or(1.0, |w| w[i]));
+            }
+            Some(super::gpu::GpuTrainer::new(
+                ctx,
+                shape,
+                &data,
+                &params,
+                cfg.batch,
+                steps_per_epoch,
+            )?)
+        }
+        None => None,
+    };
     let total_steps = (steps_per_epoch * cfg.epochs) as f64;
     let t0 = Instant::now();
     let mut history = Vec::new();
@@ -344,7 +366,39 @@ pub fn train(
     for epoch in 1..=cfg.epochs {
         shuffle(&mut train_idx, cfg.seed, epoch as u64);
         let mut sum = 0.0;
-        for (s, idx) in train_idx.chunks(cfg.batch).enumerate() {
+        let lr_at = |s: usize| {
+            let progress = ((epoch - 1) * steps_per_epoch + s) as f64 / total_steps;
+            cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+        };
+        if let Some(dev) = device.as_mut() {
+            let order: Vec<u32> = train_idx.iter().map(|&i| i as u32).collect();
+            dev.set_order(&order);
+            let batches: Vec<(u32, u32, f32)> = train_idx
+                .chunks(cfg.batch)
+                .enumerate()
+                .map(|(s, idx)| {
+                    let wsum: f32 = idx
+                        .iter()
+                        .map(|&i| weights.as_ref().map_or(1.0, |w| w[i]))
+                        .sum();
+                    ((s * cfg.batch) as u32, idx.len() as u32, 1.0 / wsum)
+                })
+                .collect();
+            let lrs: Vec<f32> = (0..batches.len()).map(|s| lr_at(s) as f32).collect();
+            lr = lr_at(batches.len() - 1);
+            sum = dev
+                .run(&batches, Some(&lrs))?
+                .iter()
+                .map(|&l| l as f64)
+                .sum();
+            params = dev.params()?;
+            pairs += train_idx.len();
+        }
+        for (s, idx) in train_idx
+            .chunks(cfg.batch)
+            .enumerate()
+            .filter(|_| device.is_none())
+        {
             gather(idx, &mut xb, &mut tb, &mut wb);
             let batch = Batch {
                 x: &xb,
@@ -352,8 +406,7 @@ pub fn train(
                 weight: Some(&wb),
             };
             sum += loss_and_grad(shape, &params, &batch, &mut grad, &mut scratch);
-            let progress = ((epoch - 1) * steps_per_epoch + s) as f64 / total_steps;
-            lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+            lr = lr_at(s);
             adam.step(&mut params, &grad, lr as f32);
             pairs += idx.len();
         }

@@ -152,6 +152,17 @@ impl GpuContext {
         source: &str,
         layout: &wgpu::BindGroupLayout,
     ) -> Result<wgpu::ComputePipeline> {
+        self.pipeline_entry(name, source, layout, "main")
+    }
+
+    /// [`GpuContext::pipeline`] for the entry point `entry`.
+    pub fn pipeline_entry(
+        &self,
+        name: &str,
+        source: &str,
+        layout: &wgpu::BindGroupLayout,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
         crate::shader::validate(name, source)?;
         self.scoped(name, || {
             let module = self
@@ -172,7 +183,7 @@ impl GpuContext {
                     label: Some(name),
                     layout: Some(&pl),
                     module: &module,
-                    entry_point: Some("main"),
+                    entry_point: Some(entry),
                     compilation_options: Default::default(),
                     cache: None,
                 })

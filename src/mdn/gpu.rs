@@ -1,0 +1,282 @@
+//! The MDN on the GPU (`shaders/mdn.wgsl`): the training pairs stay resident, each minibatch
+//! is two dispatches (per-sample gradient rows, then the ordered sum and the Adam step),
+//! and up to [`SLOTS`] minibatches go in one submission; the host reads back only the
+//! per-step losses and, at the end of an epoch, the weights.
+
+use std::sync::Arc;
+
+use super::{Shape, LV_BOUND};
+use crate::backend::gpu::GpuContext;
+use crate::error::{Error, Result};
+
+/// Minibatches per submission.
+pub const SLOTS: usize = 32;
+
+/// Uniform of one step. Must match `struct StepParams` in `shaders/mdn.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepParams {
+    /// First index into the order of this minibatch.
+    pub start: u32,
+    /// Its size.
+    pub n: u32,
+    /// Where its loss sum goes.
+    pub slot: u32,
+    /// 1: take the Adam step.
+    pub update: u32,
+    /// lr sqrt(1 - b2^t) / (1 - b1^t).
+    pub step_scale: f32,
+    /// eps sqrt(1 - b2^t).
+    pub eps_hat: f32,
+    /// Adam beta1.
+    pub beta1: f32,
+    /// Adam beta2.
+    pub beta2: f32,
+    /// 1 / sum of the minibatch's weights.
+    pub wscale: f32,
+    /// Padding.
+    pub _pad: [u32; 3],
+}
+
+/// The shader with the network's sizes written in.
+pub fn shader_source(shape: &Shape, max_batch: usize) -> String {
+    let layers = shape.layers();
+    let offs = shape.offsets();
+    // act holds the input then every layer's output: offsets input, input + out_0, ...
+    let mut acc = shape.input;
+    let mut a = vec![0usize];
+    for &(_, o) in &layers {
+        a.push(acc);
+        acc += o;
+    }
+    let total = acc;
+    let list = |v: &[usize]| {
+        v.iter()
+            .map(|x| format!("{x}u"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let nl = layers.len();
+    let dim_in: Vec<usize> = layers.iter().map(|l| l.0).collect();
+    let dim_out: Vec<usize> = layers.iter().map(|l| l.1).collect();
+    format!(
+        "const INPUT: u32 = {}u;\nconst THETA: u32 = {}u;\nconst K: u32 = {}u;\nconst HEAD: u32 = {}u;\n\
+         const N_LAYERS: u32 = {nl}u;\nconst N_PARAMS: u32 = {}u;\nconst WIDEST: u32 = {}u;\n\
+         const TOTAL: u32 = {total}u;\nconst LV_BOUND: f32 = {LV_BOUND:?};\nconst MAX_BATCH: u32 = {max_batch}u;\n\
+         var<private> DIM_IN: array<u32, {nl}> = array<u32, {nl}>({});\n\
+         var<private> DIM_OUT: array<u32, {nl}> = array<u32, {nl}>({});\n\
+         var<private> W_OFF: array<u32, {nl}> = array<u32, {nl}>({});\n\
+         var<private> A_OFF: array<u32, {}> = array<u32, {}>({});\n{}",
+        shape.input,
+        shape.theta,
+        shape.k,
+        shape.head(),
+        shape.n_params(),
+        shape.widest(),
+        list(&dim_in),
+        list(&dim_out),
+        list(&offs[..nl]),
+        nl + 1,
+        nl + 1,
+        list(&a),
+        include_str!("../../shaders/mdn.wgsl")
+    )
+}
+
+/// Resident training state on a GPU.
+pub struct GpuTrainer {
+    ctx: Arc<GpuContext>,
+    grad_pipe: wgpu::ComputePipeline,
+    adam_pipe: wgpu::ComputePipeline,
+    bind_groups: Vec<wgpu::BindGroup>,
+    uniforms: Vec<wgpu::Buffer>,
+    order: wgpu::Buffer,
+    params: wgpu::Buffer,
+    adam: wgpu::Buffer,
+    out: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    n_params: usize,
+    max_batch: usize,
+    max_steps: usize,
+    n_pairs: usize,
+    t: u32,
+    // Kept alive for the bind groups.
+    _bufs: [wgpu::Buffer; 2],
+}
+
+impl GpuTrainer {
+    /// Uploads `data` (`n x (input + theta + 1)`: inputs, thetas, weight per pair) and the
+    /// initial `params`; minibatches of at most `max_batch`, at most `max_steps` per run.
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        shape: &Shape,
+        data: &[f32],
+        params: &[f32],
+        max_batch: usize,
+        max_steps: usize,
+    ) -> Result<Self> {
+        let stride = shape.input + shape.theta + 1;
+        let n_pairs = data.len() / stride;
+        let n_params = shape.n_params();
+        if max_batch * n_params * 4 > ctx.limits.max_storage_buffer_binding_size as usize {
+            return Err(Error::Invalid(format!(
+                "--batch {max_batch}: the GPU's per-sample gradient rows would exceed its storage binding limit"
+            )));
+        }
+        let src = shader_source(shape, max_batch);
+        let layout = ctx.layout(true, &[true, true, false, false, false, false]);
+        let grad_pipe = ctx.pipeline_entry("mdn grad_samples", &src, &layout, "grad_samples")?;
+        let adam_pipe = ctx.pipeline_entry("mdn reduce_adam", &src, &layout, "reduce_adam")?;
+        let data_buf = ctx.storage_init("mdn pairs", data, false)?;
+        let order = ctx.storage("mdn order", (n_pairs.max(1) * 4) as u64, false)?;
+        let params_buf = ctx.storage_init("mdn params", params, true)?;
+        let rows = ctx.storage(
+            "mdn gradient rows",
+            (max_batch * n_params * 4) as u64,
+            false,
+        )?;
+        let adam = ctx.storage_init("mdn adam", &vec![0.0f32; 2 * n_params], false)?;
+        let out_len = n_params + max_batch + max_steps;
+        let out = ctx.storage("mdn out", (out_len * 4) as u64, true)?;
+        let staging = ctx.staging("mdn staging", ((n_params.max(out_len)) * 4) as u64)?;
+        let uniforms: Vec<wgpu::Buffer> = (0..SLOTS)
+            .map(|_| ctx.uniform("mdn step", &StepParams::default()))
+            .collect();
+        let bind_groups = uniforms
+            .iter()
+            .map(|u| {
+                ctx.bind_group(
+                    "mdn",
+                    &layout,
+                    &[u, &data_buf, &order, &params_buf, &rows, &adam, &out],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            ctx,
+            grad_pipe,
+            adam_pipe,
+            bind_groups,
+            uniforms,
+            order,
+            params: params_buf,
+            adam,
+            out,
+            staging,
+            n_params,
+            max_batch,
+            max_steps,
+            n_pairs,
+            t: 0,
+            _bufs: [data_buf, rows],
+        })
+    }
+
+    /// Sets the order in which pairs are taken (indices into the uploaded pairs).
+    pub fn set_order(&mut self, order: &[u32]) {
+        self.ctx
+            .queue
+            .write_buffer(&self.order, 0, bytemuck::cast_slice(order));
+    }
+
+    /// Runs minibatches `batches` (start in the order, size, 1 / weight sum), each with
+    /// learning rate `lrs[i]` (None: gradients only, no update); returns each one's loss.
+    pub fn run(&mut self, batches: &[(u32, u32, f32)], lrs: Option<&[f32]>) -> Result<Vec<f32>> {
+        if batches.len() > self.max_steps {
+            return Err(Error::Invalid("too many MDN steps in one run".into()));
+        }
+        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        for (g, group) in batches.chunks(SLOTS).enumerate() {
+            for (r, &(start, n, wscale)) in group.iter().enumerate() {
+                if n as usize > self.max_batch || (start + n) as usize > self.n_pairs {
+                    return Err(Error::Invalid("MDN minibatch out of range".into()));
+                }
+                let step = g * SLOTS + r;
+                let (update, scale, eps_hat) = match lrs {
+                    Some(l) => {
+                        self.t += 1;
+                        let c1 = 1.0 - b1.powi(self.t as i32);
+                        let c2 = 1.0 - b2.powi(self.t as i32);
+                        (1, l[step] * c2.sqrt() / c1, eps * c2.sqrt())
+                    }
+                    None => (0, 0.0, eps),
+                };
+                let p = StepParams {
+                    start,
+                    n,
+                    slot: step as u32,
+                    update,
+                    step_scale: scale,
+                    eps_hat,
+                    beta1: b1,
+                    beta2: b2,
+                    wscale,
+                    _pad: [0; 3],
+                };
+                self.ctx
+                    .queue
+                    .write_buffer(&self.uniforms[r], 0, bytemuck::bytes_of(&p));
+            }
+            self.ctx.scoped("mdn step", || {
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                for (r, &(_, n, _)) in group.iter().enumerate() {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_bind_group(0, &self.bind_groups[r], &[]);
+                    pass.set_pipeline(&self.grad_pipe);
+                    let (x, y) = self.ctx.grid((n as usize).div_ceil(64) as u32);
+                    pass.dispatch_workgroups(x, y, 1);
+                    pass.set_pipeline(&self.adam_pipe);
+                    let (x, y) = self.ctx.grid(self.n_params.div_ceil(64) as u32);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+                self.ctx.queue.submit([enc.finish()]);
+            })?;
+        }
+        let all = self.read_out(self.n_params + self.max_batch + batches.len())?;
+        Ok(all[self.n_params + self.max_batch..].to_vec())
+    }
+
+    fn read_out(&self, len: usize) -> Result<Vec<f32>> {
+        self.ctx.scoped("mdn read", || {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&self.out, 0, &self.staging, 0, (len * 4) as u64);
+            self.ctx.queue.submit([enc.finish()]);
+        })?;
+        self.ctx.map_read(&self.staging, (len * 4) as u64)
+    }
+
+    /// Gradient and per-sample losses of the last minibatch run.
+    pub fn last_gradient(&self, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let all = self.read_out(self.n_params + n)?;
+        Ok((all[..self.n_params].to_vec(), all[self.n_params..].to_vec()))
+    }
+
+    /// The current weights.
+    pub fn params(&self) -> Result<Vec<f32>> {
+        self.ctx.scoped("mdn read params", || {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(
+                &self.params,
+                0,
+                &self.staging,
+                0,
+                (self.n_params * 4) as u64,
+            );
+            self.ctx.queue.submit([enc.finish()]);
+        })?;
+        self.ctx.map_read(&self.staging, (self.n_params * 4) as u64)
+    }
+
+    /// Replaces the weights and zeroes the Adam state.
+    pub fn set_params(&mut self, params: &[f32]) {
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+        self.ctx.queue.write_buffer(
+            &self.adam,
+            0,
+            bytemuck::cast_slice(&vec![0.0f32; 2 * self.n_params]),
+        );
+        self.t = 0;
+    }
+}
