@@ -10,6 +10,7 @@ use gpsamp::mdn::sim::Simulator;
 use gpsamp::mdn::train::{train, MdnModel, TrainConfig};
 use gpsamp::mdn::{init_params, loss_and_grad, Batch, Shape};
 use gpsamp::rng::{host_rng, Purpose};
+use gpsamp::Backend;
 use rand::RngExt;
 
 fn random_batch(shape: &Shape, n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -94,13 +95,24 @@ const BETA_2_5: Simulator = Simulator::BetaBinomial {
     trials: 100,
 };
 
+/// `train` on the CPU backend, unwrapped.
+fn cpu_train(
+    shape: &Shape,
+    theta: &[f64],
+    y: &[f64],
+    sim: Simulator,
+    cfg: &TrainConfig,
+) -> gpsamp::mdn::train::Trained {
+    train(shape, theta, y, Some(sim), cfg, &Backend::Cpu, &mut |_| {}).unwrap()
+}
+
 /// The notebook's network trained on `n` pairs of `sim` for `epochs`.
 fn fit(
     sim: Simulator,
     n: usize,
     seed: u64,
     epochs: usize,
-    gpu: Option<std::sync::Arc<gpsamp::backend::gpu::GpuContext>>,
+    backend: &Backend,
 ) -> gpsamp::mdn::train::Trained {
     let (theta, y) = sim.simulate(n, seed);
     let cfg = TrainConfig {
@@ -113,7 +125,7 @@ fn fit(
         &y,
         Some(sim),
         &cfg,
-        gpu,
+        backend,
         &mut |_| {},
     )
     .unwrap()
@@ -127,7 +139,7 @@ fn notebook(sim: Simulator, ys: &[f64]) {
         grouped: true,
         ..TrainConfig::default()
     };
-    let t = train(&shape, &theta, &y, Some(sim), &cfg, None, &mut |_| {}).unwrap();
+    let t = cpu_train(&shape, &theta, &y, sim, &cfg);
     for a in accuracy(&t.model, &sim, ys).unwrap() {
         assert!(a.tv <= 0.05, "{}: {a:?}", sim.name());
     }
@@ -153,7 +165,7 @@ fn gamma_poisson_posteriors_are_within_tv_005() {
 #[test]
 fn central_intervals_cover_at_their_level() {
     let sim = BETA_2_5;
-    let t = fit(sim, 300_000, 5, 10, None);
+    let t = fit(sim, 300_000, 5, 10, &Backend::Cpu);
     let (th, yy) = sim.simulate(2000, 99);
     let levels = [0.5, 0.8, 0.95];
     let cov = coverage(&t.model, &th, &yy, &levels);
@@ -181,12 +193,12 @@ fn training_is_reproducible_and_survives_a_round_trip() {
         seed: 4,
         ..TrainConfig::default()
     };
-    let a = train(&shape, &theta, &y, Some(sim), &cfg, None, &mut |_| {}).unwrap();
+    let a = cpu_train(&shape, &theta, &y, sim, &cfg);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap();
-    let b = pool.install(|| train(&shape, &theta, &y, Some(sim), &cfg, None, &mut |_| {}).unwrap());
+    let b = pool.install(|| cpu_train(&shape, &theta, &y, sim, &cfg));
     assert_eq!(
         a.model.params, b.model.params,
         "same seed, other thread count"
@@ -354,8 +366,8 @@ fn gpu_gradient_and_losses_match_the_cpu() {
 fn gpu_training_matches_cpu_training() {
     let Some(ctx) = common::gpu() else { return };
     let sim = BETA_2_5;
-    let cpu = fit(sim, 50_000, 3, 3, None);
-    let gpu = fit(sim, 50_000, 3, 3, Some(ctx));
+    let cpu = fit(sim, 50_000, 3, 3, &Backend::Cpu);
+    let gpu = fit(sim, 50_000, 3, 3, &Backend::Gpu(ctx));
     // Same pairs, order and schedule: only f32 summation order differs.
     for (c, g) in cpu.history.iter().zip(&gpu.history) {
         assert!((c.val_loss - g.val_loss).abs() < 0.01, "{c:?} vs {g:?}");

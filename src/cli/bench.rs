@@ -266,6 +266,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .iter()
         .find(|(n, _)| *n == "mixglm")
         .map(|(_, m)| floor(m, a.n, &rows));
+    // The CPU backend, then the GPU one when an adapter exists; a software adapter gets the
+    // smaller runs.
+    let software = ctx.as_ref().is_some_and(|c| c.summary.device_type == "Cpu");
+    let backends: Vec<Backend> = std::iter::once(Backend::Cpu)
+        .chain(ctx.iter().map(|c| Backend::Gpu(c.clone())))
+        .collect();
+    let on_software = |b: &Backend| software && matches!(b, Backend::Gpu(_));
     let mut sampler = Vec::new();
     if !a.no_sampler {
         for &chains in a.sampler_chains.iter().filter(|&&c| c > 0) {
@@ -274,96 +281,53 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 65..=4096 => (200, 100),
                 _ => (100, 50),
             };
-            if !a.quiet {
-                eprintln!("gpsamp bench: sampler, {chains} chains, cpu");
-            }
-            sampler.push(bench_sampler(None, a.n, chains, warmup, draws)?);
-            if let Some(ctx) = &ctx {
-                if ctx.summary.device_type == "Cpu" && chains > 1024 {
+            for backend in &backends {
+                if on_software(backend) && chains > 1024 {
                     if !a.quiet {
                         eprintln!("gpsamp bench: sampler, {chains} chains: skipped on the software adapter");
                     }
                     continue;
                 }
                 if !a.quiet {
-                    eprintln!("gpsamp bench: sampler, {chains} chains, gpu");
+                    eprintln!(
+                        "gpsamp bench: sampler, {chains} chains, {}",
+                        backend.describe()
+                    );
                 }
-                sampler.push(bench_sampler(
-                    Some(ctx.clone()),
-                    a.n,
-                    chains,
-                    warmup,
-                    draws,
-                )?);
+                sampler.push(bench_sampler(backend, a.n, chains, warmup, draws)?);
             }
         }
     }
     let mut study = Vec::new();
-    if a.study_datasets > 0 {
-        let mut backends = vec![(Backend::Cpu, a.study_datasets)];
-        if let Some(ctx) = &ctx {
-            let n = if ctx.summary.device_type == "Cpu" {
-                a.study_datasets.min(64)
-            } else {
-                a.study_datasets
-            };
-            backends.push((Backend::Gpu(ctx.clone()), n));
-        }
-        for (backend, datasets) in backends {
+    let mut mdn = Vec::new();
+    for backend in &backends {
+        let datasets = if on_software(backend) {
+            a.study_datasets.min(64)
+        } else {
+            a.study_datasets
+        };
+        if datasets > 0 {
             if !a.quiet {
                 eprintln!(
                     "gpsamp bench: study, {datasets} Gaussian-GLM datasets, {}",
                     backend.describe()
                 );
             }
-            study.push(bench_study(&backend, datasets)?);
+            study.push(bench_study(backend, datasets)?);
         }
-    }
-    let mut mdn = Vec::new();
-    if a.mdn_pairs > 0 {
-        let mut runs = vec![(None, a.mdn_pairs)];
-        if let Some(ctx) = &ctx {
-            let n = if ctx.summary.device_type == "Cpu" {
-                a.mdn_pairs.min(50_000)
-            } else {
-                a.mdn_pairs
-            };
-            runs.push((Some(ctx.clone()), n));
-        }
-        for (gpu, pairs) in runs {
-            let backend = gpu.as_ref().map_or_else(
-                || Backend::Cpu.describe(),
-                |c| Backend::Gpu(c.clone()).describe(),
-            );
+        let pairs = if on_software(backend) {
+            a.mdn_pairs.min(50_000)
+        } else {
+            a.mdn_pairs
+        };
+        if pairs > 0 {
             if !a.quiet {
-                eprintln!("gpsamp bench: MDN training, {pairs} pairs, {backend}");
+                eprintln!(
+                    "gpsamp bench: MDN training, {pairs} pairs, {}",
+                    backend.describe()
+                );
             }
-            let sim = gpsamp::mdn::sim::Simulator::BetaBinomial {
-                a: 2.0,
-                b: 5.0,
-                trials: 100,
-            };
-            let (theta, y) = sim.simulate(pairs, 0);
-            let shape = gpsamp::mdn::Shape {
-                input: 1,
-                hidden: vec![24, 25, 16],
-                k: 8,
-                theta: 1,
-            };
-            let cfg = gpsamp::mdn::train::TrainConfig {
-                epochs: 2,
-                val_frac: 0.0,
-                ..Default::default()
-            };
-            let t =
-                gpsamp::mdn::train::train(&shape, &theta, &y, Some(sim), &cfg, gpu, &mut |_| {})?;
-            mdn.push(MdnRow {
-                backend,
-                pairs,
-                epochs: t.history.len(),
-                seconds: t.history.last().map_or(0.0, |h| h.seconds),
-                samples_per_sec: t.pairs_per_sec,
-            });
+            mdn.push(bench_mdn(backend, pairs)?);
         }
     }
     let report = Report {
@@ -401,11 +365,7 @@ fn bench_study(backend: &Backend, datasets: usize) -> anyhow::Result<StudyRow> {
             draws: 500,
             ..Default::default()
         },
-        batch: if matches!(backend, Backend::Cpu) {
-            1024
-        } else {
-            16384
-        },
+        batch: gpsamp::study::default_batch(backend, 4),
         alpha: 0.001,
     };
     let t0 = std::time::Instant::now();
@@ -421,15 +381,45 @@ fn bench_study(backend: &Backend, datasets: usize) -> anyhow::Result<StudyRow> {
     })
 }
 
+/// MDN training on Beta-Binomial pairs with the notebook's network (2 epochs, batch 512).
+fn bench_mdn(backend: &Backend, pairs: usize) -> anyhow::Result<MdnRow> {
+    use gpsamp::mdn::{sim::Simulator, train, Shape};
+    let sim = Simulator::BetaBinomial {
+        a: 2.0,
+        b: 5.0,
+        trials: 100,
+    };
+    let (theta, y) = sim.simulate(pairs, 0);
+    let shape = Shape {
+        input: 1,
+        hidden: vec![24, 25, 16],
+        k: 8,
+        theta: 1,
+    };
+    let cfg = train::TrainConfig {
+        epochs: 2,
+        val_frac: 0.0,
+        ..Default::default()
+    };
+    let t = train::train(&shape, &theta, &y, Some(sim), &cfg, backend, &mut |_| {})?;
+    Ok(MdnRow {
+        backend: backend.describe(),
+        pairs,
+        epochs: t.history.len(),
+        seconds: t.history.last().map_or(0.0, |h| h.seconds),
+        samples_per_sec: t.pairs_per_sec,
+    })
+}
+
 /// One sampler run on the tutorial's mixture of two regressions (N points).
 fn bench_sampler(
-    ctx: Option<Arc<GpuContext>>,
+    backend: &Backend,
     n: usize,
     chains: usize,
     warmup: usize,
     draws: usize,
 ) -> anyhow::Result<SamplerRow> {
-    use gpsamp::hmc::{self, Config, CpuIntegrator, GpuIntegrator, Integrator, MemorySink};
+    use gpsamp::hmc::{self, Config, MemorySink};
     let model = MixGlm::mixreg(2, 1, Priors::default())?;
     let mut sim = gpsamp::tutorial::mixreg(0);
     let keep = n.min(sim.data.len());
@@ -448,22 +438,7 @@ fn bench_sampler(
         },
         ..Config::default()
     };
-    let mut integ: Box<dyn Integrator> = match &ctx {
-        Some(c) => Box::new(GpuIntegrator::new(
-            c.clone(),
-            &model,
-            &data,
-            chains,
-            1,
-            None,
-        )?),
-        None => Box::new(CpuIntegrator::new(
-            Arc::new(model.clone()),
-            data.clone(),
-            chains,
-            1,
-        )?),
-    };
+    let mut integ = backend.integrator(Arc::new(model.clone()), data, chains, 1)?;
     let mut sink = MemorySink::default();
     let t = Instant::now();
     let rep = hmc::sample(
@@ -483,10 +458,7 @@ fn bench_sampler(
         .fold(f64::INFINITY, f64::min);
     Ok(SamplerRow {
         chains,
-        backend: match &ctx {
-            Some(c) => format!("gpu ({})", c.summary.name),
-            None => format!("cpu ({} threads)", rayon::current_num_threads()),
-        },
+        backend: backend.describe(),
         warmup,
         draws,
         seconds: secs,

@@ -242,11 +242,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         b
     };
     let backend = gpsamp::Backend::select(a.backend, a.quiet)?;
-    let gpu = match &backend {
-        gpsamp::Backend::Gpu(ctx) => Some(ctx.clone()),
-        gpsamp::Backend::Cpu => None,
-    };
-    let trained = train(&shape, &theta, &y, sim, &cfg, gpu, &mut |s| {
+    let trained = train(&shape, &theta, &y, sim, &cfg, &backend, &mut |s| {
         bar.set_position(s.epoch as u64);
         bar.set_message(format!(
             "train {:.4} val {:.4} lr {:.1e}",

@@ -130,36 +130,19 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             let n_sys = a.systems.unwrap_or(1);
             a.model.systems = a.systems;
             let probe = a.model.build_any(a.model.w.len())?;
-            let m = gpsamp::Eiv::new(a.model.w.clone(), gpsamp::EivVariant::Shared, false)?;
+            let mut m = gpsamp::Eiv::new(a.model.w.clone(), gpsamp::EivVariant::Shared, false)?;
+            if let Some(n) = a.systems {
+                m = m.with_systems(n)?;
+            }
             let mut rng = gpsamp::rng::host_rng(a.seed, 0, gpsamp::rng::Purpose::Simulate);
             let names = probe.param_names();
             let mut truth = vec![0.3, 0.1];
             if names.iter().any(|n| n == "sigma_obs") {
                 truth.push(0.0);
             }
-            let mut x: Vec<Vec<f64>> = vec![Vec::new(); m.weights().len()];
-            let mut y = Vec::new();
-            let mut sys = Vec::new();
-            for k in 0..n_sys {
-                let xk: Vec<Vec<f64>> = (0..m.weights().len())
-                    .map(|_| {
-                        (0..200)
-                            .map(|_| {
-                                rand::RngExt::sample::<f64, _>(&mut rng, rand_distr::StandardNormal)
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let (z, yk) = m.simulate_at(&xk, (0.3, 0.1, 0.0), &mut rng);
-                if names.iter().any(|n| n.starts_with("b[")) {
-                    truth.extend(z.iter().map(|v| 0.1 * v));
-                }
-                x.iter_mut().zip(xk).for_each(|(c, ck)| c.extend(ck));
-                y.extend(yk);
-                sys.extend(std::iter::repeat_n(k as f64, 200));
-            }
-            if a.systems.is_some() {
-                x.push(sys);
+            let (z, data) = m.simulate_systems(200 * n_sys, (0.3, 0.1, 0.0), &mut rng);
+            if names.iter().any(|n| n.starts_with("b[")) {
+                truth.extend(z.iter().map(|v| 0.1 * v));
             }
             let desc = format!(
                 "the forum's system: {n_sys} x N 200, w {:?}, sigma_x 0.3, sigma_w 0.1 ({}), x ~ N(0, I)",
@@ -169,7 +152,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             if !a.quiet {
                 eprintln!("gpsamp: no --data given; fitting {desc} (seed {})", a.seed);
             }
-            let mut batch = DataBatch::new(x.len(), &[gpsamp::Dataset { x, y }])?;
+            let mut batch = DataBatch::new(data.x.len(), &[data])?;
             batch.x_names = (0..batch.p()).map(|j| format!("x{j}")).collect();
             if a.systems.is_some() {
                 *batch.x_names.last_mut().unwrap() = "system".into();

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use gpsamp::hmc::Config;
 use gpsamp::study::io::{datasets_csv, summary_csv, summary_table, StudyFile};
 use gpsamp::study::sbc::{report, Report};
-use gpsamp::study::{plot, DatasetRecord, Study};
+use gpsamp::study::{default_batch, plot, DatasetRecord, Study};
 use gpsamp::{Backend, BackendKind};
 
 use super::args::{partial_dir, replace_dir, write_atomic, ModelArgs, ModelKind};
@@ -148,10 +148,6 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         ..Config::default()
     };
     let backend = Backend::select(a.backend, a.quiet)?;
-    let per_batch_chains = match backend {
-        Backend::Cpu => 4096,
-        Backend::Gpu(_) => 65536,
-    };
     let study = Study {
         generator: model,
         fit,
@@ -160,7 +156,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         config: cfg,
         batch: a
             .batch
-            .unwrap_or((per_batch_chains / a.chains_per_dataset.max(1)).max(1)),
+            .unwrap_or_else(|| default_batch(&backend, a.chains_per_dataset)),
         alpha: a.alpha,
     };
     study.validate()?;

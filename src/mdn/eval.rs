@@ -46,7 +46,7 @@ pub fn accuracy(model: &MdnModel, sim: &Simulator, ys: &[f64]) -> Result<Vec<Acc
             let p = sim.posterior(y);
             let (lo, hi) = p.range();
             let h = (hi - lo) / GRID as f64;
-            let (mut tv, mut kl, mut pm) = (0.0, 0.0, 0.0);
+            let (mut tv, mut kl, mut pm, mut inside) = (0.0, 0.0, 0.0, 0.0);
             for i in 0..GRID {
                 let t = lo + (i as f64 + 0.5) * h;
                 let (pp, qq) = (p.pdf(t), q.pdf(&[t]));
@@ -55,11 +55,9 @@ pub fn accuracy(model: &MdnModel, sim: &Simulator, ys: &[f64]) -> Result<Vec<Acc
                     kl += pp * (pp / qq.max(1e-300)).ln() * h;
                 }
                 pm += pp * t * h;
+                inside += qq * h;
             }
             // The MDN's mass outside the exact support's grid counts toward TV as well.
-            let inside: f64 = (0..GRID)
-                .map(|i| q.pdf(&[lo + (i as f64 + 0.5) * h]) * h)
-                .sum();
             tv += 0.5 * (1.0 - inside).max(0.0);
             let qm: f64 = q.weights.iter().zip(&q.means).map(|(w, m)| w * m[0]).sum();
             Accuracy {

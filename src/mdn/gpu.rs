@@ -92,7 +92,6 @@ pub struct GpuTrainer {
     uniforms: Vec<wgpu::Buffer>,
     order: wgpu::Buffer,
     params: wgpu::Buffer,
-    adam: wgpu::Buffer,
     out: wgpu::Buffer,
     staging: wgpu::Buffer,
     n_params: usize,
@@ -101,7 +100,7 @@ pub struct GpuTrainer {
     n_pairs: usize,
     t: u32,
     // Kept alive for the bind groups.
-    _bufs: [wgpu::Buffer; 2],
+    _bufs: [wgpu::Buffer; 3],
 }
 
 impl GpuTrainer {
@@ -138,7 +137,7 @@ impl GpuTrainer {
         let adam = ctx.storage_init("mdn adam", &vec![0.0f32; 2 * n_params], false)?;
         let out_len = n_params + max_batch + max_steps;
         let out = ctx.storage("mdn out", (out_len * 4) as u64, true)?;
-        let staging = ctx.staging("mdn staging", ((n_params.max(out_len)) * 4) as u64)?;
+        let staging = ctx.staging("mdn staging", (out_len * 4) as u64)?;
         let uniforms: Vec<wgpu::Buffer> = (0..SLOTS)
             .map(|_| ctx.uniform("mdn step", &StepParams::default()))
             .collect();
@@ -160,7 +159,6 @@ impl GpuTrainer {
             uniforms,
             order,
             params: params_buf,
-            adam,
             out,
             staging,
             n_params,
@@ -168,7 +166,7 @@ impl GpuTrainer {
             max_steps,
             n_pairs,
             t: 0,
-            _bufs: [data_buf, rows],
+            _bufs: [data_buf, rows, adam],
         })
     }
 
@@ -232,51 +230,29 @@ impl GpuTrainer {
                 self.ctx.queue.submit([enc.finish()]);
             })?;
         }
-        let all = self.read_out(self.n_params + self.max_batch + batches.len())?;
-        Ok(all[self.n_params + self.max_batch..].to_vec())
+        // Only the steps' loss sums come back.
+        self.read(&self.out, self.n_params + self.max_batch, batches.len())
     }
 
-    fn read_out(&self, len: usize) -> Result<Vec<f32>> {
+    /// `len` floats of `buf` from float `offset`, through the staging buffer.
+    fn read(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>> {
         self.ctx.scoped("mdn read", || {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(&self.out, 0, &self.staging, 0, (len * 4) as u64);
+            enc.copy_buffer_to_buffer(buf, (offset * 4) as u64, &self.staging, 0, (len * 4) as u64);
             self.ctx.queue.submit([enc.finish()]);
         })?;
         self.ctx.map_read(&self.staging, (len * 4) as u64)
     }
 
-    /// Gradient and per-sample losses of the last minibatch run.
+    /// Gradient and per-sample losses of the last minibatch run (`n` samples).
     pub fn last_gradient(&self, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let all = self.read_out(self.n_params + n)?;
-        Ok((all[..self.n_params].to_vec(), all[self.n_params..].to_vec()))
+        let mut all = self.read(&self.out, 0, self.n_params + n)?;
+        let losses = all.split_off(self.n_params);
+        Ok((all, losses))
     }
 
     /// The current weights.
     pub fn params(&self) -> Result<Vec<f32>> {
-        self.ctx.scoped("mdn read params", || {
-            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(
-                &self.params,
-                0,
-                &self.staging,
-                0,
-                (self.n_params * 4) as u64,
-            );
-            self.ctx.queue.submit([enc.finish()]);
-        })?;
-        self.ctx.map_read(&self.staging, (self.n_params * 4) as u64)
-    }
-
-    /// Replaces the weights and zeroes the Adam state.
-    pub fn set_params(&mut self, params: &[f32]) {
-        self.ctx
-            .queue
-            .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
-        self.ctx.queue.write_buffer(
-            &self.adam,
-            0,
-            bytemuck::cast_slice(&vec![0.0f32; 2 * self.n_params]),
-        );
-        self.t = 0;
+        self.read(&self.params, 0, self.n_params)
     }
 }

@@ -137,12 +137,24 @@ pub struct Mixture {
     pub log_var: Vec<f32>,
 }
 
-/// A block of [`LANES`] samples: activations of every layer, feature-major.
+/// A block of [`LANES`] samples: activations of every layer, feature-major, and all the
+/// working memory of a forward and backward pass, so that none is allocated per block.
 struct Block {
+    /// The layers' (inputs, outputs) and parameter offsets ([`Shape::layers`],
+    /// [`Shape::offsets`]).
+    layers: Vec<(usize, usize)>,
+    offs: Vec<usize>,
     /// acts[l][unit][lane]: input, each hidden layer after ReLU, then the head.
     acts: Vec<Vec<[f32; LANES]>>,
     delta: Vec<[f32; LANES]>,
     delta_next: Vec<[f32; LANES]>,
+    /// theta[d][lane] and the lanes' loss weights (0 for padding lanes).
+    theta: Vec<[f32; LANES]>,
+    weight: [f32; LANES],
+    /// One sample's log weights, log variances and component log densities.
+    log_w: Vec<f32>,
+    log_var: Vec<f32>,
+    comp: Vec<f32>,
 }
 
 impl Block {
@@ -151,17 +163,50 @@ impl Block {
         dims.extend(&shape.hidden);
         dims.push(shape.head());
         Self {
+            layers: shape.layers(),
+            offs: shape.offsets(),
             acts: dims.iter().map(|&d| vec![[0.0; LANES]; d]).collect(),
             delta: vec![[0.0; LANES]; shape.widest()],
             delta_next: vec![[0.0; LANES]; shape.widest()],
+            theta: vec![[0.0; LANES]; shape.theta],
+            weight: [0.0; LANES],
+            log_w: vec![0.0; shape.k],
+            log_var: vec![0.0; shape.k * shape.theta],
+            comp: vec![0.0; shape.k],
+        }
+    }
+
+    /// Loads the inputs of samples `start..start + live` (at most [`LANES`]) into the lanes;
+    /// the padding lanes repeat the first sample.
+    fn load_inputs(&mut self, shape: &Shape, x: &[f32], start: usize, live: usize) {
+        for s in 0..LANES {
+            let i = if s < live { start + s } else { start };
+            for d in 0..shape.input {
+                self.acts[0][d][s] = x[i * shape.input + d];
+            }
+        }
+    }
+
+    /// [`Block::load_inputs`], and the thetas and loss weights (0 for padding lanes).
+    fn load(&mut self, shape: &Shape, batch: &Batch, start: usize, live: usize, uniform: f32) {
+        self.load_inputs(shape, batch.x, start, live);
+        for s in 0..LANES {
+            let i = if s < live { start + s } else { start };
+            for d in 0..shape.theta {
+                self.theta[d][s] = batch.theta[i * shape.theta + d];
+            }
+            self.weight[s] = if s < live {
+                batch.weight.map_or(uniform, |w| w[i])
+            } else {
+                0.0
+            };
         }
     }
 }
 
 /// Forward pass of a block (inputs already in `acts[0]`).
-fn forward_block(shape: &Shape, params: &[f32], b: &mut Block) {
-    let layers = shape.layers();
-    let offs = shape.offsets();
+fn forward_block(params: &[f32], b: &mut Block) {
+    let (layers, offs) = (&b.layers, &b.offs);
     for (l, &(n_in, n_out)) in layers.iter().enumerate() {
         let w = &params[offs[l]..offs[l] + n_out * n_in];
         let bias = &params[offs[l] + n_out * n_in..offs[l + 1]];
@@ -188,19 +233,36 @@ fn forward_block(shape: &Shape, params: &[f32], b: &mut Block) {
     }
 }
 
+/// The head's outputs for lane `s` turned into log weights (log-sum-exp of the logits) and
+/// bounded log variances; the means are the head's outputs `K..K + K T` as they are.
+fn head_params(
+    shape: &Shape,
+    head: &[[f32; LANES]],
+    s: usize,
+    log_w: &mut [f32],
+    log_var: &mut [f32],
+) {
+    let (k, t) = (shape.k, shape.theta);
+    let m = (0..k).fold(f32::NEG_INFINITY, |a, j| a.max(head[j][s]));
+    let lse = m + (0..k).map(|j| (head[j][s] - m).exp()).sum::<f32>().ln();
+    for j in 0..k {
+        log_w[j] = head[j][s] - lse;
+    }
+    for i in 0..k * t {
+        log_var[i] = LV_BOUND * (head[k + k * t + i][s] / LV_BOUND).tanh();
+    }
+}
+
 /// Mixture of sample `s` of a block from the head's outputs.
 fn mixture_of(shape: &Shape, head: &[[f32; LANES]], s: usize) -> Mixture {
     let (k, t) = (shape.k, shape.theta);
-    let logits: Vec<f32> = (0..k).map(|j| head[j][s]).collect();
-    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let lse = m + logits.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
-    Mixture {
-        log_w: logits.iter().map(|v| v - lse).collect(),
+    let mut mix = Mixture {
+        log_w: vec![0.0; k],
         mean: (0..k * t).map(|j| head[k + j][s]).collect(),
-        log_var: (0..k * t)
-            .map(|j| LV_BOUND * (head[k + k * t + j][s] / LV_BOUND).tanh())
-            .collect(),
-    }
+        log_var: vec![0.0; k * t],
+    };
+    head_params(shape, head, s, &mut mix.log_w, &mut mix.log_var);
+    mix
 }
 
 /// log q(theta) of a standardised mixture at standardised `theta` (T values).
@@ -222,52 +284,45 @@ pub fn mixture_log_density(mix: &Mixture, theta: &[f32]) -> f32 {
     m + comp.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
 }
 
-/// Loss of a block's live lanes and the gradient with respect to the head's outputs (into
-/// `delta`, scaled by each sample's weight).
-fn head_grad(
-    shape: &Shape,
-    head: &[[f32; LANES]],
-    theta: &[[f32; LANES]],
-    weight: &[f32; LANES],
-    delta: &mut [[f32; LANES]],
-) -> f64 {
+/// Loss of a block's live lanes (weighted sum of -log q) and the gradient with respect to
+/// the head's outputs (into `b.delta`, scaled by each sample's weight).
+fn head_grad(shape: &Shape, b: &mut Block) -> f64 {
     let (k, t) = (shape.k, shape.theta);
+    let last = b.acts.len() - 1;
+    let head = &b.acts[last];
     let mut loss = 0.0f64;
-    let mut comp = vec![0.0f32; k];
     for s in 0..LANES {
-        let w = weight[s];
+        let w = b.weight[s];
         if w == 0.0 {
-            for d in delta.iter_mut().take(shape.head()) {
+            for d in b.delta.iter_mut().take(shape.head()) {
                 d[s] = 0.0;
             }
             continue;
         }
-        let mix = mixture_of(shape, head, s);
+        head_params(shape, head, s, &mut b.log_w, &mut b.log_var);
         for j in 0..k {
-            let mut l = mix.log_w[j];
+            let mut l = b.log_w[j];
             for d in 0..t {
-                let lv = mix.log_var[j * t + d];
-                let r = theta[d][s] - mix.mean[j * t + d];
+                let lv = b.log_var[j * t + d];
+                let r = b.theta[d][s] - head[k + j * t + d][s];
                 l -= 0.5 * (lv + LN_2PI + r * r * (-lv).exp());
             }
-            comp[j] = l;
+            b.comp[j] = l;
         }
-        let m = comp.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let se: f32 = comp.iter().map(|v| (v - m).exp()).sum();
-        let logp = m + se.ln();
+        let cm = b.comp.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        let logp = cm + b.comp.iter().map(|v| (v - cm).exp()).sum::<f32>().ln();
         loss -= (w * logp) as f64;
         for j in 0..k {
-            let r = (comp[j] - logp).exp(); // responsibility
-            let pi = mix.log_w[j].exp();
-            delta[j][s] = -w * (r - pi);
+            let r = (b.comp[j] - logp).exp(); // responsibility
+            b.delta[j][s] = -w * (r - b.log_w[j].exp());
             for d in 0..t {
                 let i = j * t + d;
-                let lv = mix.log_var[i];
+                let lv = b.log_var[i];
                 let iv = (-lv).exp();
-                let res = theta[d][s] - mix.mean[i];
-                delta[k + i][s] = -w * r * res * iv;
+                let res = b.theta[d][s] - head[k + i][s];
+                b.delta[k + i][s] = -w * r * res * iv;
                 let th = lv / LV_BOUND;
-                delta[k + k * t + i][s] = -w * r * 0.5 * (res * res * iv - 1.0) * (1.0 - th * th);
+                b.delta[k + k * t + i][s] = -w * r * 0.5 * (res * res * iv - 1.0) * (1.0 - th * th);
             }
         }
     }
@@ -276,11 +331,10 @@ fn head_grad(
 
 /// Backward pass of a block: accumulates the parameter gradient into `grad`, starting from
 /// the head's output gradient in `b.delta`.
-fn backward_block(shape: &Shape, params: &[f32], b: &mut Block, grad: &mut [f32]) {
-    let layers = shape.layers();
-    let offs = shape.offsets();
-    for l in (0..layers.len()).rev() {
-        let (n_in, n_out) = layers[l];
+fn backward_block(params: &[f32], b: &mut Block, grad: &mut [f32]) {
+    for l in (0..b.layers.len()).rev() {
+        let (n_in, n_out) = b.layers[l];
+        let offs = &b.offs;
         let w = &params[offs[l]..offs[l] + n_out * n_in];
         let (gw, gb) = grad[offs[l]..offs[l + 1]].split_at_mut(n_out * n_in);
         let a_in = &b.acts[l];
@@ -356,30 +410,11 @@ pub fn loss_and_grad(
                 let mut loss = 0.0;
                 let start = c * CHUNK;
                 let end = (start + CHUNK).min(n);
-                let mut s0 = start;
-                while s0 < end {
-                    let live = (end - s0).min(LANES);
-                    let mut theta = vec![[0.0f32; LANES]; shape.theta];
-                    let mut weight = [0.0f32; LANES];
-                    for s in 0..LANES {
-                        let i = if s < live { s0 + s } else { s0 };
-                        for d in 0..shape.input {
-                            blk.acts[0][d][s] = batch.x[i * shape.input + d];
-                        }
-                        for d in 0..shape.theta {
-                            theta[d][s] = batch.theta[i * shape.theta + d];
-                        }
-                        weight[s] = if s < live {
-                            batch.weight.map_or(uniform, |w| w[i])
-                        } else {
-                            0.0
-                        };
-                    }
-                    forward_block(shape, params, blk);
-                    let last = blk.acts.len() - 1;
-                    loss += head_grad(shape, &blk.acts[last], &theta, &weight, &mut blk.delta);
-                    backward_block(shape, params, blk, g);
-                    s0 += LANES;
+                for s0 in (start..end).step_by(LANES) {
+                    blk.load(shape, batch, s0, (end - s0).min(LANES), uniform);
+                    forward_block(params, blk);
+                    loss += head_grad(shape, blk);
+                    backward_block(params, blk, g);
                 }
                 loss
             },
@@ -392,6 +427,29 @@ pub fn loss_and_grad(
     losses.iter().sum()
 }
 
+/// Mean of -log q over a minibatch (weighted when it has weights), forward pass only.
+pub fn loss(shape: &Shape, params: &[f32], batch: &Batch) -> f64 {
+    let n = batch.x.len() / shape.input;
+    let uniform = 1.0 / n as f32;
+    let chunks: Vec<f64> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map_init(
+            || Block::new(shape),
+            |blk, c| {
+                let (start, end) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+                let mut loss = 0.0;
+                for s0 in (start..end).step_by(LANES) {
+                    blk.load(shape, batch, s0, (end - s0).min(LANES), uniform);
+                    forward_block(params, blk);
+                    loss += head_grad(shape, blk);
+                }
+                loss
+            },
+        )
+        .collect();
+    chunks.iter().sum()
+}
+
 /// Standardised mixtures of standardised inputs `x` (`n x input`).
 pub fn predict(shape: &Shape, params: &[f32], x: &[f32]) -> Vec<Mixture> {
     let n = x.len() / shape.input;
@@ -399,13 +457,8 @@ pub fn predict(shape: &Shape, params: &[f32], x: &[f32]) -> Vec<Mixture> {
     let mut out = Vec::with_capacity(n);
     for s0 in (0..n).step_by(LANES) {
         let live = (n - s0).min(LANES);
-        for s in 0..LANES {
-            let i = if s < live { s0 + s } else { s0 };
-            for d in 0..shape.input {
-                blk.acts[0][d][s] = x[i * shape.input + d];
-            }
-        }
-        forward_block(shape, params, &mut blk);
+        blk.load_inputs(shape, x, s0, live);
+        forward_block(params, &mut blk);
         let last = blk.acts.len() - 1;
         for s in 0..live {
             out.push(mixture_of(shape, &blk.acts[last], s));

@@ -257,15 +257,15 @@ pub struct Trained {
     pub pairs_per_sec: f64,
 }
 
-/// Trains an MDN of `shape` on pairs `theta` (`n x T`) and `y` (`n x input`), on the GPU
-/// when `gpu` is given (the pairs resident there, the validation loss on the CPU).
+/// Trains an MDN of `shape` on pairs `theta` (`n x T`) and `y` (`n x input`) on `backend`
+/// (on a GPU the pairs stay resident there; the validation loss is computed on the CPU).
 pub fn train(
     shape: &Shape,
     theta: &[f64],
     y: &[f64],
     simulator: Option<super::sim::Simulator>,
     cfg: &TrainConfig,
-    gpu: Option<std::sync::Arc<crate::backend::gpu::GpuContext>>,
+    backend: &crate::backend::Backend,
     progress: &mut dyn FnMut(&EpochStats),
 ) -> Result<Trained> {
     shape.validate()?;
@@ -331,14 +331,24 @@ pub fn train(
         let total: f32 = wb.iter().sum();
         wb.iter_mut().for_each(|w| *w /= total);
     };
+    // The validation pairs, gathered once. Unweighted even for the grouped loss: the mean
+    // -log q per held-out pair is what early stopping watches (the grouped one is dominated
+    // by a few rare y).
+    let (mut val_x, mut val_t, mut val_w) = (Vec::new(), Vec::new(), Vec::new());
+    gather(val_idx, &mut val_x, &mut val_t, &mut val_w);
+    let val_batch = Batch {
+        x: &val_x,
+        theta: &val_t,
+        weight: None,
+    };
     let mut params = init_params(shape, cfg.seed);
     let mut adam = Adam::new(params.len());
     let mut grad = vec![0.0f32; params.len()];
     let mut scratch = Vec::new();
     let (mut xb, mut tb, mut wb) = (Vec::new(), Vec::new(), Vec::new());
     let steps_per_epoch = train_idx.len().div_ceil(cfg.batch);
-    let mut device = match gpu {
-        Some(ctx) => {
+    let mut device = match backend {
+        crate::backend::Backend::Gpu(ctx) => {
             let stride = shape.input + shape.theta + 1;
             let mut data = Vec::with_capacity(n * stride);
             for i in 0..n {
@@ -347,7 +357,7 @@ pub fn train(
                 data.push(weights.as_ref().map_or(1.0, |w| w[i]));
             }
             Some(super::gpu::GpuTrainer::new(
-                ctx,
+                ctx.clone(),
                 shape,
                 &data,
                 &params,
@@ -355,7 +365,7 @@ pub fn train(
                 steps_per_epoch,
             )?)
         }
-        None => None,
+        crate::backend::Backend::Cpu => None,
     };
     let total_steps = (steps_per_epoch * cfg.epochs) as f64;
     let t0 = Instant::now();
@@ -393,36 +403,25 @@ pub fn train(
                 .sum();
             params = dev.params()?;
             pairs += train_idx.len();
-        }
-        for (s, idx) in train_idx
-            .chunks(cfg.batch)
-            .enumerate()
-            .filter(|_| device.is_none())
-        {
-            gather(idx, &mut xb, &mut tb, &mut wb);
-            let batch = Batch {
-                x: &xb,
-                theta: &tb,
-                weight: Some(&wb),
-            };
-            sum += loss_and_grad(shape, &params, &batch, &mut grad, &mut scratch);
-            lr = lr_at(s);
-            adam.step(&mut params, &grad, lr as f32);
-            pairs += idx.len();
+        } else {
+            for (s, idx) in train_idx.chunks(cfg.batch).enumerate() {
+                gather(idx, &mut xb, &mut tb, &mut wb);
+                let batch = Batch {
+                    x: &xb,
+                    theta: &tb,
+                    weight: Some(&wb),
+                };
+                sum += loss_and_grad(shape, &params, &batch, &mut grad, &mut scratch);
+                lr = lr_at(s);
+                adam.step(&mut params, &grad, lr as f32);
+                pairs += idx.len();
+            }
         }
         let train_loss = sum / steps_per_epoch as f64;
         let val_loss = if val_idx.is_empty() {
             train_loss
         } else {
-            // Unweighted even for the grouped loss: the mean -log q per held-out pair is
-            // what early stopping watches (the grouped one is dominated by a few rare y).
-            gather(val_idx, &mut xb, &mut tb, &mut wb);
-            let batch = Batch {
-                x: &xb,
-                theta: &tb,
-                weight: None,
-            };
-            loss_and_grad(shape, &params, &batch, &mut grad, &mut scratch)
+            super::loss(shape, &params, &val_batch)
         };
         let stats = EpochStats {
             epoch,

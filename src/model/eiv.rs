@@ -178,6 +178,46 @@ impl Eiv {
     }
 }
 
+impl Eiv {
+    /// Simulates `n` points with inputs x ~ N(0, I) at constrained scales `(sigma_x,
+    /// sigma_w, sigma_obs)`. With [`Eiv::with_systems`] system k takes the rows
+    /// `k n / S .. (k + 1) n / S`, each with its own b, and the system column is appended to
+    /// the inputs. Returns the standard-normal draws z of every system's b (b = sigma_w z,
+    /// S x M) and the dataset.
+    pub fn simulate_systems(
+        &self,
+        n: usize,
+        scales: (f64, f64, f64),
+        rng: &mut rand::rngs::StdRng,
+    ) -> (Vec<f64>, Dataset) {
+        use rand::RngExt;
+        use rand_distr::StandardNormal;
+        let mut x: Vec<Vec<f64>> = (0..self.m())
+            .map(|_| {
+                (0..n)
+                    .map(|_| rng.sample::<f64, _>(StandardNormal))
+                    .collect()
+            })
+            .collect();
+        let n_sys = self.systems();
+        let mut z = Vec::with_capacity(n_sys * self.m());
+        let mut y = Vec::with_capacity(n);
+        let mut sys = Vec::with_capacity(n);
+        for k in 0..n_sys {
+            let rows = k * n / n_sys..(k + 1) * n / n_sys;
+            let xk: Vec<Vec<f64>> = x.iter().map(|c| c[rows.clone()].to_vec()).collect();
+            let (zk, yk) = self.simulate_at(&xk, scales, rng);
+            z.extend(zk);
+            y.extend(yk);
+            sys.extend(rows.map(|_| k as f64));
+        }
+        if self.systems.is_some() {
+            x.push(sys);
+        }
+        (z, Dataset { x, y })
+    }
+}
+
 impl Model for Eiv {
     fn name(&self) -> String {
         match self.variant {
@@ -289,7 +329,7 @@ impl Model for Eiv {
         b: usize,
         theta: &[f64],
         grad: &mut [f64],
-        _scratch: &mut Vec<f64>,
+        scratch: &mut Vec<f64>,
     ) -> f64 {
         let m = self.m();
         let n_tot = data.n_total();
@@ -313,12 +353,12 @@ impl Model for Eiv {
                 let n_sys = self.systems();
                 let us = &theta[self.off_z()..];
                 let scale_b = (c * uw).exp();
-                let bs: Vec<f64> = us.iter().map(|u| u * scale_b).collect();
-                let v: Vec<f64> = (0..m * n_sys)
-                    .map(|j| self.w[j % m] * (1.0 + bs[j]))
-                    .collect();
+                // Scratch: v = w (1 + b) per system (S M), then the accumulators.
                 let stride = m + 2;
-                let mut acc = vec![0.0; n_sys * stride];
+                scratch.clear();
+                scratch.extend((0..m * n_sys).map(|j| self.w[j % m] * (1.0 + us[j] * scale_b)));
+                scratch.resize(m * n_sys + n_sys * stride, 0.0);
+                let (v, acc) = scratch.split_at_mut(m * n_sys);
                 let sys_col = self.systems.map(|_| &xs[m * n_tot..]);
                 for i in range.clone() {
                     let k = sys_col.map_or(0, |col| col[i] as usize);
@@ -348,7 +388,7 @@ impl Model for Eiv {
                     for j in 0..m {
                         let db = (a[2 + j] / s2 + ds2 * 2.0 * sx * sx * vk[j]) * self.w[j];
                         grad[self.off_z() + k * m + j] = db * scale_b;
-                        grad[1] += c * db * bs[k * m + j];
+                        grad[1] += c * db * us[k * m + j] * scale_b;
                     }
                 }
                 let iu2 = (-2.0 * (1.0 - c) * uw).exp();
@@ -439,9 +479,6 @@ impl Model for Eiv {
     }
 
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
-        use rand::RngExt;
-        use rand_distr::StandardNormal;
-        let m = self.m();
         let sx = self.prior_x.sample(rng).max(1e-300);
         let sw = self.prior_w.sample(rng).max(1e-300);
         let so = if self.obs_noise {
@@ -449,37 +486,16 @@ impl Model for Eiv {
         } else {
             0.0
         };
-        let x: Vec<Vec<f64>> = (0..m)
-            .map(|_| {
-                (0..n)
-                    .map(|_| rng.sample::<f64, _>(StandardNormal))
-                    .collect()
-            })
-            .collect();
         let mut theta = vec![sx.ln(), sw.ln()];
         if self.obs_noise {
             theta.push(so.ln());
         }
-        // System k takes the rows k n / S .. (k + 1) n / S, each with its own b.
-        let n_sys = self.systems();
-        let mut y = Vec::with_capacity(n);
-        let mut x = x;
-        let mut sys = Vec::with_capacity(n);
-        for k in 0..n_sys {
-            let rows = k * n / n_sys..(k + 1) * n / n_sys;
-            let xk: Vec<Vec<f64>> = x.iter().map(|c| c[rows.clone()].to_vec()).collect();
-            let (z, yk) = self.simulate_at(&xk, (sx, sw, so), rng);
-            y.extend(yk);
-            sys.extend(rows.map(|_| k as f64));
-            if self.variant == EivVariant::Shared {
-                // b = sw z = sw^c u.
-                theta.extend(z.iter().map(|v| sw.powf(1.0 - NONCENTRING) * v));
-            }
+        let (z, data) = self.simulate_systems(n, (sx, sw, so), rng);
+        if self.variant == EivVariant::Shared {
+            // b = sw z = sw^c u.
+            theta.extend(z.iter().map(|v| sw.powf(1.0 - NONCENTRING) * v));
         }
-        if self.systems.is_some() {
-            x.push(sys);
-        }
-        (theta, Dataset { x, y })
+        (theta, data)
     }
 
     fn cost_per_point(&self) -> (f64, f64) {

@@ -51,7 +51,6 @@ pub fn datasets_csv(settings: &Settings, records: &[DatasetRecord]) -> String {
     out.push('\n');
     for r in records {
         for (name, q) in settings.quantities.iter().zip(&r.quantities) {
-            let covered = q.quantiles[0] <= q.truth && q.truth <= q.quantiles[5];
             out.push_str(&format!(
                 "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},\"{}\",{}\n",
                 r.index,
@@ -73,7 +72,7 @@ pub fn datasets_csv(settings: &Settings, records: &[DatasetRecord]) -> String {
                 r.divergences,
                 r.stuck_chains,
                 r.failed.replace('"', "'"),
-                u8::from(covered),
+                u8::from(q.covers(2)),
             ));
         }
     }

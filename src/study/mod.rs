@@ -104,8 +104,16 @@ pub struct QuantityRecord {
     pub ess_bulk: f64,
 }
 
-/// The quantiles stored in a [`QuantityRecord`].
+/// The quantiles stored in a [`QuantityRecord`]: the ends of the central intervals of
+/// [`COVERAGE`], nested (interval `i` runs from quantile `2 - i` to quantile `3 + i`).
 pub const QUANTILES: [f64; 6] = [0.025, 0.1, 0.25, 0.75, 0.9, 0.975];
+
+impl QuantityRecord {
+    /// Whether the central interval of probability `COVERAGE[level]` covers the truth.
+    pub fn covers(&self, level: usize) -> bool {
+        self.quantiles[2 - level] <= self.truth && self.truth <= self.quantiles[3 + level]
+    }
+}
 
 /// Everything a study keeps of one dataset.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,6 +161,16 @@ pub fn canonical_order(groups: &[Vec<usize>], params: &mut [f64]) {
             params[i] = old[src][pos];
         }
     }
+}
+
+/// Datasets per batch that keep a batch near 4 096 chains on the CPU and 65 536 on a GPU
+/// (memory for the draws, and enough chains to fill a device); it does not change results.
+pub fn default_batch(backend: &Backend, chains: usize) -> usize {
+    let chains_per_batch = match backend {
+        Backend::Cpu => 4096,
+        Backend::Gpu(_) => 65536,
+    };
+    (chains_per_batch / chains.max(1)).max(1)
 }
 
 impl Study {
@@ -227,13 +245,12 @@ impl Study {
 
     fn run_batch(&self, range: Range<usize>, backend: &Backend) -> Result<Vec<DatasetRecord>> {
         let seed = self.config.seed;
-        let sims: Vec<(Vec<f64>, Dataset)> = range
+        let (truths, sets): (Vec<Vec<f64>>, Vec<Dataset>) = range
             .clone()
             .into_par_iter()
             .map(|i| simulate_dataset(self.generator.as_ref(), self.points, seed, i))
-            .collect();
-        let p = sims[0].1.x.len();
-        let sets: Vec<Dataset> = sims.iter().map(|(_, d)| d.clone()).collect();
+            .unzip();
+        let p = sets[0].x.len();
         let data = Arc::new(DataBatch::new(p, &sets)?);
         drop(sets);
         let chains = self.config.chains;
@@ -265,7 +282,7 @@ impl Study {
             .into_par_iter()
             .map(|i| {
                 let b = i - range.start;
-                self.record(i, b, &sims[b].0, &data, &empty, &sink, &rep.datasets[b])
+                self.record(i, b, &truths[b], &data, &empty, &sink, &rep.datasets[b])
             })
             .collect())
     }

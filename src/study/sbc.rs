@@ -8,7 +8,7 @@
 
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
-use super::{DatasetRecord, Settings, COVERAGE};
+use super::{DatasetRecord, Settings};
 use crate::rng::{host_rng, Purpose};
 
 /// Most bins of the chi-square test (fewer when the expected count would fall below 5).
@@ -226,17 +226,8 @@ pub fn report(settings: &Settings, records: &[DatasetRecord]) -> Report {
                 max_dev = max_dev.max((f - p).abs());
                 outside += usize::from(f < lo || f > hi);
             }
-            let cover = |level: f64| {
-                let (lo, hi) = match level {
-                    l if l == COVERAGE[0] => (2, 3),
-                    l if l == COVERAGE[1] => (1, 4),
-                    _ => (0, 5),
-                };
-                recs.iter()
-                    .filter(|r| r.quantiles[lo] <= r.truth && r.truth <= r.quantiles[hi])
-                    .count() as f64
-                    / n as f64
-            };
+            let cover =
+                |level: usize| recs.iter().filter(|r| r.covers(level)).count() as f64 / n as f64;
             let zs: Vec<f64> = recs.iter().map(|r| (r.mean - r.truth) / r.sd).collect();
             let truths: Vec<f64> = recs.iter().map(|r| r.truth).collect();
             let means: Vec<f64> = recs.iter().map(|r| r.mean).collect();
@@ -269,9 +260,9 @@ pub fn report(settings: &Settings, records: &[DatasetRecord]) -> Report {
                 ecdf_max_dev: max_dev,
                 ecdf_outside: outside,
                 pass: p_chi2 >= settings.alpha && outside == 0,
-                coverage_50: cover(0.5),
-                coverage_80: cover(0.8),
-                coverage_95: cover(0.95),
+                coverage_50: cover(0),
+                coverage_80: cover(1),
+                coverage_95: cover(2),
                 z_mean: mean(&zs),
                 z_sd: sd(&zs),
                 contraction,
