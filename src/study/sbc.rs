@@ -334,4 +334,25 @@ mod tests {
             .zip(&band)
             .any(|(&c, &(lo, hi))| !(lo..=hi).contains(&(c as f64 / n as f64))));
     }
+
+    #[test]
+    fn the_simultaneous_band_has_its_false_alarm_rate() {
+        // Uniform samples of 100 leave the 95% band in about 5% of trials (binomial sd
+        // 0.5 points over 2 000 trials); a pointwise band would leave it far more often.
+        let (n, alpha, trials) = (100, 0.05, 2000);
+        let band = ecdf_band(n, ecdf_gamma(n, alpha));
+        let z = ecdf_points(n);
+        let mut rng = host_rng(77, 0, Purpose::Other);
+        let fails = (0..trials)
+            .filter(|_| {
+                let u: Vec<f64> = (0..n).map(|_| rand::RngExt::random(&mut rng)).collect();
+                ecdf_counts(&u, &z)
+                    .iter()
+                    .zip(&band)
+                    .any(|(&c, &(lo, hi))| !(lo..=hi).contains(&(c as f64 / n as f64)))
+            })
+            .count();
+        let rate = fails as f64 / trials as f64;
+        assert!((0.03..=0.07).contains(&rate), "false alarm rate {rate}");
+    }
 }
