@@ -82,7 +82,7 @@ impl GpuIntegrator {
         if n_chains == 0 {
             return Err(Error::Invalid("at least one chain is needed".into()));
         }
-        let lanes = choose_lanes(lanes, data)?;
+        let lanes = choose_lanes(lanes, data, model)?;
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
         let layout = ctx.layout(true, &[true, true, true, true, false, false, true]);
         let pipeline = ctx.pipeline(

@@ -409,9 +409,9 @@ fn align_labels(
     window_means: &[f64],
     position: &mut [f64],
 ) -> Result<bool> {
-    let Some(groups) = model.label_groups() else {
+    if model.label_groups().is_none() {
         return Ok(false);
-    };
+    }
     let d = model.dim();
     let means: Vec<Vec<f64>> = window_means.chunks(d).map(|m| model.constrain(m)).collect();
     let Some(perms) = sink::label_permutations(model, &means, cfg.chains) else {
@@ -423,7 +423,7 @@ fn align_labels(
             continue;
         }
         let q = &mut position[c * d..(c + 1) * d];
-        let x = crate::diag::align::apply(&model.constrain(q), p, &groups);
+        let x = model.permute_labels(&model.constrain(q), p);
         // Weights that underflowed to 0 cannot be mapped back; leave such a chain alone.
         if let Ok(u) = model.unconstrain(&x) {
             q.copy_from_slice(&u);

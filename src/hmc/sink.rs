@@ -198,7 +198,6 @@ pub fn apply_permutations(
     perms: &[Vec<usize>],
     n_draws: usize,
 ) -> Result<()> {
-    let groups = model.label_groups().unwrap_or_default();
     let np = model.param_names().len();
     let path = dir.join("draws.npy");
     let w = NpyWriter::open(&path, &[perms.len(), n_draws, np])?;
@@ -210,7 +209,7 @@ pub fn apply_permutations(
         w.read_at(c * n_draws * np, &mut block)?;
         for row in block.chunks_mut(np) {
             let x: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
-            let y = align::apply(&x, p, &groups);
+            let y = model.permute_labels(&x, p);
             row.iter_mut().zip(&y).for_each(|(r, v)| *r = *v as f32);
         }
         w.write_at(c * n_draws * np, &block)?;

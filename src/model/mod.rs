@@ -8,12 +8,14 @@
 //! and provides the same math as WGSL for the GPU (see [`Model::wgsl`] for the contract).
 
 pub mod eiv;
+pub mod hmm;
 pub mod mixglm;
 
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
 
 pub use eiv::{Eiv, EivVariant};
+pub use hmm::{Hmm, HmmPriors};
 pub use mixglm::{Likelihood, MixGlm};
 
 /// A model family: log density and gradient on the CPU (f64) and the GPU (WGSL, f32).
@@ -88,6 +90,23 @@ pub trait Model: Send + Sync {
     /// models without label switching.
     fn label_groups(&self) -> Option<Vec<Vec<usize>>> {
         None
+    }
+
+    /// Relabels one constrained parameter vector: new component `k` is old component
+    /// `perm[k]`. The default moves each [`Model::label_groups`] group; a model whose labels
+    /// also index other parameters (an HMM's transition matrix) overrides it.
+    fn permute_labels(&self, params: &[f64], perm: &[usize]) -> Vec<f64> {
+        match self.label_groups() {
+            Some(groups) => crate::diag::align::apply(params, perm, &groups),
+            None => params.to_vec(),
+        }
+    }
+
+    /// The most GPU threads that may share one chain's points (a power of two). A model
+    /// whose log density is a recursion over its points in order (an HMM's forward pass)
+    /// returns 1, so one thread walks them.
+    fn max_lanes(&self) -> u32 {
+        64
     }
 
     /// Flops and transcendental calls (exp/log) per data point of one log density + gradient,

@@ -148,19 +148,12 @@ pub fn simulate_dataset(
 /// parameter of each component after its weight: a fixed function of the parameters, so
 /// ranks of the sorted truth among sorted draws stay uniform, and it removes label
 /// switching from every summary.
-pub fn canonical_order(groups: &[Vec<usize>], params: &mut [f64]) {
+pub fn canonical_order(model: &dyn Model, groups: &[Vec<usize>], params: &mut [f64]) {
     let key = usize::from(groups[0].len() > 1);
     let mut order: Vec<usize> = (0..groups.len()).collect();
     order.sort_by(|&a, &b| params[groups[a][key]].total_cmp(&params[groups[b][key]]));
-    let old: Vec<Vec<f64>> = groups
-        .iter()
-        .map(|g| g.iter().map(|&i| params[i]).collect())
-        .collect();
-    for (slot, &src) in order.iter().enumerate() {
-        for (pos, &i) in groups[slot].iter().enumerate() {
-            params[i] = old[src][pos];
-        }
-    }
+    let sorted = model.permute_labels(params, &order);
+    params.copy_from_slice(&sorted);
 }
 
 /// Datasets per batch that keep a batch near 4 096 chains on the CPU and 65 536 on a GPU
@@ -322,7 +315,7 @@ impl Study {
                 let theta = &sink.draws[row..row + d];
                 let mut x = fit.constrain(theta);
                 if let Some(g) = &groups {
-                    canonical_order(g, &mut x);
+                    canonical_order(fit, g, &mut x);
                 }
                 x.push(loglik(theta, Some(sink.logp[t * sink.chains + gc])));
                 if failed.is_empty() && x.iter().any(|v| !v.is_finite()) {
@@ -336,7 +329,7 @@ impl Study {
         let mut truth = truth.to_vec();
         let truth_u = fit.unconstrain(&truth);
         if let Some(g) = &groups {
-            canonical_order(g, &mut truth);
+            canonical_order(fit, g, &mut truth);
         }
         truth.push(match truth_u {
             Ok(u) => loglik(&u, None),

@@ -64,8 +64,9 @@ pub(crate) fn upload_data(ctx: &GpuContext, data: &DataBatch) -> Result<[wgpu::B
 }
 
 /// Threads per chain: `lanes` if given (a power of two up to 64), else [`default_lanes`].
-pub(crate) fn choose_lanes(lanes: Option<u32>, data: &DataBatch) -> Result<u32> {
+pub(crate) fn choose_lanes(lanes: Option<u32>, data: &DataBatch, model: &dyn Model) -> Result<u32> {
     let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / data.n_datasets()));
+    let lanes = lanes.min(model.max_lanes().max(1));
     if !lanes.is_power_of_two() || lanes > 64 {
         return Err(Error::Invalid(format!(
             "lanes must be a power of two up to 64, got {lanes}"
@@ -117,7 +118,7 @@ impl GpuEvaluator {
                 "too many chains or points for one GPU batch".into(),
             ));
         }
-        let lanes = choose_lanes(lanes, data)?;
+        let lanes = choose_lanes(lanes, data, model)?;
         let source = crate::shader::logp_batch(&model.wgsl(), lanes);
         let layout = ctx.layout(true, &[true, true, true, true, false]);
         let pipeline = ctx.pipeline(&format!("logp_batch[{}]", model.name()), &source, &layout)?;

@@ -1,0 +1,1 @@
+//! GPU E-step for batched EM (placeholder while the shader is written).

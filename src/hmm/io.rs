@@ -1,0 +1,342 @@
+//! Sequence data: reading `seq,t,x..,y` CSV files into the HMM layout of a [`DataBatch`]
+//! (see the [module docs](super)), and simulating sequences like the tutorial's.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::RngExt;
+use rand_distr::{Distribution, StandardNormal};
+
+use super::{EmissionKind, HmmParams, HmmSpec};
+use crate::data::{DataBatch, Dataset};
+use crate::error::{Error, Result};
+
+/// Which columns hold what.
+#[derive(Clone, Debug)]
+pub struct SeqSpec {
+    /// Sequence id column.
+    pub seq: String,
+    /// Time column (must increase within a sequence).
+    pub t: String,
+    /// Input columns of a GLM emission.
+    pub x: Vec<String>,
+    /// Emission columns (D of them).
+    pub y: Vec<String>,
+    /// Optional column splitting sequences into datasets fitted separately.
+    pub group: Option<String>,
+    /// Emissions must be 0 or 1.
+    pub binary: bool,
+}
+
+/// Sequences read from a file.
+#[derive(Clone, Debug)]
+pub struct SeqData {
+    /// The HMM-layout batch, one dataset per group.
+    pub batch: DataBatch,
+    /// Sequence ids of each dataset, in order.
+    pub seq_ids: Vec<Vec<String>>,
+    /// Group names (one `"all"` without a group column).
+    pub groups: Vec<String>,
+    /// The time value of every point.
+    pub t: Vec<f64>,
+}
+
+/// Reads a sequence CSV. Rows of a sequence must be contiguous with increasing `t`; every
+/// error names the file, line and column.
+pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
+    let err = |line: usize, column: &str, message: String| Error::Data {
+        path: path.to_path_buf(),
+        line,
+        column: column.to_string(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let headers = rdr
+        .headers()
+        .map_err(|e| err(1, "-", format!("cannot read the header: {e}")))?
+        .clone();
+    let find = |name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| {
+            err(
+                1,
+                name,
+                format!(
+                    "column {name:?} not found; the header has: {}",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    };
+    if spec.y.is_empty() {
+        return Err(err(1, "-", "no emission column given".into()));
+    }
+    let si = find(&spec.seq)?;
+    let ti = find(&spec.t)?;
+    let xi: Vec<usize> = spec.x.iter().map(|c| find(c)).collect::<Result<_>>()?;
+    let yi: Vec<usize> = spec.y.iter().map(|c| find(c)).collect::<Result<_>>()?;
+    let gi = spec.group.as_deref().map(find).transpose()?;
+
+    struct Group {
+        cols: Vec<Vec<f64>>,
+        y: Vec<f64>,
+        t: Vec<f64>,
+        ids: Vec<String>,
+    }
+    let n_cols = 1 + xi.len() + yi.len() - 1;
+    let mut groups: Vec<Group> = Vec::new();
+    let mut group_names: Vec<String> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    // Sequence id -> the line it started on; the sequence being read and its last t.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut current: Option<(String, f64)> = None;
+    let mut record = csv::StringRecord::new();
+    let mut line = 1usize;
+    loop {
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let at = e.position().map_or(line + 1, |p| p.line() as usize);
+                return Err(err(at, "-", format!("malformed CSV: {e}")));
+            }
+        }
+        line = record.position().map_or(line + 1, |p| p.line() as usize);
+        let number = |i: usize, name: &str| -> Result<f64> {
+            let cell = &record[i];
+            let v: f64 = cell
+                .parse()
+                .map_err(|_| err(line, name, format!("{cell:?} is not a number")))?;
+            if !v.is_finite() {
+                return Err(err(line, name, format!("{cell:?} is not a finite number")));
+            }
+            Ok(v)
+        };
+        let id = record[si].to_string();
+        if id.is_empty() {
+            return Err(err(line, &spec.seq, "missing sequence id".into()));
+        }
+        let t = number(ti, &spec.t)?;
+        let gname = gi.map_or_else(|| "all".to_string(), |g| record[g].to_string());
+        let starts = match &current {
+            Some((cur, last_t)) if *cur == id => {
+                if t <= *last_t {
+                    return Err(err(
+                        line,
+                        &spec.t,
+                        format!(
+                            "sequence {id:?} is out of order: t = {t} after t = {last_t} (sort by sequence, then time)"
+                        ),
+                    ));
+                }
+                false
+            }
+            _ => {
+                if let Some(&first) = seen.get(&id) {
+                    return Err(err(
+                        line,
+                        &spec.seq,
+                        format!(
+                            "sequence {id:?} started on line {first} and resumes here after another sequence: rows of a sequence must be contiguous"
+                        ),
+                    ));
+                }
+                seen.insert(id.clone(), line);
+                true
+            }
+        };
+        current = Some((id.clone(), t));
+        let next = groups.len();
+        let g = *group_of.entry(gname.clone()).or_insert(next);
+        if g == groups.len() {
+            groups.push(Group {
+                cols: vec![Vec::new(); n_cols],
+                y: Vec::new(),
+                t: Vec::new(),
+                ids: Vec::new(),
+            });
+            group_names.push(gname);
+        }
+        let grp = &mut groups[g];
+        if starts {
+            grp.ids.push(id);
+        }
+        grp.cols[0].push(if starts { 1.0 } else { 0.0 });
+        for (j, (&i, name)) in xi.iter().zip(&spec.x).enumerate() {
+            grp.cols[1 + j].push(number(i, name)?);
+        }
+        for (d, (&i, name)) in yi.iter().zip(&spec.y).enumerate() {
+            let v = number(i, name)?;
+            if spec.binary && v != 0.0 && v != 1.0 {
+                return Err(err(line, name, format!("{v} is not 0 or 1 (Bernoulli emission)")));
+            }
+            if d == 0 {
+                grp.y.push(v);
+            } else {
+                grp.cols[xi.len() + d].push(v);
+            }
+        }
+        grp.t.push(t);
+    }
+    if groups.is_empty() {
+        return Err(err(2, "-", "the file has a header but no data rows".into()));
+    }
+    let datasets: Vec<Dataset> = groups
+        .iter()
+        .map(|g| Dataset {
+            x: g.cols.clone(),
+            y: g.y.clone(),
+        })
+        .collect();
+    let mut batch = DataBatch::new(n_cols, &datasets)?;
+    batch.x_names = std::iter::once("start".to_string())
+        .chain(spec.x.iter().cloned())
+        .chain(spec.y.iter().skip(1).cloned())
+        .collect();
+    batch.y_name = spec.y[0].clone();
+    Ok(SeqData {
+        batch,
+        seq_ids: groups.iter().map(|g| g.ids.clone()).collect(),
+        groups: group_names,
+        t: groups.iter().flat_map(|g| g.t.iter().copied()).collect(),
+    })
+}
+
+/// The tutorial's parameters for `spec` when it has them: the 3-state Gaussian HMM (means
+/// −3/0/4, variance 0.7, 0.8 on the diagonal) and the 3-state switching regression on one
+/// input (weights 1/−0.8/0.2, biases 2/0/−1, sds 1/0.8/1.5).
+pub fn tutorial_params(spec: &HmmSpec) -> Option<HmmParams> {
+    if spec.k != 3 || spec.d != 1 || spec.kind != EmissionKind::Gaussian {
+        return None;
+    }
+    let third = vec![1.0 / 3.0; 3];
+    match spec.p {
+        0 => Some(HmmParams {
+            initial: third,
+            transition: vec![0.8, 0.1, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.8],
+            loc: vec![-3.0, 0.0, 4.0],
+            weights: Vec::new(),
+            sds: vec![0.7f64.sqrt(); 3],
+        }),
+        1 => Some(HmmParams {
+            initial: third,
+            transition: vec![0.5, 0.4, 0.1, 0.1, 0.5, 0.4, 0.4, 0.1, 0.5],
+            loc: vec![2.0, 0.0, -1.0],
+            weights: vec![1.0, -0.8, 0.2],
+            sds: vec![1.0, 0.8, 1.5],
+        }),
+        _ => None,
+    }
+}
+
+/// Random parameters for `spec`: sticky transitions (0.8 on the diagonal), well-separated
+/// locations, unit-scale weights, sds of 1.
+pub fn random_params(spec: &HmmSpec, rng: &mut rand::rngs::StdRng) -> HmmParams {
+    let (k, d, p) = (spec.k, spec.d, spec.p);
+    let mut transition = vec![0.0; k * k];
+    for i in 0..k {
+        for j in 0..k {
+            transition[i * k + j] = if k == 1 {
+                1.0
+            } else if i == j {
+                0.8
+            } else {
+                0.2 / (k - 1) as f64
+            };
+        }
+    }
+    let spread = if spec.kind == EmissionKind::Gaussian { 3.0 } else { 1.0 };
+    let mut normal = || -> f64 { StandardNormal.sample(rng) };
+    let loc = (0..k * d)
+        .map(|i| spread * ((i / d) as f64 - (k as f64 - 1.0) / 2.0) + 0.3 * normal())
+        .collect();
+    let weights = (0..k * d * p).map(|_| 1.5 * normal()).collect();
+    HmmParams {
+        initial: vec![1.0 / k as f64; k],
+        transition,
+        loc,
+        weights,
+        sds: if spec.has_sds() { vec![1.0; k * d] } else { Vec::new() },
+    }
+}
+
+/// Draws `n_seq` sequences of length `t_len` from `prm`: inputs are uniform on [0, 10] for
+/// Gaussian GLM emissions (the tutorial's) and standard normal for Bernoulli ones. Returns
+/// one HMM-layout dataset and the true states.
+pub fn simulate(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    n_seq: usize,
+    t_len: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> (Dataset, Vec<usize>) {
+    let (k, d_dim, p) = (spec.k, spec.d, spec.p);
+    let n = n_seq * t_len;
+    let mut x = vec![Vec::with_capacity(n); spec.data_columns()];
+    let mut y = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    let draw = |probs: &[f64], rng: &mut rand::rngs::StdRng| -> usize {
+        let mut u = rng.random::<f64>();
+        for (i, &v) in probs.iter().enumerate() {
+            if u < v {
+                return i;
+            }
+            u -= v;
+        }
+        probs.len() - 1
+    };
+    for _ in 0..n_seq {
+        let mut z = 0;
+        for t in 0..t_len {
+            z = if t == 0 {
+                draw(&prm.initial, rng)
+            } else {
+                draw(&prm.transition[z * k..(z + 1) * k], rng)
+            };
+            states.push(z);
+            x[0].push(if t == 0 { 1.0 } else { 0.0 });
+            let inputs: Vec<f64> = (0..p)
+                .map(|_| match spec.kind {
+                    EmissionKind::Gaussian => 10.0 * rng.random::<f64>(),
+                    EmissionKind::Bernoulli => StandardNormal.sample(rng),
+                })
+                .collect();
+            for (j, &v) in inputs.iter().enumerate() {
+                x[1 + j].push(v);
+            }
+            for d in 0..d_dim {
+                let kd = z * d_dim + d;
+                let eta = prm.loc[kd]
+                    + (0..p)
+                        .map(|j| prm.weights[kd * p + j] * inputs[j])
+                        .sum::<f64>();
+                let v = match spec.kind {
+                    EmissionKind::Gaussian => {
+                        let e: f64 = StandardNormal.sample(rng);
+                        eta + prm.sds[kd] * e
+                    }
+                    EmissionKind::Bernoulli => {
+                        if rng.random::<f64>() < crate::math::sigmoid(eta) {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    }
+                };
+                if d == 0 {
+                    y.push(v);
+                } else {
+                    x[p + d].push(v);
+                }
+            }
+        }
+    }
+    (Dataset { x, y }, states)
+}

@@ -1,0 +1,635 @@
+//! The HMM family for HMC: Gaussian HMMs and GLM-HMMs (see [`crate::hmm`]) with priors, the
+//! state path marginalised by the forward algorithm.
+//!
+//! Unconstrained layout: `[a (K−1) | b (K rows × (K−1)) | loc (K × D) | weights (K × D × P) |
+//! log sd (K × D, Gaussian only)]`. The initial distribution is `softmax([a, 0])` and row `i`
+//! of the transition matrix `softmax([b_i, 0])`; each simplex's log Jacobian `Σ log π` is
+//! added, so a Dirichlet(c) prior contributes `Σ c_k log π_k`.
+//!
+//! The CPU gradient comes from forward-backward (∂/∂ log-emission = γ, ∂/∂Γ_ij = Σ_t ξ_t(i,j)
+//! / Γ_ij). The GPU twin (`shaders/hmm.wgsl`) cannot keep the forward messages of every chain
+//! and step, so it runs one forward pass that carries, per state, the smoothed expectation of
+//! the complete-data score (τ_t(j) = E[∇ log p(z_1:t, y_1:t) | z_t = j, y_1:t]); by Fisher's
+//! identity Σ_j α̂_T(j) τ_T(j) is the same gradient, in O(T K² dim) work and O(K dim) memory.
+
+#![allow(clippy::needless_range_loop)]
+
+use std::cell::RefCell;
+
+use super::{f, Model, Normal, ScalePrior};
+use crate::data::{DataBatch, Dataset};
+use crate::error::{Error, Result};
+use crate::hmm::{forward_backward, sequences, EmissionKind, FbScratch, HmmParams, HmmSpec};
+use crate::math;
+
+/// Priors of the HMM family.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HmmPriors {
+    /// Symmetric Dirichlet concentration on the initial distribution (default 1).
+    pub initial: f64,
+    /// Dirichlet concentration on each transition row (default 1).
+    pub transition: f64,
+    /// Added to each row's diagonal concentration (default 0).
+    pub stickiness: f64,
+    /// Prior on emission means / GLM biases (default N(0, 5)).
+    pub loc: Normal,
+    /// Prior on GLM weights (default N(0, 2)).
+    pub coef: Normal,
+    /// Prior on emission sds (default HalfNormal(2)).
+    pub scale: ScalePrior,
+}
+
+impl Default for HmmPriors {
+    fn default() -> Self {
+        Self {
+            initial: 1.0,
+            transition: 1.0,
+            stickiness: 0.0,
+            loc: Normal { mean: 0.0, sd: 5.0 },
+            coef: Normal { mean: 0.0, sd: 2.0 },
+            scale: ScalePrior::HalfNormal { sd: 2.0 },
+        }
+    }
+}
+
+/// The HMM model family (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Hmm {
+    spec: HmmSpec,
+    priors: HmmPriors,
+}
+
+thread_local! {
+    static FB: RefCell<FbScratch> = RefCell::new(FbScratch::default());
+}
+
+impl Hmm {
+    /// An HMM of shape `spec` with `priors`.
+    pub fn new(spec: HmmSpec, priors: HmmPriors) -> Result<Self> {
+        Normal::new(priors.loc.mean, priors.loc.sd)?;
+        Normal::new(priors.coef.mean, priors.coef.sd)?;
+        priors.scale.validate()?;
+        if !(priors.initial > 0.0 && priors.transition > 0.0 && priors.stickiness >= 0.0)
+            || !(priors.initial + priors.transition + priors.stickiness).is_finite()
+        {
+            return Err(Error::Invalid(format!(
+                "Dirichlet concentrations must be > 0 and stickiness >= 0: {priors:?}"
+            )));
+        }
+        Ok(Self { spec, priors })
+    }
+
+    /// The model's shape.
+    pub fn spec(&self) -> &HmmSpec {
+        &self.spec
+    }
+
+    fn off_trans(&self) -> usize {
+        self.spec.k - 1
+    }
+    fn off_loc(&self) -> usize {
+        self.spec.k * self.spec.k - 1
+    }
+    fn off_w(&self) -> usize {
+        self.off_loc() + self.spec.k * self.spec.d
+    }
+    fn off_sd(&self) -> usize {
+        self.off_w() + self.spec.k * self.spec.d * self.spec.p
+    }
+
+    /// Constrained parameters as an [`HmmParams`].
+    pub fn params(&self, theta: &[f64]) -> HmmParams {
+        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let simplex = |z: &[f64]| -> Vec<f64> {
+            let m = z.iter().copied().fold(0.0f64, f64::max);
+            let mut v: Vec<f64> = z.iter().map(|&a| (a - m).exp()).collect();
+            v.push((-m).exp());
+            let s: f64 = v.iter().sum();
+            v.iter_mut().for_each(|x| *x /= s);
+            v
+        };
+        let initial = simplex(&theta[..k - 1]);
+        let mut transition = Vec::with_capacity(k * k);
+        for i in 0..k {
+            let o = self.off_trans() + i * (k - 1);
+            transition.extend(simplex(&theta[o..o + k - 1]));
+        }
+        HmmParams {
+            initial,
+            transition,
+            loc: theta[self.off_loc()..self.off_w()].to_vec(),
+            weights: theta[self.off_w()..self.off_w() + k * d * p].to_vec(),
+            sds: if self.spec.has_sds() {
+                theta[self.off_sd()..self.off_sd() + k * d]
+                    .iter()
+                    .map(|&u| u.exp())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The unconstrained position of `prm`; an error when a probability is 0.
+    pub fn theta(&self, prm: &HmmParams) -> Result<Vec<f64>> {
+        prm.validate(&self.spec)?;
+        let k = self.spec.k;
+        let mut theta = Vec::with_capacity(self.dim());
+        let alr = |v: &[f64], out: &mut Vec<f64>| -> Result<()> {
+            if v.iter().any(|&x| x <= 0.0) {
+                return Err(Error::Invalid(
+                    "probabilities must be > 0 to map them to the unconstrained space".into(),
+                ));
+            }
+            let last = v[v.len() - 1].ln();
+            out.extend(v[..v.len() - 1].iter().map(|&x| x.ln() - last));
+            Ok(())
+        };
+        alr(&prm.initial, &mut theta)?;
+        for i in 0..k {
+            alr(&prm.transition[i * k..(i + 1) * k], &mut theta)?;
+        }
+        theta.extend_from_slice(&prm.loc);
+        theta.extend_from_slice(&prm.weights);
+        theta.extend(prm.sds.iter().map(|s| s.ln()));
+        Ok(theta)
+    }
+
+    /// The generated WGSL `close_sequence` and `point_accumulate` (see `shaders/hmm.wgsl`):
+    /// straight-line code over states, emission dimensions and inputs.
+    fn wgsl_point(&self) -> String {
+        use std::fmt::Write;
+        let (k, de, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let dim = self.dim();
+        let gauss = self.spec.has_sds();
+        let (ot, ol, ow, os) = (self.off_trans(), self.off_loc(), self.off_w(), self.off_sd());
+        let mut w = String::new();
+        // close_sequence: acc[1 + d] += sum_j alpha_j tau[j, d].
+        w.push_str("fn close_sequence(c: ptr<function, Chain>, acc: ptr<function, array<f32, NACC>>) {\n");
+        for d in 0..dim {
+            let terms: Vec<String> = (0..k)
+                .map(|j| format!("(*c).alpha[{j}] * (*c).tau[{}]", j * dim + d))
+                .collect();
+            let _ = writeln!(w, "    (*acc)[{}] += {};", 1 + d, terms.join(" + "));
+        }
+        w.push_str("    (*c).open = false;\n}\n\n");
+        w.push_str("fn point_accumulate(c: ptr<function, Chain>, n: u32, acc: ptr<function, array<f32, NACC>>) {\n");
+        w.push_str("    let start = x_at(0u, n) == 1.0;\n    if (start && (*c).open) {\n        close_sequence(c, acc);\n    }\n");
+        for q in 0..p {
+            let _ = writeln!(w, "    let x{q} = x_at({}u, n);", 1 + q);
+        }
+        for e in 0..de {
+            if e == 0 {
+                w.push_str("    let y0 = y_at(n);\n");
+            } else {
+                let _ = writeln!(w, "    let y{e} = x_at({}u, n);", p + e);
+            }
+        }
+        // Linear predictors, residual terms and log emissions.
+        for j in 0..k {
+            let mut le = Vec::new();
+            for e in 0..de {
+                let kd = j * de + e;
+                let mut eta = format!("(*c).loc[{kd}]");
+                for q in 0..p {
+                    eta = format!("fma((*c).w[{}], x{q}, {eta})", kd * p + q);
+                }
+                let _ = writeln!(w, "    let eta{kd} = {eta};");
+                if gauss {
+                    let _ = writeln!(w, "    let z{kd} = (y{e} - eta{kd}) * (*c).inv[{kd}];");
+                    le.push(format!("-0.5 * z{kd} * z{kd} + log((*c).inv[{kd}]) - 0.9189385"));
+                } else {
+                    le.push(format!("y{e} * eta{kd} - softplus(eta{kd})"));
+                }
+            }
+            let _ = writeln!(w, "    let le{j} = {};", le.join(" + "));
+        }
+        let mut mx = "le0".to_string();
+        for j in 1..k {
+            mx = format!("max({mx}, le{j})");
+        }
+        let _ = writeln!(w, "    let mx = {mx};");
+        for j in 0..k {
+            let _ = writeln!(w, "    let e{j} = exp(le{j} - mx);");
+        }
+        for j in 0..k {
+            let _ = writeln!(w, "    var a{j}: f32;");
+        }
+        // A new sequence: tau = score of the initial distribution.
+        w.push_str("    if (start) {\n");
+        for j in 0..k {
+            let _ = writeln!(w, "        a{j} = (*c).pi[{j}] * e{j};");
+            for d in 0..dim {
+                let v = if d + 1 < k {
+                    let delta = if j == d { "1.0" } else { "0.0" };
+                    format!("{delta} - (*c).pi[{d}]")
+                } else {
+                    "0.0".into()
+                };
+                let _ = writeln!(w, "        (*c).tau[{}] = {v};", j * dim + d);
+            }
+        }
+        w.push_str("    } else {\n        var nt: array<f32, KDIM>;\n");
+        for j in 0..k {
+            let pred: Vec<String> = (0..k)
+                .map(|i| format!("(*c).alpha[{i}] * (*c).tr[{}]", i * k + j))
+                .collect();
+            let _ = writeln!(w, "        let pred{j} = {};", pred.join(" + "));
+            let _ = writeln!(w, "        a{j} = pred{j} * e{j};");
+            let _ = writeln!(w, "        let ip{j} = select(0.0, 1.0 / pred{j}, pred{j} > 0.0);");
+            for i in 0..k {
+                let _ = writeln!(
+                    w,
+                    "        let r{i}_{j} = (*c).alpha[{i}] * (*c).tr[{}] * ip{j};",
+                    i * k + j
+                );
+            }
+            for d in 0..dim {
+                let mut terms: Vec<String> = (0..k)
+                    .map(|i| format!("r{i}_{j} * (*c).tau[{}]", i * dim + d))
+                    .collect();
+                // The transition score of row i: d log tr_ij / d b_{i,m} = [j = m] - tr_im.
+                if d >= ot && d < ol {
+                    let (i, m) = ((d - ot) / (k - 1), (d - ot) % (k - 1));
+                    let delta = if j == m { "1.0" } else { "0.0" };
+                    terms.push(format!("r{i}_{j} * ({delta} - (*c).tr[{}])", i * k + m));
+                }
+                let _ = writeln!(w, "        nt[{}] = {};", j * dim + d, terms.join(" + "));
+            }
+        }
+        w.push_str("        (*c).tau = nt;\n    }\n");
+        // Emission scores of each state.
+        for j in 0..k {
+            for e in 0..de {
+                let kd = j * de + e;
+                let base = j * dim;
+                if gauss {
+                    let _ = writeln!(w, "    let r{kd} = z{kd} * (*c).inv[{kd}];");
+                    let _ = writeln!(w, "    (*c).tau[{}] += z{kd} * z{kd} - 1.0;", base + os + kd);
+                } else {
+                    let _ = writeln!(w, "    let r{kd} = y{e} - sigmoid(eta{kd});");
+                }
+                let _ = writeln!(w, "    (*c).tau[{}] += r{kd};", base + ol + kd);
+                for q in 0..p {
+                    let _ = writeln!(w, "    (*c).tau[{}] += r{kd} * x{q};", base + ow + kd * p + q);
+                }
+            }
+        }
+        let sum: Vec<String> = (0..k).map(|j| format!("a{j}")).collect();
+        let _ = writeln!(w, "    let s = {};", sum.join(" + "));
+        for j in 0..k {
+            let _ = writeln!(w, "    (*c).alpha[{j}] = a{j} / s;");
+        }
+        w.push_str("    (*acc)[0] += log(s) + mx;\n    (*c).open = true;\n}\n");
+        w
+    }
+
+    /// Concentration of transition entry (i, j).
+    fn conc(&self, i: usize, j: usize) -> f64 {
+        self.priors.transition + if i == j { self.priors.stickiness } else { 0.0 }
+    }
+}
+
+impl Model for Hmm {
+    fn name(&self) -> String {
+        let s = &self.spec;
+        match (s.kind, s.p) {
+            (EmissionKind::Gaussian, 0) => format!("hmm-gaussian(K={}, D={})", s.k, s.d),
+            (EmissionKind::Gaussian, p) => format!("glmhmm-gaussian(K={}, P={p})", s.k),
+            (EmissionKind::Bernoulli, p) => format!("glmhmm-bernoulli(K={}, P={p})", s.k),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        let s = &self.spec;
+        self.off_sd() + if s.has_sds() { s.k * s.d } else { 0 }
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let mut names: Vec<String> = (0..k).map(|i| format!("initial[{i}]")).collect();
+        for i in 0..k {
+            names.extend((0..k).map(|j| format!("transition[{i},{j}]")));
+        }
+        let glm = p > 0 || self.spec.kind == EmissionKind::Bernoulli;
+        let kd = |s: usize, e: usize| {
+            if d == 1 {
+                format!("{s}")
+            } else {
+                format!("{s},{e}")
+            }
+        };
+        for s in 0..k {
+            for e in 0..d {
+                names.push(if glm {
+                    format!("bias[{}]", kd(s, e))
+                } else {
+                    format!("mean[{}]", kd(s, e))
+                });
+            }
+        }
+        for s in 0..k {
+            for e in 0..d {
+                names.extend((0..p).map(|j| format!("weight[{},{j}]", kd(s, e))));
+            }
+        }
+        if self.spec.has_sds() {
+            for s in 0..k {
+                names.extend((0..d).map(|e| format!("sd[{}]", kd(s, e))));
+            }
+        }
+        names
+    }
+
+    fn constrain(&self, theta: &[f64]) -> Vec<f64> {
+        let prm = self.params(theta);
+        let mut v = prm.initial;
+        v.extend(prm.transition);
+        v.extend(prm.loc);
+        v.extend(prm.weights);
+        v.extend(prm.sds);
+        v
+    }
+
+    fn unconstrain(&self, params: &[f64]) -> Result<Vec<f64>> {
+        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let n_sd = if self.spec.has_sds() { k * d } else { 0 };
+        if params.len() != k + k * k + k * d + k * d * p + n_sd {
+            return Err(Error::Invalid(format!(
+                "{}: expected {} parameters, got {}",
+                self.name(),
+                self.param_names().len(),
+                params.len()
+            )));
+        }
+        let mut o = 0;
+        let mut take = |n: usize| {
+            let v = params[o..o + n].to_vec();
+            o += n;
+            v
+        };
+        let prm = HmmParams {
+            initial: take(k),
+            transition: take(k * k),
+            loc: take(k * d),
+            weights: take(k * d * p),
+            sds: take(n_sd),
+        };
+        self.theta(&prm)
+    }
+
+    fn check_data(&self, data: &DataBatch) -> Result<()> {
+        self.spec.check_data(data)
+    }
+
+    fn log_density(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        _scratch: &mut Vec<f64>,
+    ) -> f64 {
+        let (k, d_dim, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let spec = &self.spec;
+        let prm = self.params(theta);
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let (off_loc, off_w, off_sd) = (self.off_loc(), self.off_w(), self.off_sd());
+        let mut init = vec![0.0; k];
+        let mut xi = vec![0.0; k * k];
+        let mut ll = 0.0;
+        let mut n_seq = 0.0;
+        FB.with(|fb| {
+            let mut fb = fb.borrow_mut();
+            for seq in sequences(data, b) {
+                n_seq += 1.0;
+                let start = seq.start;
+                ll += forward_backward(spec, &prm, data, seq, &mut fb, &mut xi, |t, g| {
+                    let n = start + t;
+                    if t == 0 {
+                        init.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+                    }
+                    for (s, &gk) in g.iter().enumerate() {
+                        for e in 0..d_dim {
+                            let kd = s * d_dim + e;
+                            let mut eta = prm.loc[kd];
+                            for j in 0..p {
+                                eta += prm.weights[kd * p + j] * data.x_col(1 + j)[n];
+                            }
+                            let y = spec.emission(data, e, n);
+                            let r = match spec.kind {
+                                EmissionKind::Gaussian => {
+                                    let z = (y - eta) / prm.sds[kd];
+                                    grad[off_sd + kd] += gk * (z * z - 1.0);
+                                    z / prm.sds[kd]
+                                }
+                                EmissionKind::Bernoulli => y - math::sigmoid(eta),
+                            };
+                            grad[off_loc + kd] += gk * r;
+                            for j in 0..p {
+                                grad[off_w + kd * p + j] += gk * r * data.x_col(1 + j)[n];
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        // Simplexes: likelihood counts plus Dirichlet (with Jacobian) pseudo-counts.
+        let pr = &self.priors;
+        let mut lp = ll;
+        let c0 = pr.initial;
+        for m in 0..k {
+            lp += c0 * prm.initial[m].ln();
+        }
+        for m in 0..k - 1 {
+            grad[m] += init[m] - n_seq * prm.initial[m] + c0 - k as f64 * c0 * prm.initial[m];
+        }
+        for i in 0..k {
+            let row = &prm.transition[i * k..(i + 1) * k];
+            let xs: f64 = xi[i * k..(i + 1) * k].iter().sum();
+            let cs: f64 = (0..k).map(|j| self.conc(i, j)).sum();
+            for j in 0..k {
+                lp += self.conc(i, j) * row[j].ln();
+            }
+            for m in 0..k - 1 {
+                grad[self.off_trans() + i * (k - 1) + m] +=
+                    xi[i * k + m] - row[m] * xs + self.conc(i, m) - cs * row[m];
+            }
+        }
+        for (i, &v) in prm.loc.iter().enumerate() {
+            let z = (v - pr.loc.mean) / pr.loc.sd;
+            lp -= 0.5 * z * z;
+            grad[off_loc + i] -= z / pr.loc.sd;
+        }
+        for (i, &v) in prm.weights.iter().enumerate() {
+            let z = (v - pr.coef.mean) / pr.coef.sd;
+            lp -= 0.5 * z * z;
+            grad[off_w + i] -= z / pr.coef.sd;
+        }
+        if spec.has_sds() {
+            for i in 0..k * d_dim {
+                let (l, g) = pr.scale.logp_u(theta[off_sd + i]);
+                lp += l;
+                grad[off_sd + i] += g;
+            }
+        }
+        math::sanitize(lp, grad)
+    }
+
+    fn constant(&self, _data: &DataBatch, _b: usize) -> f64 {
+        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let pr = &self.priors;
+        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        let kf = k as f64;
+        let mut c = math::lgamma(kf * pr.initial) - kf * math::lgamma(pr.initial);
+        for i in 0..k {
+            let cs: f64 = (0..k).map(|j| self.conc(i, j)).sum();
+            c += math::lgamma(cs) - (0..k).map(|j| math::lgamma(self.conc(i, j))).sum::<f64>();
+        }
+        c += (k * d) as f64 * (-pr.loc.sd.ln() - half_log_2pi);
+        c += (k * d * p) as f64 * (-pr.coef.sd.ln() - half_log_2pi);
+        if self.spec.has_sds() {
+            c += (k * d) as f64 * pr.scale.constant();
+        }
+        c
+    }
+
+    fn wgsl(&self) -> String {
+        let s = &self.spec;
+        let pr = &self.priors;
+        let header = format!(
+            "const K: u32 = {k}u;\nconst DE: u32 = {d}u;\nconst P: u32 = {p}u;\nconst D: u32 = {dim}u;\nconst NACC: u32 = {nacc}u;\n\
+             const KK: u32 = {kk}u;\nconst KD: u32 = {kd}u;\nconst KDP_ARR: u32 = {kdp}u;\nconst KDIM: u32 = {kdim}u;\n\
+             const OFF_TRANS: u32 = {ot}u;\nconst OFF_LOC: u32 = {ol}u;\nconst OFF_W: u32 = {ow}u;\nconst OFF_SD: u32 = {os}u;\n\
+             const GAUSSIAN: bool = {gauss};\nconst C_INIT: f32 = {c0};\nconst C_TRANS: f32 = {ct};\nconst C_STICKY: f32 = {cs};\n\
+             const LOC_MEAN: f32 = {lm};\nconst LOC_SD: f32 = {ls};\nconst W_MEAN: f32 = {wm};\nconst W_SD: f32 = {ws};\n",
+            k = s.k,
+            d = s.d,
+            p = s.p,
+            dim = self.dim(),
+            nacc = 1 + self.dim(),
+            kk = s.k * s.k,
+            kd = s.k * s.d,
+            kdp = (s.k * s.d * s.p).max(1),
+            kdim = s.k * self.dim(),
+            ot = self.off_trans(),
+            ol = self.off_loc(),
+            ow = self.off_w(),
+            os = self.off_sd(),
+            gauss = s.has_sds(),
+            c0 = f(pr.initial),
+            ct = f(pr.transition),
+            cs = f(pr.stickiness),
+            lm = f(pr.loc.mean),
+            ls = f(pr.loc.sd),
+            wm = f(pr.coef.mean),
+            ws = f(pr.coef.sd),
+        );
+        format!(
+            "{header}{}{}{}",
+            pr.scale.wgsl_fn("scale_prior"),
+            include_str!("../../shaders/hmm.wgsl"),
+            self.wgsl_point()
+        )
+    }
+
+    fn max_lanes(&self) -> u32 {
+        1
+    }
+
+    fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
+        use rand_distr::{Distribution, Gamma, Normal as N};
+        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let pr = &self.priors;
+        let mut dirichlet = |conc: &dyn Fn(usize) -> f64| -> Vec<f64> {
+            let mut v: Vec<f64> = (0..k)
+                .map(|j| {
+                    Gamma::new(conc(j), 1.0)
+                        .expect("validated")
+                        .sample(rng)
+                        .max(1e-300)
+                })
+                .collect();
+            let s: f64 = v.iter().sum();
+            v.iter_mut().for_each(|x| *x /= s);
+            v
+        };
+        let initial = dirichlet(&|_| pr.initial);
+        let mut transition = Vec::with_capacity(k * k);
+        for i in 0..k {
+            transition.extend(dirichlet(&|j| self.conc(i, j)));
+        }
+        let loc_d = N::new(pr.loc.mean, pr.loc.sd).expect("validated");
+        let w_d = N::new(pr.coef.mean, pr.coef.sd).expect("validated");
+        let prm = HmmParams {
+            initial,
+            transition,
+            loc: (0..k * d).map(|_| loc_d.sample(rng)).collect(),
+            weights: (0..k * d * p).map(|_| w_d.sample(rng)).collect(),
+            sds: if self.spec.has_sds() {
+                (0..k * d).map(|_| pr.scale.sample(rng).max(1e-3)).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        // One sequence of n steps.
+        let (data, _) = crate::hmm::io::simulate(&self.spec, &prm, 1, n, rng);
+        let theta = self.theta(&prm).expect("simulated parameters are valid");
+        (theta, data)
+    }
+
+    fn label_groups(&self) -> Option<Vec<Vec<usize>>> {
+        if self.spec.k < 2 {
+            return None;
+        }
+        // Matching cost per state: initial prob, self-transition, emission parameters.
+        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let (ol, ow) = (k + k * k, k + k * k + k * d);
+        let os = ow + k * d * p;
+        Some(
+            (0..k)
+                .map(|s| {
+                    let mut g = vec![s, k + s * k + s];
+                    g.extend((0..d).map(|e| ol + s * d + e));
+                    g.extend((0..d * p).map(|e| ow + s * d * p + e));
+                    if self.spec.has_sds() {
+                        g.extend((0..d).map(|e| os + s * d + e));
+                    }
+                    g
+                })
+                .collect(),
+        )
+    }
+
+    fn permute_labels(&self, params: &[f64], perm: &[usize]) -> Vec<f64> {
+        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let n_sd = if self.spec.has_sds() { k * d } else { 0 };
+        let mut o = 0;
+        let mut take = |n: usize| {
+            let v = params[o..o + n].to_vec();
+            o += n;
+            v
+        };
+        let prm = HmmParams {
+            initial: take(k),
+            transition: take(k * k),
+            loc: take(k * d),
+            weights: take(k * d * p),
+            sds: take(n_sd),
+        }
+        .permuted(&self.spec, perm);
+        let mut v = prm.initial;
+        v.extend(prm.transition);
+        v.extend(prm.loc);
+        v.extend(prm.weights);
+        v.extend(prm.sds);
+        v
+    }
+
+    fn cost_per_point(&self) -> (f64, f64) {
+        let s = &self.spec;
+        let k = s.k as f64;
+        let e = (s.d * (s.p + 4)) as f64;
+        (6.0 * k * k + 4.0 * k * e, k + 1.0)
+    }
+}
