@@ -725,3 +725,39 @@ pub fn fit_cpu(spec: &HmmSpec, cfg: &EmConfig, data: &DataBatch) -> Result<Vec<E
         .collect();
     Ok(best_fits(cfg, jobs, data.n_datasets()))
 }
+
+/// EM with any batched E-step: `estep(params)` returns the statistics of every job (index
+/// b · R + r) at its parameters. Jobs advance in lockstep until each meets the tolerance or
+/// the cap; finished jobs keep their parameters, so the result equals [`fit_cpu`]'s.
+pub fn fit_with(
+    spec: &HmmSpec,
+    cfg: &EmConfig,
+    data: &DataBatch,
+    mut estep: impl FnMut(&[HmmParams]) -> Result<Vec<Stats>>,
+) -> Result<Vec<EmFit>> {
+    let mut jobs = start_jobs(spec, cfg, data)?;
+    let n_obs: Vec<usize> = (0..data.n_datasets()).map(|b| data.range(b).len()).collect();
+    for _ in 0..cfg.max_iters {
+        if jobs.iter().all(|j| j.done) {
+            break;
+        }
+        let params: Vec<HmmParams> = jobs.iter().map(|j| j.params.clone()).collect();
+        let stats = estep(&params)?;
+        for (i, (job, st)) in jobs.iter_mut().zip(&stats).enumerate() {
+            if !job.done {
+                job.advance(spec, cfg, st, n_obs[i / cfg.restarts]);
+            }
+        }
+    }
+    if jobs.iter().any(|j| !j.done) {
+        let params: Vec<HmmParams> = jobs.iter().map(|j| j.params.clone()).collect();
+        let stats = estep(&params)?;
+        for (job, st) in jobs.iter_mut().zip(&stats) {
+            if !job.done {
+                job.loglik = st.loglik;
+                job.trace.push(st.loglik + cfg.priors.log_prior(spec, &job.params));
+            }
+        }
+    }
+    Ok(best_fits(cfg, jobs, data.n_datasets()))
+}
