@@ -504,3 +504,89 @@ fn gpu_em_follows_cpu_em() {
     let e = rel_norm(&gpu_fit.params.loc, &cpu.params.loc);
     assert!(e < 1e-3, "means {:?} vs {:?}", gpu_fit.params.loc, cpu.params.loc);
 }
+
+/// HMC on the tutorial's Gaussian HMM with priors: each chain's draws (constrained, states
+/// aligned to the truth by their means) mixes with R-hat < 1.01 and centres near the truth.
+fn hmc_on_tutorial(backend: &gpsamp::Backend) -> (Vec<f64>, Vec<f64>, usize) {
+    use gpsamp::hmc::{sample, Config, MemorySink};
+    let spec = HmmSpec::gaussian(3, 1).unwrap();
+    let truth = tutorial_params(&spec).unwrap();
+    let (data, _) = draw(&spec, &truth, 3, 200, 1);
+    let model = Hmm::new(
+        spec,
+        HmmPriors {
+            stickiness: 5.0,
+            ..HmmPriors::default()
+        },
+    )
+    .unwrap();
+    let chains = 16;
+    let cfg = Config {
+        chains,
+        warmup: 500,
+        draws: 500,
+        seed: 4,
+        ..Config::default()
+    };
+    let mut integ = backend
+        .integrator(Arc::new(model.clone()), Arc::new(data), chains, cfg.seed)
+        .unwrap();
+    let mut sink = MemorySink::default();
+    let rep = sample(integ.as_mut(), &model, 1, &cfg, &mut sink, &mut |_, _, _, _| {}).unwrap();
+    let names = model.param_names();
+    let np = names.len();
+    // values[param][chain][draw], each chain relabelled to the truth by its mean emission.
+    let mut values = vec![vec![Vec::new(); chains]; np];
+    for c in 0..chains {
+        let draws: Vec<Vec<f64>> = (0..cfg.draws)
+            .map(|t| {
+                let row = (t * sink.chains + c) * sink.d;
+                model.constrain(&sink.draws[row..row + sink.d])
+            })
+            .collect();
+        let mean: Vec<f64> = (0..np)
+            .map(|i| draws.iter().map(|d| d[i]).sum::<f64>() / draws.len() as f64)
+            .collect();
+        let mean_prm = model.params(&model.unconstrain(&mean).unwrap_or_else(|_| model.theta(&truth).unwrap()));
+        let perm = hmm::align_params(&spec, &truth, &mean_prm);
+        for d in &draws {
+            let x = model.permute_labels(d, &perm);
+            for i in 0..np {
+                values[i][c].push(x[i]);
+            }
+        }
+    }
+    let rhats: Vec<f64> = values.iter().map(|v| gpsamp::diag::rhat(v)).collect();
+    let means: Vec<f64> = values
+        .iter()
+        .map(|v| v.iter().flatten().sum::<f64>() / (chains * cfg.draws) as f64)
+        .collect();
+    eprintln!(
+        "{}: R-hat max {:.4}, means {:?}, divergences {}",
+        backend.describe(),
+        rhats.iter().copied().fold(0.0, f64::max),
+        &means[12..18],
+        rep.datasets[0].divergences
+    );
+    (rhats, means, rep.datasets[0].divergences)
+}
+
+#[test]
+fn hmc_on_the_tutorial_hmm_mixes_and_recovers() {
+    let mut backends = vec![gpsamp::Backend::Cpu];
+    if let Some(ctx) = gpu() {
+        backends.push(gpsamp::Backend::Gpu(ctx));
+    }
+    let spec = HmmSpec::gaussian(3, 1).unwrap();
+    let truth = tutorial_params(&spec).unwrap();
+    for backend in &backends {
+        let (rhats, means, _) = hmc_on_tutorial(backend);
+        let worst = rhats.iter().copied().fold(0.0, f64::max);
+        assert!(worst < 1.01, "{}: R-hat {rhats:?}", backend.describe());
+        // means[12..15]: state means; means[15..18]: sds.
+        for s in 0..3 {
+            assert!((means[12 + s] - truth.loc[s]).abs() < 0.3, "{}: means {:?}", backend.describe(), &means[12..15]);
+            assert!((means[15 + s] - truth.sds[s]).abs() < 0.25, "{}: sds {:?}", backend.describe(), &means[15..18]);
+        }
+    }
+}
