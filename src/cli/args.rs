@@ -19,6 +19,21 @@ pub enum ModelKind {
     /// Errors-in-variables dot product y = (x + a).(w (1 + b)): sigma_x, sigma_w,
     /// (sigma_obs), b[m].
     Eiv,
+    /// Hidden Markov model with Gaussian emissions (one or more --y columns): initial[k],
+    /// transition[i,j], mean[k], sd[k].
+    Hmm,
+    /// GLM-HMM (switching regression; --emission bernoulli for choice data): initial[k],
+    /// transition[i,j], bias[k], weight[k,j], (sd[k]).
+    Glmhmm,
+}
+
+/// The emission of a GLM-HMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emission {
+    /// Linear regression with Gaussian noise per state.
+    Gaussian,
+    /// Bernoulli with a logit link (responses 0/1).
+    Bernoulli,
 }
 
 /// The noise structure of the errors-in-variables model.
@@ -95,6 +110,16 @@ pub struct ModelArgs {
     /// `simulate --systems`).
     #[arg(skip)]
     pub systems: Option<usize>,
+    /// hmm/glmhmm: number of hidden states K.
+    #[arg(long, default_value_t = 3)]
+    pub states: usize,
+    /// glmhmm: the emission of each state.
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub emission: Emission,
+    /// hmm/glmhmm: added to the Dirichlet concentration of each transition row's diagonal
+    /// (favours staying in a state). --prior-weights sets the concentrations (default 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub stickiness: f64,
 }
 
 fn call(flag: &str, text: &str) -> anyhow::Result<(String, Vec<f64>)> {
@@ -177,12 +202,17 @@ impl ModelArgs {
             prior_sigma_w: String::new(),
             prior_sigma_obs: String::new(),
             systems: None,
+            states: 3,
+            emission: Emission::Gaussian,
+            stickiness: 0.0,
         };
         if self.model.is_none() {
             self.model = Some(match file.model.as_deref() {
                 Some("glm") => ModelKind::Glm,
                 Some("gmm") => ModelKind::Gmm,
                 Some("mixglm") => ModelKind::Mixglm,
+                Some("hmm") => ModelKind::Hmm,
+                Some("glmhmm") => ModelKind::Glmhmm,
                 Some(other) => bail!(
                     "{}: model = {other:?}: expected glm, gmm or mixglm",
                     path.display()
@@ -242,8 +272,73 @@ impl ModelArgs {
         self.model.unwrap_or(ModelKind::Glm)
     }
 
+    /// Whether the model is an HMM (hmm or glmhmm).
+    pub fn is_hmm(&self) -> bool {
+        matches!(self.kind(), ModelKind::Hmm | ModelKind::Glmhmm)
+    }
+
+    /// The HMM shape for `p` inputs and `d` emission columns.
+    pub fn hmm_spec(&self, p: usize, d: usize) -> anyhow::Result<gpsamp::hmm::HmmSpec> {
+        use gpsamp::hmm::HmmSpec;
+        if self.states < 1 {
+            bail!("--states must be at least 1, got {}", self.states);
+        }
+        Ok(match self.kind() {
+            ModelKind::Hmm => {
+                if p != 0 {
+                    bail!("--x: a Gaussian HMM takes no inputs (use --model glmhmm)");
+                }
+                HmmSpec::gaussian(self.states, d).context("--states")?
+            }
+            ModelKind::Glmhmm => {
+                if d != 1 {
+                    bail!("--y: a GLM-HMM has one emission column, got {d}");
+                }
+                match self.emission {
+                    Emission::Gaussian => HmmSpec::regression(self.states, p),
+                    Emission::Bernoulli => HmmSpec::bernoulli(self.states, p),
+                }
+                .context("--states")?
+            }
+            _ => bail!("--model: not an HMM"),
+        })
+    }
+
+    /// The HMM family for HMC. Priors: --prior-weights (Dirichlet concentration of the
+    /// initial distribution and transition rows), --stickiness, --prior-intercept (means and
+    /// biases; normal(0,5) when left at its default), --prior-coef (weights; normal(0,2) when
+    /// left at its default), --prior-sigma (halfnormal(2) when left at its default).
+    pub fn build_hmm(&self, p: usize, d: usize) -> anyhow::Result<gpsamp::Hmm> {
+        let spec = self.hmm_spec(p, d)?;
+        let dflt = gpsamp::HmmPriors::default();
+        let priors = gpsamp::HmmPriors {
+            initial: self.prior_weights,
+            transition: self.prior_weights,
+            stickiness: self.stickiness,
+            loc: if self.prior_intercept == "normal(0,1)" {
+                dflt.loc
+            } else {
+                normal("--prior-intercept", &self.prior_intercept)?
+            },
+            coef: if self.prior_coef == "normal(0,1)" {
+                dflt.coef
+            } else {
+                normal("--prior-coef", &self.prior_coef)?
+            },
+            scale: if self.prior_sigma == "halfnormal(1)" {
+                dflt.scale
+            } else {
+                scale("--prior-sigma", &self.prior_sigma)?
+            },
+        };
+        Ok(gpsamp::Hmm::new(spec, priors).context("--prior-weights / --stickiness")?)
+    }
+
     /// Any model for `p` input columns, the errors-in-variables family included.
     pub fn build_any(&self, p: usize) -> anyhow::Result<std::sync::Arc<dyn gpsamp::Model>> {
+        if self.is_hmm() {
+            bail!("--model hmm/glmhmm reads sequences (--seq, --t); this command does not support it");
+        }
         if self.kind() != ModelKind::Eiv {
             return Ok(std::sync::Arc::new(self.build(p)?));
         }
@@ -273,8 +368,8 @@ impl ModelArgs {
 
     /// The GLM-type model (glm, gmm, mixglm) for `p` input columns.
     pub fn build(&self, p: usize) -> anyhow::Result<MixGlm> {
-        if self.kind() == ModelKind::Eiv {
-            bail!("--model eiv is not a GLM-type model here");
+        if self.kind() == ModelKind::Eiv || self.is_hmm() {
+            bail!("--model {:?} is not a GLM-type model here", self.kind());
         }
         let m = self.build_free(p)?;
         match self.sigma_fixed {
@@ -312,7 +407,9 @@ impl ModelArgs {
                 }
                 MixGlm::new(self.components, p, lik, priors)?
             }
-            ModelKind::Eiv => unreachable!("handled by build_any"),
+            ModelKind::Eiv | ModelKind::Hmm | ModelKind::Glmhmm => {
+                unreachable!("handled by build_any")
+            }
         })
     }
 }

@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod devices;
+mod em;
 mod logp;
 mod mdn;
 mod merge;
@@ -35,6 +36,9 @@ enum Command {
     /// Simulation study: fit many datasets simulated from the prior; calibration (SBC) and
     /// parameter recovery, optionally one shard of it.
     Sbc(sbc::Args),
+    /// Batched EM for HMMs and GLM-HMMs: restarts x datasets in one batch, Viterbi paths,
+    /// state posteriors and held-out log likelihood.
+    Em(em::Args),
     /// Combine the folders of a study's shards into one report.
     Merge(merge::Args),
     /// Amortised posteriors with a mixture density network: train, predict, eval.
@@ -53,6 +57,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Simulate(a) => simulate::run(a),
         Command::Sbc(a) => sbc::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Em(a) => em::run(a),
         Command::Mdn(c) => mdn::run(c),
     }
 }

@@ -34,6 +34,12 @@ pub struct Args {
     /// Column that splits the rows into datasets, each fitted by its own chains.
     #[arg(long)]
     group: Option<String>,
+    /// hmm/glmhmm: sequence id column (rows of a sequence together, in time order).
+    #[arg(long, default_value = "seq")]
+    seq: String,
+    /// hmm/glmhmm: time column (increasing within a sequence).
+    #[arg(long, default_value = "t")]
+    t: String,
     /// eiv shared: column of system indices 0..S within each dataset; the S systems each
     /// get their own b (`b[s,m]`) and share sigma_x and sigma_w, which identifies sigma_w.
     #[arg(long)]
@@ -87,7 +93,45 @@ pub struct Args {
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    let mut hmm_shape = (0usize, 1usize);
     let (data, source, truth) = match &a.data {
+        Some(path) if a.model.is_hmm() => {
+            let ys: Vec<String> = a.y.split(',').map(|s| s.trim().to_string()).collect();
+            hmm_shape = (a.x.len(), ys.len());
+            let spec = gpsamp::hmm::io::SeqSpec {
+                seq: a.seq.clone(),
+                t: a.t.clone(),
+                x: a.x.clone(),
+                y: ys,
+                group: a.group.clone(),
+                binary: a.model.kind() == ModelKind::Glmhmm
+                    && a.model.emission == super::args::Emission::Bernoulli,
+            };
+            let sd = gpsamp::hmm::io::read_sequences(path, &spec)?;
+            (sd.batch, path.display().to_string(), None)
+        }
+        None if a.model.is_hmm() => {
+            let p = usize::from(a.model.kind() == ModelKind::Glmhmm);
+            hmm_shape = (p, 1);
+            let spec = a.model.hmm_spec(p, 1)?;
+            let Some(truth) = gpsamp::hmm::io::tutorial_params(&spec) else {
+                bail!("--data: the tutorial's HMMs have 3 states and Gaussian emissions; give a CSV file");
+            };
+            let (n_seq, t_len) = if p == 0 { (3, 200) } else { (10, 100) };
+            let mut rng = gpsamp::rng::host_rng(a.seed, 0, gpsamp::rng::Purpose::Simulate);
+            let (d, _) = gpsamp::hmm::io::simulate(&spec, &truth, n_seq, t_len, &mut rng);
+            let desc = format!(
+                "tutorial's {}: {n_seq} sequences x {t_len} steps",
+                if p == 0 { "Gaussian HMM" } else { "switching regression" }
+            );
+            if !a.quiet {
+                eprintln!("gpsamp: no --data given; fitting the {desc} (seed {})", a.seed);
+            }
+            let batch = DataBatch::new(spec.data_columns(), &[d])?;
+            let m = a.model.build_hmm(p, 1)?;
+            let truth = m.constrain(&m.theta(&truth)?);
+            (batch, format!("simulated: {desc}"), Some(truth))
+        }
         Some(path) => {
             let mut x = a.x.clone();
             if let Some(col) = &a.system {
@@ -187,9 +231,12 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             )
         }
     };
-    let model: Arc<dyn Model> = a
-        .model
-        .build_any(data.p() - usize::from(a.model.systems.is_some()))?;
+    let model: Arc<dyn Model> = if a.model.is_hmm() {
+        Arc::new(a.model.build_hmm(hmm_shape.0, hmm_shape.1)?)
+    } else {
+        a.model
+            .build_any(data.p() - usize::from(a.model.systems.is_some()))?
+    };
     model.check_data(&data).with_context(|| source.clone())?;
     let names = model.param_names();
     let keep: Vec<usize> = if a.keep.is_empty() {

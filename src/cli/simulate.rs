@@ -1,5 +1,6 @@
 //! `gpsamp simulate`: datasets drawn from a model's prior, written as CSV (columns
-//! `dataset,x0..,[system,]y`) with the true parameters as JSON beside it.
+//! `dataset,x0..,[system,]y`; for HMMs `[dataset,]seq,t,x0..,y,state`) with the true
+//! parameters as JSON beside it.
 
 use gpsamp::rng::{host_rng, Purpose};
 
@@ -25,13 +26,95 @@ pub struct Args {
     /// Seed; dataset i is drawn from (seed, i), so any dataset can be redrawn alone.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// hmm/glmhmm: sequences per dataset.
+    #[arg(long, default_value_t = 3)]
+    sequences: usize,
+    /// hmm/glmhmm: steps per sequence.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// hmm/glmhmm: true parameters as JSON (the keys of `gpsamp em`'s params.json, or that
+    /// file itself: its first dataset); default: the tutorial's for 3 Gaussian states, else
+    /// random sticky ones from --seed.
+    #[arg(long)]
+    params: Option<std::path::PathBuf>,
     /// Output CSV; the truth goes to the same path with `.truth.json`.
     #[arg(long)]
     out: std::path::PathBuf,
 }
 
+/// `simulate --model hmm|glmhmm`: CSV `[dataset,]seq,t,x0..,y(0..),state` like the tutorial's.
+fn run_hmm(a: &Args) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use gpsamp::hmm::io::{params_from_json, params_to_json, random_params, simulate, tutorial_params};
+    let p = if a.model.kind() == super::args::ModelKind::Glmhmm {
+        a.features
+    } else {
+        0
+    };
+    let spec = a.model.hmm_spec(p, 1)?;
+    if a.sequences == 0 || a.steps == 0 || a.datasets == 0 {
+        anyhow::bail!("--sequences, --steps and --datasets must be at least 1");
+    }
+    let given = match &a.params {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--params: reading {}", path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("--params: {} is not JSON", path.display()))?;
+            let v = v.get("datasets").and_then(|d| d.get(0)).unwrap_or(&v);
+            Some(params_from_json(&spec, v).with_context(|| format!("--params {}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut csv = String::new();
+    if a.datasets > 1 {
+        csv.push_str("dataset,");
+    }
+    csv.push_str("seq,t");
+    for j in 0..p {
+        csv.push_str(&format!(",x{j}"));
+    }
+    csv.push_str(",y,state\n");
+    let mut truths = Vec::new();
+    for b in 0..a.datasets {
+        let mut rng = host_rng(a.seed, b as u64, Purpose::Simulate);
+        let prm = given
+            .clone()
+            .or_else(|| tutorial_params(&spec))
+            .unwrap_or_else(|| random_params(&spec, &mut rng));
+        let (d, states) = simulate(&spec, &prm, a.sequences, a.steps, &mut rng);
+        for (i, &z) in states.iter().enumerate() {
+            if a.datasets > 1 {
+                csv.push_str(&format!("{b},"));
+            }
+            csv.push_str(&format!("{},{}", i / a.steps, i % a.steps));
+            for j in 0..p {
+                csv.push_str(&format!(",{}", d.x[1 + j][i]));
+            }
+            csv.push_str(&format!(",{},{z}\n", d.y[i]));
+        }
+        truths.push(params_to_json(&spec, &prm));
+    }
+    write_atomic(&a.out, csv.as_bytes())?;
+    let truth_path = a.out.with_extension("truth.json");
+    let meta = serde_json::json!({"model": gpsamp::Model::name(&a.model.build_hmm(p, 1)?), "seed": a.seed, "sequences": a.sequences, "steps": a.steps, "truth": truths});
+    write_atomic(&truth_path, serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    eprintln!(
+        "wrote {} ({} dataset(s) x {} sequences x {} steps) and {}",
+        a.out.display(),
+        a.datasets,
+        a.sequences,
+        a.steps,
+        truth_path.display()
+    );
+    Ok(())
+}
+
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    if a.model.is_hmm() {
+        return run_hmm(&a);
+    }
     let p = match a.model.kind() {
         super::args::ModelKind::Gmm => 0,
         super::args::ModelKind::Eiv => a.model.w.len(),

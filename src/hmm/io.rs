@@ -340,3 +340,109 @@ pub fn simulate(
     }
     (Dataset { x, y }, states)
 }
+
+/// `prm` as JSON with the keys of `gpsamp em`'s `params.json`: `initial`, `transition`
+/// (rows = from), and `means` + `sds` (Gaussian HMM), `weights` + `biases` + `sds`
+/// (regression) or `weights` + `biases` (Bernoulli). Per-state vectors are nested K × D (or
+/// K × P for weights) when D > 1 or P > 0, else flat.
+pub fn params_to_json(spec: &HmmSpec, prm: &HmmParams) -> serde_json::Value {
+    use serde_json::json;
+    let (k, d, p) = (spec.k, spec.d, spec.p);
+    let rows = |v: &[f64], w: usize| -> serde_json::Value {
+        json!((0..k).map(|s| v[s * w..(s + 1) * w].to_vec()).collect::<Vec<_>>())
+    };
+    let per_state = |v: &[f64]| -> serde_json::Value {
+        if d == 1 {
+            json!(v)
+        } else {
+            rows(v, d)
+        }
+    };
+    let mut o = serde_json::Map::new();
+    o.insert("initial".into(), json!(prm.initial));
+    o.insert("transition".into(), rows(&prm.transition, k));
+    let glm = p > 0 || spec.kind == EmissionKind::Bernoulli;
+    if glm {
+        o.insert("weights".into(), rows(&prm.weights, d * p));
+        o.insert("biases".into(), per_state(&prm.loc));
+    } else {
+        o.insert("means".into(), per_state(&prm.loc));
+    }
+    if spec.has_sds() {
+        o.insert("sds".into(), per_state(&prm.sds));
+    }
+    serde_json::Value::Object(o)
+}
+
+/// Reads parameters written by [`params_to_json`] for `spec`.
+pub fn params_from_json(spec: &HmmSpec, v: &serde_json::Value) -> Result<HmmParams> {
+    let flat = |key: &str| -> Result<Vec<f64>> {
+        let mut out = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<f64>) -> bool {
+            match v {
+                serde_json::Value::Number(n) => n.as_f64().map(|x| out.push(x)).is_some(),
+                serde_json::Value::Array(a) => a.iter().all(|x| walk(x, out)),
+                _ => false,
+            }
+        }
+        match v.get(key) {
+            Some(x) if walk(x, &mut out) => Ok(out),
+            Some(_) => Err(Error::Invalid(format!("{key:?} must hold numbers"))),
+            None => Err(Error::Invalid(format!("missing key {key:?}"))),
+        }
+    };
+    let glm = spec.p > 0 || spec.kind == EmissionKind::Bernoulli;
+    let prm = HmmParams {
+        initial: flat("initial")?,
+        transition: flat("transition")?,
+        loc: flat(if glm { "biases" } else { "means" })?,
+        weights: if glm { flat("weights")? } else { Vec::new() },
+        sds: if spec.has_sds() { flat("sds")? } else { Vec::new() },
+    };
+    prm.validate(spec)?;
+    Ok(prm)
+}
+
+impl SeqData {
+    /// Splits off the last `n` sequences of every dataset as a held-out test set; an error
+    /// when a dataset would keep no training sequence.
+    pub fn split_holdout(&self, n: usize) -> Result<(SeqData, SeqData)> {
+        let p = self.batch.p();
+        let mut train = (Vec::new(), Vec::new(), Vec::new());
+        let mut test = (Vec::new(), Vec::new(), Vec::new());
+        for b in 0..self.batch.n_datasets() {
+            let seqs = super::sequences(&self.batch, b);
+            if seqs.len() <= n {
+                return Err(Error::Invalid(format!(
+                    "--holdout {n}: dataset {:?} has only {} sequence(s); keep at least one for training",
+                    self.groups[b],
+                    seqs.len()
+                )));
+            }
+            let cut = seqs.len() - n;
+            for (part, range, ids) in [
+                (&mut train, seqs[0].start..seqs[cut].start, &self.seq_ids[b][..cut]),
+                (&mut test, seqs[cut].start..seqs[seqs.len() - 1].end, &self.seq_ids[b][cut..]),
+            ] {
+                part.0.push(Dataset {
+                    x: (0..p).map(|j| self.batch.x_col(j)[range.clone()].to_vec()).collect(),
+                    y: self.batch.y()[range.clone()].to_vec(),
+                });
+                part.1.push(ids.to_vec());
+                part.2.extend_from_slice(&self.t[range]);
+            }
+        }
+        let make = |(ds, ids, t): (Vec<Dataset>, Vec<Vec<String>>, Vec<f64>)| -> Result<SeqData> {
+            let mut batch = DataBatch::new(p, &ds)?;
+            batch.x_names = self.batch.x_names.clone();
+            batch.y_name = self.batch.y_name.clone();
+            Ok(SeqData {
+                batch,
+                seq_ids: ids,
+                groups: self.groups.clone(),
+                t,
+            })
+        };
+        Ok((make(train)?, make(test)?))
+    }
+}

@@ -1,0 +1,405 @@
+//! `gpsamp em`: batched EM for HMMs and GLM-HMMs on a sequence CSV: R restarts of every
+//! dataset in one batch (CPU or GPU E-step), the best kept; aligned parameters and log
+//! likelihoods printed; `params.json`, `states.csv` (Viterbi) and `posteriors.npy` written
+//! (format in the README).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use gpsamp::hmm::em::{fit_cpu, EmConfig, EmFit, EmPriors, Init};
+use gpsamp::hmm::io::{params_from_json, params_to_json, read_sequences, SeqData, SeqSpec};
+use gpsamp::hmm::{self, EmissionKind, HmmParams, HmmSpec};
+use gpsamp::{Backend, BackendKind};
+
+use super::args::{partial_dir, replace_dir, write_atomic, Emission};
+
+/// Which HMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmModel {
+    /// Gaussian HMM: one or more --y columns, diagonal covariance.
+    Hmm,
+    /// GLM-HMM: --x inputs, one --y column, --emission gaussian or bernoulli.
+    Glmhmm,
+}
+
+/// How restarts start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitArg {
+    /// k-means++ on the emissions (Gaussian emissions; GLM weights start at 0).
+    Kmeans,
+    /// Random data points as means, random GLM weights.
+    Random,
+}
+
+/// Options of `gpsamp em`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model.
+    #[arg(long, value_enum)]
+    model: EmModel,
+    /// Hidden states K.
+    #[arg(long, default_value_t = 3)]
+    states: usize,
+    /// glmhmm: emission of each state.
+    #[arg(long, value_enum, default_value = "gaussian")]
+    emission: Emission,
+    /// CSV file with a header line; rows of a sequence together, in time order.
+    #[arg(long)]
+    data: PathBuf,
+    /// Sequence id column.
+    #[arg(long, default_value = "seq")]
+    seq: String,
+    /// Time column.
+    #[arg(long, default_value = "t")]
+    t: String,
+    /// glmhmm: input columns, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    x: Vec<String>,
+    /// Emission column(s), comma-separated (several for a multivariate Gaussian HMM).
+    #[arg(long, value_delimiter = ',', default_value = "y")]
+    y: Vec<String>,
+    /// Column that splits the sequences into datasets, each fitted separately (in one batch).
+    #[arg(long)]
+    group: Option<String>,
+    /// Restarts per dataset; the best penalised log likelihood is kept.
+    #[arg(long, default_value_t = 10)]
+    restarts: usize,
+    /// Iteration cap.
+    #[arg(long, default_value_t = 200)]
+    max_iters: usize,
+    /// Stop when the penalised log likelihood changes by less than this per observation.
+    #[arg(long, default_value_t = 1e-6)]
+    tol: f64,
+    /// Initialisation (default: kmeans for Gaussian emissions, random for Bernoulli).
+    #[arg(long, value_enum)]
+    init: Option<InitArg>,
+    /// Dirichlet concentration of the initial distribution and each transition row (>= 1).
+    #[arg(long, default_value_t = 1.1)]
+    concentration: f64,
+    /// Added to the diagonal concentration of each transition row (sticky states).
+    #[arg(long, default_value_t = 0.0)]
+    stickiness: f64,
+    /// Sd of the zero-mean normal prior on means, biases and weights.
+    #[arg(long, default_value_t = 10.0)]
+    coef_sd: f64,
+    /// Lower bound on every emission variance.
+    #[arg(long, default_value_t = 1e-4)]
+    var_floor: f64,
+    /// Hold out the last N sequences of every dataset and report their log likelihood in
+    /// bits per observation.
+    #[arg(long, default_value_t = 0)]
+    holdout: usize,
+    /// True parameters (a `simulate` .truth.json or a params.json) to align states to;
+    /// without it states are sorted by their first mean or bias.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Seed of the initialisations.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Backend of the E-step: auto, gpu or cpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendKind,
+    /// Output folder (replaced only once the run has succeeded).
+    #[arg(long)]
+    out: PathBuf,
+    /// No table.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn spec_of(a: &Args) -> anyhow::Result<HmmSpec> {
+    if a.states < 1 {
+        bail!("--states must be at least 1, got {}", a.states);
+    }
+    let spec = match a.model {
+        EmModel::Hmm => {
+            if !a.x.is_empty() {
+                bail!("--x: a Gaussian HMM takes no inputs (use --model glmhmm)");
+            }
+            HmmSpec::gaussian(a.states, a.y.len())
+        }
+        EmModel::Glmhmm => {
+            if a.y.len() != 1 {
+                bail!("--y: a GLM-HMM has one emission column, got {}", a.y.len());
+            }
+            match a.emission {
+                Emission::Gaussian => HmmSpec::regression(a.states, a.x.len()),
+                Emission::Bernoulli => HmmSpec::bernoulli(a.states, a.x.len()),
+            }
+        }
+    };
+    Ok(spec.context("--states")?)
+}
+
+/// Reads `--truth`: one parameter set per dataset (or one for all).
+fn read_truth(path: &std::path::Path, spec: &HmmSpec) -> anyhow::Result<Vec<HmmParams>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--truth: reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--truth: {} is not JSON", path.display()))?;
+    let list: Vec<&serde_json::Value> = match v.get("truth").or_else(|| v.get("datasets")) {
+        Some(serde_json::Value::Array(a)) => a.iter().collect(),
+        _ => vec![&v],
+    };
+    list.into_iter()
+        .map(|x| params_from_json(spec, x).with_context(|| format!("--truth {}", path.display())))
+        .collect()
+}
+
+/// The relabelling that sorts states by their first location (mean or bias).
+fn canonical(spec: &HmmSpec, prm: &HmmParams) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..spec.k).collect();
+    order.sort_by(|&a, &b| prm.loc[a * spec.d].total_cmp(&prm.loc[b * spec.d]));
+    order
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let spec = spec_of(&a)?;
+    let cfg = EmConfig {
+        restarts: a.restarts,
+        max_iters: a.max_iters,
+        tol: a.tol,
+        var_floor: a.var_floor,
+        priors: EmPriors {
+            initial: a.concentration,
+            transition: a.concentration,
+            stickiness: a.stickiness,
+            coef_sd: a.coef_sd,
+            ..EmPriors::default()
+        },
+        init: match a.init {
+            Some(InitArg::Kmeans) => {
+                if spec.kind == EmissionKind::Bernoulli {
+                    bail!("--init kmeans needs Gaussian emissions; use --init random");
+                }
+                Init::Kmeans
+            }
+            Some(InitArg::Random) => Init::Random,
+            None if spec.kind == EmissionKind::Bernoulli => Init::Random,
+            None => Init::Kmeans,
+        },
+        seed: a.seed,
+    };
+    cfg.validate()
+        .context("--restarts / --max-iters / --tol / --var-floor / --concentration / --stickiness / --coef-sd")?;
+    let all = read_sequences(
+        &a.data,
+        &SeqSpec {
+            seq: a.seq.clone(),
+            t: a.t.clone(),
+            x: a.x.clone(),
+            y: a.y.clone(),
+            group: a.group.clone(),
+            binary: spec.kind == EmissionKind::Bernoulli,
+        },
+    )?;
+    let (train, test): (SeqData, Option<SeqData>) = if a.holdout > 0 {
+        let (tr, te) = all.split_holdout(a.holdout)?;
+        (tr, Some(te))
+    } else {
+        (all, None)
+    };
+    let data = &train.batch;
+    for b in 0..data.n_datasets() {
+        let n = data.range(b).len();
+        if n < spec.k {
+            bail!(
+                "--states {}: dataset {:?} has {n} observations, too few for {} states",
+                spec.k,
+                train.groups[b],
+                spec.k
+            );
+        }
+    }
+    let truth = a.truth.as_ref().map(|p| read_truth(p, &spec)).transpose()?;
+    if let Some(t) = &truth {
+        if t.len() != 1 && t.len() != data.n_datasets() {
+            bail!(
+                "--truth holds {} parameter sets but the data has {} datasets",
+                t.len(),
+                data.n_datasets()
+            );
+        }
+    }
+    let backend = Backend::select(a.backend, a.quiet)?;
+    let started = Instant::now();
+    let fits: Vec<EmFit> = match &backend {
+        Backend::Cpu => fit_cpu(&spec, &cfg, data)?,
+        Backend::Gpu(ctx) => hmm::gpu::fit_gpu(ctx.clone(), &spec, &cfg, data)?,
+    };
+    let secs = started.elapsed().as_secs_f64();
+    // Align states: to the truth when given, else by their first location.
+    let fits: Vec<EmFit> = fits
+        .into_iter()
+        .enumerate()
+        .map(|(b, mut f)| {
+            let perm = match &truth {
+                Some(t) => hmm::align_params(&spec, &t[b.min(t.len() - 1)], &f.params),
+                None => canonical(&spec, &f.params),
+            };
+            f.params = f.params.permuted(&spec, &perm);
+            f
+        })
+        .collect();
+
+    // Decoding on the training data.
+    let k = spec.k;
+    let mut states_csv = String::new();
+    if a.group.is_some() {
+        states_csv.push_str("group,");
+    }
+    states_csv.push_str("seq,t,state\n");
+    let mut post: Vec<f32> = Vec::with_capacity(data.n_total() * k);
+    let mut path = vec![0usize; data.n_total()];
+    for (b, f) in fits.iter().enumerate() {
+        for (si, seq) in hmm::sequences(data, b).into_iter().enumerate() {
+            let r = seq.clone();
+            hmm::viterbi(&spec, &f.params, data, seq, &mut path[r.clone()]);
+            for n in r {
+                if a.group.is_some() {
+                    states_csv.push_str(&format!("{},", train.groups[b]));
+                }
+                states_csv.push_str(&format!("{},{},{}\n", train.seq_ids[b][si], train.t[n], path[n]));
+            }
+        }
+        let (g, _) = hmm::posteriors(&spec, &f.params, data, b);
+        post.extend(g.iter().map(|&v| v as f32));
+    }
+
+    // Held-out log likelihood in bits per observation (and, for Bernoulli emissions, the
+    // gain over a constant-probability model fitted to the training responses).
+    let heldout: Vec<Option<(f64, Option<f64>)>> = fits
+        .iter()
+        .enumerate()
+        .map(|(b, f)| {
+            let te = test.as_ref()?;
+            let tb = &te.batch;
+            let mut s = hmm::FbScratch::default();
+            let ll: f64 = hmm::sequences(tb, b)
+                .into_iter()
+                .map(|seq| hmm::log_likelihood(&spec, &f.params, tb, seq, &mut s))
+                .sum();
+            let n = tb.range(b).len() as f64;
+            let bits = ll / (n * std::f64::consts::LN_2);
+            let gain = (spec.kind == EmissionKind::Bernoulli).then(|| {
+                let ytr = &data.y()[data.range(b)];
+                let p0 = (ytr.iter().sum::<f64>() / ytr.len() as f64).clamp(1e-6, 1.0 - 1e-6);
+                let ll0: f64 = tb.y()[tb.range(b)]
+                    .iter()
+                    .map(|&y| if y == 1.0 { p0.ln() } else { (1.0 - p0).ln() })
+                    .sum();
+                (ll - ll0) / (n * std::f64::consts::LN_2)
+            });
+            Some((bits, gain))
+        })
+        .collect();
+
+    if !a.quiet {
+        for (b, f) in fits.iter().enumerate() {
+            let iters = f.trace.len().saturating_sub(1);
+            println!(
+                "dataset {:?}: log likelihood {:.3} (restart {} of {}, {iters} iterations, {})",
+                train.groups[b],
+                f.log_likelihood,
+                f.restart,
+                cfg.restarts,
+                if f.converged { "converged" } else { "hit --max-iters" }
+            );
+            if let Some((bits, gain)) = heldout[b] {
+                print!("  held-out: {bits:.4} bits/observation");
+                if let Some(g) = gain {
+                    print!(" ({g:+.4} bits/observation over a constant-probability model)");
+                }
+                println!();
+            }
+            print!("  state  initial   stay");
+            let glm = spec.p > 0 || spec.kind == EmissionKind::Bernoulli;
+            for e in 0..spec.d {
+                print!("  {:>9}", if glm { "bias".to_string() } else { format!("mean[{e}]") });
+            }
+            for j in 0..spec.p {
+                print!("  {:>9}", format!("w[{}]", a.x[j]));
+            }
+            if spec.has_sds() {
+                for e in 0..spec.d {
+                    print!("  {:>9}", format!("sd[{e}]"));
+                }
+            }
+            println!();
+            let p = &f.params;
+            for s in 0..k {
+                print!("  {s:>5}  {:>7.3} {:>6.3}", p.initial[s], p.transition[s * k + s]);
+                for e in 0..spec.d {
+                    print!("  {:>9.4}", p.loc[s * spec.d + e]);
+                }
+                for j in 0..spec.p {
+                    print!("  {:>9.4}", p.weights[s * spec.p + j]);
+                }
+                if spec.has_sds() {
+                    for e in 0..spec.d {
+                        print!("  {:>9.4}", p.sds[s * spec.d + e]);
+                    }
+                }
+                println!();
+            }
+        }
+        println!(
+            "backend {}: {} dataset(s) x {} restart(s) in {secs:.2} s{}",
+            backend.describe(),
+            data.n_datasets(),
+            cfg.restarts,
+            match &truth {
+                Some(_) => "; states aligned to --truth (Hungarian matching on emission parameters)",
+                None => "; states sorted by their first mean/bias",
+            }
+        );
+    }
+
+    let datasets: Vec<serde_json::Value> = fits
+        .iter()
+        .enumerate()
+        .map(|(b, f)| {
+            let mut v = params_to_json(&spec, &f.params);
+            let o = v.as_object_mut().expect("an object");
+            o.insert("group".into(), serde_json::json!(train.groups[b]));
+            o.insert("log_likelihood".into(), serde_json::json!(f.log_likelihood));
+            o.insert("trace".into(), serde_json::json!(f.trace));
+            o.insert("restart".into(), serde_json::json!(f.restart));
+            o.insert("restart_objectives".into(), serde_json::json!(f.restart_objectives));
+            o.insert("converged".into(), serde_json::json!(f.converged));
+            o.insert("n_obs".into(), serde_json::json!(data.range(b).len()));
+            if let Some((bits, gain)) = heldout[b] {
+                o.insert("heldout_bits_per_obs".into(), serde_json::json!(bits));
+                if let Some(g) = gain {
+                    o.insert("heldout_bits_gain_over_constant".into(), serde_json::json!(g));
+                }
+            }
+            v
+        })
+        .collect();
+    let meta = serde_json::json!({
+        "model": gpsamp::Model::name(&gpsamp::Hmm::new(spec, gpsamp::HmmPriors::default())?),
+        "states": k,
+        "data": a.data.display().to_string(),
+        "backend": backend.describe(),
+        "restarts": cfg.restarts,
+        "max_iters": cfg.max_iters,
+        "tol": cfg.tol,
+        "seed": cfg.seed,
+        "seconds": secs,
+        "datasets": datasets,
+    });
+    let dir = partial_dir(&a.out)?;
+    write_atomic(&dir.join("params.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    write_atomic(&dir.join("states.csv"), states_csv.as_bytes())?;
+    gpsamp::io::npy::write_f32(&dir.join("posteriors.npy"), &[data.n_total(), k], &post)?;
+    replace_dir(&dir, &a.out)?;
+    if !a.quiet {
+        eprintln!(
+            "wrote {}/{{params.json, states.csv, posteriors.npy}}",
+            a.out.display()
+        );
+    }
+    Ok(())
+}
