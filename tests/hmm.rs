@@ -2,6 +2,8 @@
 //! differences, GPU against CPU (the HMC density and the EM E-step), EM monotonicity,
 //! recovery of the tutorial's models, and HMC on the Gaussian HMM.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use std::sync::Arc;
@@ -84,7 +86,12 @@ fn data_for(spec: &HmmSpec, lengths: &[Vec<usize>], seed: u64) -> (DataBatch, Hm
 }
 
 /// log p(y) of one sequence by summing over all K^T state paths, emissions from statrs.
-fn brute_force(spec: &HmmSpec, prm: &HmmParams, data: &DataBatch, seq: std::ops::Range<usize>) -> f64 {
+fn brute_force(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    seq: std::ops::Range<usize>,
+) -> f64 {
     let (k, t_len) = (spec.k, seq.len());
     let log_e = |s: usize, n: usize| -> f64 {
         (0..spec.d)
@@ -146,10 +153,13 @@ fn forward_equals_brute_force_on_both_backends() {
         let model = Hmm::new(spec, priors()).unwrap();
         let theta = model.theta(&prm).unwrap();
         let mut grad = vec![0.0; model.dim()];
-        let empty = DataBatch::new(spec.data_columns(), &[Dataset {
-            x: vec![vec![1.0]; spec.data_columns()],
-            y: vec![0.0],
-        }])
+        let empty = DataBatch::new(
+            spec.data_columns(),
+            &[Dataset {
+                x: vec![vec![1.0]; spec.data_columns()],
+                y: vec![0.0],
+            }],
+        )
         .unwrap();
         for b in 0..data.n_datasets() {
             let exact: f64 = hmm::sequences(&data, b)
@@ -193,10 +203,13 @@ fn forward_equals_brute_force_on_both_backends() {
 /// log density of a one-point sequence minus that point's forward likelihood.
 fn prior_part(model: &Hmm, theta: &[f64]) -> f64 {
     let spec = *model.spec();
-    let one = DataBatch::new(spec.data_columns(), &[Dataset {
-        x: vec![vec![1.0]; spec.data_columns()],
-        y: vec![1.0],
-    }])
+    let one = DataBatch::new(
+        spec.data_columns(),
+        &[Dataset {
+            x: vec![vec![1.0]; spec.data_columns()],
+            y: vec![1.0],
+        }],
+    )
     .unwrap();
     let mut grad = vec![0.0; model.dim()];
     let lp = model.log_density(&one, 0, theta, &mut grad, &mut Vec::new());
@@ -237,7 +250,11 @@ fn gradient_equals_finite_differences() {
             fd[i] = (up - dn) / (2.0 * h);
         }
         let e = rel_norm(&grad, &fd);
-        assert!(e < 1e-6, "{}: gradient vs finite differences {e:e}\n{grad:?}\n{fd:?}", model.name());
+        assert!(
+            e < 1e-6,
+            "{}: gradient vs finite differences {e:e}\n{grad:?}\n{fd:?}",
+            model.name()
+        );
     }
 }
 
@@ -250,7 +267,11 @@ fn gpu_vs_cpu(spec: HmmSpec, lengths: &[Vec<usize>], chains: usize, seed: u64) -
     let d = model.dim();
     let n = data.n_datasets() * chains;
     let theta: Vec<f64> = (0..n)
-        .flat_map(|c| model.theta(&jitter(&spec, &truth, seed * 1000 + c as u64)).unwrap())
+        .flat_map(|c| {
+            model
+                .theta(&jitter(&spec, &truth, seed * 1000 + c as u64))
+                .unwrap()
+        })
         .collect();
     let (mut lc, mut gc) = (vec![0.0; n], vec![0.0; n * d]);
     let (mut lg, mut gg) = (vec![0.0; n], vec![0.0; n * d]);
@@ -262,7 +283,10 @@ fn gpu_vs_cpu(spec: HmmSpec, lengths: &[Vec<usize>], chains: usize, seed: u64) -
         .unwrap()
         .eval(&theta, &mut lg, &mut gg)
         .unwrap();
-    assert!(lg.iter().chain(&gg).all(|v| v.is_finite()), "non-finite GPU output");
+    assert!(
+        lg.iter().chain(&gg).all(|v| v.is_finite()),
+        "non-finite GPU output"
+    );
     (rel_norm(&lg, &lc), rel_norm(&gg, &gc))
 }
 
@@ -273,14 +297,19 @@ fn gpu_density_matches_cpu_on_random_problems() {
     }
     for (si, spec) in specs().into_iter().enumerate() {
         let (el, eg) = gpu_vs_cpu(spec, &[vec![200, 13, 1], vec![50; 6]], 16, 70 + si as u64);
-        assert!(el <= 1e-4 && eg <= 1e-4, "{spec:?}: logp {el:e}, gradient {eg:e}");
+        assert!(
+            el <= 1e-4 && eg <= 1e-4,
+            "{spec:?}: logp {el:e}, gradient {eg:e}"
+        );
     }
     // One long sequence: no overflow in f32, still within 1e-4.
     let (el, eg) = gpu_vs_cpu(HmmSpec::gaussian(3, 1).unwrap(), &[vec![10_000]], 4, 99);
     eprintln!("T = 10000: logp relative error {el:e}, gradient {eg:e}");
-    assert!(el <= 1e-4 && eg <= 1e-4, "T = 10000: logp {el:e}, gradient {eg:e}");
+    assert!(
+        el <= 1e-4 && eg <= 1e-4,
+        "T = 10000: logp {el:e}, gradient {eg:e}"
+    );
 }
-
 
 /// The penalised log likelihood EM maximises, computed independently of the E-step code.
 fn objective(spec: &HmmSpec, cfg: &EmConfig, prm: &HmmParams, data: &DataBatch, b: usize) -> f64 {
@@ -318,8 +347,12 @@ fn em_never_decreases_the_penalised_likelihood() {
                 for it in 0..40 {
                     let st = estep_cpu(&spec, &job.params, &data, 0);
                     let obj = objective(&spec, &cfg, &job.params, &data, 0);
-                    assert!((st.loglik + cfg.priors.log_prior(&spec, &job.params) - obj).abs() < 1e-8 * obj.abs());
-                    job.params = gpsamp::hmm::em::mstep(&spec, &cfg.priors, cfg.var_floor, &st, &job.params);
+                    assert!(
+                        (st.loglik + cfg.priors.log_prior(&spec, &job.params) - obj).abs()
+                            < 1e-8 * obj.abs()
+                    );
+                    job.params =
+                        gpsamp::hmm::em::mstep(&spec, &cfg.priors, cfg.var_floor, &st, &job.params);
                     let now = objective(&spec, &cfg, &job.params, &data, 0);
                     assert!(
                         now >= last - 1e-9 * last.abs(),
@@ -339,11 +372,22 @@ fn agreement(truth: &[usize], path: &[usize], k: usize) -> f64 {
     for (r, &s) in perm.iter().enumerate() {
         inv[s] = r;
     }
-    truth.iter().zip(path).filter(|(&t, &p)| inv[p] == t).count() as f64 / truth.len() as f64
+    truth
+        .iter()
+        .zip(path)
+        .filter(|(&t, &p)| inv[p] == t)
+        .count() as f64
+        / truth.len() as f64
 }
 
 /// Sequences drawn from `truth` as one dataset, with the true states.
-fn draw(spec: &HmmSpec, truth: &HmmParams, n_seq: usize, t_len: usize, seed: u64) -> (DataBatch, Vec<usize>) {
+fn draw(
+    spec: &HmmSpec,
+    truth: &HmmParams,
+    n_seq: usize,
+    t_len: usize,
+    seed: u64,
+) -> (DataBatch, Vec<usize>) {
     let mut rng = host_rng(seed, 0, Purpose::Simulate);
     let (d, states) = simulate(spec, truth, n_seq, t_len, &mut rng);
     (DataBatch::new(spec.data_columns(), &[d]).unwrap(), states)
@@ -381,11 +425,16 @@ fn em_recovers_the_tutorial_gaussian_hmm() {
     let acc = agreement(&states, &path, 3);
     eprintln!(
         "tutorial HMM: means {:?}, sds {:?}, Viterbi agreement {acc}, {} iterations",
-        aligned.loc, aligned.sds, fit.trace.len()
+        aligned.loc,
+        aligned.sds,
+        fit.trace.len()
     );
     assert!(acc >= 0.9, "Viterbi agrees on {acc} of steps");
     // The trace rises to the end.
-    assert!(fit.trace.windows(2).all(|w| w[1] >= w[0] - 1e-9 * w[0].abs()));
+    assert!(fit
+        .trace
+        .windows(2)
+        .all(|w| w[1] >= w[0] - 1e-9 * w[0].abs()));
 }
 
 #[test]
@@ -404,7 +453,10 @@ fn em_recovers_the_tutorial_switching_regression() {
     let aligned = fit.params.permuted(&spec, &perm);
     eprintln!(
         "switching regression: weights {:?} biases {:?} sds {:?}, {} iterations",
-        aligned.weights, aligned.loc, aligned.sds, fit.trace.len()
+        aligned.weights,
+        aligned.loc,
+        aligned.sds,
+        fit.trace.len()
     );
     for s in 0..3 {
         assert!(
@@ -446,9 +498,16 @@ fn em_recovers_a_bernoulli_glm_hmm() {
         .fold(0.0, f64::max);
     eprintln!(
         "Bernoulli GLM-HMM: weights {:?} biases {:?}, max error {err}, {} iterations",
-        aligned.weights, aligned.loc, fit.trace.len()
+        aligned.weights,
+        aligned.loc,
+        fit.trace.len()
     );
-    assert!(err < 0.5, "weights {:?} biases {:?}, max error {err}", aligned.weights, aligned.loc);
+    assert!(
+        err < 0.5,
+        "weights {:?} biases {:?}, max error {err}",
+        aligned.weights,
+        aligned.loc
+    );
 }
 
 #[test]
@@ -467,7 +526,10 @@ fn gpu_estep_matches_cpu() {
         for (i, g) in got.iter().enumerate() {
             let want = estep_cpu(&spec, &params[i], &data, i / restarts);
             let e = rel_norm(&g.to_flat(), &want.to_flat());
-            assert!(e < 1e-4, "{spec:?} job {i}: statistics relative error {e:e}");
+            assert!(
+                e < 1e-4,
+                "{spec:?} job {i}: statistics relative error {e:e}"
+            );
         }
     }
     // A long sequence stays finite and accurate.
@@ -500,9 +562,19 @@ fn gpu_em_follows_cpu_em() {
     let cpu = &fit_cpu(&spec, &cfg, &data).unwrap()[0];
     let gpu_fit = &gpsamp::hmm::gpu::fit_gpu(ctx, &spec, &cfg, &data).unwrap()[0];
     let rel = (gpu_fit.log_likelihood - cpu.log_likelihood).abs() / cpu.log_likelihood.abs();
-    assert!(rel < 1e-4, "GPU EM {} vs CPU EM {}", gpu_fit.log_likelihood, cpu.log_likelihood);
+    assert!(
+        rel < 1e-4,
+        "GPU EM {} vs CPU EM {}",
+        gpu_fit.log_likelihood,
+        cpu.log_likelihood
+    );
     let e = rel_norm(&gpu_fit.params.loc, &cpu.params.loc);
-    assert!(e < 1e-3, "means {:?} vs {:?}", gpu_fit.params.loc, cpu.params.loc);
+    assert!(
+        e < 1e-3,
+        "means {:?} vs {:?}",
+        gpu_fit.params.loc,
+        cpu.params.loc
+    );
 }
 
 /// HMC on the tutorial's Gaussian HMM with priors: each chain's draws (constrained, states
@@ -532,7 +604,15 @@ fn hmc_on_tutorial(backend: &gpsamp::Backend) -> (Vec<f64>, Vec<f64>, usize) {
         .integrator(Arc::new(model.clone()), Arc::new(data), chains, cfg.seed)
         .unwrap();
     let mut sink = MemorySink::default();
-    let rep = sample(integ.as_mut(), &model, 1, &cfg, &mut sink, &mut |_, _, _, _| {}).unwrap();
+    let rep = sample(
+        integ.as_mut(),
+        &model,
+        1,
+        &cfg,
+        &mut sink,
+        &mut |_, _, _, _| {},
+    )
+    .unwrap();
     let names = model.param_names();
     let np = names.len();
     // values[param][chain][draw], each chain relabelled to the truth by its mean emission.
@@ -547,7 +627,11 @@ fn hmc_on_tutorial(backend: &gpsamp::Backend) -> (Vec<f64>, Vec<f64>, usize) {
         let mean: Vec<f64> = (0..np)
             .map(|i| draws.iter().map(|d| d[i]).sum::<f64>() / draws.len() as f64)
             .collect();
-        let mean_prm = model.params(&model.unconstrain(&mean).unwrap_or_else(|_| model.theta(&truth).unwrap()));
+        let mean_prm = model.params(
+            &model
+                .unconstrain(&mean)
+                .unwrap_or_else(|_| model.theta(&truth).unwrap()),
+        );
         let perm = hmm::align_params(&spec, &truth, &mean_prm);
         for d in &draws {
             let x = model.permute_labels(d, &perm);
@@ -585,8 +669,150 @@ fn hmc_on_the_tutorial_hmm_mixes_and_recovers() {
         assert!(worst < 1.01, "{}: R-hat {rhats:?}", backend.describe());
         // means[12..15]: state means; means[15..18]: sds.
         for s in 0..3 {
-            assert!((means[12 + s] - truth.loc[s]).abs() < 0.3, "{}: means {:?}", backend.describe(), &means[12..15]);
-            assert!((means[15 + s] - truth.sds[s]).abs() < 0.25, "{}: sds {:?}", backend.describe(), &means[15..18]);
+            assert!(
+                (means[12 + s] - truth.loc[s]).abs() < 0.3,
+                "{}: means {:?}",
+                backend.describe(),
+                &means[12..15]
+            );
+            assert!(
+                (means[15 + s] - truth.sds[s]).abs() < 0.25,
+                "{}: sds {:?}",
+                backend.describe(),
+                &means[15..18]
+            );
         }
     }
+}
+
+/// A scratch folder for CLI tests.
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("gpsamp-hmm-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn cli_simulate_em_round_trip() {
+    let d = tmp("roundtrip");
+    let csv = d.join("h.csv");
+    let out = d.join("fit");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ok, _, err) = common::gpsamp(&[
+        "simulate",
+        "--model",
+        "hmm",
+        "--sequences",
+        "4",
+        "--out",
+        &s(&csv),
+    ]);
+    assert!(ok, "{err}");
+    let truth = csv.with_extension("truth.json");
+    let (ok, stdout, err) = common::gpsamp(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &s(&csv),
+        "--stickiness",
+        "10",
+        "--holdout",
+        "1",
+        "--truth",
+        &s(&truth),
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("held-out"), "{stdout}");
+    let params: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("params.json")).unwrap()).unwrap();
+    let ds = &params["datasets"][0];
+    let means: Vec<f64> = ds["means"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (m, t) in means.iter().zip([-3.0, 0.0, 4.0]) {
+        assert!((m - t).abs() < 0.3, "means {means:?}");
+    }
+    assert_eq!(ds["transition"].as_array().unwrap().len(), 3);
+    assert!(ds["trace"].as_array().unwrap().len() >= 2);
+    assert!(ds["heldout_bits_per_obs"].as_f64().unwrap() < 0.0);
+    // states.csv: the 3 training sequences of 200 steps; posteriors rows sum to 1.
+    let states = std::fs::read_to_string(out.join("states.csv")).unwrap();
+    assert_eq!(states.lines().next(), Some("seq,t,state"));
+    assert_eq!(states.lines().count(), 1 + 600);
+    let (shape, post) = gpsamp::io::npy::read_f32(&out.join("posteriors.npy")).unwrap();
+    assert_eq!(shape, vec![600, 3]);
+    assert!(post
+        .chunks(3)
+        .all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-4));
+}
+
+#[test]
+fn cli_rejects_bad_sequence_data() {
+    let d = tmp("bad");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        s(&p)
+    };
+    let out = s(&d.join("out"));
+    let cases = [
+        (
+            write("order.csv", "seq,t,y\na,0,1.0\na,2,0.5\na,1,0.2\n"),
+            vec![],
+            ":4:",
+            "out of order",
+        ),
+        (
+            write("resume.csv", "seq,t,y\na,0,1.0\nb,0,0.5\na,1,0.2\n"),
+            vec![],
+            ":4:",
+            "contiguous",
+        ),
+        (
+            write("missing.csv", "seq,t,y\na,0,1.0\n,1,0.5\n"),
+            vec![],
+            ":3:",
+            "missing sequence id",
+        ),
+        (
+            write("few.csv", "seq,t,y\na,0,1.0\na,1,0.5\n"),
+            vec![],
+            "--states 3",
+            "too few",
+        ),
+        (
+            write("ok.csv", "seq,t,y\na,0,1.0\na,1,0.5\na,2,0.1\na,3,0.3\n"),
+            vec!["--states", "0"],
+            "--states",
+            "at least 1",
+        ),
+        (
+            write("binary.csv", "seq,t,x,y\na,0,1,1\na,1,0.3,2\n"),
+            vec!["--model", "glmhmm", "--emission", "bernoulli", "--x", "x"],
+            ":3:",
+            "not 0 or 1",
+        ),
+    ];
+    for (path, extra, place, what) in cases {
+        let mut args = vec!["em", "--data", &path, "--out", &out, "--backend", "cpu"];
+        if !extra.contains(&"--model") {
+            args.extend(["--model", "hmm"]);
+        }
+        args.extend(extra.iter().copied());
+        let (ok, _, err) = common::gpsamp(&args);
+        assert!(!ok, "{path}: accepted");
+        assert!(err.contains(place) && err.contains(what), "{path}: {err}");
+        assert!(!err.contains("panicked"), "{path}: {err}");
+    }
+    assert!(!d.join("out").exists(), "a failed run wrote output");
 }

@@ -331,13 +331,15 @@ impl ModelArgs {
                 scale("--prior-sigma", &self.prior_sigma)?
             },
         };
-        Ok(gpsamp::Hmm::new(spec, priors).context("--prior-weights / --stickiness")?)
+        gpsamp::Hmm::new(spec, priors).context("--prior-weights / --stickiness")
     }
 
     /// Any model for `p` input columns, the errors-in-variables family included.
     pub fn build_any(&self, p: usize) -> anyhow::Result<std::sync::Arc<dyn gpsamp::Model>> {
         if self.is_hmm() {
-            bail!("--model hmm/glmhmm reads sequences (--seq, --t); this command does not support it");
+            bail!(
+                "--model hmm/glmhmm reads sequences (--seq, --t); this command does not support it"
+            );
         }
         if self.kind() != ModelKind::Eiv {
             return Ok(std::sync::Arc::new(self.build(p)?));

@@ -50,6 +50,10 @@ pub struct Args {
     /// runs at most 64.
     #[arg(long, default_value_t = 1000)]
     study_datasets: usize,
+    /// Sequences of the EM benchmark (Gaussian HMM, T = 1000, K = 3 and 8, one restart);
+    /// 0 skips it. A software adapter runs at most 64.
+    #[arg(long, default_value_t = 1024)]
+    em_sequences: usize,
     /// Pairs of the MDN training benchmark (Beta-Binomial, the notebook's network
     /// 24-25-16 with K = 8, batch 512, 2 epochs); 0 skips it. A software adapter trains on
     /// at most 50 000.
@@ -81,6 +85,19 @@ struct MdnRow {
     epochs: usize,
     seconds: f64,
     samples_per_sec: f64,
+}
+
+#[derive(Serialize)]
+struct EmRow {
+    backend: String,
+    states: usize,
+    sequences: usize,
+    steps: usize,
+    iterations: usize,
+    seconds: f64,
+    iterations_per_sec: f64,
+    /// Observations through forward-backward per second.
+    obs_per_sec: f64,
 }
 
 #[derive(Serialize)]
@@ -133,6 +150,7 @@ struct Report {
     sampler: Vec<SamplerRow>,
     study: Vec<StudyRow>,
     mdn: Vec<MdnRow>,
+    em: Vec<EmRow>,
 }
 
 fn families(p: &Priors) -> Vec<(&'static str, MixGlm)> {
@@ -330,6 +348,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             mdn.push(bench_mdn(backend, pairs)?);
         }
     }
+    let mut em = Vec::new();
+    for k in [3, 8] {
+        for backend in &backends {
+            let seqs = if on_software(backend) {
+                a.em_sequences.min(64)
+            } else {
+                a.em_sequences
+            };
+            if seqs > 0 {
+                if !a.quiet {
+                    eprintln!(
+                        "gpsamp bench: EM, K = {k}, {seqs} sequences x 1000 steps, {}",
+                        backend.describe()
+                    );
+                }
+                em.push(bench_em(backend, k, seqs, 1000)?);
+            }
+        }
+    }
     let report = Report {
         cpu_threads: rayon::current_num_threads(),
         adapter: ctx.as_ref().map(|c| c.summary.clone()),
@@ -339,6 +376,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         sampler,
         study,
         mdn,
+        em,
     };
     let table = render(&report);
     if a.json {
@@ -378,6 +416,42 @@ fn bench_study(backend: &Backend, datasets: usize) -> anyhow::Result<StudyRow> {
         seconds,
         datasets_per_sec: datasets as f64 / seconds,
         calibrated: rep.pass,
+    })
+}
+
+/// EM iterations (E-step + M-step, one restart, tolerance 0 so every iteration runs) on a
+/// Gaussian HMM with `k` states, `seqs` sequences of `steps` steps.
+fn bench_em(backend: &Backend, k: usize, seqs: usize, steps: usize) -> anyhow::Result<EmRow> {
+    use gpsamp::hmm::{em, io, HmmSpec};
+    let spec = HmmSpec::gaussian(k, 1)?;
+    let mut rng = host_rng(3, 0, Purpose::Simulate);
+    let truth = io::random_params(&spec, &mut rng);
+    let (d, _) = io::simulate(&spec, &truth, seqs, steps, &mut rng);
+    let data = DataBatch::new(spec.data_columns(), &[d])?;
+    let iterations = 20;
+    let cfg = em::EmConfig {
+        restarts: 1,
+        max_iters: iterations,
+        tol: 0.0,
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let fit = match backend {
+        Backend::Cpu => em::fit_cpu(&spec, &cfg, &data)?,
+        Backend::Gpu(ctx) => gpsamp::hmm::gpu::fit_gpu(ctx.clone(), &spec, &cfg, &data)?,
+    };
+    let seconds = t0.elapsed().as_secs_f64();
+    // max_iters E-steps with an M-step each, plus the scoring E-step at the end.
+    let done = fit[0].trace.len();
+    Ok(EmRow {
+        backend: backend.describe(),
+        states: k,
+        sequences: seqs,
+        steps,
+        iterations: done,
+        seconds,
+        iterations_per_sec: done as f64 / seconds,
+        obs_per_sec: (done * seqs * steps) as f64 / seconds,
     })
 }
 
@@ -645,6 +719,30 @@ fn render(r: &Report) -> String {
                 x.epochs,
                 x.seconds,
                 x.samples_per_sec
+            );
+        }
+    }
+    if !r.em.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nEM (Baum-Welch): Gaussian HMM, T = 1000 per sequence, one restart, E-step + M-step"
+        );
+        let _ = writeln!(
+            s,
+            "{:<28} {:>3} {:>9} {:>6} {:>9} {:>9} {:>12}",
+            "backend", "K", "sequences", "iters", "seconds", "iters/s", "obs/s"
+        );
+        for x in &r.em {
+            let _ = writeln!(
+                s,
+                "{:<28} {:>3} {:>9} {:>6} {:>9.2} {:>9.2} {:>12.3e}",
+                x.backend.chars().take(28).collect::<String>(),
+                x.states,
+                x.sequences,
+                x.iterations,
+                x.seconds,
+                x.iterations_per_sec,
+                x.obs_per_sec
             );
         }
     }

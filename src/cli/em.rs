@@ -129,13 +129,13 @@ fn spec_of(a: &Args) -> anyhow::Result<HmmSpec> {
             }
         }
     };
-    Ok(spec.context("--states")?)
+    spec.context("--states")
 }
 
 /// Reads `--truth`: one parameter set per dataset (or one for all).
 fn read_truth(path: &std::path::Path, spec: &HmmSpec) -> anyhow::Result<Vec<HmmParams>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("--truth: reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--truth: reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("--truth: {} is not JSON", path.display()))?;
     let list: Vec<&serde_json::Value> = match v.get("truth").or_else(|| v.get("datasets")) {
@@ -260,7 +260,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 if a.group.is_some() {
                     states_csv.push_str(&format!("{},", train.groups[b]));
                 }
-                states_csv.push_str(&format!("{},{},{}\n", train.seq_ids[b][si], train.t[n], path[n]));
+                states_csv.push_str(&format!(
+                    "{},{},{}\n",
+                    train.seq_ids[b][si], train.t[n], path[n]
+                ));
             }
         }
         let (g, _) = hmm::posteriors(&spec, &f.params, data, b);
@@ -304,7 +307,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 f.log_likelihood,
                 f.restart,
                 cfg.restarts,
-                if f.converged { "converged" } else { "hit --max-iters" }
+                if f.converged {
+                    "converged"
+                } else {
+                    "hit --max-iters"
+                }
             );
             if let Some((bits, gain)) = heldout[b] {
                 print!("  held-out: {bits:.4} bits/observation");
@@ -316,7 +323,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             print!("  state  initial   stay");
             let glm = spec.p > 0 || spec.kind == EmissionKind::Bernoulli;
             for e in 0..spec.d {
-                print!("  {:>9}", if glm { "bias".to_string() } else { format!("mean[{e}]") });
+                print!(
+                    "  {:>9}",
+                    if glm {
+                        "bias".to_string()
+                    } else {
+                        format!("mean[{e}]")
+                    }
+                );
             }
             for j in 0..spec.p {
                 print!("  {:>9}", format!("w[{}]", a.x[j]));
@@ -329,7 +343,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             println!();
             let p = &f.params;
             for s in 0..k {
-                print!("  {s:>5}  {:>7.3} {:>6.3}", p.initial[s], p.transition[s * k + s]);
+                print!(
+                    "  {s:>5}  {:>7.3} {:>6.3}",
+                    p.initial[s],
+                    p.transition[s * k + s]
+                );
                 for e in 0..spec.d {
                     print!("  {:>9.4}", p.loc[s * spec.d + e]);
                 }
@@ -350,7 +368,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             data.n_datasets(),
             cfg.restarts,
             match &truth {
-                Some(_) => "; states aligned to --truth (Hungarian matching on emission parameters)",
+                Some(_) =>
+                    "; states aligned to --truth (Hungarian matching on emission parameters)",
                 None => "; states sorted by their first mean/bias",
             }
         );
@@ -366,13 +385,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             o.insert("log_likelihood".into(), serde_json::json!(f.log_likelihood));
             o.insert("trace".into(), serde_json::json!(f.trace));
             o.insert("restart".into(), serde_json::json!(f.restart));
-            o.insert("restart_objectives".into(), serde_json::json!(f.restart_objectives));
+            o.insert(
+                "restart_objectives".into(),
+                serde_json::json!(f.restart_objectives),
+            );
             o.insert("converged".into(), serde_json::json!(f.converged));
             o.insert("n_obs".into(), serde_json::json!(data.range(b).len()));
             if let Some((bits, gain)) = heldout[b] {
                 o.insert("heldout_bits_per_obs".into(), serde_json::json!(bits));
                 if let Some(g) = gain {
-                    o.insert("heldout_bits_gain_over_constant".into(), serde_json::json!(g));
+                    o.insert(
+                        "heldout_bits_gain_over_constant".into(),
+                        serde_json::json!(g),
+                    );
                 }
             }
             v
@@ -391,7 +416,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "datasets": datasets,
     });
     let dir = partial_dir(&a.out)?;
-    write_atomic(&dir.join("params.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    write_atomic(
+        &dir.join("params.json"),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
     write_atomic(&dir.join("states.csv"), states_csv.as_bytes())?;
     gpsamp::io::npy::write_f32(&dir.join("posteriors.npy"), &[data.n_total(), k], &post)?;
     replace_dir(&dir, &a.out)?;

@@ -122,10 +122,17 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             let (d, _) = gpsamp::hmm::io::simulate(&spec, &truth, n_seq, t_len, &mut rng);
             let desc = format!(
                 "tutorial's {}: {n_seq} sequences x {t_len} steps",
-                if p == 0 { "Gaussian HMM" } else { "switching regression" }
+                if p == 0 {
+                    "Gaussian HMM"
+                } else {
+                    "switching regression"
+                }
             );
             if !a.quiet {
-                eprintln!("gpsamp: no --data given; fitting the {desc} (seed {})", a.seed);
+                eprintln!(
+                    "gpsamp: no --data given; fitting the {desc} (seed {})",
+                    a.seed
+                );
             }
             let batch = DataBatch::new(spec.data_columns(), &[d])?;
             let m = a.model.build_hmm(p, 1)?;

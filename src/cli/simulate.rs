@@ -45,7 +45,9 @@ pub struct Args {
 /// `simulate --model hmm|glmhmm`: CSV `[dataset,]seq,t,x0..,y(0..),state` like the tutorial's.
 fn run_hmm(a: &Args) -> anyhow::Result<()> {
     use anyhow::Context;
-    use gpsamp::hmm::io::{params_from_json, params_to_json, random_params, simulate, tutorial_params};
+    use gpsamp::hmm::io::{
+        params_from_json, params_to_json, random_params, simulate, tutorial_params,
+    };
     let p = if a.model.kind() == super::args::ModelKind::Glmhmm {
         a.features
     } else {
@@ -62,7 +64,10 @@ fn run_hmm(a: &Args) -> anyhow::Result<()> {
             let v: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("--params: {} is not JSON", path.display()))?;
             let v = v.get("datasets").and_then(|d| d.get(0)).unwrap_or(&v);
-            Some(params_from_json(&spec, v).with_context(|| format!("--params {}", path.display()))?)
+            Some(
+                params_from_json(&spec, v)
+                    .with_context(|| format!("--params {}", path.display()))?,
+            )
         }
         None => None,
     };

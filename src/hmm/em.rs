@@ -16,6 +16,8 @@
 //! Every M-step update maximises (or, for Bernoulli, increases) the penalised expected
 //! complete-data log likelihood, so the penalised log likelihood never decreases.
 
+#![allow(clippy::needless_range_loop)]
+
 use rayon::prelude::*;
 
 use super::{forward_backward, sequences, EmissionKind, FbScratch, HmmParams, HmmSpec};
@@ -181,14 +183,47 @@ impl Stats {
     }
 }
 
-/// E-step on the CPU: statistics of dataset `b` at `prm` by forward-backward.
+/// E-step on the CPU: statistics of dataset `b` at `prm` by forward-backward, parallel
+/// over blocks of sequences and summed in sequence order (the same result on any number of
+/// threads).
 pub fn estep_cpu(spec: &HmmSpec, prm: &HmmParams, data: &DataBatch, b: usize) -> Stats {
+    let seqs = sequences(data, b);
+    // Blocks of about 16 384 points keep the per-task overhead small.
+    let mut blocks: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut lo = 0;
+    let mut pts = 0;
+    for (i, s) in seqs.iter().enumerate() {
+        pts += s.len();
+        if pts >= 16_384 || i + 1 == seqs.len() {
+            blocks.push(lo..i + 1);
+            lo = i + 1;
+            pts = 0;
+        }
+    }
+    let parts: Vec<Stats> = blocks
+        .into_par_iter()
+        .map(|r| estep_sequences(spec, prm, data, &seqs[r]))
+        .collect();
+    let mut st = Stats::zeros(spec);
+    for p in &parts {
+        st.add_flat(&p.to_flat());
+    }
+    st
+}
+
+/// Statistics of some sequences, serially.
+fn estep_sequences(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    seqs: &[std::ops::Range<usize>],
+) -> Stats {
     let (k, d_dim, q) = (spec.k, spec.d, spec.p + 1);
     let mut st = Stats::zeros(spec);
     let mut s = FbScratch::default();
     let mut xt = vec![0.0; q];
     let mut eta = vec![0.0; k * d_dim];
-    for seq in sequences(data, b) {
+    for seq in seqs.iter().cloned() {
         let start = seq.start;
         let Stats {
             init,
@@ -465,15 +500,17 @@ pub fn check_supports(spec: &HmmSpec, data: &DataBatch) -> Result<()> {
 }
 
 /// Initial parameters of restart `r` of dataset `b`.
-pub fn initial_params(spec: &HmmSpec, cfg: &EmConfig, data: &DataBatch, b: usize, r: usize) -> HmmParams {
+pub fn initial_params(
+    spec: &HmmSpec,
+    cfg: &EmConfig,
+    data: &DataBatch,
+    b: usize,
+    r: usize,
+) -> HmmParams {
     use rand::RngExt;
     use rand_distr::{Distribution, StandardNormal};
     let (k, d_dim, p) = (spec.k, spec.d, spec.p);
-    let mut rng = host_rng(
-        cfg.seed,
-        (b * cfg.restarts + r) as u64,
-        Purpose::Init,
-    );
+    let mut rng = host_rng(cfg.seed, (b * cfg.restarts + r) as u64, Purpose::Init);
     let range = data.range(b);
     let n = range.len();
     let ys: Vec<Vec<f64>> = range
@@ -544,7 +581,11 @@ pub fn initial_params(spec: &HmmSpec, cfg: &EmConfig, data: &DataBatch, b: usize
 }
 
 /// k-means++ then Lloyd iterations; returns the centres and the within-cluster sds.
-fn kmeans(ys: &[Vec<f64>], k: usize, rng: &mut rand::rngs::StdRng) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+fn kmeans(
+    ys: &[Vec<f64>],
+    k: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     use rand::RngExt;
     let d = ys[0].len();
     let dist = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
@@ -718,7 +759,8 @@ pub fn fit_cpu(spec: &HmmSpec, cfg: &EmConfig, data: &DataBatch) -> Result<Vec<E
             if !job.done {
                 let st = estep_cpu(spec, &job.params, data, b);
                 job.loglik = st.loglik;
-                job.trace.push(st.loglik + cfg.priors.log_prior(spec, &job.params));
+                job.trace
+                    .push(st.loglik + cfg.priors.log_prior(spec, &job.params));
             }
             job
         })
@@ -736,7 +778,9 @@ pub fn fit_with(
     mut estep: impl FnMut(&[HmmParams]) -> Result<Vec<Stats>>,
 ) -> Result<Vec<EmFit>> {
     let mut jobs = start_jobs(spec, cfg, data)?;
-    let n_obs: Vec<usize> = (0..data.n_datasets()).map(|b| data.range(b).len()).collect();
+    let n_obs: Vec<usize> = (0..data.n_datasets())
+        .map(|b| data.range(b).len())
+        .collect();
     for _ in 0..cfg.max_iters {
         if jobs.iter().all(|j| j.done) {
             break;
@@ -755,7 +799,8 @@ pub fn fit_with(
         for (job, st) in jobs.iter_mut().zip(&stats) {
             if !job.done {
                 job.loglik = st.loglik;
-                job.trace.push(st.loglik + cfg.priors.log_prior(spec, &job.params));
+                job.trace
+                    .push(st.loglik + cfg.priors.log_prior(spec, &job.params));
             }
         }
     }

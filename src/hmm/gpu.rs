@@ -264,7 +264,12 @@ pub struct GpuEstep {
 
 impl GpuEstep {
     /// Uploads the data and builds the kernel for `restarts` restarts of every dataset.
-    pub fn new(ctx: Arc<GpuContext>, spec: &HmmSpec, data: &DataBatch, restarts: usize) -> Result<Self> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        spec: &HmmSpec,
+        data: &DataBatch,
+        restarts: usize,
+    ) -> Result<Self> {
         spec.check_data(data)?;
         let mut seqs: Vec<u32> = Vec::new();
         let mut seq_dataset = Vec::new();
@@ -416,7 +421,12 @@ impl GpuEstep {
 
 /// EM with the E-step on the GPU: every job advances in lockstep, one dispatch per chunk of
 /// restarts per iteration; the same M-step and restart selection as [`super::em::fit_cpu`].
-pub fn fit_gpu(ctx: Arc<GpuContext>, spec: &HmmSpec, cfg: &EmConfig, data: &DataBatch) -> Result<Vec<EmFit>> {
+pub fn fit_gpu(
+    ctx: Arc<GpuContext>,
+    spec: &HmmSpec,
+    cfg: &EmConfig,
+    data: &DataBatch,
+) -> Result<Vec<EmFit>> {
     let estep = GpuEstep::new(ctx, spec, data, cfg.restarts)?;
     fit_with(spec, cfg, data, |params| estep.run(params))
 }

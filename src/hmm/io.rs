@@ -175,7 +175,11 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
         for (d, (&i, name)) in yi.iter().zip(&spec.y).enumerate() {
             let v = number(i, name)?;
             if spec.binary && v != 0.0 && v != 1.0 {
-                return Err(err(line, name, format!("{v} is not 0 or 1 (Bernoulli emission)")));
+                return Err(err(
+                    line,
+                    name,
+                    format!("{v} is not 0 or 1 (Bernoulli emission)"),
+                ));
             }
             if d == 0 {
                 grp.y.push(v);
@@ -252,7 +256,11 @@ pub fn random_params(spec: &HmmSpec, rng: &mut rand::rngs::StdRng) -> HmmParams 
             };
         }
     }
-    let spread = if spec.kind == EmissionKind::Gaussian { 3.0 } else { 1.0 };
+    let spread = if spec.kind == EmissionKind::Gaussian {
+        3.0
+    } else {
+        1.0
+    };
     let mut normal = || -> f64 { StandardNormal.sample(rng) };
     let loc = (0..k * d)
         .map(|i| spread * ((i / d) as f64 - (k as f64 - 1.0) / 2.0) + 0.3 * normal())
@@ -263,7 +271,11 @@ pub fn random_params(spec: &HmmSpec, rng: &mut rand::rngs::StdRng) -> HmmParams 
         transition,
         loc,
         weights,
-        sds: if spec.has_sds() { vec![1.0; k * d] } else { Vec::new() },
+        sds: if spec.has_sds() {
+            vec![1.0; k * d]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -349,7 +361,9 @@ pub fn params_to_json(spec: &HmmSpec, prm: &HmmParams) -> serde_json::Value {
     use serde_json::json;
     let (k, d, p) = (spec.k, spec.d, spec.p);
     let rows = |v: &[f64], w: usize| -> serde_json::Value {
-        json!((0..k).map(|s| v[s * w..(s + 1) * w].to_vec()).collect::<Vec<_>>())
+        json!((0..k)
+            .map(|s| v[s * w..(s + 1) * w].to_vec())
+            .collect::<Vec<_>>())
     };
     let per_state = |v: &[f64]| -> serde_json::Value {
         if d == 1 {
@@ -397,7 +411,11 @@ pub fn params_from_json(spec: &HmmSpec, v: &serde_json::Value) -> Result<HmmPara
         transition: flat("transition")?,
         loc: flat(if glm { "biases" } else { "means" })?,
         weights: if glm { flat("weights")? } else { Vec::new() },
-        sds: if spec.has_sds() { flat("sds")? } else { Vec::new() },
+        sds: if spec.has_sds() {
+            flat("sds")?
+        } else {
+            Vec::new()
+        },
     };
     prm.validate(spec)?;
     Ok(prm)
@@ -421,11 +439,21 @@ impl SeqData {
             }
             let cut = seqs.len() - n;
             for (part, range, ids) in [
-                (&mut train, seqs[0].start..seqs[cut].start, &self.seq_ids[b][..cut]),
-                (&mut test, seqs[cut].start..seqs[seqs.len() - 1].end, &self.seq_ids[b][cut..]),
+                (
+                    &mut train,
+                    seqs[0].start..seqs[cut].start,
+                    &self.seq_ids[b][..cut],
+                ),
+                (
+                    &mut test,
+                    seqs[cut].start..seqs[seqs.len() - 1].end,
+                    &self.seq_ids[b][cut..],
+                ),
             ] {
                 part.0.push(Dataset {
-                    x: (0..p).map(|j| self.batch.x_col(j)[range.clone()].to_vec()).collect(),
+                    x: (0..p)
+                        .map(|j| self.batch.x_col(j)[range.clone()].to_vec())
+                        .collect(),
                     y: self.batch.y()[range.clone()].to_vec(),
                 });
                 part.1.push(ids.to_vec());

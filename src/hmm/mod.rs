@@ -11,6 +11,9 @@
 //! `1..D` of a multivariate Gaussian HMM, and `y` holds emission dimension 0. Every kernel
 //! walks a dataset's points in order and restarts the recursion at each start flag.
 
+// Indexed loops over several equal-length rows read better than zipped iterators here.
+#![allow(clippy::needless_range_loop)]
+
 pub mod em;
 pub mod gpu;
 pub mod io;
@@ -183,10 +186,13 @@ impl HmmParams {
             || self.weights.len() != k * d * p
             || self.sds.len() != sds
         {
-            return Err(Error::Invalid("HMM parameters do not match the spec".into()));
+            return Err(Error::Invalid(
+                "HMM parameters do not match the spec".into(),
+            ));
         }
         let simplex = |v: &[f64]| {
-            v.iter().all(|&x| (0.0..=1.0).contains(&x)) && (v.iter().sum::<f64>() - 1.0).abs() < 1e-6
+            v.iter().all(|&x| (0.0..=1.0).contains(&x))
+                && (v.iter().sum::<f64>() - 1.0).abs() < 1e-6
         };
         if !simplex(&self.initial) || !self.transition.chunks(k).all(simplex) {
             return Err(Error::Invalid(

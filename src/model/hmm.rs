@@ -69,9 +69,11 @@ impl Hmm {
         Normal::new(priors.loc.mean, priors.loc.sd)?;
         Normal::new(priors.coef.mean, priors.coef.sd)?;
         priors.scale.validate()?;
-        if !(priors.initial > 0.0 && priors.transition > 0.0 && priors.stickiness >= 0.0)
-            || !(priors.initial + priors.transition + priors.stickiness).is_finite()
-        {
+        let ok = priors.initial > 0.0
+            && priors.transition > 0.0
+            && priors.stickiness >= 0.0
+            && (priors.initial + priors.transition + priors.stickiness).is_finite();
+        if !ok {
             return Err(Error::Invalid(format!(
                 "Dirichlet concentrations must be > 0 and stickiness >= 0: {priors:?}"
             )));
@@ -162,10 +164,17 @@ impl Hmm {
         let (k, de, p) = (self.spec.k, self.spec.d, self.spec.p);
         let dim = self.dim();
         let gauss = self.spec.has_sds();
-        let (ot, ol, ow, os) = (self.off_trans(), self.off_loc(), self.off_w(), self.off_sd());
+        let (ot, ol, ow, os) = (
+            self.off_trans(),
+            self.off_loc(),
+            self.off_w(),
+            self.off_sd(),
+        );
         let mut w = String::new();
         // close_sequence: acc[1 + d] += sum_j alpha_j tau[j, d].
-        w.push_str("fn close_sequence(c: ptr<function, Chain>, acc: ptr<function, array<f32, NACC>>) {\n");
+        w.push_str(
+            "fn close_sequence(c: ptr<function, Chain>, acc: ptr<function, array<f32, NACC>>) {\n",
+        );
         for d in 0..dim {
             let terms: Vec<String> = (0..k)
                 .map(|j| format!("(*c).alpha[{j}] * (*c).tau[{}]", j * dim + d))
@@ -197,7 +206,9 @@ impl Hmm {
                 let _ = writeln!(w, "    let eta{kd} = {eta};");
                 if gauss {
                     let _ = writeln!(w, "    let z{kd} = (y{e} - eta{kd}) * (*c).inv[{kd}];");
-                    le.push(format!("-0.5 * z{kd} * z{kd} + log((*c).inv[{kd}]) - 0.9189385"));
+                    le.push(format!(
+                        "-0.5 * z{kd} * z{kd} + log((*c).inv[{kd}]) - 0.9189385"
+                    ));
                 } else {
                     le.push(format!("y{e} * eta{kd} - softplus(eta{kd})"));
                 }
@@ -236,7 +247,10 @@ impl Hmm {
                 .collect();
             let _ = writeln!(w, "        let pred{j} = {};", pred.join(" + "));
             let _ = writeln!(w, "        a{j} = pred{j} * e{j};");
-            let _ = writeln!(w, "        let ip{j} = select(0.0, 1.0 / pred{j}, pred{j} > 0.0);");
+            let _ = writeln!(
+                w,
+                "        let ip{j} = select(0.0, 1.0 / pred{j}, pred{j} > 0.0);"
+            );
             for i in 0..k {
                 let _ = writeln!(
                     w,
@@ -265,13 +279,21 @@ impl Hmm {
                 let base = j * dim;
                 if gauss {
                     let _ = writeln!(w, "    let r{kd} = z{kd} * (*c).inv[{kd}];");
-                    let _ = writeln!(w, "    (*c).tau[{}] += z{kd} * z{kd} - 1.0;", base + os + kd);
+                    let _ = writeln!(
+                        w,
+                        "    (*c).tau[{}] += z{kd} * z{kd} - 1.0;",
+                        base + os + kd
+                    );
                 } else {
                     let _ = writeln!(w, "    let r{kd} = y{e} - sigmoid(eta{kd});");
                 }
                 let _ = writeln!(w, "    (*c).tau[{}] += r{kd};", base + ol + kd);
                 for q in 0..p {
-                    let _ = writeln!(w, "    (*c).tau[{}] += r{kd} * x{q};", base + ow + kd * p + q);
+                    let _ = writeln!(
+                        w,
+                        "    (*c).tau[{}] += r{kd} * x{q};",
+                        base + ow + kd * p + q
+                    );
                 }
             }
         }
