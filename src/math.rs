@@ -19,6 +19,20 @@ const LN2_HI: f64 = 6.931_471_803_691_238e-1;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
 
+/// Whether the processor has AVX2 and FMA (checked once): the hot CPU loops are compiled a
+/// second time for them and dispatched at run time.
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static SIMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SIMD.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `e^x`, branch-free, within a few ulp over [-708, 709]; arguments outside are clamped
 /// (so `exp(-inf)` is about 1e-308, not 0). NaN stays NaN.
 #[inline(always)]

@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::{forward_backward, sequences, EmissionKind, FbScratch, HmmParams, HmmSpec};
+use super::{sequences, EmissionKind, FbScratch, HmmParams, HmmSpec};
 use crate::data::DataBatch;
 use crate::error::{Error, Result};
 use crate::rng::{host_rng, Purpose};
@@ -211,68 +211,143 @@ pub fn estep_cpu(spec: &HmmSpec, prm: &HmmParams, data: &DataBatch, b: usize) ->
     st
 }
 
-/// Statistics of some sequences, serially.
+/// Statistics of some sequences, serially (AVX2 + FMA code when the processor has them).
 fn estep_sequences(
     spec: &HmmSpec,
     prm: &HmmParams,
     data: &DataBatch,
     seqs: &[std::ops::Range<usize>],
 ) -> Stats {
-    let (k, d_dim, q) = (spec.k, spec.d, spec.p + 1);
+    #[cfg(target_arch = "x86_64")]
+    if crate::math::has_avx2_fma() {
+        // SAFETY: only reached when the processor reports AVX2 and FMA.
+        return unsafe { estep_sequences_avx2(spec, prm, data, seqs) };
+    }
+    estep_sequences_body(spec, prm, data, seqs, &mut FbScratch::default())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn estep_sequences_avx2(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    seqs: &[std::ops::Range<usize>],
+) -> Stats {
+    estep_sequences_body(spec, prm, data, seqs, &mut FbScratch::default())
+}
+
+/// The statistics of `seqs` by forward-backward, serially, with caller-owned scratch (also
+/// the HMM family's log density and gradient: both are functions of these statistics).
+#[inline(always)]
+pub(crate) fn estep_sequences_body(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    seqs: &[std::ops::Range<usize>],
+    s: &mut FbScratch,
+) -> Stats {
+    let (k, d_dim, p) = (spec.k, spec.d, spec.p);
+    let q = p + 1;
     let mut st = Stats::zeros(spec);
-    let mut s = FbScratch::default();
+    // Σ_t α_{t-1}(i) e_t(j) β_t(j) / c_t; ξ = Γ ∘ this, taken once at the end.
+    let mut outer = vec![0.0; k * k];
+    let mut beta = vec![0.0; k];
+    let mut tmp = vec![0.0; k];
     let mut xt = vec![0.0; q];
-    let mut eta = vec![0.0; k * d_dim];
-    for seq in seqs.iter().cloned() {
-        let start = seq.start;
-        let Stats {
-            init,
-            trans,
-            xx,
-            xy,
-            yy,
-            ..
-        } = &mut st;
-        let ll = forward_backward(spec, prm, data, seq, &mut s, trans, |t, g| {
-            let n = start + t;
+    for seq in seqs {
+        let (seq, t_len) = (seq.clone(), seq.len());
+        let ll = super::log_likelihood(spec, prm, data, seq.clone(), s);
+        st.loglik += ll;
+        if !ll.is_finite() {
+            continue;
+        }
+        // Backward pass: γ_t overwrites the log emissions (no longer needed).
+        beta.iter_mut().for_each(|b| *b = 1.0);
+        for t in (0..t_len).rev() {
+            let a = &s.alpha[t * k..(t + 1) * k];
+            let g = &mut s.le[t * k..(t + 1) * k];
+            for j in 0..k {
+                g[j] = a[j] * beta[j];
+            }
             if t == 0 {
-                init.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+                break;
             }
-            xt[0] = 1.0;
-            for j in 1..q {
-                xt[j] = data.x_col(j)[n];
+            let inv_c = 1.0 / s.c[t];
+            let et = &s.e[t * k..(t + 1) * k];
+            for j in 0..k {
+                tmp[j] = et[j] * beta[j] * inv_c;
             }
-            if spec.kind == EmissionKind::Bernoulli {
-                for (kd, e) in eta.iter_mut().enumerate() {
-                    *e = prm.loc[kd]
-                        + (1..q)
-                            .map(|j| prm.weights[kd * spec.p + j - 1] * xt[j])
-                            .sum::<f64>();
+            let ap = &s.alpha[(t - 1) * k..t * k];
+            for i in 0..k {
+                let row = &prm.transition[i * k..(i + 1) * k];
+                let o = &mut outer[i * k..(i + 1) * k];
+                let mut acc = 0.0;
+                for j in 0..k {
+                    o[j] += ap[i] * tmp[j];
+                    acc += row[j] * tmp[j];
                 }
+                beta[i] = acc;
             }
-            for (st_k, &gk) in g.iter().enumerate() {
-                for d in 0..d_dim {
-                    let kd = st_k * d_dim + d;
-                    let y = spec.emission(data, d, n);
-                    let xxk = &mut xx[kd * q * q..(kd + 1) * q * q];
-                    for a in 0..q {
-                        let ga = gk * xt[a];
-                        for bb in 0..q {
-                            xxk[a * q + bb] += ga * xt[bb];
-                        }
+        }
+        for j in 0..k {
+            st.init[j] += s.le[j];
+        }
+        // Emission statistics: γ-weighted moments, one state and dimension at a time.
+        let xs: Vec<&[f64]> = (0..p).map(|j| &data.x_col(1 + j)[seq.clone()]).collect();
+        for d in 0..d_dim {
+            let ys = if d == 0 {
+                &data.y()[seq.clone()]
+            } else {
+                &data.x_col(p + d)[seq.clone()]
+            };
+            for sk in 0..k {
+                let kd = sk * d_dim + d;
+                let gam = s.le.iter().skip(sk).step_by(k);
+                if p == 0 && spec.kind == EmissionKind::Gaussian {
+                    let (mut n, mut sy, mut syy) = (0.0, 0.0, 0.0);
+                    for (&g, &y) in gam.zip(ys) {
+                        n += g;
+                        sy += g * y;
+                        syy += g * y * y;
+                    }
+                    st.xx[kd] += n;
+                    st.xy[kd] += sy;
+                    st.yy[kd] += syy;
+                    continue;
+                }
+                let xx = &mut st.xx[kd * q * q..(kd + 1) * q * q];
+                let xy = &mut st.xy[kd * q..(kd + 1) * q];
+                let w = &prm.weights[kd * p..(kd + 1) * p];
+                for (t, (&g, &y)) in gam.zip(ys).enumerate() {
+                    xt[0] = 1.0;
+                    for j in 0..p {
+                        xt[j + 1] = xs[j][t];
                     }
                     let r = match spec.kind {
                         EmissionKind::Gaussian => y,
-                        EmissionKind::Bernoulli => y - crate::math::sigmoid(eta[kd]),
+                        EmissionKind::Bernoulli => {
+                            let mut eta = prm.loc[kd];
+                            for j in 0..p {
+                                eta += w[j] * xt[j + 1];
+                            }
+                            y - crate::math::sigmoid(eta)
+                        }
                     };
                     for a in 0..q {
-                        xy[kd * q + a] += gk * xt[a] * r;
+                        let ga = g * xt[a];
+                        for bb in 0..q {
+                            xx[a * q + bb] += ga * xt[bb];
+                        }
+                        xy[a] += ga * r;
                     }
-                    yy[kd] += gk * y * y;
+                    st.yy[kd] += g * y * y;
                 }
             }
-        });
-        st.loglik += ll;
+        }
+    }
+    for (x, (&o, &g)) in st.trans.iter_mut().zip(outer.iter().zip(&prm.transition)) {
+        *x += o * g;
     }
     st
 }

@@ -263,6 +263,59 @@ pub fn log_emissions(spec: &HmmSpec, prm: &HmmParams, data: &DataBatch, n: usize
     }
 }
 
+/// Log emission densities of every step of one sequence (T × K, written to `le`), with the
+/// per-state constants computed once: the loop the forward pass and the E-step spend their
+/// time in.
+#[inline(always)]
+pub fn sequence_log_emissions(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    seq: std::ops::Range<usize>,
+    le: &mut [f64],
+) {
+    const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_8;
+    let (k, d_dim, p) = (spec.k, spec.d, spec.p);
+    let t_len = seq.len();
+    le[..t_len * k].iter_mut().for_each(|v| *v = 0.0);
+    let xs: Vec<&[f64]> = (0..p).map(|j| &data.x_col(1 + j)[seq.clone()]).collect();
+    for d in 0..d_dim {
+        let ys = if d == 0 {
+            &data.y()[seq.clone()]
+        } else {
+            &data.x_col(p + d)[seq.clone()]
+        };
+        for s in 0..k {
+            let kd = s * d_dim + d;
+            let loc = prm.loc[kd];
+            let w = &prm.weights[kd * p..(kd + 1) * p];
+            match spec.kind {
+                EmissionKind::Gaussian => {
+                    let inv = 1.0 / prm.sds[kd];
+                    let c = -prm.sds[kd].ln() - HALF_LOG_2PI;
+                    for t in 0..t_len {
+                        let mut eta = loc;
+                        for j in 0..p {
+                            eta += w[j] * xs[j][t];
+                        }
+                        let z = (ys[t] - eta) * inv;
+                        le[t * k + s] += c - 0.5 * z * z;
+                    }
+                }
+                EmissionKind::Bernoulli => {
+                    for t in 0..t_len {
+                        let mut eta = loc;
+                        for j in 0..p {
+                            eta += w[j] * xs[j][t];
+                        }
+                        le[t * k + s] += ys[t] * eta - crate::math::softplus(eta);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Working memory of [`forward_backward`] (reused across calls).
 #[derive(Default, Debug, Clone)]
 pub struct FbScratch {
@@ -274,23 +327,36 @@ pub struct FbScratch {
     beta_next: Vec<f64>,
     gamma: Vec<f64>,
     tmp: Vec<f64>,
+    shift: Vec<f64>,
 }
 
-/// Shifted emission likelihoods `e[t,k] = exp(le[t,k] − max_k le[t,k])` and the shifts.
-fn shifted(le: &[f64], e: &mut [f64], k: usize) -> Vec<f64> {
-    le.chunks(k)
-        .zip(e.chunks_mut(k))
-        .map(|(l, o)| {
-            let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let m = if m.is_finite() { m } else { 0.0 };
-            o.iter_mut().zip(l).for_each(|(o, &v)| *o = (v - m).exp());
-            m
-        })
-        .collect()
+/// Shifted emission likelihoods `e[t,k] = exp(le[t,k] − max_k le[t,k])`; the shifts go to
+/// `shift`. The branch-free [`crate::math::exp`] vectorises over the states.
+#[inline(always)]
+fn shifted(le: &[f64], e: &mut [f64], shift: &mut [f64], k: usize) {
+    for ((l, o), m) in le
+        .chunks_exact(k)
+        .zip(e.chunks_exact_mut(k))
+        .zip(shift.iter_mut())
+    {
+        let mx = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mx = if mx.is_finite() { mx } else { 0.0 };
+        o.iter_mut().zip(l).for_each(|(o, &v)| {
+            *o = if v == f64::NEG_INFINITY {
+                0.0
+            } else {
+                crate::math::exp(v - mx)
+            }
+        });
+        *m = mx;
+    }
 }
 
 /// Normalised forward pass over one sequence: fills `alpha` (T × K, each row sums to 1) and
-/// `c` (the per-step normalisers, shifted emissions); returns the log likelihood.
+/// `c` (the per-step normalisers, shifted emissions); returns the log likelihood. The
+/// normalisers are multiplied up and their log taken only when the product leaves
+/// [1e-200, 1e200], one log per many steps instead of one per step.
+#[inline(always)]
 fn forward_pass(
     k: usize,
     prm: &HmmParams,
@@ -301,6 +367,7 @@ fn forward_pass(
 ) -> f64 {
     let t_len = c.len();
     let mut ll = 0.0;
+    let mut prod = 1.0f64;
     for t in 0..t_len {
         let (prev, cur) = alpha.split_at_mut(t * k);
         let cur = &mut cur[..k];
@@ -327,13 +394,24 @@ fn forward_pass(
         if s <= 0.0 || !s.is_finite() {
             return f64::NEG_INFINITY;
         }
-        cur.iter_mut().for_each(|v| *v /= s);
-        ll += s.ln() + shift[t];
+        let inv = 1.0 / s;
+        cur.iter_mut().for_each(|v| *v *= inv);
+        ll += shift[t];
+        if s < 1e-100 {
+            ll += s.ln();
+        } else {
+            prod *= s;
+            if !(1e-200..=1e200).contains(&prod) {
+                ll += prod.ln();
+                prod = 1.0;
+            }
+        }
     }
-    ll
+    ll + prod.ln()
 }
 
 /// Marginal log likelihood of one sequence by the normalised forward pass.
+#[inline(always)]
 pub fn log_likelihood(
     spec: &HmmSpec,
     prm: &HmmParams,
@@ -346,17 +424,17 @@ pub fn log_likelihood(
     s.e.resize(t_len * k, 0.0);
     s.alpha.resize(t_len * k, 0.0);
     s.c.resize(t_len, 0.0);
-    for (t, n) in seq.enumerate() {
-        log_emissions(spec, prm, data, n, &mut s.le[t * k..(t + 1) * k]);
-    }
-    let shift = shifted(&s.le, &mut s.e, k);
-    forward_pass(k, prm, &s.e, &shift, &mut s.alpha, &mut s.c)
+    s.shift.resize(t_len, 0.0);
+    sequence_log_emissions(spec, prm, data, seq, &mut s.le);
+    shifted(&s.le, &mut s.e, &mut s.shift, k);
+    forward_pass(k, prm, &s.e, &s.shift, &mut s.alpha, &mut s.c)
 }
 
 /// Forward-backward over one sequence. Calls `visit(t, gamma_t)` with the smoothed state
 /// probabilities of every step, adds the expected transition counts Σ_t ξ_t(i, j) to
 /// `xi_sum` (K × K) and returns the log likelihood (−∞, with no visits, when the sequence is
 /// impossible under the parameters).
+#[inline(always)]
 pub fn forward_backward(
     spec: &HmmSpec,
     prm: &HmmParams,

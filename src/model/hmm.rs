@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use super::{f, Model, Normal, ScalePrior};
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
-use crate::hmm::{forward_backward, sequences, EmissionKind, FbScratch, HmmParams, HmmSpec};
+use crate::hmm::{sequences, EmissionKind, FbScratch, HmmParams, HmmSpec};
 use crate::math;
 
 /// Priors of the HMM family.
@@ -306,6 +306,115 @@ impl Hmm {
         w
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn log_density_avx2(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        fb: &mut FbScratch,
+    ) -> f64 {
+        self.log_density_body(data, b, theta, grad, fb)
+    }
+
+    /// The log density and its forward-backward gradient (see [`Model::log_density`]).
+    #[inline(always)]
+    fn log_density_body(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        fb: &mut FbScratch,
+    ) -> f64 {
+        let (k, d_dim, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let spec = &self.spec;
+        let prm = self.params(theta);
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        let (off_loc, off_w, off_sd) = (self.off_loc(), self.off_w(), self.off_sd());
+        // Every gradient entry is a function of the expected sufficient statistics (the
+        // same forward-backward as the EM E-step): ∂/∂ log-emission = γ, ∂/∂Γ_ij = ξ_ij / Γ_ij.
+        let seqs = sequences(data, b);
+        let n_seq = seqs.len() as f64;
+        let st = crate::hmm::em::estep_sequences_body(spec, &prm, data, &seqs, fb);
+        let ll = st.loglik;
+        let (init, xi) = (&st.init, &st.trans);
+        let q = p + 1;
+        let mut wt = vec![0.0; q];
+        for kd in 0..k * d_dim {
+            let xx = &st.xx[kd * q * q..(kd + 1) * q * q];
+            let xy = &st.xy[kd * q..(kd + 1) * q];
+            wt[0] = prm.loc[kd];
+            wt[1..].copy_from_slice(&prm.weights[kd * p..(kd + 1) * p]);
+            match spec.kind {
+                EmissionKind::Gaussian => {
+                    // Σγ (y − η) x̃ / σ² and Σγ ((y − η)² / σ² − 1).
+                    let v = prm.sds[kd] * prm.sds[kd];
+                    let mut rss = st.yy[kd];
+                    for a in 0..q {
+                        let xw: f64 = (0..q).map(|c| xx[a * q + c] * wt[c]).sum();
+                        let g = (xy[a] - xw) / v;
+                        if a == 0 {
+                            grad[off_loc + kd] += g;
+                        } else {
+                            grad[off_w + kd * p + a - 1] += g;
+                        }
+                        rss += wt[a] * (xw - 2.0 * xy[a]);
+                    }
+                    grad[off_sd + kd] += rss / v - xx[0];
+                }
+                EmissionKind::Bernoulli => {
+                    grad[off_loc + kd] += xy[0];
+                    for j in 0..p {
+                        grad[off_w + kd * p + j] += xy[1 + j];
+                    }
+                }
+            }
+        }
+        // Simplexes: likelihood counts plus Dirichlet (with Jacobian) pseudo-counts.
+        let pr = &self.priors;
+        let mut lp = ll;
+        let c0 = pr.initial;
+        for m in 0..k {
+            lp += c0 * prm.initial[m].ln();
+        }
+        for m in 0..k - 1 {
+            grad[m] += init[m] - n_seq * prm.initial[m] + c0 - k as f64 * c0 * prm.initial[m];
+        }
+        for i in 0..k {
+            let row = &prm.transition[i * k..(i + 1) * k];
+            let xs: f64 = xi[i * k..(i + 1) * k].iter().sum();
+            let cs: f64 = (0..k).map(|j| self.conc(i, j)).sum();
+            for j in 0..k {
+                lp += self.conc(i, j) * row[j].ln();
+            }
+            for m in 0..k - 1 {
+                grad[self.off_trans() + i * (k - 1) + m] +=
+                    xi[i * k + m] - row[m] * xs + self.conc(i, m) - cs * row[m];
+            }
+        }
+        for (i, &v) in prm.loc.iter().enumerate() {
+            let z = (v - pr.loc.mean) / pr.loc.sd;
+            lp -= 0.5 * z * z;
+            grad[off_loc + i] -= z / pr.loc.sd;
+        }
+        for (i, &v) in prm.weights.iter().enumerate() {
+            let z = (v - pr.coef.mean) / pr.coef.sd;
+            lp -= 0.5 * z * z;
+            grad[off_w + i] -= z / pr.coef.sd;
+        }
+        if spec.has_sds() {
+            for i in 0..k * d_dim {
+                let (l, g) = pr.scale.logp_u(theta[off_sd + i]);
+                lp += l;
+                grad[off_sd + i] += g;
+            }
+        }
+        math::sanitize(lp, grad)
+    }
+
     /// Concentration of transition entry (i, j).
     fn conc(&self, i: usize, j: usize) -> f64 {
         self.priors.transition + if i == j { self.priors.stickiness } else { 0.0 }
@@ -412,90 +521,17 @@ impl Model for Hmm {
         grad: &mut [f64],
         _scratch: &mut Vec<f64>,
     ) -> f64 {
-        let (k, d_dim, p) = (self.spec.k, self.spec.d, self.spec.p);
-        let spec = &self.spec;
-        let prm = self.params(theta);
-        grad.iter_mut().for_each(|g| *g = 0.0);
-        let (off_loc, off_w, off_sd) = (self.off_loc(), self.off_w(), self.off_sd());
-        let mut init = vec![0.0; k];
-        let mut xi = vec![0.0; k * k];
-        let mut ll = 0.0;
-        let mut n_seq = 0.0;
+        // The scratch is borrowed here, outside the AVX2 code: a closure passed to
+        // `LocalKey::with` would be compiled without the target features.
         FB.with(|fb| {
             let mut fb = fb.borrow_mut();
-            for seq in sequences(data, b) {
-                n_seq += 1.0;
-                let start = seq.start;
-                ll += forward_backward(spec, &prm, data, seq, &mut fb, &mut xi, |t, g| {
-                    let n = start + t;
-                    if t == 0 {
-                        init.iter_mut().zip(g).for_each(|(a, b)| *a += b);
-                    }
-                    for (s, &gk) in g.iter().enumerate() {
-                        for e in 0..d_dim {
-                            let kd = s * d_dim + e;
-                            let mut eta = prm.loc[kd];
-                            for j in 0..p {
-                                eta += prm.weights[kd * p + j] * data.x_col(1 + j)[n];
-                            }
-                            let y = spec.emission(data, e, n);
-                            let r = match spec.kind {
-                                EmissionKind::Gaussian => {
-                                    let z = (y - eta) / prm.sds[kd];
-                                    grad[off_sd + kd] += gk * (z * z - 1.0);
-                                    z / prm.sds[kd]
-                                }
-                                EmissionKind::Bernoulli => y - math::sigmoid(eta),
-                            };
-                            grad[off_loc + kd] += gk * r;
-                            for j in 0..p {
-                                grad[off_w + kd * p + j] += gk * r * data.x_col(1 + j)[n];
-                            }
-                        }
-                    }
-                });
+            #[cfg(target_arch = "x86_64")]
+            if math::has_avx2_fma() {
+                // SAFETY: only reached when the processor reports AVX2 and FMA.
+                return unsafe { self.log_density_avx2(data, b, theta, grad, &mut fb) };
             }
-        });
-        // Simplexes: likelihood counts plus Dirichlet (with Jacobian) pseudo-counts.
-        let pr = &self.priors;
-        let mut lp = ll;
-        let c0 = pr.initial;
-        for m in 0..k {
-            lp += c0 * prm.initial[m].ln();
-        }
-        for m in 0..k - 1 {
-            grad[m] += init[m] - n_seq * prm.initial[m] + c0 - k as f64 * c0 * prm.initial[m];
-        }
-        for i in 0..k {
-            let row = &prm.transition[i * k..(i + 1) * k];
-            let xs: f64 = xi[i * k..(i + 1) * k].iter().sum();
-            let cs: f64 = (0..k).map(|j| self.conc(i, j)).sum();
-            for j in 0..k {
-                lp += self.conc(i, j) * row[j].ln();
-            }
-            for m in 0..k - 1 {
-                grad[self.off_trans() + i * (k - 1) + m] +=
-                    xi[i * k + m] - row[m] * xs + self.conc(i, m) - cs * row[m];
-            }
-        }
-        for (i, &v) in prm.loc.iter().enumerate() {
-            let z = (v - pr.loc.mean) / pr.loc.sd;
-            lp -= 0.5 * z * z;
-            grad[off_loc + i] -= z / pr.loc.sd;
-        }
-        for (i, &v) in prm.weights.iter().enumerate() {
-            let z = (v - pr.coef.mean) / pr.coef.sd;
-            lp -= 0.5 * z * z;
-            grad[off_w + i] -= z / pr.coef.sd;
-        }
-        if spec.has_sds() {
-            for i in 0..k * d_dim {
-                let (l, g) = pr.scale.logp_u(theta[off_sd + i]);
-                lp += l;
-                grad[off_sd + i] += g;
-            }
-        }
-        math::sanitize(lp, grad)
+            self.log_density_body(data, b, theta, grad, &mut fb)
+        })
     }
 
     fn constant(&self, _data: &DataBatch, _b: usize) -> f64 {

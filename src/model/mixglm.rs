@@ -717,18 +717,6 @@ impl MixGlm {
     }
 }
 
-fn has_simd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static SIMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *SIMD.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 impl Model for MixGlm {
     fn name(&self) -> String {
         match self.naming {
@@ -879,7 +867,7 @@ impl Model for MixGlm {
         grad: &mut [f64],
         scratch: &mut Vec<f64>,
     ) -> f64 {
-        self.log_density_impl(data, b, theta, grad, scratch, has_simd())
+        self.log_density_impl(data, b, theta, grad, scratch, math::has_avx2_fma())
     }
 
     fn constant(&self, data: &DataBatch, b: usize) -> f64 {
