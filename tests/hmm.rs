@@ -816,3 +816,81 @@ fn cli_rejects_bad_sequence_data() {
     }
     assert!(!d.join("out").exists(), "a failed run wrote output");
 }
+
+#[test]
+fn em_is_reproducible_across_thread_counts() {
+    let spec = HmmSpec::regression(3, 1).unwrap();
+    let (data, _) = data_for(&spec, &[vec![300, 200, 100], vec![150; 4]], 77);
+    let cfg = EmConfig {
+        restarts: 4,
+        init: Init::Random,
+        max_iters: 30,
+        ..EmConfig::default()
+    };
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| fit_cpu(&spec, &cfg, &data).unwrap())
+    };
+    let (a, b) = (run(1), run(3));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.params, y.params);
+        assert_eq!(x.trace, y.trace);
+    }
+    if let Some(ctx) = gpu() {
+        let g1 = gpsamp::hmm::gpu::fit_gpu(ctx.clone(), &spec, &cfg, &data).unwrap();
+        let g2 = gpsamp::hmm::gpu::fit_gpu(ctx, &spec, &cfg, &data).unwrap();
+        for (x, y) in g1.iter().zip(&g2) {
+            assert_eq!(x.params, y.params, "GPU EM is not reproducible");
+        }
+    }
+}
+
+#[test]
+fn cli_samples_a_glm_hmm_from_csv() {
+    let d = tmp("sample");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let csv = d.join("sr.csv");
+    let (ok, _, err) = common::gpsamp(&[
+        "simulate",
+        "--model",
+        "glmhmm",
+        "--sequences",
+        "4",
+        "--steps",
+        "50",
+        "--out",
+        &s(&csv),
+    ]);
+    assert!(ok, "{err}");
+    let out = d.join("post");
+    let (ok, _, err) = common::gpsamp(&[
+        "sample",
+        "--model",
+        "glmhmm",
+        "--x",
+        "x0",
+        "--data",
+        &s(&csv),
+        "--chains",
+        "4",
+        "--warmup",
+        "100",
+        "--draws",
+        "50",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(ok, "{err}");
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    for name in ["transition[2,1]", "bias[0]", "weight[2,0]", "sd[1]"] {
+        assert!(summary.contains(name), "{name} missing from {summary}");
+    }
+    let (shape, _) = gpsamp::io::npy::read_f32(&out.join("draws.npy")).unwrap();
+    assert_eq!(shape, vec![4, 50, 3 + 9 + 3 + 3 + 3]);
+}
