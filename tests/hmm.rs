@@ -147,7 +147,7 @@ fn priors() -> HmmPriors {
 #[test]
 fn forward_equals_brute_force_on_both_backends() {
     for (si, spec) in specs().into_iter().filter(|s| s.k <= 3).enumerate() {
-        let lengths = vec![vec![1, 4, 6], vec![5, 2]];
+        let lengths = vec![vec![1, 4, 6], vec![5, 2], vec![3, 3, 3, 3, 3]];
         let (data, truth) = data_for(&spec, &lengths, 10 + si as u64);
         let prm = jitter(&spec, &truth, si as u64);
         let model = Hmm::new(spec, priors()).unwrap();
@@ -232,7 +232,7 @@ fn gpu_density(model: &Hmm, data: &DataBatch, theta: &[f64]) -> Option<Vec<f64>>
 #[test]
 fn gradient_equals_finite_differences() {
     for (si, spec) in specs().into_iter().enumerate() {
-        let (data, truth) = data_for(&spec, &[vec![30, 7, 1]], 40 + si as u64);
+        let (data, truth) = data_for(&spec, &[vec![30, 30, 30, 7, 7, 1, 12]], 40 + si as u64);
         let model = Hmm::new(spec, priors()).unwrap();
         let theta = model.theta(&jitter(&spec, &truth, 3 + si as u64)).unwrap();
         let d = model.dim();

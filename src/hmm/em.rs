@@ -237,8 +237,14 @@ unsafe fn estep_sequences_avx2(
     estep_sequences_body(spec, prm, data, seqs, &mut FbScratch::default())
 }
 
+/// Sequences processed together in SIMD lanes by [`estep_lanes`].
+const LANES: usize = 4;
+
 /// The statistics of `seqs` by forward-backward, serially, with caller-owned scratch (also
 /// the HMM family's log density and gradient: both are functions of these statistics).
+/// Runs of 2 to 4 consecutive sequences of equal length go through [`estep_lanes`] (one
+/// sequence per SIMD lane: the forward recursion is a chain of dependent operations, and
+/// independent sequences fill the gaps), the others one at a time.
 #[inline(always)]
 pub(crate) fn estep_sequences_body(
     spec: &HmmSpec,
@@ -247,11 +253,316 @@ pub(crate) fn estep_sequences_body(
     seqs: &[std::ops::Range<usize>],
     s: &mut FbScratch,
 ) -> Stats {
-    let (k, d_dim, p) = (spec.k, spec.d, spec.p);
-    let q = p + 1;
+    let k = spec.k;
     let mut st = Stats::zeros(spec);
     // Σ_t α_{t-1}(i) e_t(j) β_t(j) / c_t; ξ = Γ ∘ this, taken once at the end.
     let mut outer = vec![0.0; k * k];
+    let mut lanes = LaneScratch::default();
+    let mut i = 0;
+    while i < seqs.len() {
+        let len = seqs[i].len();
+        let mut j = i + 1;
+        while j < seqs.len() && j - i < LANES && seqs[j].len() == len {
+            j += 1;
+        }
+        if j - i >= 2 && len >= 2 {
+            estep_lanes(
+                spec,
+                prm,
+                data,
+                &seqs[i..j],
+                &mut lanes,
+                &mut st,
+                &mut outer,
+            );
+        } else {
+            estep_scalar(spec, prm, data, &seqs[i..j], s, &mut st, &mut outer);
+        }
+        i = j;
+    }
+    for (x, (&o, &g)) in st.trans.iter_mut().zip(outer.iter().zip(&prm.transition)) {
+        *x += o * g;
+    }
+    st
+}
+
+/// Working memory of [`estep_lanes`]: per step, state (or dimension/input) and lane.
+#[derive(Default)]
+struct LaneScratch {
+    e: Vec<[f64; LANES]>,
+    alpha: Vec<[f64; LANES]>,
+    c: Vec<[f64; LANES]>,
+    y: Vec<[f64; LANES]>,
+    x: Vec<[f64; LANES]>,
+}
+
+/// Forward-backward over 2 to [`LANES`] sequences of one length T in lockstep, lane `l`
+/// holding sequence `l` (missing lanes repeat the last sequence with weight 0). Adds to `st`
+/// and `outer` exactly what [`estep_scalar`] would, up to rounding.
+#[inline(always)]
+fn estep_lanes(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    seqs: &[std::ops::Range<usize>],
+    w: &mut LaneScratch,
+    st: &mut Stats,
+    outer: &mut [f64],
+) {
+    const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_8;
+    let (k, d_dim, p) = (spec.k, spec.d, spec.p);
+    let q = p + 1;
+    let t_len = seqs[0].len();
+    let start: [usize; LANES] = std::array::from_fn(|l| seqs[l.min(seqs.len() - 1)].start);
+    let weight: [f64; LANES] = std::array::from_fn(|l| if l < seqs.len() { 1.0 } else { 0.0 });
+    // Gather emissions (T × D) and inputs (T × P) lane-interleaved.
+    w.y.resize(t_len * d_dim, [0.0; LANES]);
+    w.x.resize(t_len * p, [0.0; LANES]);
+    for t in 0..t_len {
+        for d in 0..d_dim {
+            for l in 0..LANES {
+                w.y[t * d_dim + d][l] = spec.emission(data, d, start[l] + t);
+            }
+        }
+        for j in 0..p {
+            let col = data.x_col(1 + j);
+            for l in 0..LANES {
+                w.x[t * p + j][l] = col[start[l] + t];
+            }
+        }
+    }
+    // Log emissions, then e = exp(le − max over states) in place; the shifts go to c.
+    w.e.resize(t_len * k, [0.0; LANES]);
+    w.c.resize(t_len, [0.0; LANES]);
+    w.alpha.resize(t_len * k, [0.0; LANES]);
+    for t in 0..t_len {
+        for s_k in 0..k {
+            let mut le = [0.0; LANES];
+            for d in 0..d_dim {
+                let kd = s_k * d_dim + d;
+                let mut eta = [prm.loc[kd]; LANES];
+                for j in 0..p {
+                    let wj = prm.weights[kd * p + j];
+                    for l in 0..LANES {
+                        eta[l] += wj * w.x[t * p + j][l];
+                    }
+                }
+                let y = &w.y[t * d_dim + d];
+                match spec.kind {
+                    EmissionKind::Gaussian => {
+                        let inv = 1.0 / prm.sds[kd];
+                        let c = -prm.sds[kd].ln() - HALF_LOG_2PI;
+                        for l in 0..LANES {
+                            let z = (y[l] - eta[l]) * inv;
+                            le[l] += c - 0.5 * z * z;
+                        }
+                    }
+                    EmissionKind::Bernoulli => {
+                        for l in 0..LANES {
+                            le[l] += y[l] * eta[l] - crate::math::softplus(eta[l]);
+                        }
+                    }
+                }
+            }
+            w.e[t * k + s_k] = le;
+        }
+        let mut mx = [f64::NEG_INFINITY; LANES];
+        for s_k in 0..k {
+            for l in 0..LANES {
+                mx[l] = mx[l].max(w.e[t * k + s_k][l]);
+            }
+        }
+        for l in 0..LANES {
+            if !mx[l].is_finite() {
+                mx[l] = 0.0;
+            }
+        }
+        for s_k in 0..k {
+            let v = &mut w.e[t * k + s_k];
+            for l in 0..LANES {
+                v[l] = crate::math::exp(v[l] - mx[l]);
+            }
+        }
+        w.c[t] = mx;
+    }
+    // Forward pass: alpha normalised per lane; c[t] becomes the normaliser.
+    let mut ll = [0.0; LANES];
+    let mut prod = [1.0; LANES];
+    let mut dead = [false; LANES];
+    let mut a = [[0.0; LANES]; 64];
+    let a = &mut a[..k];
+    for t in 0..t_len {
+        a.iter_mut().for_each(|v| *v = [0.0; LANES]);
+        if t == 0 {
+            for j in 0..k {
+                for l in 0..LANES {
+                    a[j][l] = prm.initial[j] * w.e[j][l];
+                }
+            }
+        } else {
+            for i in 0..k {
+                let ap = w.alpha[(t - 1) * k + i];
+                for j in 0..k {
+                    let g = prm.transition[i * k + j];
+                    for l in 0..LANES {
+                        a[j][l] += ap[l] * g;
+                    }
+                }
+            }
+            for j in 0..k {
+                let e = &w.e[t * k + j];
+                for l in 0..LANES {
+                    a[j][l] *= e[l];
+                }
+            }
+        }
+        let mut c = [0.0; LANES];
+        for j in 0..k {
+            for l in 0..LANES {
+                c[l] += a[j][l];
+            }
+        }
+        for l in 0..LANES {
+            ll[l] += w.c[t][l];
+            if !(c[l] > 0.0 && c[l].is_finite()) {
+                // An impossible lane: keep its numbers finite, drop it at the end.
+                dead[l] = true;
+                c[l] = 1.0;
+                for j in 0..k {
+                    a[j][l] = 1.0 / k as f64;
+                }
+            }
+            if c[l] < 1e-100 {
+                ll[l] += c[l].ln();
+            } else {
+                prod[l] *= c[l];
+                if prod[l] < 1e-200 {
+                    ll[l] += prod[l].ln();
+                    prod[l] = 1.0;
+                }
+            }
+        }
+        let inv: [f64; LANES] = std::array::from_fn(|l| 1.0 / c[l]);
+        for j in 0..k {
+            for l in 0..LANES {
+                w.alpha[t * k + j][l] = a[j][l] * inv[l];
+            }
+        }
+        w.c[t] = c;
+    }
+    // Backward pass; gamma overwrites alpha at step t once alpha_t is used.
+    let mut beta = [[1.0; LANES]; 64];
+    let mut tmp = [[0.0; LANES]; 64];
+    let mut outer_l = vec![[0.0; LANES]; k * k];
+    for t in (0..t_len).rev() {
+        for j in 0..k {
+            for l in 0..LANES {
+                w.alpha[t * k + j][l] *= beta[j][l];
+            }
+        }
+        if t == 0 {
+            break;
+        }
+        for j in 0..k {
+            for l in 0..LANES {
+                tmp[j][l] = w.e[t * k + j][l] * beta[j][l] / w.c[t][l];
+            }
+        }
+        for i in 0..k {
+            let ap = w.alpha[(t - 1) * k + i];
+            let mut acc = [0.0; LANES];
+            for j in 0..k {
+                let g = prm.transition[i * k + j];
+                let o = &mut outer_l[i * k + j];
+                for l in 0..LANES {
+                    o[l] += ap[l] * tmp[j][l];
+                    acc[l] += g * tmp[j][l];
+                }
+            }
+            beta[i] = acc;
+        }
+    }
+    let live: [f64; LANES] = std::array::from_fn(|l| if dead[l] { 0.0 } else { weight[l] });
+    for l in 0..LANES {
+        if weight[l] > 0.0 {
+            st.loglik += if dead[l] {
+                f64::NEG_INFINITY
+            } else {
+                ll[l] + prod[l].ln()
+            };
+        }
+    }
+    for (o, v) in outer.iter_mut().zip(&outer_l) {
+        *o += (0..LANES).map(|l| live[l] * v[l]).sum::<f64>();
+    }
+    for j in 0..k {
+        st.init[j] += (0..LANES).map(|l| live[l] * w.alpha[j][l]).sum::<f64>();
+    }
+    // Emission statistics from gamma (in w.alpha).
+    let mut xt = vec![[0.0; LANES]; q];
+    for d in 0..d_dim {
+        for s_k in 0..k {
+            let kd = s_k * d_dim + d;
+            let xx = &mut st.xx[kd * q * q..(kd + 1) * q * q];
+            let xy = &mut st.xy[kd * q..(kd + 1) * q];
+            let mut axx = vec![[0.0; LANES]; q * q];
+            let mut axy = vec![[0.0; LANES]; q];
+            let mut ayy = [0.0; LANES];
+            for t in 0..t_len {
+                let g: [f64; LANES] = std::array::from_fn(|l| live[l] * w.alpha[t * k + s_k][l]);
+                let y = w.y[t * d_dim + d];
+                xt[0] = [1.0; LANES];
+                for j in 0..p {
+                    xt[1 + j] = w.x[t * p + j];
+                }
+                let r: [f64; LANES] = match spec.kind {
+                    EmissionKind::Gaussian => y,
+                    EmissionKind::Bernoulli => std::array::from_fn(|l| {
+                        let mut eta = prm.loc[kd];
+                        for j in 0..p {
+                            eta += prm.weights[kd * p + j] * xt[1 + j][l];
+                        }
+                        y[l] - crate::math::sigmoid(eta)
+                    }),
+                };
+                for a in 0..q {
+                    for bb in 0..q {
+                        for l in 0..LANES {
+                            axx[a * q + bb][l] += g[l] * xt[a][l] * xt[bb][l];
+                        }
+                    }
+                    for l in 0..LANES {
+                        axy[a][l] += g[l] * xt[a][l] * r[l];
+                    }
+                }
+                for l in 0..LANES {
+                    ayy[l] += g[l] * y[l] * y[l];
+                }
+            }
+            for (o, v) in xx.iter_mut().zip(&axx) {
+                *o += v.iter().sum::<f64>();
+            }
+            for (o, v) in xy.iter_mut().zip(&axy) {
+                *o += v.iter().sum::<f64>();
+            }
+            st.yy[kd] += ayy.iter().sum::<f64>();
+        }
+    }
+}
+
+/// Forward-backward over `seqs` one at a time, adding to `st` and `outer`.
+#[inline(always)]
+fn estep_scalar(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    seqs: &[std::ops::Range<usize>],
+    s: &mut FbScratch,
+    st: &mut Stats,
+    outer: &mut [f64],
+) {
+    let (k, d_dim, p) = (spec.k, spec.d, spec.p);
+    let q = p + 1;
     let mut beta = vec![0.0; k];
     let mut tmp = vec![0.0; k];
     let mut xt = vec![0.0; q];
@@ -346,10 +657,6 @@ pub(crate) fn estep_sequences_body(
             }
         }
     }
-    for (x, (&o, &g)) in st.trans.iter_mut().zip(outer.iter().zip(&prm.transition)) {
-        *x += o * g;
-    }
-    st
 }
 
 /// Solves the symmetric positive-definite system `a x = b` (n × n, row-major) by Cholesky;
