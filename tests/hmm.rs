@@ -894,3 +894,46 @@ fn cli_samples_a_glm_hmm_from_csv() {
     let (shape, _) = gpsamp::io::npy::read_f32(&out.join("draws.npy")).unwrap();
     assert_eq!(shape, vec![4, 50, 3 + 9 + 3 + 3 + 3]);
 }
+
+#[test]
+fn cli_em_fits_groups_with_their_own_sequence_ids() {
+    let d = tmp("groups");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let csv = d.join("g.csv");
+    let (ok, _, err) = common::gpsamp(&[
+        "simulate",
+        "--model",
+        "hmm",
+        "--datasets",
+        "2",
+        "--sequences",
+        "2",
+        "--out",
+        &s(&csv),
+    ]);
+    assert!(ok, "{err}");
+    let out = d.join("fit");
+    let (ok, stdout, err) = common::gpsamp(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &s(&csv),
+        "--group",
+        "dataset",
+        "--restarts",
+        "2",
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(stdout.matches("log likelihood").count(), 2, "{stdout}");
+    let params: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("params.json")).unwrap()).unwrap();
+    assert_eq!(params["datasets"].as_array().unwrap().len(), 2);
+    let states = std::fs::read_to_string(out.join("states.csv")).unwrap();
+    assert_eq!(states.lines().next(), Some("group,seq,t,state"));
+    assert_eq!(states.lines().count(), 1 + 2 * 2 * 200);
+}

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use gpsamp::hmm::em::{fit_cpu, EmConfig, EmFit, EmPriors, Init};
+use std::io::IsTerminal;
+
+use gpsamp::hmm::em::{fit_cpu_with_progress, EmConfig, EmFit, EmPriors, Init};
 use gpsamp::hmm::io::{params_from_json, params_to_json, read_sequences, SeqData, SeqSpec};
 use gpsamp::hmm::{self, EmissionKind, HmmParams, HmmSpec};
 use gpsamp::{Backend, BackendKind};
@@ -224,10 +226,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let backend = Backend::select(a.backend, a.quiet)?;
     let started = Instant::now();
-    let fits: Vec<EmFit> = match &backend {
-        Backend::Cpu => fit_cpu(&spec, &cfg, data)?,
-        Backend::Gpu(ctx) => hmm::gpu::fit_gpu(ctx.clone(), &spec, &cfg, data)?,
+    let jobs = (data.n_datasets() * cfg.restarts) as u64;
+    let bar = if a.quiet || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(jobs * cfg.max_iters as u64)
     };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "EM {bar:30} {pos}/{len} job-iterations {per_sec} (converged jobs stop early)",
+        )
+        .expect("valid template"),
+    );
+    let fits: Vec<EmFit> = match &backend {
+        Backend::Cpu => fit_cpu_with_progress(&spec, &cfg, data, &|n| bar.inc(n))?,
+        Backend::Gpu(ctx) => {
+            hmm::gpu::fit_gpu_with_progress(ctx.clone(), &spec, &cfg, data, &|n| bar.inc(n))?
+        }
+    };
+    bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     // Align states: to the truth when given, else by their first location.
     let fits: Vec<EmFit> = fits
@@ -302,11 +319,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         for (b, f) in fits.iter().enumerate() {
             let iters = f.trace.len().saturating_sub(1);
             println!(
-                "dataset {:?}: log likelihood {:.3} (restart {} of {}, {iters} iterations, {})",
+                "dataset {:?}: log likelihood {:.3} (best of {} restarts: #{}, {iters} iterations, {})",
                 train.groups[b],
                 f.log_likelihood,
-                f.restart,
                 cfg.restarts,
+                f.restart,
                 if f.converged {
                     "converged"
                 } else {

@@ -1123,6 +1123,17 @@ pub fn start_jobs(spec: &HmmSpec, cfg: &EmConfig, data: &DataBatch) -> Result<Ve
 /// EM on the CPU: every (dataset, restart) job in parallel, each run to its tolerance or the
 /// cap; the best restart per dataset. The result does not depend on the thread count.
 pub fn fit_cpu(spec: &HmmSpec, cfg: &EmConfig, data: &DataBatch) -> Result<Vec<EmFit>> {
+    fit_cpu_with_progress(spec, cfg, data, &|_| {})
+}
+
+/// [`fit_cpu`], calling `progress(n)` after every `n` E-steps (for a progress bar; at most
+/// jobs × (max_iters + 1) in all).
+pub fn fit_cpu_with_progress(
+    spec: &HmmSpec,
+    cfg: &EmConfig,
+    data: &DataBatch,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<EmFit>> {
     let jobs = start_jobs(spec, cfg, data)?;
     let jobs: Vec<Job> = jobs
         .into_par_iter()
@@ -1136,6 +1147,7 @@ pub fn fit_cpu(spec: &HmmSpec, cfg: &EmConfig, data: &DataBatch) -> Result<Vec<E
                 }
                 let st = estep_cpu(spec, &job.params, data, b);
                 job.advance(spec, cfg, &st, n_obs);
+                progress(1);
             }
             // The parameters after the last M-step were not scored: score them.
             if !job.done {
@@ -1158,6 +1170,7 @@ pub fn fit_with(
     cfg: &EmConfig,
     data: &DataBatch,
     mut estep: impl FnMut(&[HmmParams]) -> Result<Vec<Stats>>,
+    progress: &dyn Fn(u64),
 ) -> Result<Vec<EmFit>> {
     let mut jobs = start_jobs(spec, cfg, data)?;
     let n_obs: Vec<usize> = (0..data.n_datasets())
@@ -1169,11 +1182,14 @@ pub fn fit_with(
         }
         let params: Vec<HmmParams> = jobs.iter().map(|j| j.params.clone()).collect();
         let stats = estep(&params)?;
+        let mut active = 0;
         for (i, (job, st)) in jobs.iter_mut().zip(&stats).enumerate() {
             if !job.done {
                 job.advance(spec, cfg, st, n_obs[i / cfg.restarts]);
+                active += 1;
             }
         }
+        progress(active);
     }
     if jobs.iter().any(|j| !j.done) {
         let params: Vec<HmmParams> = jobs.iter().map(|j| j.params.clone()).collect();

@@ -427,6 +427,18 @@ pub fn fit_gpu(
     cfg: &EmConfig,
     data: &DataBatch,
 ) -> Result<Vec<EmFit>> {
+    fit_gpu_with_progress(ctx, spec, cfg, data, &|_| {})
+}
+
+/// [`fit_gpu`], calling `progress(n)` after each iteration with the number of jobs it
+/// advanced.
+pub fn fit_gpu_with_progress(
+    ctx: Arc<GpuContext>,
+    spec: &HmmSpec,
+    cfg: &EmConfig,
+    data: &DataBatch,
+    progress: &dyn Fn(u64),
+) -> Result<Vec<EmFit>> {
     let estep = GpuEstep::new(ctx, spec, data, cfg.restarts)?;
-    fit_with(spec, cfg, data, |params| estep.run(params))
+    fit_with(spec, cfg, data, |params| estep.run(params), progress)
 }

@@ -94,9 +94,10 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
     let mut groups: Vec<Group> = Vec::new();
     let mut group_names: Vec<String> = Vec::new();
     let mut group_of: HashMap<String, usize> = HashMap::new();
-    // Sequence id -> the line it started on; the sequence being read and its last t.
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut current: Option<(String, f64)> = None;
+    // (group, sequence id) -> the line it started on; the sequence being read and its last
+    // t. Ids are per group: sequence "0" of two groups are two sequences.
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let mut current: Option<((String, String), f64)> = None;
     let mut record = csv::StringRecord::new();
     let mut line = 1usize;
     loop {
@@ -125,8 +126,9 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
         }
         let t = number(ti, &spec.t)?;
         let gname = gi.map_or_else(|| "all".to_string(), |g| record[g].to_string());
+        let key = (gname.clone(), id.clone());
         let starts = match &current {
-            Some((cur, last_t)) if *cur == id => {
+            Some((cur, last_t)) if *cur == key => {
                 if t <= *last_t {
                     return Err(err(
                         line,
@@ -139,7 +141,7 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
                 false
             }
             _ => {
-                if let Some(&first) = seen.get(&id) {
+                if let Some(&first) = seen.get(&key) {
                     return Err(err(
                         line,
                         &spec.seq,
@@ -148,11 +150,11 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
                         ),
                     ));
                 }
-                seen.insert(id.clone(), line);
+                seen.insert(key.clone(), line);
                 true
             }
         };
-        current = Some((id.clone(), t));
+        current = Some((key, t));
         let next = groups.len();
         let g = *group_of.entry(gname.clone()).or_insert(next);
         if g == groups.len() {
