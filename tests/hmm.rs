@@ -937,3 +937,53 @@ fn cli_em_fits_groups_with_their_own_sequence_ids() {
     assert_eq!(states.lines().next(), Some("group,seq,t,state"));
     assert_eq!(states.lines().count(), 1 + 2 * 2 * 200);
 }
+
+/// Simulation-based calibration of HMC on a 2-state Gaussian HMM: parameters drawn from the
+/// priors, one sequence of 100 steps each, states sorted by their mean in truth and draws.
+#[test]
+fn hmc_on_the_hmm_is_calibrated() {
+    use gpsamp::study::{sbc::report, Study};
+    let model = Arc::new(
+        Hmm::new(
+            HmmSpec::gaussian(2, 1).unwrap(),
+            HmmPriors {
+                initial: 2.0,
+                transition: 2.0,
+                stickiness: 4.0,
+                loc: gpsamp::model::Normal { mean: 0.0, sd: 3.0 },
+                ..HmmPriors::default()
+            },
+        )
+        .unwrap(),
+    );
+    let datasets = 200;
+    let study = Study {
+        generator: model.clone(),
+        fit: model,
+        points: 100,
+        datasets,
+        config: gpsamp::hmc::Config {
+            chains: 4,
+            warmup: 300,
+            draws: 300,
+            seed: 5,
+            ..gpsamp::hmc::Config::default()
+        },
+        batch: 200,
+        alpha: 0.001,
+    };
+    let t0 = std::time::Instant::now();
+    let recs = study
+        .run(0..datasets, &gpsamp::Backend::Cpu, &mut |_, _| {})
+        .unwrap();
+    let rep = report(&study.settings(), &recs);
+    eprintln!(
+        "HMM SBC: {datasets} datasets in {:.1} s\n{}",
+        t0.elapsed().as_secs_f64(),
+        gpsamp::study::io::summary_table(&rep)
+    );
+    assert!(rep.pass, "{}", gpsamp::study::io::summary_table(&rep));
+    for q in &rep.quantities {
+        assert!((q.coverage_95 - 0.95).abs() < 0.05, "{q:?}");
+    }
+}

@@ -640,15 +640,17 @@ impl Model for Hmm {
         if self.spec.k < 2 {
             return None;
         }
-        // Matching cost per state: initial prob, self-transition, emission parameters.
+        // Matching cost per state: initial prob, emission parameters, self-transition. The
+        // second entry (the first mean or bias) is what a study sorts states by.
         let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
         let (ol, ow) = (k + k * k, k + k * k + k * d);
         let os = ow + k * d * p;
         Some(
             (0..k)
                 .map(|s| {
-                    let mut g = vec![s, k + s * k + s];
+                    let mut g = vec![s];
                     g.extend((0..d).map(|e| ol + s * d + e));
+                    g.push(k + s * k + s);
                     g.extend((0..d * p).map(|e| ow + s * d * p + e));
                     if self.spec.has_sds() {
                         g.extend((0..d).map(|e| os + s * d + e));
