@@ -987,3 +987,42 @@ fn hmc_on_the_hmm_is_calibrated() {
         assert!((q.coverage_95 - 0.95).abs() < 0.05, "{q:?}");
     }
 }
+
+#[test]
+fn cli_sbc_runs_on_a_glm_hmm() {
+    let d = tmp("sbc");
+    let out = d.join("study");
+    let (ok, _, err) = common::gpsamp(&[
+        "sbc",
+        "--model",
+        "glmhmm",
+        "--states",
+        "2",
+        "--features",
+        "1",
+        "--n",
+        "60",
+        "--datasets",
+        "8",
+        "--warmup",
+        "100",
+        "--draws",
+        "100",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    for name in [
+        "transition[1,1]",
+        "bias[1]",
+        "weight[1,0]",
+        "sd[0]",
+        "log_lik",
+    ] {
+        assert!(summary.contains(name), "{name} missing from {summary}");
+    }
+}

@@ -334,6 +334,17 @@ impl ModelArgs {
         gpsamp::Hmm::new(spec, priors).context("--prior-weights / --stickiness")
     }
 
+    /// A model whose datasets a study simulates itself (so no data columns to read): any
+    /// family, HMMs included (`p` inputs for glmhmm, one emission dimension; each dataset is
+    /// one sequence).
+    pub fn build_simulated(&self, p: usize) -> anyhow::Result<std::sync::Arc<dyn gpsamp::Model>> {
+        match self.kind() {
+            ModelKind::Hmm => Ok(std::sync::Arc::new(self.build_hmm(0, 1)?)),
+            ModelKind::Glmhmm => Ok(std::sync::Arc::new(self.build_hmm(p, 1)?)),
+            _ => self.build_any(p),
+        }
+    }
+
     /// Any model for `p` input columns, the errors-in-variables family included.
     pub fn build_any(&self, p: usize) -> anyhow::Result<std::sync::Arc<dyn gpsamp::Model>> {
         if self.is_hmm() {

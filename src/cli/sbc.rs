@@ -23,7 +23,7 @@ pub struct Args {
     /// Input columns of each simulated dataset (glm and mixglm), each standard normal.
     #[arg(long, default_value_t = 1)]
     features: usize,
-    /// Points per dataset.
+    /// Points per dataset (hmm/glmhmm: steps of its one sequence).
     #[arg(long, default_value_t = 100)]
     n: usize,
     /// Datasets in the study (all shards together).
@@ -118,7 +118,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         ModelKind::Eiv => a.model.w.len(),
         _ => a.features,
     };
-    let model = a.model.build_any(p)?;
+    let model = a.model.build_simulated(p)?;
     let fit = match &a.fit_model_file {
         None => model.clone(),
         Some(path) => {
@@ -135,7 +135,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             ])?
             .model;
             f.resolve()?;
-            f.build_any(p)
+            f.build_simulated(p)
                 .with_context(|| format!("--fit-model-file {path_text}"))?
         }
     };
