@@ -269,7 +269,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         } else {
             1
         });
-    let cfg = Config {
+    let mut cfg = Config {
         chains: a.chains,
         warmup: a.warmup,
         draws: a.draws,
@@ -283,6 +283,18 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     cfg.validate()?;
     let backend = Backend::select(a.backend, a.quiet)?;
+    let longest = (0..data.n_datasets())
+        .map(|b| data.range(b).len())
+        .max()
+        .unwrap_or(1);
+    if let Some(cap) = backend.software_step_cap(model.as_ref(), longest) {
+        if cap < cfg.max_steps {
+            eprintln!(
+                "gpsamp: a software adapter caps loop iterations per shader invocation; with {longest} sequential points per dataset, leapfrog steps are capped at {cap} (--max-steps)"
+            );
+            cfg.max_steps = cap;
+        }
+    }
     let data = Arc::new(data);
     let n_datasets = data.n_datasets();
     let n_chains = n_datasets * a.chains;
