@@ -1026,3 +1026,21 @@ fn cli_sbc_runs_on_a_glm_hmm() {
         assert!(summary.contains(name), "{name} missing from {summary}");
     }
 }
+
+#[test]
+fn chains_start_around_the_given_centers() {
+    let cfg = gpsamp::hmc::Config {
+        chains: 3,
+        init_radius: 0.5,
+        init_centers: vec![vec![10.0, -10.0], vec![0.0, 5.0]],
+        ..gpsamp::hmc::Config::default()
+    };
+    for c in 0..6 {
+        let q = gpsamp::hmc::initial_position(&cfg, c, 0, 2);
+        let center = &cfg.init_centers[c / 3];
+        assert!(
+            q.iter().zip(center).all(|(x, m)| (x - m).abs() <= 0.5),
+            "chain {c}: {q:?}"
+        );
+    }
+}

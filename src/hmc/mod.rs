@@ -149,6 +149,11 @@ pub struct Config {
     /// datasets `k..` of a larger set passes `k * chains`, and each dataset then gets the
     /// draws it would get in any other batch (how studies shard exactly).
     pub chain_offset: u32,
+    /// Per dataset of the batch, the unconstrained point the random starts are centred on
+    /// (e.g. an EM fit of an HMM, so that chains do not start in a minor mode); empty, or
+    /// missing for a dataset: the origin.
+    #[serde(skip)]
+    pub init_centers: Vec<Vec<f64>>,
 }
 
 impl Default for Config {
@@ -167,6 +172,7 @@ impl Default for Config {
             whitened_floor: true,
             init_steps: 200,
             chain_offset: 0,
+            init_centers: Vec::new(),
         }
     }
 }
@@ -389,15 +395,20 @@ fn chees_gradient(
     }
 }
 
-/// Initial positions: uniform in (-r, r), shared by the chains of a superchain. Chain `c`
-/// of dataset `b` is global chain `b * chains + c`; `attempt` redraws a failed start.
+/// Initial positions: uniform in (-r, r) around the dataset's [`Config::init_centers`] entry
+/// (else the origin), shared by the chains of a superchain. Chain `c` of dataset `b` is
+/// chain `b * chains + c` of the batch; `attempt` redraws a failed start.
 pub fn initial_position(cfg: &Config, global_chain: usize, attempt: u32, d: usize) -> Vec<f64> {
+    let center = cfg
+        .init_centers
+        .get(global_chain / cfg.chains)
+        .filter(|c| c.len() == d);
     let global_chain = global_chain + cfg.chain_offset as usize;
     let c = global_chain % cfg.chains;
     let lead = global_chain - c + (c / cfg.superchain_size) * cfg.superchain_size;
     let s = Stream::new(cfg.seed, lead as u32, attempt, Purpose::Init);
     (0..d)
-        .map(|i| cfg.init_radius * (2.0 * s.uniform(i as u32) - 1.0))
+        .map(|i| center.map_or(0.0, |c| c[i]) + cfg.init_radius * (2.0 * s.uniform(i as u32) - 1.0))
         .collect()
 }
 
