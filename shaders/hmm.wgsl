@@ -17,15 +17,6 @@ struct Chain {
     open: bool,
 }
 
-fn softplus(x: f32) -> f32 {
-    return max(x, 0.0) + log(1.0 + exp(-abs(x)));
-}
-
-fn sigmoid(x: f32) -> f32 {
-    let e = exp(-abs(x));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
-}
-
 // softmax([z_0 .. z_{K-2}, 0]) of theta[off ..].
 fn simplex(theta: ptr<function, array<f32, D>>, off: u32, out: ptr<function, array<f32, K>>) {
     var m = 0.0;

@@ -6,6 +6,8 @@ use crate::error::{Error, Result};
 
 /// Shared WGSL: the Philox generator and its uniform/normal maps.
 pub const PHILOX: &str = include_str!("../shaders/common/philox.wgsl");
+/// Stable `softplus` and `sigmoid` (the HMM kernels).
+pub const LOGISTIC: &str = include_str!("../shaders/common/logistic.wgsl");
 /// Log density + gradient of one chain with lanes and a workgroup reduction.
 pub const DENSITY: &str = include_str!("../shaders/common/density.wgsl");
 /// The batch log-density kernel (see `Model::wgsl`).

@@ -685,6 +685,13 @@ fn hmc_on_the_tutorial_hmm_mixes_and_recovers() {
     }
 }
 
+/// Runs the gpsamp binary, asserts that it succeeded, and returns its stdout.
+fn gpsamp_ok(args: &[&str]) -> String {
+    let (ok, stdout, err) = common::gpsamp(args);
+    assert!(ok, "gpsamp {args:?} failed: {err}");
+    stdout
+}
+
 /// A scratch folder for CLI tests.
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("gpsamp-hmm-{}-{name}", std::process::id()));
@@ -699,7 +706,7 @@ fn cli_simulate_em_round_trip() {
     let csv = d.join("h.csv");
     let out = d.join("fit");
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let (ok, _, err) = common::gpsamp(&[
+    gpsamp_ok(&[
         "simulate",
         "--model",
         "hmm",
@@ -708,9 +715,8 @@ fn cli_simulate_em_round_trip() {
         "--out",
         &s(&csv),
     ]);
-    assert!(ok, "{err}");
     let truth = csv.with_extension("truth.json");
-    let (ok, stdout, err) = common::gpsamp(&[
+    let stdout = gpsamp_ok(&[
         "em",
         "--model",
         "hmm",
@@ -727,7 +733,6 @@ fn cli_simulate_em_round_trip() {
         "--out",
         &s(&out),
     ]);
-    assert!(ok, "{err}");
     assert!(stdout.contains("held-out"), "{stdout}");
     let params: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("params.json")).unwrap()).unwrap();
@@ -853,7 +858,7 @@ fn cli_samples_a_glm_hmm_from_csv() {
     let d = tmp("sample");
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let csv = d.join("sr.csv");
-    let (ok, _, err) = common::gpsamp(&[
+    gpsamp_ok(&[
         "simulate",
         "--model",
         "glmhmm",
@@ -864,9 +869,8 @@ fn cli_samples_a_glm_hmm_from_csv() {
         "--out",
         &s(&csv),
     ]);
-    assert!(ok, "{err}");
     let out = d.join("post");
-    let (ok, _, err) = common::gpsamp(&[
+    gpsamp_ok(&[
         "sample",
         "--model",
         "glmhmm",
@@ -886,7 +890,6 @@ fn cli_samples_a_glm_hmm_from_csv() {
         "--out",
         &s(&out),
     ]);
-    assert!(ok, "{err}");
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     for name in ["transition[2,1]", "bias[0]", "weight[2,0]", "sd[1]"] {
         assert!(summary.contains(name), "{name} missing from {summary}");
@@ -900,7 +903,7 @@ fn cli_em_fits_groups_with_their_own_sequence_ids() {
     let d = tmp("groups");
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let csv = d.join("g.csv");
-    let (ok, _, err) = common::gpsamp(&[
+    gpsamp_ok(&[
         "simulate",
         "--model",
         "hmm",
@@ -911,9 +914,8 @@ fn cli_em_fits_groups_with_their_own_sequence_ids() {
         "--out",
         &s(&csv),
     ]);
-    assert!(ok, "{err}");
     let out = d.join("fit");
-    let (ok, stdout, err) = common::gpsamp(&[
+    let stdout = gpsamp_ok(&[
         "em",
         "--model",
         "hmm",
@@ -928,7 +930,6 @@ fn cli_em_fits_groups_with_their_own_sequence_ids() {
         "--out",
         &s(&out),
     ]);
-    assert!(ok, "{err}");
     assert_eq!(stdout.matches("log likelihood").count(), 2, "{stdout}");
     let params: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("params.json")).unwrap()).unwrap();
@@ -992,7 +993,7 @@ fn hmc_on_the_hmm_is_calibrated() {
 fn cli_sbc_runs_on_a_glm_hmm() {
     let d = tmp("sbc");
     let out = d.join("study");
-    let (ok, _, err) = common::gpsamp(&[
+    gpsamp_ok(&[
         "sbc",
         "--model",
         "glmhmm",
@@ -1014,7 +1015,6 @@ fn cli_sbc_runs_on_a_glm_hmm() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(ok, "{err}");
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     for name in [
         "transition[1,1]",

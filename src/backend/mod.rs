@@ -102,19 +102,6 @@ impl Backend {
         }
     }
 
-    /// The most leapfrog steps per transition that keep one HMC invocation of a sequential
-    /// model ([`Model::max_lanes`] = 1, e.g. an HMM) within a software adapter's loop cap:
-    /// lavapipe ends an invocation after 65 535 loop iterations, and such a model spends one
-    /// per point per leapfrog step. `None` on hardware GPUs, the CPU and parallel models.
-    pub fn software_step_cap(&self, model: &dyn Model, longest_dataset: usize) -> Option<u32> {
-        match self {
-            Backend::Gpu(ctx) if ctx.summary.device_type == "Cpu" && model.max_lanes() == 1 => {
-                Some((60_000 / longest_dataset.max(1)).max(1) as u32)
-            }
-            _ => None,
-        }
-    }
-
     /// `cpu` or `gpu (adapter name)`.
     pub fn describe(&self) -> String {
         match self {

@@ -299,7 +299,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         } else {
             1
         });
-    let mut cfg = Config {
+    let cfg = Config {
         chains: a.chains,
         warmup: a.warmup,
         draws: a.draws,
@@ -315,22 +315,15 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     cfg.validate()?;
     let backend = Backend::select(a.backend, a.quiet)?;
-    let longest = (0..data.n_datasets())
-        .map(|b| data.range(b).len())
-        .max()
-        .unwrap_or(1);
-    if let Some(cap) = backend.software_step_cap(model.as_ref(), longest) {
-        if cap < cfg.max_steps {
-            eprintln!(
-                "gpsamp: a software adapter caps loop iterations per shader invocation; with {longest} sequential points per dataset, leapfrog steps are capped at {cap} (--max-steps)"
-            );
-            cfg.max_steps = cap;
-        }
-    }
     let data = Arc::new(data);
     let n_datasets = data.n_datasets();
     let n_chains = n_datasets * a.chains;
     let mut integ = backend.integrator(model.clone(), data.clone(), a.chains, a.seed)?;
+    if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
+        eprintln!(
+            "gpsamp: a software adapter stops a shader invocation after 65 535 loop iterations; with these datasets a transition may take at most {cap} leapfrog steps, and the sampler keeps to that"
+        );
+    }
     let adapter = match &backend {
         Backend::Gpu(ctx) => Some(ctx.summary.clone()),
         Backend::Cpu => None,

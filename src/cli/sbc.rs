@@ -139,7 +139,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("--fit-model-file {path_text}"))?
         }
     };
-    let mut cfg = Config {
+    let cfg = Config {
         chains: a.chains_per_dataset,
         warmup: a.warmup,
         draws: a.draws,
@@ -148,9 +148,6 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         ..Config::default()
     };
     let backend = Backend::select(a.backend, a.quiet)?;
-    if let Some(cap) = backend.software_step_cap(fit.as_ref(), a.n) {
-        cfg.max_steps = cfg.max_steps.min(cap);
-    }
     let study = Study {
         generator: model,
         fit,

@@ -60,6 +60,7 @@ pub struct GpuIntegrator {
     dim: usize,
     n_chains: usize,
     tuning_f32: Vec<f32>,
+    step_cap: Option<u32>,
     // Kept alive for the bind group.
     _data: [wgpu::Buffer; 3],
 }
@@ -83,6 +84,16 @@ impl GpuIntegrator {
             return Err(Error::Invalid("at least one chain is needed".into()));
         }
         let lanes = choose_lanes(lanes, data, model)?;
+        // A software adapter (lavapipe) ends an invocation after 65 535 loop iterations and
+        // silently keeps what it had; a transition spends at least one per point its lane
+        // walks per leapfrog step (exactly one for the HMM family's unrolled kernel).
+        let step_cap = (ctx.summary.device_type == "Cpu").then(|| {
+            let longest = (0..n_datasets)
+                .map(|b| data.range(b).len())
+                .max()
+                .unwrap_or(1);
+            (60_000 / longest.div_ceil(lanes as usize).max(1)).max(1) as u32
+        });
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
         let layout = ctx.layout(true, &[true, true, true, true, false, false, true]);
         let pipeline = ctx.pipeline(
@@ -145,6 +156,7 @@ impl GpuIntegrator {
             dim,
             n_chains,
             tuning_f32,
+            step_cap,
             _data: [x, y, offsets],
         })
     }
@@ -242,6 +254,10 @@ impl Integrator for GpuIntegrator {
 
     fn n_chains(&self) -> usize {
         self.n_chains
+    }
+
+    fn step_cap(&self) -> Option<u32> {
+        self.step_cap
     }
 
     fn set_positions(&mut self, q: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()> {

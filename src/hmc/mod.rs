@@ -88,6 +88,13 @@ pub trait Integrator {
     /// `offset + c` of a larger batch would (see [`Config::chain_offset`]).
     fn set_chain_offset(&mut self, offset: u32);
 
+    /// The most leapfrog steps one transition can run correctly, when the device limits it;
+    /// the sampler never asks for more (see [`crate::hmc::gpu::GpuIntegrator`] on software
+    /// adapters).
+    fn step_cap(&self) -> Option<u32> {
+        None
+    }
+
     /// How many transitions [`Integrator::run_batch`] handles per round trip (the GPU
     /// submits them together and reads their outputs back at once).
     fn batch_len(&self) -> usize {
@@ -598,12 +605,15 @@ pub fn sample(
             inv_mass: s.inv_mass.clone(),
         })
         .collect();
+    let max_steps = integrator
+        .step_cap()
+        .map_or(cfg.max_steps, |c| c.min(cfg.max_steps));
     let steps_for = |t: usize, traj: f64, eps: f64| -> u32 {
         let l = (halton(t as u64 + 1) * traj / eps).ceil();
         if l.is_finite() {
-            (l as u32).clamp(1, cfg.max_steps)
+            (l as u32).clamp(1, max_steps)
         } else {
-            cfg.max_steps
+            max_steps
         }
     };
     let mut grads = 0u64;

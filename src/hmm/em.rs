@@ -155,9 +155,10 @@ impl Stats {
         k + k * k + k * d * q * q + k * d * q + k * d + 1
     }
 
-    /// Adds a flat vector in [`Stats::flat_len`] layout.
-    pub fn add_flat(&mut self, v: &[f64]) {
-        let mut o = 0;
+    /// Adds values in [`Stats::flat_len`] layout (the GPU's output rows).
+    pub fn add_flat(&mut self, v: impl IntoIterator<Item = f64>) {
+        let mut v = v.into_iter();
+        let mut next = || v.next().expect("Stats::flat_len values");
         for part in [
             &mut self.init,
             &mut self.trans,
@@ -165,21 +166,30 @@ impl Stats {
             &mut self.xy,
             &mut self.yy,
         ] {
-            let n = part.len();
-            part.iter_mut().zip(&v[o..o + n]).for_each(|(a, b)| *a += b);
-            o += n;
+            part.iter_mut().for_each(|a| *a += next());
         }
-        self.loglik += v[o];
+        self.loglik += next();
+    }
+
+    /// Adds another set of statistics (of other sequences).
+    pub fn add(&mut self, other: &Stats) {
+        self.add_flat(other.values());
+    }
+
+    fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.init
+            .iter()
+            .chain(&self.trans)
+            .chain(&self.xx)
+            .chain(&self.xy)
+            .chain(&self.yy)
+            .copied()
+            .chain(std::iter::once(self.loglik))
     }
 
     /// The statistics flattened ([`Stats::flat_len`] layout).
     pub fn to_flat(&self) -> Vec<f64> {
-        let mut v = Vec::with_capacity(self.init.len() * 4);
-        for part in [&self.init, &self.trans, &self.xx, &self.xy, &self.yy] {
-            v.extend_from_slice(part);
-        }
-        v.push(self.loglik);
-        v
+        self.values().collect()
     }
 }
 
@@ -206,7 +216,7 @@ pub fn estep_cpu(spec: &HmmSpec, prm: &HmmParams, data: &DataBatch, b: usize) ->
         .collect();
     let mut st = Stats::zeros(spec);
     for p in &parts {
-        st.add_flat(&p.to_flat());
+        st.add(p);
     }
     st
 }
@@ -257,7 +267,6 @@ pub(crate) fn estep_sequences_body(
     let mut st = Stats::zeros(spec);
     // Σ_t α_{t-1}(i) e_t(j) β_t(j) / c_t; ξ = Γ ∘ this, taken once at the end.
     let mut outer = vec![0.0; k * k];
-    let mut lanes = LaneScratch::default();
     let mut i = 0;
     while i < seqs.len() {
         let len = seqs[i].len();
@@ -271,7 +280,7 @@ pub(crate) fn estep_sequences_body(
                 prm,
                 data,
                 &seqs[i..j],
-                &mut lanes,
+                &mut s.lanes,
                 &mut st,
                 &mut outer,
             );
@@ -286,14 +295,19 @@ pub(crate) fn estep_sequences_body(
     st
 }
 
-/// Working memory of [`estep_lanes`]: per step, state (or dimension/input) and lane.
-#[derive(Default)]
-struct LaneScratch {
+/// Working memory of [`estep_lanes`] (part of [`FbScratch`], so that the HMM family's log
+/// density allocates nothing per call): per step, state (or dimension/input) and lane.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct LaneScratch {
     e: Vec<[f64; LANES]>,
     alpha: Vec<[f64; LANES]>,
     c: Vec<[f64; LANES]>,
     y: Vec<[f64; LANES]>,
     x: Vec<[f64; LANES]>,
+    outer: Vec<[f64; LANES]>,
+    xt: Vec<[f64; LANES]>,
+    axx: Vec<[f64; LANES]>,
+    axy: Vec<[f64; LANES]>,
 }
 
 /// Forward-backward over 2 to [`LANES`] sequences of one length T in lockstep, lane `l`
@@ -453,7 +467,11 @@ fn estep_lanes(
     // Backward pass; gamma overwrites alpha at step t once alpha_t is used.
     let mut beta = [[1.0; LANES]; 64];
     let mut tmp = [[0.0; LANES]; 64];
-    let mut outer_l = vec![[0.0; LANES]; k * k];
+    // Working rows taken out of the scratch for the pass (locals the compiler can keep in
+    // registers) and put back at the end.
+    let mut outer_l = std::mem::take(&mut w.outer);
+    outer_l.clear();
+    outer_l.resize(k * k, [0.0; LANES]);
     for t in (0..t_len).rev() {
         for j in 0..k {
             for l in 0..LANES {
@@ -492,28 +510,37 @@ fn estep_lanes(
             };
         }
     }
-    for (o, v) in outer.iter_mut().zip(&outer_l) {
+    for (o, v) in outer.iter_mut().zip(outer_l.iter()) {
         *o += (0..LANES).map(|l| live[l] * v[l]).sum::<f64>();
     }
     for j in 0..k {
         st.init[j] += (0..LANES).map(|l| live[l] * w.alpha[j][l]).sum::<f64>();
     }
     // Emission statistics from gamma (in w.alpha).
-    let mut xt = vec![[0.0; LANES]; q];
+    w.outer = outer_l;
+    let (mut xt, mut axx, mut axy) = (
+        std::mem::take(&mut w.xt),
+        std::mem::take(&mut w.axx),
+        std::mem::take(&mut w.axy),
+    );
+    let (alpha, ys, xs) = (&w.alpha, &w.y, &w.x);
+    xt.resize(q, [0.0; LANES]);
     for d in 0..d_dim {
         for s_k in 0..k {
             let kd = s_k * d_dim + d;
             let xx = &mut st.xx[kd * q * q..(kd + 1) * q * q];
             let xy = &mut st.xy[kd * q..(kd + 1) * q];
-            let mut axx = vec![[0.0; LANES]; q * q];
-            let mut axy = vec![[0.0; LANES]; q];
+            axx.clear();
+            axx.resize(q * q, [0.0; LANES]);
+            axy.clear();
+            axy.resize(q, [0.0; LANES]);
             let mut ayy = [0.0; LANES];
             for t in 0..t_len {
-                let g: [f64; LANES] = std::array::from_fn(|l| live[l] * w.alpha[t * k + s_k][l]);
-                let y = w.y[t * d_dim + d];
+                let g: [f64; LANES] = std::array::from_fn(|l| live[l] * alpha[t * k + s_k][l]);
+                let y = ys[t * d_dim + d];
                 xt[0] = [1.0; LANES];
                 for j in 0..p {
-                    xt[1 + j] = w.x[t * p + j];
+                    xt[1 + j] = xs[t * p + j];
                 }
                 let r: [f64; LANES] = match spec.kind {
                     EmissionKind::Gaussian => y,
@@ -539,15 +566,16 @@ fn estep_lanes(
                     ayy[l] += g[l] * y[l] * y[l];
                 }
             }
-            for (o, v) in xx.iter_mut().zip(&axx) {
+            for (o, v) in xx.iter_mut().zip(axx.iter()) {
                 *o += v.iter().sum::<f64>();
             }
-            for (o, v) in xy.iter_mut().zip(&axy) {
+            for (o, v) in xy.iter_mut().zip(axy.iter()) {
                 *o += v.iter().sum::<f64>();
             }
             st.yy[kd] += ayy.iter().sum::<f64>();
         }
     }
+    (w.xt, w.axx, w.axy) = (xt, axx, axy);
 }
 
 /// Forward-backward over `seqs` one at a time, adding to `st` and `outer`.
@@ -563,8 +591,6 @@ fn estep_scalar(
 ) {
     let (k, d_dim, p) = (spec.k, spec.d, spec.p);
     let q = p + 1;
-    let mut beta = vec![0.0; k];
-    let mut tmp = vec![0.0; k];
     let mut xt = vec![0.0; q];
     for seq in seqs {
         let (seq, t_len) = (seq.clone(), seq.len());
@@ -573,34 +599,7 @@ fn estep_scalar(
         if !ll.is_finite() {
             continue;
         }
-        // Backward pass: γ_t overwrites the log emissions (no longer needed).
-        beta.iter_mut().for_each(|b| *b = 1.0);
-        for t in (0..t_len).rev() {
-            let a = &s.alpha[t * k..(t + 1) * k];
-            let g = &mut s.le[t * k..(t + 1) * k];
-            for j in 0..k {
-                g[j] = a[j] * beta[j];
-            }
-            if t == 0 {
-                break;
-            }
-            let inv_c = 1.0 / s.c[t];
-            let et = &s.e[t * k..(t + 1) * k];
-            for j in 0..k {
-                tmp[j] = et[j] * beta[j] * inv_c;
-            }
-            let ap = &s.alpha[(t - 1) * k..t * k];
-            for i in 0..k {
-                let row = &prm.transition[i * k..(i + 1) * k];
-                let o = &mut outer[i * k..(i + 1) * k];
-                let mut acc = 0.0;
-                for j in 0..k {
-                    o[j] += ap[i] * tmp[j];
-                    acc += row[j] * tmp[j];
-                }
-                beta[i] = acc;
-            }
-        }
+        super::backward_pass(k, prm, t_len, s, outer);
         for j in 0..k {
             st.init[j] += s.le[j];
         }
@@ -659,40 +658,15 @@ fn estep_scalar(
     }
 }
 
-/// Solves the symmetric positive-definite system `a x = b` (n × n, row-major) by Cholesky;
-/// `None` when `a` is not positive definite.
+/// Solves the symmetric positive-definite system `a x = b` (n × n, row-major) by Cholesky
+/// (nalgebra); `None` when `a` is not positive definite.
 fn solve_spd(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let mut s = a[i * n + j];
-            for m in 0..j {
-                s -= l[i * n + m] * l[j * n + m];
-            }
-            if i == j {
-                if s <= 0.0 || !s.is_finite() {
-                    return None;
-                }
-                l[i * n + i] = s.sqrt();
-            } else {
-                l[i * n + j] = s / l[j * n + j];
-            }
-        }
-    }
-    let mut z = b.to_vec();
-    for i in 0..n {
-        for m in 0..i {
-            z[i] -= l[i * n + m] * z[m];
-        }
-        z[i] /= l[i * n + i];
-    }
-    for i in (0..n).rev() {
-        for m in i + 1..n {
-            z[i] -= l[m * n + i] * z[m];
-        }
-        z[i] /= l[i * n + i];
-    }
-    Some(z)
+    let chol = nalgebra::DMatrix::from_row_slice(n, n, a).cholesky()?;
+    Some(
+        chol.solve(&nalgebra::DVector::from_column_slice(b))
+            .as_slice()
+            .to_vec(),
+    )
 }
 
 /// Dirichlet MAP of a probability vector from counts and concentrations (each ≥ 1).
@@ -1061,6 +1035,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// Records the log likelihood and objective of the current parameters from statistics
+    /// taken at them, without an M-step (the final parameters after the iteration cap).
+    pub fn score(&mut self, spec: &HmmSpec, cfg: &EmConfig, st: &Stats) {
+        self.loglik = st.loglik;
+        self.trace
+            .push(st.loglik + cfg.priors.log_prior(spec, &self.params));
+    }
+
     /// Records an E-step's statistics (taken at `self.params`) and, unless converged,
     /// moves to the M-step's parameters. `n_obs` scales the tolerance.
     pub fn advance(&mut self, spec: &HmmSpec, cfg: &EmConfig, st: &Stats, n_obs: usize) {
@@ -1151,10 +1133,7 @@ pub fn fit_cpu_with_progress(
             }
             // The parameters after the last M-step were not scored: score them.
             if !job.done {
-                let st = estep_cpu(spec, &job.params, data, b);
-                job.loglik = st.loglik;
-                job.trace
-                    .push(st.loglik + cfg.priors.log_prior(spec, &job.params));
+                job.score(spec, cfg, &estep_cpu(spec, &job.params, data, b));
             }
             job
         })
@@ -1196,9 +1175,7 @@ pub fn fit_with(
         let stats = estep(&params)?;
         for (job, st) in jobs.iter_mut().zip(&stats) {
             if !job.done {
-                job.loglik = st.loglik;
-                job.trace
-                    .push(st.loglik + cfg.priors.log_prior(spec, &job.params));
+                job.score(spec, cfg, st);
             }
         }
     }

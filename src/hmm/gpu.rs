@@ -32,12 +32,6 @@ struct EParams {
     _pad1: u32,
 }
 
-/// Floats per job in the parameter buffer: initial, transition, loc, weights, sds.
-fn param_len(spec: &HmmSpec) -> usize {
-    let (k, d, p) = (spec.k, spec.d, spec.p);
-    k + k * k + k * d + k * d * p + if spec.has_sds() { k * d } else { 0 }
-}
-
 /// The E-step kernel for `spec`, with every loop over states, dimensions and inputs
 /// unrolled.
 pub fn shader_source(spec: &HmmSpec) -> String {
@@ -48,11 +42,12 @@ pub fn shader_source(spec: &HmmSpec) -> String {
     let (o_tr, o_xx) = (k, k + k * k);
     let o_xy = o_xx + k * de * q * q;
     let o_yy = o_xy + k * de * q;
-    let np = param_len(spec);
+    let np = spec.n_params();
     let (p_tr, p_loc) = (k, k + k * k);
     let p_w = p_loc + k * de;
     let p_sd = p_w + k * de * p;
     let mut w = String::new();
+    let logistic = crate::shader::LOGISTIC;
     let _ = write!(
         w,
         "struct EParams {{ n_threads: u32, n_seq: u32, r0: u32, restarts: u32, n_total: u32, groups_x: u32, _pad0: u32, _pad1: u32, }}
@@ -64,15 +59,15 @@ pub fn shader_source(spec: &HmmSpec) -> String {
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
-fn softplus(x: f32) -> f32 {{
-    return max(x, 0.0) + log(1.0 + exp(-abs(x)));
+fn x_at(j: u32, n: u32) -> f32 {{
+    return data_x[j * ep.n_total + n];
 }}
 
-fn sigmoid(x: f32) -> f32 {{
-    let e = exp(-abs(x));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+fn y_at(n: u32) -> f32 {{
+    return data_y[n];
 }}
 
+{logistic}
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {{
     let tid = (wid.x + wid.y * ep.groups_x) * 64u + lid;
@@ -98,44 +93,15 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             let _ = writeln!(w, "    let lin{kd} = log(inv{kd});");
         }
     }
-    // Emission code for point n: eta, z and le per state, mx, e per state.
     let emission = |w: &mut String, ind: &str| {
-        for j in 0..p {
-            let _ = writeln!(w, "{ind}let x{j} = data_x[{}u * ep.n_total + n];", 1 + j);
-        }
-        for e in 0..de {
-            if e == 0 {
-                let _ = writeln!(w, "{ind}let y0 = data_y[n];");
-            } else {
-                let _ = writeln!(w, "{ind}let y{e} = data_x[{}u * ep.n_total + n];", p + e);
-            }
-        }
-        for st in 0..k {
-            let mut le = Vec::new();
-            for e in 0..de {
-                let kd = st * de + e;
-                let mut eta = format!("pr[{}]", p_loc + kd);
-                for j in 0..p {
-                    eta = format!("fma(pr[{}], x{j}, {eta})", p_w + kd * p + j);
-                }
-                let _ = writeln!(w, "{ind}let eta{kd} = {eta};");
-                if gauss {
-                    let _ = writeln!(w, "{ind}let z{kd} = (y{e} - eta{kd}) * inv{kd};");
-                    le.push(format!("-0.5 * z{kd} * z{kd} + lin{kd} - 0.9189385"));
-                } else {
-                    le.push(format!("y{e} * eta{kd} - softplus(eta{kd})"));
-                }
-            }
-            let _ = writeln!(w, "{ind}let le{st} = {};", le.join(" + "));
-        }
-        let mut mx = "le0".to_string();
-        for st in 1..k {
-            mx = format!("max({mx}, le{st})");
-        }
-        let _ = writeln!(w, "{ind}let mx = {mx};");
-        for st in 0..k {
-            let _ = writeln!(w, "{ind}let e{st} = exp(le{st} - mx);");
-        }
+        w.push_str(&emissions_wgsl(
+            spec,
+            ind,
+            &|kd| format!("pr[{}]", p_loc + kd),
+            &|i| format!("pr[{}]", p_w + i),
+            &|kd| format!("inv{kd}"),
+            &|kd| format!("lin{kd}"),
+        ))
     };
     // Forward pass.
     for st in 0..k {
@@ -245,6 +211,63 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     w
 }
 
+/// WGSL statements for point `n` of both HMM kernels, with every loop unrolled: inputs
+/// `x{j}` and emissions `y{e}` (read through `x_at`/`y_at`), linear predictors `eta{kd}`,
+/// standardised residuals `z{kd}` (Gaussian), log emissions `le{s}`, their maximum `mx` and
+/// `e{s} = exp(le{s} − mx)`. The closures name where the parameters live: location `kd`,
+/// weight `kd · P + j`, 1/sd and log(1/sd) of `kd`.
+pub(crate) fn emissions_wgsl(
+    spec: &HmmSpec,
+    ind: &str,
+    loc: &dyn Fn(usize) -> String,
+    weight: &dyn Fn(usize) -> String,
+    inv: &dyn Fn(usize) -> String,
+    log_inv: &dyn Fn(usize) -> String,
+) -> String {
+    let (k, de, p) = (spec.k, spec.d, spec.p);
+    let mut w = String::new();
+    for j in 0..p {
+        let _ = writeln!(w, "{ind}let x{j} = x_at({}u, n);", 1 + j);
+    }
+    for e in 0..de {
+        if e == 0 {
+            let _ = writeln!(w, "{ind}let y0 = y_at(n);");
+        } else {
+            let _ = writeln!(w, "{ind}let y{e} = x_at({}u, n);", p + e);
+        }
+    }
+    for s in 0..k {
+        let mut le = Vec::new();
+        for e in 0..de {
+            let kd = s * de + e;
+            let mut eta = loc(kd);
+            for j in 0..p {
+                eta = format!("fma({}, x{j}, {eta})", weight(kd * p + j));
+            }
+            let _ = writeln!(w, "{ind}let eta{kd} = {eta};");
+            if spec.has_sds() {
+                let _ = writeln!(w, "{ind}let z{kd} = (y{e} - eta{kd}) * {};", inv(kd));
+                le.push(format!(
+                    "-0.5 * z{kd} * z{kd} + {} - 0.9189385",
+                    log_inv(kd)
+                ));
+            } else {
+                le.push(format!("y{e} * eta{kd} - softplus(eta{kd})"));
+            }
+        }
+        let _ = writeln!(w, "{ind}let le{s} = {};", le.join(" + "));
+    }
+    let mut mx = "le0".to_string();
+    for s in 1..k {
+        mx = format!("max({mx}, le{s})");
+    }
+    let _ = writeln!(w, "{ind}let mx = {mx};");
+    for s in 0..k {
+        let _ = writeln!(w, "{ind}let e{s} = exp(le{s} - mx);");
+    }
+    w
+}
+
 /// The GPU E-step for one data batch and a fixed number of restarts (see the module docs).
 pub struct GpuEstep {
     ctx: Arc<GpuContext>,
@@ -257,7 +280,6 @@ pub struct GpuEstep {
     n_seq: usize,
     seq_dataset: Vec<usize>,
     restarts: usize,
-    chunk: usize,
     n_datasets: usize,
     _keep: Vec<wgpu::Buffer>,
 }
@@ -298,7 +320,7 @@ impl GpuEstep {
         let [x, y, _offsets] = upload_data(&ctx, data)?;
         let seq_buf = ctx.storage_init("hmm sequences", &seqs, false)?;
         let n_jobs = data.n_datasets() * restarts;
-        let params = ctx.storage("hmm params", (n_jobs * param_len(spec) * 4) as u64, false)?;
+        let params = ctx.storage("hmm params", (n_jobs * spec.n_params() * 4) as u64, false)?;
         let scratch = ctx.storage(
             "hmm scratch",
             (chunk * data.n_total() * (spec.k + 1) * 4) as u64,
@@ -352,7 +374,6 @@ impl GpuEstep {
             n_seq,
             seq_dataset,
             restarts,
-            chunk,
             n_datasets: data.n_datasets(),
             _keep: keep,
         })
@@ -367,18 +388,9 @@ impl GpuEstep {
                 params.len()
             )));
         }
-        let mut flat: Vec<f32> = Vec::with_capacity(n_jobs * param_len(&self.spec));
+        let mut flat: Vec<f32> = Vec::with_capacity(n_jobs * self.spec.n_params());
         for p in params {
-            for v in p
-                .initial
-                .iter()
-                .chain(&p.transition)
-                .chain(&p.loc)
-                .chain(&p.weights)
-                .chain(&p.sds)
-            {
-                flat.push(*v as f32);
-            }
+            flat.extend(p.to_flat().map(|v| v as f32));
         }
         self.ctx
             .queue
@@ -402,19 +414,15 @@ impl GpuEstep {
             enc.copy_buffer_to_buffer(&self.out, 0, &self.staging, 0, bytes);
             self.ctx.queue.submit([enc.finish()]);
             let v: Vec<f32> = self.ctx.map_read(&self.staging, bytes)?;
-            let mut row = vec![0.0f64; ns];
             for rl in 0..rc {
                 for (s, &b) in self.seq_dataset.iter().enumerate() {
                     let o = (rl * self.n_seq + s) * ns;
-                    row.iter_mut()
-                        .zip(&v[o..o + ns])
-                        .for_each(|(a, &x)| *a = f64::from(x));
-                    stats[b * self.restarts + r0 + rl].add_flat(&row);
+                    stats[b * self.restarts + r0 + rl]
+                        .add_flat(v[o..o + ns].iter().map(|&x| f64::from(x)));
                 }
             }
             r0 += rc;
         }
-        debug_assert!(self.chunk >= 1);
         Ok(stats)
     }
 }

@@ -10,6 +10,7 @@ use rand_distr::{Distribution, StandardNormal};
 use super::{EmissionKind, HmmParams, HmmSpec};
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
+use crate::io::csv::CsvReader;
 
 /// Which columns hold what.
 #[derive(Clone, Debug)]
@@ -44,45 +45,19 @@ pub struct SeqData {
 /// Reads a sequence CSV. Rows of a sequence must be contiguous with increasing `t`; every
 /// error names the file, line and column.
 pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
-    let err = |line: usize, column: &str, message: String| Error::Data {
-        path: path.to_path_buf(),
-        line,
-        column: column.to_string(),
-        message,
-    };
     let file = std::fs::File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .trim(csv::Trim::All)
-        .from_reader(file);
-    let headers = rdr
-        .headers()
-        .map_err(|e| err(1, "-", format!("cannot read the header: {e}")))?
-        .clone();
-    let find = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            err(
-                1,
-                name,
-                format!(
-                    "column {name:?} not found; the header has: {}",
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })
-    };
+    let mut r = CsvReader::new(path, file)?;
     if spec.y.is_empty() {
-        return Err(err(1, "-", "no emission column given".into()));
+        return Err(r.err(1, "-", "no emission column given".into()));
     }
-    let si = find(&spec.seq)?;
-    let ti = find(&spec.t)?;
-    let xi: Vec<usize> = spec.x.iter().map(|c| find(c)).collect::<Result<_>>()?;
-    let yi: Vec<usize> = spec.y.iter().map(|c| find(c)).collect::<Result<_>>()?;
-    let gi = spec.group.as_deref().map(find).transpose()?;
+    let si = r.column(&spec.seq)?;
+    let ti = r.column(&spec.t)?;
+    let xi: Vec<usize> = spec.x.iter().map(|c| r.column(c)).collect::<Result<_>>()?;
+    let yi: Vec<usize> = spec.y.iter().map(|c| r.column(c)).collect::<Result<_>>()?;
+    let gi = spec.group.as_deref().map(|g| r.column(g)).transpose()?;
 
     struct Group {
         cols: Vec<Vec<f64>>,
@@ -98,39 +73,19 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
     // t. Ids are per group: sequence "0" of two groups are two sequences.
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut current: Option<((String, String), f64)> = None;
-    let mut record = csv::StringRecord::new();
-    let mut line = 1usize;
-    loop {
-        match rdr.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let at = e.position().map_or(line + 1, |p| p.line() as usize);
-                return Err(err(at, "-", format!("malformed CSV: {e}")));
-            }
-        }
-        line = record.position().map_or(line + 1, |p| p.line() as usize);
-        let number = |i: usize, name: &str| -> Result<f64> {
-            let cell = &record[i];
-            let v: f64 = cell
-                .parse()
-                .map_err(|_| err(line, name, format!("{cell:?} is not a number")))?;
-            if !v.is_finite() {
-                return Err(err(line, name, format!("{cell:?} is not a finite number")));
-            }
-            Ok(v)
-        };
-        let id = record[si].to_string();
+    while r.next_row()? {
+        let line = r.line();
+        let id = r.text(si).to_string();
         if id.is_empty() {
-            return Err(err(line, &spec.seq, "missing sequence id".into()));
+            return Err(r.err(line, &spec.seq, "missing sequence id".into()));
         }
-        let t = number(ti, &spec.t)?;
-        let gname = gi.map_or_else(|| "all".to_string(), |g| record[g].to_string());
+        let t = r.number(ti, &spec.t)?;
+        let gname = gi.map_or_else(|| "all".to_string(), |g| r.text(g).to_string());
         let key = (gname.clone(), id.clone());
         let starts = match &current {
             Some((cur, last_t)) if *cur == key => {
                 if t <= *last_t {
-                    return Err(err(
+                    return Err(r.err(
                         line,
                         &spec.t,
                         format!(
@@ -142,7 +97,7 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
             }
             _ => {
                 if let Some(&first) = seen.get(&key) {
-                    return Err(err(
+                    return Err(r.err(
                         line,
                         &spec.seq,
                         format!(
@@ -172,12 +127,12 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
         }
         grp.cols[0].push(if starts { 1.0 } else { 0.0 });
         for (j, (&i, name)) in xi.iter().zip(&spec.x).enumerate() {
-            grp.cols[1 + j].push(number(i, name)?);
+            grp.cols[1 + j].push(r.number(i, name)?);
         }
         for (d, (&i, name)) in yi.iter().zip(&spec.y).enumerate() {
-            let v = number(i, name)?;
+            let v = r.number(i, name)?;
             if spec.binary && v != 0.0 && v != 1.0 {
-                return Err(err(
+                return Err(r.err(
                     line,
                     name,
                     format!("{v} is not 0 or 1 (Bernoulli emission)"),
@@ -192,7 +147,7 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
         grp.t.push(t);
     }
     if groups.is_empty() {
-        return Err(err(2, "-", "the file has a header but no data rows".into()));
+        return Err(r.err(2, "-", "the file has a header but no data rows".into()));
     }
     let datasets: Vec<Dataset> = groups
         .iter()

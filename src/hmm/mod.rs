@@ -79,6 +79,13 @@ impl HmmSpec {
         Ok(Self { k, kind, d, p })
     }
 
+    /// Constrained parameters in [`HmmParams::to_flat`] order: initial (K), transition
+    /// (K²), loc (K·D), weights (K·D·P), sds (K·D, Gaussian only).
+    pub fn n_params(&self) -> usize {
+        let (k, d, p) = (self.k, self.d, self.p);
+        k + k * k + k * d + k * d * p + if self.has_sds() { k * d } else { 0 }
+    }
+
     /// Whether the emission has a noise scale per state and dimension.
     pub fn has_sds(&self) -> bool {
         self.kind == EmissionKind::Gaussian
@@ -176,6 +183,43 @@ pub struct HmmParams {
 }
 
 impl HmmParams {
+    /// Splits a flat vector in [`HmmSpec::n_params`] order (what the HMM family's
+    /// `constrain` returns and the GPU E-step reads); an error on a wrong length.
+    pub fn from_flat(spec: &HmmSpec, v: &[f64]) -> Result<Self> {
+        if v.len() != spec.n_params() {
+            return Err(Error::Invalid(format!(
+                "expected {} HMM parameters, got {}",
+                spec.n_params(),
+                v.len()
+            )));
+        }
+        let (k, d, p) = (spec.k, spec.d, spec.p);
+        let mut rest = v;
+        let mut take = |n: usize| {
+            let (a, b) = rest.split_at(n);
+            rest = b;
+            a.to_vec()
+        };
+        Ok(Self {
+            initial: take(k),
+            transition: take(k * k),
+            loc: take(k * d),
+            weights: take(k * d * p),
+            sds: take(if spec.has_sds() { k * d } else { 0 }),
+        })
+    }
+
+    /// The parameters as one vector: initial, transition, loc, weights, sds.
+    pub fn to_flat(&self) -> impl Iterator<Item = f64> + '_ {
+        self.initial
+            .iter()
+            .chain(&self.transition)
+            .chain(&self.loc)
+            .chain(&self.weights)
+            .chain(&self.sds)
+            .copied()
+    }
+
     /// Checks lengths and supports against `spec`.
     pub fn validate(&self, spec: &HmmSpec) -> Result<()> {
         let (k, d, p) = (spec.k, spec.d, spec.p);
@@ -234,32 +278,6 @@ impl HmmParams {
                 rows(&self.sds, d)
             },
         }
-    }
-}
-
-/// Log emission densities of every state at point `n` (written to `out`, length K).
-#[inline]
-pub fn log_emissions(spec: &HmmSpec, prm: &HmmParams, data: &DataBatch, n: usize, out: &mut [f64]) {
-    const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_8;
-    let (d_dim, p) = (spec.d, spec.p);
-    for (k, o) in out.iter_mut().enumerate() {
-        let mut lp = 0.0;
-        for d in 0..d_dim {
-            let kd = k * d_dim + d;
-            let mut eta = prm.loc[kd];
-            for j in 0..p {
-                eta += prm.weights[kd * p + j] * data.x_col(1 + j)[n];
-            }
-            let y = spec.emission(data, d, n);
-            lp += match spec.kind {
-                EmissionKind::Gaussian => {
-                    let z = (y - eta) / prm.sds[kd];
-                    -0.5 * z * z - prm.sds[kd].ln() - HALF_LOG_2PI
-                }
-                EmissionKind::Bernoulli => y * eta - crate::math::softplus(eta),
-            };
-        }
-        *o = lp;
     }
 }
 
@@ -324,10 +342,10 @@ pub struct FbScratch {
     alpha: Vec<f64>,
     c: Vec<f64>,
     beta: Vec<f64>,
-    beta_next: Vec<f64>,
-    gamma: Vec<f64>,
     tmp: Vec<f64>,
     shift: Vec<f64>,
+    outer: Vec<f64>,
+    lanes: em::LaneScratch,
 }
 
 /// Shifted emission likelihoods `e[t,k] = exp(le[t,k] − max_k le[t,k])`; the shifts go to
@@ -430,11 +448,54 @@ pub fn log_likelihood(
     forward_pass(k, prm, &s.e, &s.shift, &mut s.alpha, &mut s.c)
 }
 
+/// The backward pass over the sequence [`log_likelihood`] just ran forward (its messages
+/// in `s`, T steps): writes the smoothed state probabilities γ (T × K) over the log
+/// emissions in `s.le` and adds Σ_t α_{t−1}(i) e_t(j) β_t(j) / c_t to `outer` (K × K), so
+/// that the expected transition counts are ξ_ij = Γ_ij · outer_ij, one product per entry
+/// at the end instead of one per step.
+#[inline(always)]
+pub(crate) fn backward_pass(
+    k: usize,
+    prm: &HmmParams,
+    t_len: usize,
+    s: &mut FbScratch,
+    outer: &mut [f64],
+) {
+    s.beta.clear();
+    s.beta.resize(k, 1.0);
+    s.tmp.resize(k, 0.0);
+    for t in (0..t_len).rev() {
+        let a = &s.alpha[t * k..(t + 1) * k];
+        let g = &mut s.le[t * k..(t + 1) * k];
+        for j in 0..k {
+            g[j] = a[j] * s.beta[j];
+        }
+        if t == 0 {
+            break;
+        }
+        let inv_c = 1.0 / s.c[t];
+        let et = &s.e[t * k..(t + 1) * k];
+        for j in 0..k {
+            s.tmp[j] = et[j] * s.beta[j] * inv_c;
+        }
+        let ap = &s.alpha[(t - 1) * k..t * k];
+        for i in 0..k {
+            let row = &prm.transition[i * k..(i + 1) * k];
+            let o = &mut outer[i * k..(i + 1) * k];
+            let mut acc = 0.0;
+            for j in 0..k {
+                o[j] += ap[i] * s.tmp[j];
+                acc += row[j] * s.tmp[j];
+            }
+            s.beta[i] = acc;
+        }
+    }
+}
+
 /// Forward-backward over one sequence. Calls `visit(t, gamma_t)` with the smoothed state
 /// probabilities of every step, adds the expected transition counts Σ_t ξ_t(i, j) to
 /// `xi_sum` (K × K) and returns the log likelihood (−∞, with no visits, when the sequence is
 /// impossible under the parameters).
-#[inline(always)]
 pub fn forward_backward(
     spec: &HmmSpec,
     prm: &HmmParams,
@@ -449,38 +510,17 @@ pub fn forward_backward(
     if !ll.is_finite() {
         return ll;
     }
-    s.beta.clear();
-    s.beta.resize(k, 1.0);
-    s.beta_next.resize(k, 0.0);
-    s.gamma.resize(k, 0.0);
-    s.tmp.resize(k, 0.0);
-    for t in (0..t_len).rev() {
-        let a = &s.alpha[t * k..(t + 1) * k];
-        for j in 0..k {
-            s.gamma[j] = a[j] * s.beta[j];
-        }
-        visit(t, &s.gamma);
-        if t == 0 {
-            break;
-        }
-        // tmp[j] = e_t(j) β_t(j) / c_t; ξ_t(i,j) = α_{t-1}(i) Γ_ij tmp[j].
-        let et = &s.e[t * k..(t + 1) * k];
-        for j in 0..k {
-            s.tmp[j] = et[j] * s.beta[j] / s.c[t];
-        }
-        let ap = &s.alpha[(t - 1) * k..t * k];
-        for i in 0..k {
-            let row = &prm.transition[i * k..(i + 1) * k];
-            let mut acc = 0.0;
-            for j in 0..k {
-                let v = row[j] * s.tmp[j];
-                acc += v;
-                xi_sum[i * k + j] += ap[i] * v;
-            }
-            s.beta_next[i] = acc;
-        }
-        std::mem::swap(&mut s.beta, &mut s.beta_next);
+    let mut outer = std::mem::take(&mut s.outer);
+    outer.clear();
+    outer.resize(k * k, 0.0);
+    backward_pass(k, prm, t_len, s, &mut outer);
+    for t in 0..t_len {
+        visit(t, &s.le[t * k..(t + 1) * k]);
     }
+    for (x, (&o, &g)) in xi_sum.iter_mut().zip(outer.iter().zip(&prm.transition)) {
+        *x += o * g;
+    }
+    s.outer = outer;
     ll
 }
 
@@ -495,12 +535,13 @@ pub fn viterbi(
 ) -> f64 {
     let (k, t_len) = (spec.k, seq.len());
     let log_t: Vec<f64> = prm.transition.iter().map(|&v| v.ln()).collect();
-    let mut le = vec![0.0; k];
+    let mut les = vec![0.0; t_len * k];
+    sequence_log_emissions(spec, prm, data, seq, &mut les);
     let mut delta = vec![0.0; k];
     let mut next = vec![0.0; k];
     let mut back = vec![0u8; t_len * k];
-    for (t, n) in seq.enumerate() {
-        log_emissions(spec, prm, data, n, &mut le);
+    for t in 0..t_len {
+        let le = &les[t * k..(t + 1) * k];
         if t == 0 {
             for j in 0..k {
                 delta[j] = prm.initial[j].ln() + le[j];

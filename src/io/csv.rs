@@ -28,78 +28,133 @@ pub fn read_csv(path: &Path, spec: &CsvSpec) -> Result<DataBatch> {
     read_csv_from(path, file, spec)
 }
 
-/// Reads CSV text from any reader; `path` is only used in messages.
-pub fn read_csv_from(path: &Path, reader: impl std::io::Read, spec: &CsvSpec) -> Result<DataBatch> {
-    let err = |line: usize, column: &str, message: String| Error::Data {
-        path: path.to_path_buf(),
-        line,
-        column: column.to_string(),
-        message,
-    };
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .trim(csv::Trim::All)
-        .from_reader(reader);
-    let headers = rdr
-        .headers()
-        .map_err(|e| err(1, "-", format!("cannot read the header: {e}")))?
-        .clone();
-    if headers.is_empty() || headers.iter().all(|h| h.is_empty()) {
-        return Err(err(1, "-", "the file is empty (no header line)".into()));
+/// An open CSV file with a header line, whose every error names the file, the line (the
+/// header is line 1) and the column; shared by [`read_csv_from`] and the HMM sequence
+/// reader (`hmm::io`).
+pub(crate) struct CsvReader<R: std::io::Read> {
+    path: std::path::PathBuf,
+    rdr: csv::Reader<R>,
+    headers: csv::StringRecord,
+    record: csv::StringRecord,
+    line: usize,
+}
+
+impl<R: std::io::Read> CsvReader<R> {
+    /// Reads the header line of `reader`; `path` is only used in messages.
+    pub(crate) fn new(path: &Path, reader: R) -> Result<Self> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .trim(csv::Trim::All)
+            .from_reader(reader);
+        let err = |message: String| Error::Data {
+            path: path.to_path_buf(),
+            line: 1,
+            column: "-".into(),
+            message,
+        };
+        let headers = rdr
+            .headers()
+            .map_err(|e| err(format!("cannot read the header: {e}")))?
+            .clone();
+        if headers.is_empty() || headers.iter().all(|h| h.is_empty()) {
+            return Err(err("the file is empty (no header line)".into()));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            rdr,
+            headers,
+            record: csv::StringRecord::new(),
+            line: 1,
+        })
     }
-    let find = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            err(
+
+    /// An error at `line` and `column`.
+    pub(crate) fn err(&self, line: usize, column: &str, message: String) -> Error {
+        Error::Data {
+            path: self.path.clone(),
+            line,
+            column: column.to_string(),
+            message,
+        }
+    }
+
+    /// The index of column `name`; an error listing the header otherwise.
+    pub(crate) fn column(&self, name: &str) -> Result<usize> {
+        self.headers.iter().position(|h| h == name).ok_or_else(|| {
+            self.err(
                 1,
                 name,
                 format!(
                     "column {name:?} not found; the header has: {}",
-                    headers.iter().collect::<Vec<_>>().join(", ")
+                    self.headers.iter().collect::<Vec<_>>().join(", ")
                 ),
             )
         })
-    };
-    let xi: Vec<usize> = spec.x.iter().map(|c| find(c)).collect::<Result<_>>()?;
-    let yi = find(&spec.y)?;
-    let gi = spec.group.as_deref().map(find).transpose()?;
+    }
 
-    let mut groups: HashMap<String, usize> = HashMap::new();
-    let mut datasets: Vec<Dataset> = Vec::new();
-    let mut record = csv::StringRecord::new();
-    let mut line = 1usize;
-    loop {
-        match rdr.read_record(&mut record) {
-            Ok(false) => break,
+    /// Moves to the next row; false at the end of the file.
+    pub(crate) fn next_row(&mut self) -> Result<bool> {
+        match self.rdr.read_record(&mut self.record) {
+            Ok(false) => return Ok(false),
             Ok(true) => {}
             Err(e) => {
-                let at = e.position().map_or(line + 1, |p| p.line() as usize);
+                let at = e.position().map_or(self.line + 1, |p| p.line() as usize);
                 return Err(match e.kind() {
                     csv::ErrorKind::UnequalLengths {
                         expected_len, len, ..
-                    } => err(
+                    } => self.err(
                         at,
                         "-",
                         format!("row has {len} fields but the header has {expected_len}"),
                     ),
-                    _ => err(at, "-", format!("malformed CSV: {e}")),
+                    _ => self.err(at, "-", format!("malformed CSV: {e}")),
                 });
             }
         }
-        line = record.position().map_or(line + 1, |p| p.line() as usize);
-        let number = |i: usize, name: &str| -> Result<f64> {
-            let cell = &record[i];
-            let v: f64 = cell
-                .parse()
-                .map_err(|_| err(line, name, format!("{cell:?} is not a number")))?;
-            if !v.is_finite() {
-                return Err(err(line, name, format!("{cell:?} is not a finite number")));
-            }
-            Ok(v)
-        };
+        self.line = self
+            .record
+            .position()
+            .map_or(self.line + 1, |p| p.line() as usize);
+        Ok(true)
+    }
+
+    /// The line of the current row.
+    pub(crate) fn line(&self) -> usize {
+        self.line
+    }
+
+    /// Cell `i` of the current row, as text.
+    pub(crate) fn text(&self, i: usize) -> &str {
+        &self.record[i]
+    }
+
+    /// Cell `i` (of column `name`) of the current row as a finite number.
+    pub(crate) fn number(&self, i: usize, name: &str) -> Result<f64> {
+        let cell = &self.record[i];
+        let v: f64 = cell
+            .parse()
+            .map_err(|_| self.err(self.line, name, format!("{cell:?} is not a number")))?;
+        if !v.is_finite() {
+            return Err(self.err(self.line, name, format!("{cell:?} is not a finite number")));
+        }
+        Ok(v)
+    }
+}
+
+/// Reads CSV text from any reader; `path` is only used in messages.
+pub fn read_csv_from(path: &Path, reader: impl std::io::Read, spec: &CsvSpec) -> Result<DataBatch> {
+    let mut r = CsvReader::new(path, reader)?;
+    let xi: Vec<usize> = spec.x.iter().map(|c| r.column(c)).collect::<Result<_>>()?;
+    let yi = r.column(&spec.y)?;
+    let gi = spec.group.as_deref().map(|g| r.column(g)).transpose()?;
+
+    let mut groups: HashMap<String, usize> = HashMap::new();
+    let mut datasets: Vec<Dataset> = Vec::new();
+    while r.next_row()? {
         let b = match gi {
             Some(g) => {
-                let key = record[g].to_string();
+                let key = r.text(g).to_string();
                 let next = groups.len();
                 *groups.entry(key).or_insert(next)
             }
@@ -112,12 +167,12 @@ pub fn read_csv_from(path: &Path, reader: impl std::io::Read, spec: &CsvSpec) ->
             });
         }
         for (j, (&i, name)) in xi.iter().zip(&spec.x).enumerate() {
-            datasets[b].x[j].push(number(i, name)?);
+            datasets[b].x[j].push(r.number(i, name)?);
         }
-        datasets[b].y.push(number(yi, &spec.y)?);
+        datasets[b].y.push(r.number(yi, &spec.y)?);
     }
     if datasets.is_empty() {
-        return Err(err(2, "-", "the file has a header but no data rows".into()));
+        return Err(r.err(2, "-", "the file has a header but no data rows".into()));
     }
     let mut batch = DataBatch::new(xi.len(), &datasets)?;
     batch.x_names = spec.x.clone();

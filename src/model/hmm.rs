@@ -184,45 +184,15 @@ impl Hmm {
         w.push_str("    (*c).open = false;\n}\n\n");
         w.push_str("fn point_accumulate(c: ptr<function, Chain>, n: u32, acc: ptr<function, array<f32, NACC>>) {\n");
         w.push_str("    let start = x_at(0u, n) == 1.0;\n    if (start && (*c).open) {\n        close_sequence(c, acc);\n    }\n");
-        for q in 0..p {
-            let _ = writeln!(w, "    let x{q} = x_at({}u, n);", 1 + q);
-        }
-        for e in 0..de {
-            if e == 0 {
-                w.push_str("    let y0 = y_at(n);\n");
-            } else {
-                let _ = writeln!(w, "    let y{e} = x_at({}u, n);", p + e);
-            }
-        }
         // Linear predictors, residual terms and log emissions.
-        for j in 0..k {
-            let mut le = Vec::new();
-            for e in 0..de {
-                let kd = j * de + e;
-                let mut eta = format!("(*c).loc[{kd}]");
-                for q in 0..p {
-                    eta = format!("fma((*c).w[{}], x{q}, {eta})", kd * p + q);
-                }
-                let _ = writeln!(w, "    let eta{kd} = {eta};");
-                if gauss {
-                    let _ = writeln!(w, "    let z{kd} = (y{e} - eta{kd}) * (*c).inv[{kd}];");
-                    le.push(format!(
-                        "-0.5 * z{kd} * z{kd} + log((*c).inv[{kd}]) - 0.9189385"
-                    ));
-                } else {
-                    le.push(format!("y{e} * eta{kd} - softplus(eta{kd})"));
-                }
-            }
-            let _ = writeln!(w, "    let le{j} = {};", le.join(" + "));
-        }
-        let mut mx = "le0".to_string();
-        for j in 1..k {
-            mx = format!("max({mx}, le{j})");
-        }
-        let _ = writeln!(w, "    let mx = {mx};");
-        for j in 0..k {
-            let _ = writeln!(w, "    let e{j} = exp(le{j} - mx);");
-        }
+        w.push_str(&crate::hmm::gpu::emissions_wgsl(
+            &self.spec,
+            "    ",
+            &|kd| format!("(*c).loc[{kd}]"),
+            &|i| format!("(*c).w[{i}]"),
+            &|kd| format!("(*c).inv[{kd}]"),
+            &|kd| format!("log((*c).inv[{kd}])"),
+        ));
         for j in 0..k {
             let _ = writeln!(w, "    var a{j}: f32;");
         }
@@ -473,40 +443,11 @@ impl Model for Hmm {
     }
 
     fn constrain(&self, theta: &[f64]) -> Vec<f64> {
-        let prm = self.params(theta);
-        let mut v = prm.initial;
-        v.extend(prm.transition);
-        v.extend(prm.loc);
-        v.extend(prm.weights);
-        v.extend(prm.sds);
-        v
+        self.params(theta).to_flat().collect()
     }
 
     fn unconstrain(&self, params: &[f64]) -> Result<Vec<f64>> {
-        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
-        let n_sd = if self.spec.has_sds() { k * d } else { 0 };
-        if params.len() != k + k * k + k * d + k * d * p + n_sd {
-            return Err(Error::Invalid(format!(
-                "{}: expected {} parameters, got {}",
-                self.name(),
-                self.param_names().len(),
-                params.len()
-            )));
-        }
-        let mut o = 0;
-        let mut take = |n: usize| {
-            let v = params[o..o + n].to_vec();
-            o += n;
-            v
-        };
-        let prm = HmmParams {
-            initial: take(k),
-            transition: take(k * k),
-            loc: take(k * d),
-            weights: take(k * d * p),
-            sds: take(n_sd),
-        };
-        self.theta(&prm)
+        self.theta(&HmmParams::from_flat(&self.spec, params)?)
     }
 
     fn check_data(&self, data: &DataBatch) -> Result<()> {
@@ -584,8 +525,9 @@ impl Model for Hmm {
             ws = f(pr.coef.sd),
         );
         format!(
-            "{header}{}{}{}",
+            "{header}{}{}{}{}",
             pr.scale.wgsl_fn("scale_prior"),
+            crate::shader::LOGISTIC,
             include_str!("../../shaders/hmm.wgsl"),
             self.wgsl_point()
         )
@@ -662,28 +604,11 @@ impl Model for Hmm {
     }
 
     fn permute_labels(&self, params: &[f64], perm: &[usize]) -> Vec<f64> {
-        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
-        let n_sd = if self.spec.has_sds() { k * d } else { 0 };
-        let mut o = 0;
-        let mut take = |n: usize| {
-            let v = params[o..o + n].to_vec();
-            o += n;
-            v
-        };
-        let prm = HmmParams {
-            initial: take(k),
-            transition: take(k * k),
-            loc: take(k * d),
-            weights: take(k * d * p),
-            sds: take(n_sd),
-        }
-        .permuted(&self.spec, perm);
-        let mut v = prm.initial;
-        v.extend(prm.transition);
-        v.extend(prm.loc);
-        v.extend(prm.weights);
-        v.extend(prm.sds);
-        v
+        HmmParams::from_flat(&self.spec, params)
+            .expect("constrained parameters of this model")
+            .permuted(&self.spec, perm)
+            .to_flat()
+            .collect()
     }
 
     fn cost_per_point(&self) -> (f64, f64) {
