@@ -90,15 +90,28 @@ fn inv_normal_cdf(p: f64) -> f64 {
 
 /// Rank-normalised split R-hat: the larger of the bulk and the folded (tail) version.
 pub fn rhat<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
+    // ArviZ needs two chains (a lone chain's split halves say little) and four draws.
+    if chains.len() < 2 || chains[0].as_ref().len() < 4 {
+        return f64::NAN;
+    }
     let sp = split(chains);
     let bulk = rhat_basic(&rank_normalize(&sp));
     bulk.max(rhat_folded(&sp))
 }
 
+/// R-hat of the split chains folded about their median (ArviZ's `_rhat_rank`: the median of
+/// the split draws, which for odd lengths leaves out each chain's middle draw).
 fn rhat_folded(sp: &[&[f64]]) -> f64 {
     let mut all: Vec<f64> = sp.iter().flat_map(|c| c.iter().copied()).collect();
     all.sort_unstable_by(|a, b| a.total_cmp(b));
-    let med = quantile_sorted(&all, 0.5);
+    // numpy's median: the mean of the two middle values (not an interpolation, which can
+    // round differently and break the tie the folding makes between them).
+    let h = all.len() / 2;
+    let med = if all.len() % 2 == 1 {
+        all[h]
+    } else {
+        (all[h - 1] + all[h]) / 2.0
+    };
     drop(all);
     let folded: Vec<Vec<f64>> = sp
         .iter()
@@ -151,6 +164,20 @@ pub fn ess_basic<C: AsRef<[f64]> + Sync>(chains: &[C]) -> f64 {
     if n < 4 {
         return f64::NAN;
     }
+    // ArviZ's `_ess`: non-finite draws give NaN, (numerically) constant draws give their count.
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for c in chains {
+        for &v in c.as_ref() {
+            if !v.is_finite() {
+                return f64::NAN;
+            }
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    if hi - lo < 1e-15 {
+        return (m * n) as f64;
+    }
     // Fixed groups of chains summed in order, then the groups in order: the same sum
     // whatever the number of threads (a rayon reduce would not be).
     let add = |mut a: Vec<f64>, b: &[f64]| {
@@ -175,25 +202,35 @@ pub fn ess_basic<C: AsRef<[f64]> + Sync>(chains: &[C]) -> f64 {
         return f64::NAN;
     }
     let rho = |t: usize| 1.0 - (w - acov_mean(t)) / var_plus;
+    // Geyer's initial positive sequence: pairs (even, odd) of autocorrelations are summed
+    // while their sum stays positive; the first pair whose sum is negative is not kept
+    // (Stan's `ess`, ArviZ's `_ess`: max_t = t - 2).
     let mut r = vec![0.0; n];
     r[0] = 1.0;
     let mut even = 1.0;
     let mut odd = rho(1);
     r[1] = odd;
-    let mut s = 1;
-    while s + 4 < n && even + odd > 0.0 {
-        even = rho(s + 1);
-        odd = rho(s + 2);
-        r[s + 1] = even;
-        r[s + 2] = odd;
-        s += 2;
-    }
-    let max_s = s;
-    if even > 0.0 && max_s + 1 < n {
-        r[max_s + 1] = even;
-    }
     let mut t = 1;
-    while t + 3 <= max_s {
+    while t + 3 < n && even + odd > 0.0 {
+        even = rho(t + 1);
+        odd = rho(t + 2);
+        if even + odd >= 0.0 {
+            r[t + 1] = even;
+            r[t + 2] = odd;
+        }
+        t += 2;
+    }
+    // The last kept lag; -1 when no pair was kept (as in ArviZ, where the sums below are
+    // then empty and r[0] alone counts).
+    let max_t = t as isize - 2;
+    let next = (max_t + 1) as usize;
+    // The even autocorrelation of the last pair, when positive, improves the estimate.
+    if even > 0.0 {
+        r[next] = even;
+    }
+    // Geyer's initial monotone sequence.
+    let mut t = 1;
+    while t as isize + 2 <= max_t {
         if r[t + 1] + r[t + 2] > r[t - 1] + r[t] {
             r[t + 1] = (r[t - 1] + r[t]) / 2.0;
             r[t + 2] = r[t + 1];
@@ -201,11 +238,11 @@ pub fn ess_basic<C: AsRef<[f64]> + Sync>(chains: &[C]) -> f64 {
         t += 2;
     }
     let total = (m * n) as f64;
-    let mut tau = -1.0
-        + 2.0 * r[..=max_s].iter().sum::<f64>()
-        + if max_s + 1 < n { r[max_s + 1] } else { 0.0 };
-    tau = tau.max(1.0 / total.log10());
-    total / tau
+    let tau = -1.0 + 2.0 * r[..next].iter().sum::<f64>() + r[next];
+    if r.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    total / tau.max(1.0 / total.log10())
 }
 
 /// Bulk ESS: ESS of the rank-normalised split chains.
@@ -216,11 +253,16 @@ pub fn ess_bulk<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
 /// Tail ESS: the smaller ESS of the 5% and 95% quantile indicators.
 pub fn ess_tail<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
     let sp = split(chains);
-    let mut all: Vec<f64> = sp.iter().flat_map(|c| c.iter().copied()).collect();
+    let mut all: Vec<f64> = chains
+        .iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect();
     all.sort_unstable_by(|a, b| a.total_cmp(b));
     ess_tail_sorted(&sp, &all)
 }
 
+/// Tail ESS of the split chains `sp`, with the 5% and 95% quantiles taken from `sorted`, all
+/// the (unsplit) draws in order.
 fn ess_tail_sorted(sp: &[&[f64]], sorted: &[f64]) -> f64 {
     let (q05, q95) = (quantile_sorted(sorted, 0.05), quantile_sorted(sorted, 0.95));
     let ind = |q: f64| -> Vec<Vec<f64>> {
@@ -235,6 +277,34 @@ fn ess_tail_sorted(sp: &[&[f64]], sorted: &[f64]) -> f64 {
 /// ESS of the mean (split chains, no ranks), for the MCSE of the mean.
 pub fn ess_mean<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
     ess_basic(&split(chains))
+}
+
+/// Monte Carlo standard error of the mean: sd / sqrt(ESS of the mean) (ArviZ's `mcse_mean`).
+pub fn mcse_mean<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
+    let all: Vec<f64> = chains
+        .iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect();
+    var(&all).sqrt() / ess_mean(chains).sqrt()
+}
+
+/// Monte Carlo standard error of the sd (ArviZ's `mcse_sd`, Vehtari et al. 2021): from the
+/// ESS of the squared deviations from the pooled mean and their variance, by the delta method.
+pub fn mcse_sd<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
+    let total: usize = chains.iter().map(|c| c.as_ref().len()).sum();
+    if chains.is_empty() || chains[0].as_ref().len() < 4 {
+        return f64::NAN;
+    }
+    let m = chains.iter().flat_map(|c| c.as_ref().iter()).sum::<f64>() / total as f64;
+    let sq: Vec<Vec<f64>> = chains
+        .iter()
+        .map(|c| c.as_ref().iter().map(|v| (v - m) * (v - m)).collect())
+        .collect();
+    let ess = ess_mean(&sq);
+    let evar = sq.iter().flatten().sum::<f64>() / total as f64;
+    let e2 = sq.iter().flatten().map(|v| v * v).sum::<f64>() / total as f64;
+    let varvar = (e2 - evar * evar) / ess;
+    (varvar / evar / 4.0).sqrt()
 }
 
 /// Nested R-hat (Margossian et al. 2024) for chains grouped in consecutive superchains of
@@ -283,8 +353,9 @@ pub fn hdi(x: &[f64], prob: f64) -> (f64, f64) {
 }
 
 fn hdi_sorted(s: &[f64], prob: f64) -> (f64, f64) {
+    // ArviZ's `_hdi`: intervals spanning floor(prob n) + 1 sorted draws, the first narrowest.
     let n = s.len();
-    let k = ((prob * n as f64).floor() as usize).clamp(1, n) - 1;
+    let k = ((prob * n as f64).floor() as usize).min(n - 1);
     let mut best = (s[0], s[n - 1]);
     let mut width = f64::INFINITY;
     for i in 0..n - k {
@@ -314,6 +385,8 @@ pub struct SummaryRow {
     pub hdi_hi: f64,
     /// Monte Carlo standard error of the mean.
     pub mcse_mean: f64,
+    /// Monte Carlo standard error of the sd.
+    pub mcse_sd: f64,
     /// Bulk ESS.
     pub ess_bulk: f64,
     /// Tail ESS.
@@ -353,7 +426,12 @@ pub fn summarize<C: AsRef<[f64]> + Sync>(
         let et = ess_tail_sorted(&sp, &sorted);
         drop(sorted);
         let rt = rhat_folded(&sp);
-        (eb, et, ess_basic(&sp), rb.max(rt))
+        let rh = if chains.len() >= 2 {
+            rb.max(rt)
+        } else {
+            f64::NAN
+        };
+        (eb, et, ess_basic(&sp), rh)
     } else {
         (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
     };
@@ -364,6 +442,7 @@ pub fn summarize<C: AsRef<[f64]> + Sync>(
         hdi_lo: lo,
         hdi_hi: hi,
         mcse_mean: sd / em.sqrt(),
+        mcse_sd: mcse_sd(chains),
         ess_bulk: eb,
         ess_tail: et,
         r_hat: rh,
