@@ -39,9 +39,17 @@ pub struct DataBatch {
     pub x_names: Vec<String>,
     /// Name of the response column.
     pub y_name: String,
+    /// The `--group` key of each dataset, in order (empty when the data had no group
+    /// column), for outputs that name datasets.
+    pub groups: Vec<String>,
 }
 
 impl DataBatch {
+    /// The name of dataset `b`: its group key, or its index.
+    pub fn dataset_name(&self, b: usize) -> String {
+        self.groups.get(b).cloned().unwrap_or_else(|| b.to_string())
+    }
+
     /// Packs datasets that all have `p` input columns.
     pub fn new(p: usize, datasets: &[Dataset]) -> Result<Self> {
         if datasets.is_empty() {
@@ -81,6 +89,7 @@ impl DataBatch {
             offsets,
             x_names: (0..p).map(|j| format!("x{j}")).collect(),
             y_name: "y".into(),
+            groups: Vec::new(),
         })
     }
 

@@ -42,6 +42,37 @@ pub enum Error {
         /// wgpu's message.
         message: String,
     },
+    /// An output path that the output policy refuses to write or replace.
+    #[error("{flag} {}: {reason}", path.display())]
+    Output {
+        /// The option that named the path (`--out`).
+        flag: String,
+        /// The path.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Chains could not be started (every start had a log density of -inf or NaN).
+    #[error("chain {chain}: {message}")]
+    Init {
+        /// The first chain (over all datasets) that failed.
+        chain: usize,
+        /// What was tried.
+        message: String,
+    },
+    /// The run was interrupted (a signal, or the caller's cancel flag).
+    #[error("interrupted")]
+    Interrupted,
+    /// A size the machine cannot hold, refused before allocating.
+    #[error("{what}: {asked} asked for, at most {limit} allowed")]
+    TooLarge {
+        /// What was asked for, with the option that asked (`--datasets`).
+        what: String,
+        /// The size asked for.
+        asked: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A shader failed to parse or validate.
     #[error("shader {name}: {message}")]
     Shader {

@@ -166,7 +166,7 @@ fn sample_writes_the_documented_outputs() {
     assert!(meta["backend"].as_str().unwrap().starts_with("cpu"));
     let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     assert!(
-        csv.starts_with("param,mean,sd,hdi_3%,hdi_97%,mcse_mean,ess_bulk,ess_tail,r_hat"),
+        csv.starts_with("param,mean,sd,hdi_3%,hdi_97%,mcse_mean,mcse_sd,ess_bulk,ess_tail,r_hat"),
         "{csv}"
     );
     let js: serde_json::Value =

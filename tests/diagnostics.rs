@@ -44,7 +44,7 @@ fn check(case: &Case, key: &str, got: f64, failures: &mut Vec<String>) {
         }
         Some(want) => {
             let rel = (got - want).abs() / want.abs().max(1e-12);
-            if !(rel <= 1e-6) {
+            if rel.is_nan() || rel > 1e-6 {
                 failures.push(format!(
                     "{} {key}: gpsamp {got}, ArviZ {want} (relative {rel:.2e})",
                     case.name

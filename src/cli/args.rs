@@ -1,6 +1,6 @@
 //! Arguments shared by subcommands: the model (family, components, priors) and the data.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use gpsamp::io::{read_csv, CsvSpec};
@@ -62,9 +62,10 @@ pub struct ModelArgs {
     /// Model family (or give --model-file).
     #[arg(long, value_enum, required_unless_present = "model_file")]
     pub model: Option<ModelKind>,
-    /// TOML file with the model settings (keys as the flags without dashes, e.g.
-    /// `model = "mixglm"`, `components = 2`, `prior_sigma = "halfnormal(2)"`); flags given on
-    /// the command line win.
+    /// TOML file with the model settings: any model flag of this command without dashes
+    /// (`model = "mixglm"`, `components = 2`, `prior_sigma = "halfnormal(2)"`,
+    /// `w = [1, 2, 0.5]`, `obs_noise = true`, `states = 3`, `stickiness = 5`,
+    /// `variant = "shared"`); flags given on the command line win.
     #[arg(long)]
     pub model_file: Option<PathBuf>,
     /// Fix every noise scale at this value (Gaussian likelihood): sigma leaves the parameters.
@@ -176,92 +177,16 @@ impl ModelArgs {
         Ok(p)
     }
 
-    /// Fills settings from `--model-file` where the command line left defaults.
+    /// Checks the settings after the command line and `--model-file` were merged (see
+    /// `model_file`): a model must be named by one of them.
     pub fn resolve(&mut self) -> anyhow::Result<()> {
-        let Some(path) = self.model_file.clone() else {
-            return Ok(());
-        };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let file: ModelFile =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let defaults = ModelArgs {
-            model: None,
-            model_file: None,
-            sigma_fixed: None,
-            family: Family::Gaussian,
-            components: 2,
-            prior_coef: "normal(0,1)".into(),
-            prior_intercept: "normal(0,1)".into(),
-            prior_sigma: "halfnormal(1)".into(),
-            prior_weights: 1.0,
-            variant: Variant::Shared,
-            w: Vec::new(),
-            obs_noise: false,
-            prior_sigma_x: String::new(),
-            prior_sigma_w: String::new(),
-            prior_sigma_obs: String::new(),
-            systems: None,
-            states: 3,
-            emission: Emission::Gaussian,
-            stickiness: 0.0,
-        };
         if self.model.is_none() {
-            self.model = Some(match file.model.as_deref() {
-                Some("glm") => ModelKind::Glm,
-                Some("gmm") => ModelKind::Gmm,
-                Some("mixglm") => ModelKind::Mixglm,
-                Some("hmm") => ModelKind::Hmm,
-                Some("glmhmm") => ModelKind::Glmhmm,
-                Some(other) => bail!(
-                    "{}: model = {other:?}: expected glm, gmm or mixglm",
-                    path.display()
+            match &self.model_file {
+                Some(p) => bail!(
+                    "{}: no `model` key (glm, gmm, mixglm, eiv, hmm or glmhmm), and no --model",
+                    p.display()
                 ),
-                None => bail!("{}: no `model` key (glm, gmm or mixglm)", path.display()),
-            });
-        }
-        if let Some(f) = file.family {
-            if self.family == defaults.family {
-                self.family = match f.as_str() {
-                    "gaussian" => Family::Gaussian,
-                    "bernoulli" => Family::Bernoulli,
-                    "poisson" => Family::Poisson,
-                    other => bail!(
-                        "{}: family = {other:?}: expected gaussian, bernoulli or poisson",
-                        path.display()
-                    ),
-                };
-            }
-        }
-        if let Some(k) = file.components {
-            if self.components == defaults.components {
-                self.components = k;
-            }
-        }
-        if self.sigma_fixed.is_none() {
-            self.sigma_fixed = file.sigma_fixed;
-        }
-        let take = |flag: &mut String, default: &str, v: Option<String>| {
-            if let Some(v) = v {
-                if flag == default {
-                    *flag = v;
-                }
-            }
-        };
-        take(&mut self.prior_coef, &defaults.prior_coef, file.prior_coef);
-        take(
-            &mut self.prior_intercept,
-            &defaults.prior_intercept,
-            file.prior_intercept,
-        );
-        take(
-            &mut self.prior_sigma,
-            &defaults.prior_sigma,
-            file.prior_sigma,
-        );
-        if let Some(w) = file.prior_weights {
-            if self.prior_weights == defaults.prior_weights {
-                self.prior_weights = w;
+                None => bail!("--model: name a model (glm, gmm, mixglm, eiv, hmm or glmhmm)"),
             }
         }
         Ok(())
@@ -427,20 +352,6 @@ impl ModelArgs {
     }
 }
 
-/// The keys a `--model-file` may set.
-#[derive(serde::Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct ModelFile {
-    model: Option<String>,
-    family: Option<String>,
-    components: Option<usize>,
-    sigma_fixed: Option<f64>,
-    prior_coef: Option<String>,
-    prior_intercept: Option<String>,
-    prior_sigma: Option<String>,
-    prior_weights: Option<f64>,
-}
-
 /// Data options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataArgs {
@@ -468,61 +379,4 @@ impl DataArgs {
         };
         Ok(read_csv(&self.data, &spec)?)
     }
-}
-
-/// Writes `contents` to `path` through a temporary file and a rename, so a failure never
-/// leaves half a file over a good one.
-pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
-
-/// A fresh hidden folder beside `out` to write a run into before [`replace_dir`].
-pub fn partial_dir(out: &Path) -> anyhow::Result<PathBuf> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("--out {}: not a folder path", out.display()))?;
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("--out: creating {}", parent.display()))?;
-    let partial = parent.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir(&partial)
-        .with_context(|| format!("--out: creating {}", partial.display()))?;
-    Ok(partial)
-}
-
-/// Moves the finished `partial` folder to `out`, replacing what was there only now.
-pub fn replace_dir(partial: &Path, out: &Path) -> anyhow::Result<()> {
-    if out.exists() {
-        let old = partial.with_extension("old");
-        std::fs::rename(out, &old)
-            .with_context(|| format!("moving the old {} aside", out.display()))?;
-        std::fs::rename(partial, out).with_context(|| format!("writing {}", out.display()))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(partial, out).with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
 }

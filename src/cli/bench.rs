@@ -381,9 +381,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let table = render(&report);
     if a.json {
         eprint!("{table}");
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{table}");
+        out!("{table}");
     }
     Ok(())
 }

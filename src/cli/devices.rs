@@ -13,33 +13,33 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let adapters = list_adapters();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&adapters)?);
+        outln!("{}", serde_json::to_string_pretty(&adapters)?);
         return Ok(());
     }
     if adapters.is_empty() {
-        println!("no GPU adapters found: the CPU backend will be used (on Debian/Ubuntu, `apt-get install mesa-vulkan-drivers` adds the lavapipe software adapter)");
+        outln!("no GPU adapters found: the CPU backend will be used (on Debian/Ubuntu, `apt-get install mesa-vulkan-drivers` adds the lavapipe software adapter)");
         return Ok(());
     }
     for (i, s) in adapters.iter().enumerate() {
-        println!("[{i}] {} ({}, {})", s.name, s.backend, s.device_type);
-        println!("    driver:                          {}", s.driver);
-        println!(
+        outln!("[{i}] {} ({}, {})", s.name, s.backend, s.device_type);
+        outln!("    driver:                          {}", s.driver);
+        outln!(
             "    max storage buffer binding:      {} MiB",
             s.max_storage_buffer_binding_size >> 20
         );
-        println!(
+        outln!(
             "    max buffer size:                 {} MiB",
             s.max_buffer_size >> 20
         );
-        println!(
+        outln!(
             "    max workgroups per dimension:    {}",
             s.max_compute_workgroups_per_dimension
         );
-        println!(
+        outln!(
             "    workgroup memory:                {} KiB",
             s.max_compute_workgroup_storage_size >> 10
         );
-        println!(
+        outln!(
             "    invocations per workgroup:       {}",
             s.max_compute_invocations_per_workgroup
         );

@@ -3,7 +3,7 @@
 //! likelihoods printed; `params.json`, `states.csv` (Viterbi) and `posteriors.npy` written
 //! (format in the README).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -14,7 +14,9 @@ use gpsamp::hmm::io::{params_from_json, params_to_json, read_sequences, SeqData,
 use gpsamp::hmm::{self, EmissionKind, HmmParams, HmmSpec};
 use gpsamp::{Backend, BackendKind};
 
-use super::args::{partial_dir, replace_dir, write_atomic, Emission};
+use gpsamp::io::output::OutputDir;
+
+use super::args::Emission;
 
 /// Which HMM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,9 +39,15 @@ pub enum InitArg {
 /// Options of `gpsamp em`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model.
-    #[arg(long, value_enum)]
-    model: EmModel,
+    /// Model (or give --model-file).
+    #[arg(long, value_enum, required_unless_present = "model_file")]
+    model: Option<EmModel>,
+    /// TOML file with the model settings, keys as the flags without dashes: model, states,
+    /// emission, concentration, stickiness, coef_sd, var_floor, init, restarts, max_iters,
+    /// tol (`model = "hmm"`, `states = 3`, `stickiness = 10`); flags given on the command
+    /// line win.
+    #[arg(long)]
+    model_file: Option<PathBuf>,
     /// Hidden states K.
     #[arg(long, default_value_t = 3)]
     states: usize,
@@ -102,10 +110,15 @@ pub struct Args {
     /// Backend of the E-step: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
-    /// Output folder (replaced only once the run has succeeded).
+    /// Output folder: created if missing; replaced, once the run has succeeded, only when
+    /// it holds an earlier `gpsamp em` output (or is empty, or with --force).
     #[arg(long)]
     out: PathBuf,
-    /// No table.
+    /// Replace --out even when it is a folder gpsamp did not write (never the working
+    /// directory, a folder above it, or a folder holding an input).
+    #[arg(long)]
+    force: bool,
+    /// No table (warnings still go to stderr).
     #[arg(long)]
     quiet: bool,
 }
@@ -114,7 +127,16 @@ fn spec_of(a: &Args) -> anyhow::Result<HmmSpec> {
     if a.states < 1 {
         bail!("--states must be at least 1, got {}", a.states);
     }
-    let spec = match a.model {
+    let Some(model) = a.model else {
+        bail!(
+            "{}: no `model` key (hmm or glmhmm), and no --model",
+            a.model_file
+                .as_deref()
+                .unwrap_or(Path::new("--model-file"))
+                .display()
+        );
+    };
+    let spec = match model {
         EmModel::Hmm => {
             if !a.x.is_empty() {
                 bail!("--x: a Gaussian HMM takes no inputs (use --model glmhmm)");
@@ -157,6 +179,11 @@ fn canonical(spec: &HmmSpec, prm: &HmmParams) -> Vec<usize> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let inputs: Vec<&Path> = std::iter::once(a.data.as_path())
+        .chain(a.truth.as_deref())
+        .chain(a.model_file.as_deref())
+        .collect();
+    let out = OutputDir::create("--out", &a.out, "em", a.force, &inputs)?;
     let spec = spec_of(&a)?;
     let cfg = EmConfig {
         restarts: a.restarts,
@@ -318,7 +345,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if !a.quiet {
         for (b, f) in fits.iter().enumerate() {
             let iters = f.trace.len().saturating_sub(1);
-            println!(
+            outln!(
                 "dataset {:?}: log likelihood {:.3} (best of {} restarts: #{}, {iters} iterations, {})",
                 train.groups[b],
                 f.log_likelihood,
@@ -331,16 +358,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 }
             );
             if let Some((bits, gain)) = heldout[b] {
-                print!("  held-out: {bits:.4} bits/observation");
+                out!("  held-out: {bits:.4} bits/observation");
                 if let Some(g) = gain {
-                    print!(" ({g:+.4} bits/observation over a constant-probability model)");
+                    out!(" ({g:+.4} bits/observation over a constant-probability model)");
                 }
-                println!();
+                outln!();
             }
-            print!("  state  initial   stay");
+            out!("  state  initial   stay");
             let glm = spec.p > 0 || spec.kind == EmissionKind::Bernoulli;
             for e in 0..spec.d {
-                print!(
+                out!(
                     "  {:>9}",
                     if glm {
                         "bias".to_string()
@@ -350,36 +377,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 );
             }
             for j in 0..spec.p {
-                print!("  {:>9}", format!("w[{}]", a.x[j]));
+                out!("  {:>9}", format!("w[{}]", a.x[j]));
             }
             if spec.has_sds() {
                 for e in 0..spec.d {
-                    print!("  {:>9}", format!("sd[{e}]"));
+                    out!("  {:>9}", format!("sd[{e}]"));
                 }
             }
-            println!();
+            outln!();
             let p = &f.params;
             for s in 0..k {
-                print!(
+                out!(
                     "  {s:>5}  {:>7.3} {:>6.3}",
                     p.initial[s],
                     p.transition[s * k + s]
                 );
                 for e in 0..spec.d {
-                    print!("  {:>9.4}", p.loc[s * spec.d + e]);
+                    out!("  {:>9.4}", p.loc[s * spec.d + e]);
                 }
                 for j in 0..spec.p {
-                    print!("  {:>9.4}", p.weights[s * spec.p + j]);
+                    out!("  {:>9.4}", p.weights[s * spec.p + j]);
                 }
                 if spec.has_sds() {
                     for e in 0..spec.d {
-                        print!("  {:>9.4}", p.sds[s * spec.d + e]);
+                        out!("  {:>9.4}", p.sds[s * spec.d + e]);
                     }
                 }
-                println!();
+                outln!();
             }
         }
-        println!(
+        outln!(
             "backend {}: {} dataset(s) x {} restart(s) in {secs:.2} s{}",
             backend.describe(),
             data.n_datasets(),
@@ -432,14 +459,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "seconds": secs,
         "datasets": datasets,
     });
-    let dir = partial_dir(&a.out)?;
-    write_atomic(
-        &dir.join("params.json"),
+    let dir = out.path();
+    let put = |name: &str, text: &[u8]| {
+        std::fs::write(dir.join(name), text)
+            .with_context(|| format!("writing {}", dir.join(name).display()))
+    };
+    put(
+        "params.json",
         serde_json::to_string_pretty(&meta)?.as_bytes(),
     )?;
-    write_atomic(&dir.join("states.csv"), states_csv.as_bytes())?;
+    put("states.csv", states_csv.as_bytes())?;
     gpsamp::io::npy::write_f32(&dir.join("posteriors.npy"), &[data.n_total(), k], &post)?;
-    replace_dir(&dir, &a.out)?;
+    out.commit()?;
     if !a.quiet {
         eprintln!(
             "wrote {}/{{params.json, states.csv, posteriors.npy}}",

@@ -66,13 +66,13 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     eval.eval(&all, &mut lp, &mut g)?;
     if a.json {
         let rows: Vec<_> = (0..b)
-            .map(|i| serde_json::json!({"dataset": i, "points": data.range(i).len(), "logp": lp[i], "grad_unconstrained": &g[i * d..(i + 1) * d]}))
+            .map(|i| serde_json::json!({"dataset": data.dataset_name(i), "points": data.range(i).len(), "logp": lp[i], "grad_unconstrained": &g[i * d..(i + 1) * d]}))
             .collect();
         let out = serde_json::json!({"model": model.name(), "backend": eval.backend(), "params": names.iter().zip(&params).map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(), "datasets": rows});
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "model {} on {} ({} dataset(s)), backend {}",
         model.name(),
         a.data.data.display(),
@@ -80,15 +80,16 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         eval.backend()
     );
     for (n, v) in names.iter().zip(&params) {
-        println!("  {n:<12} = {v}");
+        outln!("  {n:<12} = {v}");
     }
     for i in 0..b {
-        println!(
-            "dataset {i}: {} points, log density {:.10e}",
+        outln!(
+            "dataset {}: {} points, log density {:.10e}",
+            data.dataset_name(i),
             data.range(i).len(),
             lp[i]
         );
-        println!("  gradient (unconstrained): {:?}", &g[i * d..(i + 1) * d]);
+        outln!("  gradient (unconstrained): {:?}", &g[i * d..(i + 1) * d]);
     }
     Ok(())
 }

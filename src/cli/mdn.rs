@@ -9,7 +9,7 @@ use gpsamp::mdn::sim::{read_pairs, Simulator};
 use gpsamp::mdn::train::{train, MdnModel, TrainConfig};
 use gpsamp::mdn::Shape;
 
-use super::args::{partial_dir, replace_dir, write_atomic};
+use gpsamp::io::output::OutputDir;
 
 /// Subcommands of `gpsamp mdn`.
 #[derive(clap::Subcommand, Debug)]
@@ -79,9 +79,14 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     eval_y: Vec<f64>,
     /// Output folder: model.json, training.json, and for built-in simulators accuracy.csv
-    /// and density.svg.
+    /// and density.svg. Created if missing; replaced only when it holds an earlier
+    /// `gpsamp mdn train` output (or is empty, or with --force).
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out even when it is a folder gpsamp did not write (never the working
+    /// directory, a folder above it, or a folder holding the input).
+    #[arg(long)]
+    force: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -176,17 +181,26 @@ fn accuracy_csv(acc: &[Accuracy]) -> String {
     s
 }
 
-fn print_accuracy(acc: &[Accuracy]) {
-    println!(
+fn print_accuracy(acc: &[Accuracy]) -> anyhow::Result<()> {
+    outln!(
         "{:>8} {:>9} {:>9} {:>11} {:>11}",
-        "y", "TV", "KL", "exact mean", "MDN mean"
+        "y",
+        "TV",
+        "KL",
+        "exact mean",
+        "MDN mean"
     );
     for a in acc {
-        println!(
+        outln!(
             "{:>8} {:>9.4} {:>9.4} {:>11.4} {:>11.4}",
-            a.y, a.tv, a.kl, a.exact_mean, a.mdn_mean
+            a.y,
+            a.tv,
+            a.kl,
+            a.exact_mean,
+            a.mdn_mean
         );
     }
+    Ok(())
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -198,7 +212,18 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 }
 
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
+    let csv = a.simulator.strip_prefix("csv:").map(std::path::Path::new);
+    let inputs: Vec<&std::path::Path> = csv.into_iter().collect();
+    let out = OutputDir::create("--out", &a.out, "mdn-train", a.force, &inputs)?;
     let sim = simulator(&a)?;
+    if sim.is_some() {
+        // theta and y in f64, their standardised f32 copies, and the shuffle order.
+        super::check_memory(
+            "--sims",
+            (a.sims as u64).saturating_mul(2 * 8 + 2 * 4 + 8),
+            &format!("{} simulated pairs", a.sims),
+        )?;
+    }
     let t0 = std::time::Instant::now();
     let (theta, y, t_dim, y_dim) = match (&sim, a.simulator.strip_prefix("csv:")) {
         (Some(s), _) => {
@@ -251,7 +276,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     let train_seconds = trained.history.last().map_or(0.0, |h| h.seconds);
-    let partial = partial_dir(&a.out)?;
+    let partial = out.path().to_path_buf();
     trained.model.save(&partial.join("model.json"))?;
     let info = serde_json::json!({
         "backend": backend.describe(),
@@ -264,9 +289,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         "pairs_per_second": trained.pairs_per_sec,
         "history": trained.history,
     });
-    write_atomic(
-        &partial.join("training.json"),
-        (serde_json::to_string_pretty(&info)? + "\n").as_bytes(),
+    std::fs::write(
+        partial.join("training.json"),
+        serde_json::to_string_pretty(&info)? + "\n",
     )?;
     let mut acc = Vec::new();
     if let Some(s) = &sim {
@@ -276,10 +301,10 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             a.eval_y.clone()
         };
         acc = accuracy(&trained.model, s, &ys)?;
-        write_atomic(&partial.join("accuracy.csv"), accuracy_csv(&acc).as_bytes())?;
+        std::fs::write(partial.join("accuracy.csv"), accuracy_csv(&acc))?;
         plot_densities(&partial.join("density.svg"), &trained.model, s, &ys)?;
     }
-    replace_dir(&partial, &a.out)?;
+    out.commit()?;
     if !a.quiet {
         eprintln!(
             "trained on {} pairs: {} epochs in {train_seconds:.1} s ({:.3e} pairs/s; simulation {sim_seconds:.2} s), best epoch {} (validation loss {:.4}); wrote {}",
@@ -291,7 +316,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             a.out.display()
         );
         if !acc.is_empty() {
-            print_accuracy(&acc);
+            print_accuracy(&acc)?;
         }
     }
     Ok(())
@@ -358,14 +383,14 @@ fn run_predict(a: PredictArgs) -> anyhow::Result<()> {
                     serde_json::json!({"y": yv, "weights": m.weights, "means": means, "sds": sds})
                 })
                 .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     for (y, m) in a.y.chunks(d).zip(&mixes) {
-        println!("y = {y:?}");
-        println!("{:>4} {:>9} {:>24} {:>24}", "k", "weight", "mean", "sd");
+        outln!("y = {y:?}");
+        outln!("{:>4} {:>9} {:>24} {:>24}", "k", "weight", "mean", "sd");
         for k in 0..m.weights.len() {
-            println!(
+            outln!(
                 "{:>4} {:>9.4} {:>24} {:>24}",
                 k,
                 m.weights[k],
@@ -402,13 +427,16 @@ fn run_eval(a: EvalArgs) -> anyhow::Result<()> {
             "accuracy": acc,
             "coverage": {"levels": levels, "covered": cov[0], "sims": a.coverage_sims},
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    print_accuracy(&acc);
-    println!(
+    print_accuracy(&acc)?;
+    outln!(
         "coverage over {} fresh simulations: 50% {:.3}, 80% {:.3}, 95% {:.3}",
-        a.coverage_sims, cov[0][0], cov[0][1], cov[0][2]
+        a.coverage_sims,
+        cov[0][0],
+        cov[0][1],
+        cov[0][2]
     );
     Ok(())
 }

@@ -1,13 +1,15 @@
 //! `gpsamp merge`: combines the folders of a study's shards into the folder one unsharded
 //! run would have written (its CSV and JSON files byte for byte; `meta.json` aside).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gpsamp::study::io::{read_datasets_csv, summary_table, StudyFile};
 use gpsamp::study::sbc::report;
 
-use super::sbc::write_study;
+use gpsamp::io::output::OutputDir;
+
+use super::sbc::{write_study, STUDY};
 
 /// Options of `gpsamp merge`.
 #[derive(clap::Args, Debug)]
@@ -15,9 +17,13 @@ pub struct Args {
     /// Folders written by `gpsamp sbc --shard`, in any order.
     #[arg(required = true)]
     dirs: Vec<PathBuf>,
-    /// Output folder.
+    /// Output folder: created if missing; replaced only when it holds an earlier study
+    /// (or is empty, or with --force), and never when it holds one of the shards.
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out even when it is a folder gpsamp did not write.
+    #[arg(long)]
+    force: bool,
     /// Exit non-zero when a uniformity test fails.
     #[arg(long)]
     strict: bool,
@@ -27,6 +33,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let inputs: Vec<&Path> = a.dirs.iter().map(PathBuf::as_path).collect();
+    let out = OutputDir::create("--out", &a.out, STUDY, a.force, &inputs)?;
     let mut parts = Vec::new();
     for dir in &a.dirs {
         let path = dir.join("study.json");
@@ -93,10 +101,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "gpsamp": env!("CARGO_PKG_VERSION"),
         "merged_from": a.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
     });
-    write_study(&a.out, &file, &records, &rep, meta)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    write_study(out, &file, &records, &rep, meta)?;
     if !a.quiet {
-        print!("{}", summary_table(&rep));
+        out!("{}", summary_table(&rep));
         eprintln!(
             "merged {} folders ({} datasets) into {}",
             a.dirs.len(),

@@ -1,4 +1,23 @@
-//! Subcommands of the `gpsamp` binary (clap derive).
+//! Subcommands of the `gpsamp` binary (clap derive), the signal handler, and stdout writes
+//! that turn a closed pipe into a quiet exit.
+
+/// `println!` for the CLI: a failed write (a closed pipe) returns an error from the calling
+/// function instead of panicking; `main` ends quietly on a broken pipe.
+macro_rules! outln {
+    () => {
+        $crate::cli::stdout_write(format_args!("\n"))?
+    };
+    ($($t:tt)*) => {
+        $crate::cli::stdout_write(format_args!("{}\n", format_args!($($t)*)))?
+    };
+}
+
+/// `print!` for the CLI (see [`outln!`]).
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::stdout_write(format_args!($($t)*))?
+    };
+}
 
 mod args;
 mod bench;
@@ -7,11 +26,101 @@ mod em;
 mod logp;
 mod mdn;
 mod merge;
+mod model_file;
 mod sample;
 mod sbc;
 mod simulate;
 
-use clap::{Parser, Subcommand};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Writes to stdout; the error (a closed pipe, a full disk) goes to the caller.
+pub fn stdout_write(args: std::fmt::Arguments) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::io::stdout().lock().write_fmt(args)?;
+    Ok(())
+}
+
+/// `v` with `digits` significant digits: fixed notation for magnitudes 1e-4..1e6, else
+/// scientific (so `sd` of 0.00042 prints as 0.00042, not 0.000).
+pub fn sig(v: f64, digits: usize) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    let mag = v.abs().log10().floor() as i32;
+    if (-4..6).contains(&mag) {
+        let decimals = (digits as i32 - 1 - mag).max(0) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.*e}", digits.saturating_sub(1))
+    }
+}
+
+/// Memory this process may plan to use: three quarters of the machine's (8 GiB when it
+/// cannot be read).
+pub fn memory_budget() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024);
+    total / 4 * 3
+}
+
+/// Refuses up front a run whose memory (`bytes`, an estimate) would not fit, naming the flag
+/// that asked for it, what it asked for and the limit.
+pub fn check_memory(flag: &str, bytes: u64, what: &str) -> anyhow::Result<()> {
+    let limit = memory_budget();
+    if bytes > limit {
+        anyhow::bail!(
+            "{flag}: {what} would need about {:.1} GB of memory; this machine allows {:.1} GB",
+            bytes as f64 / 1e9,
+            limit as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// Set by the first SIGINT/SIGTERM while a command that polls it runs.
+static INTERRUPT: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+/// Whether the running command polls [`INTERRUPT`] (else the handler cleans up and exits).
+static COOPERATIVE: AtomicBool = AtomicBool::new(false);
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// The flag a signal sets; a command that hands it to the engine (and so stops by itself)
+/// calls this, which tells the handler to let it.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    COOPERATIVE.store(true, Ordering::SeqCst);
+    INTERRUPT.clone()
+}
+
+/// SIGINT, SIGTERM and SIGHUP: the first one stops a cooperative command (it cleans up and
+/// exits 130 by itself) or removes this process's unfinished output and exits 130; a second
+/// one exits at once (a later run removes what is left).
+fn install_signal_handler() {
+    let _ = ctrlc::set_handler(|| {
+        let n = SIGNALS.fetch_add(1, Ordering::SeqCst);
+        if n == 0 && COOPERATIVE.load(Ordering::SeqCst) {
+            INTERRUPT.store(true, Ordering::SeqCst);
+            eprintln!("\ngpsamp: interrupted; stopping (interrupt again to exit at once)");
+            return;
+        }
+        if n == 0 {
+            gpsamp::io::output::remove_temporaries();
+            eprintln!("\ngpsamp: interrupted; the unfinished output was removed");
+        }
+        std::process::exit(130);
+    });
+}
 
 /// Bayesian inference for thousands of chains or datasets at once, on the GPU or the CPU.
 #[derive(Parser, Debug)]
@@ -48,7 +157,16 @@ enum Command {
 
 /// Parses the command line and runs the subcommand.
 pub fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    install_signal_handler();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cmd = Cli::command();
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|e| e.exit());
+    // --model-file: its settings become flags after the user's own (which win).
+    let matches = model_file::apply(&cmd, &matches, &argv)?.unwrap_or(matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Bench(a) => bench::run(a),

@@ -14,7 +14,10 @@ use gpsamp::hmc::sink::{
 use gpsamp::hmc::{self, Config};
 use gpsamp::{Backend, BackendKind, DataBatch, Model};
 
-use super::args::{partial_dir, replace_dir, DataArgs, ModelArgs, ModelKind};
+use gpsamp::io::output::OutputDir;
+
+use super::args::{DataArgs, ModelArgs, ModelKind};
+use super::sig;
 
 /// Where chains start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,16 +102,36 @@ pub struct Args {
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
-    /// Output folder (replaced only once the run has succeeded).
+    /// Output folder: created if missing; replaced, once the run has succeeded, only when
+    /// it holds an earlier `gpsamp sample` output (or is empty, or with --force).
     #[arg(long)]
     out: PathBuf,
-    /// No progress bar or table.
+    /// Replace --out even when it is a folder gpsamp did not write (never the working
+    /// directory, a folder above it, or a folder holding the input).
+    #[arg(long)]
+    force: bool,
+    /// When interrupted (Ctrl-C, SIGTERM) during sampling, keep the draws made so far:
+    /// draws.npy cut to them, meta.json saying how many (`draws_completed`).
+    #[arg(long)]
+    keep_partial: bool,
+    /// No progress bar or table (warnings still go to stderr).
     #[arg(long)]
     quiet: bool,
 }
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    let inputs: Vec<&Path> = a
+        .data
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(a.model.model_file.as_deref())
+        .collect();
+    // Checked before any work: a refused --out costs nothing.
+    let out = OutputDir::create("--out", &a.out, "sample", a.force, &inputs)?;
+    if a.warmup == 0 {
+        eprintln!("gpsamp: warning: --warmup 0: the step size, trajectory length and mass matrix stay at their initial values, so the draws may mix badly");
+    }
     let mut hmm_shape = (0usize, 1usize);
     let (data, source, truth) = match &a.data {
         Some(path) if a.model.is_hmm() => {
@@ -300,6 +323,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             1
         });
     let cfg = Config {
+        cancel: Some(super::interrupt_flag()),
         chains: a.chains,
         warmup: a.warmup,
         draws: a.draws,
@@ -314,10 +338,17 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         ..Config::default()
     };
     cfg.validate()?;
-    let backend = Backend::select(a.backend, a.quiet)?;
     let data = Arc::new(data);
     let n_datasets = data.n_datasets();
     let n_chains = n_datasets * a.chains;
+    // Per chain: positions, momenta, gradients and adaptation state (a few dozen f64s per
+    // dimension between the integrator and the sampler).
+    super::check_memory(
+        "--chains",
+        (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
+        &format!("{n_chains} chains of dimension {}", model.dim()),
+    )?;
+    let backend = Backend::select(a.backend, a.quiet)?;
     let mut integ = backend.integrator(model.clone(), data.clone(), a.chains, a.seed)?;
     if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
         eprintln!(
@@ -330,7 +361,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
 
     // Everything is written into a fresh folder that replaces --out only at the end.
-    let partial = partial_dir(&a.out)?;
+    let partial = out.path().to_path_buf();
     let constants: Vec<f64> = (0..n_datasets).map(|b| model.constant(&data, b)).collect();
     let mut sink = NpySink::create(
         &partial,
@@ -364,12 +395,33 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let report = match result {
         Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(e.into());
+        Err(gpsamp::Error::Init { chain, message }) => {
+            let b = chain / a.chains;
+            bail!(
+                "dataset {} (chain {chain}): {message}. {}",
+                data.dataset_name(b),
+                data_ranges(&data, b)
+            );
         }
+        Err(e) => return Err(e.into()),
     };
+    let n_kept = report.draws_completed;
+    if report.interrupted && (!a.keep_partial || n_kept == 0) {
+        if a.keep_partial {
+            eprintln!("gpsamp: interrupted before the first draw; nothing to keep");
+        }
+        return Err(gpsamp::Error::Interrupted.into());
+    }
     let chain_means = sink.finish()?;
+    if n_kept < a.draws {
+        let k = kept_names.len();
+        gpsamp::io::npy::keep_leading(&partial.join("draws.npy"), [n_chains, a.draws, k], n_kept)?;
+        gpsamp::io::npy::keep_leading(
+            &partial.join("sample_stats.npy"),
+            [n_chains, a.draws, STAT_NAMES.len()],
+            n_kept,
+        )?;
+    }
     // Label alignment for mixtures (all parameters must be stored to permute them).
     let mut alignment = serde_json::json!({"applied": false});
     if model.label_groups().is_some() {
@@ -380,7 +432,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 .iter()
                 .filter(|p| p.iter().enumerate().any(|(i, &j)| i != j))
                 .count();
-            apply_permutations(&partial, model.as_ref(), &perms, a.draws)?;
+            apply_permutations(&partial, model.as_ref(), &perms, n_kept)?;
             alignment = serde_json::json!({
                 "applied": true,
                 "method": "Hungarian matching of each chain's component means to the pooled aligned means",
@@ -395,19 +447,24 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         &partial,
         &kept_names,
         n_chains,
-        a.draws,
+        n_kept,
         a.chains,
         superchain,
         256 << 20,
     )?;
-    write_summary(&partial, &summaries)?;
+    write_summary(&partial, &summaries, &data)?;
     let meta = serde_json::json!({
         "format": "gpsamp-draws/1",
         "model": model.name(),
         "param_names": kept_names,
         "all_param_names": names,
-        "draws_shape": [n_chains, a.draws, kept_names.len()],
+        "draws_shape": [n_chains, n_kept, kept_names.len()],
+        "draws_completed": n_kept,
+        "draws_requested": a.draws,
+        "interrupted": report.interrupted,
         "datasets": n_datasets,
+        "groups": (0..n_datasets).map(|b| data.dataset_name(b)).collect::<Vec<_>>(),
+        "group_column": a.group,
         "chains_per_dataset": a.chains,
         "sample_stats_columns": STAT_NAMES,
         "settings": cfg,
@@ -425,21 +482,124 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&meta)?,
     )
     .with_context(|| format!("writing {}", partial.join("meta.json").display()))?;
-    replace_dir(&partial, &a.out)?;
+    out.commit()?;
 
     if !a.quiet {
         print_table(
             &summaries,
             &report,
+            &data,
             &backend.describe(),
             alignment["applied"] == true,
-        );
-        println!(
+            cfg.target_accept.unwrap_or_else(|| model.target_accept()),
+        )?;
+        outln!(
             "wrote {}/{{draws.npy, sample_stats.npy, summary.csv, summary.json, meta.json}}",
             a.out.display()
         );
     }
+    // Warnings reach stderr whatever --quiet says.
+    for w in warnings(&summaries, &report, &data) {
+        eprintln!("gpsamp: warning: {w}");
+    }
+    if report.interrupted {
+        eprintln!(
+            "gpsamp: interrupted; kept {n_kept} of {} draws per chain in {} (--keep-partial)",
+            a.draws,
+            a.out.display()
+        );
+        return Err(gpsamp::Error::Interrupted.into());
+    }
     Ok(())
+}
+
+/// The range of every column of dataset `b`, for an error about data on an odd scale.
+fn data_ranges(data: &DataBatch, b: usize) -> String {
+    let r = data.range(b);
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("[{}, {}]", sig(lo, 4), sig(hi, 4))
+    };
+    let mut cols: Vec<String> = (0..data.p())
+        .map(|j| {
+            let name = data.x_names.get(j).cloned().unwrap_or(format!("x{j}"));
+            format!("{name} in {}", range(&data.x_col(j)[r.clone()]))
+        })
+        .collect();
+    cols.push(format!("{} in {}", data.y_name, range(&data.y()[r])));
+    format!(
+        "The data: {}. Columns far from unit scale can put every start's log density at -inf (in f32 on the GPU especially): rescale them, or widen the priors",
+        cols.join(", ")
+    )
+}
+
+/// Warnings about the fit: divergences, stuck chains, R-hat above 1.01, bulk ESS under 100.
+fn warnings(
+    summaries: &[Vec<SummaryRow>],
+    report: &hmc::RunReport,
+    data: &DataBatch,
+) -> Vec<String> {
+    let mut w = Vec::new();
+    let name = |b: usize| {
+        if summaries.len() > 1 {
+            format!("dataset {}: ", data.dataset_name(b))
+        } else {
+            String::new()
+        }
+    };
+    for (b, (rows, ds)) in summaries.iter().zip(&report.datasets).enumerate() {
+        if ds.divergences > 0 {
+            w.push(format!(
+                "{}{} divergent transitions after warmup; the posterior may be biased where they happen (try --target-accept 0.9, or reparameterise)",
+                name(b),
+                ds.divergences
+            ));
+        }
+        if !ds.stuck_chains.is_empty() {
+            w.push(format!(
+                "{}chain(s) {:?} look stuck (log density far below the others, or mostly divergent); see meta.json's report",
+                name(b),
+                ds.stuck_chains
+            ));
+        }
+        let worst = |key: fn(&SummaryRow) -> f64, max: bool| {
+            rows.iter().filter(|r| key(r).is_finite()).max_by(|x, y| {
+                let o = key(x).total_cmp(&key(y));
+                if max {
+                    o
+                } else {
+                    o.reverse()
+                }
+            })
+        };
+        if let Some(r) = worst(|r| r.r_hat, true).filter(|r| r.r_hat > 1.01) {
+            w.push(format!(
+                "{}R-hat {} for {} (above 1.01): the chains disagree; run longer or look at the trace",
+                name(b),
+                sig(r.r_hat, 4),
+                r.param
+            ));
+        }
+        if let Some(r) = worst(|r| r.ess_bulk, false).filter(|r| r.ess_bulk < 100.0) {
+            w.push(format!(
+                "{}bulk ESS {} for {} (under 100): too few effective draws for reliable summaries; draw more",
+                name(b),
+                sig(r.ess_bulk, 3),
+                r.param
+            ));
+        }
+    }
+    // Thousands of datasets: a line per kind, not per dataset.
+    if summaries.len() > 5 && w.len() > 5 {
+        let n = w.len();
+        w.truncate(5);
+        w.push(format!(
+            "... {} more warnings; see summary.csv and meta.json",
+            n - 5
+        ));
+    }
+    w
 }
 
 /// The unconstrained EM fit (10 restarts, MAP with the model's stickiness) of every dataset.
@@ -484,7 +644,11 @@ fn progress_bar(quiet: bool, len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>]) -> anyhow::Result<()> {
+fn write_summary(
+    dir: &Path,
+    summaries: &[Vec<SummaryRow>],
+    data: &DataBatch,
+) -> anyhow::Result<()> {
     let multi = summaries.len() > 1;
     let mut w = csv::Writer::from_path(dir.join("summary.csv"))?;
     let mut header = vec![
@@ -494,6 +658,7 @@ fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>]) -> anyhow::Result<()
         "hdi_3%",
         "hdi_97%",
         "mcse_mean",
+        "mcse_sd",
         "ess_bulk",
         "ess_tail",
         "r_hat",
@@ -512,20 +677,26 @@ fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>]) -> anyhow::Result<()
                 r.hdi_lo.to_string(),
                 r.hdi_hi.to_string(),
                 r.mcse_mean.to_string(),
+                r.mcse_sd.to_string(),
                 r.ess_bulk.to_string(),
                 r.ess_tail.to_string(),
                 r.r_hat.to_string(),
                 r.nested_r_hat.to_string(),
             ];
             if multi {
-                rec.insert(0, b.to_string());
+                rec.insert(0, data.dataset_name(b));
             }
             w.write_record(&rec)?;
         }
     }
     w.flush()?;
     let json = if multi {
-        serde_json::to_string_pretty(&summaries)?
+        let v: Vec<serde_json::Value> = summaries
+            .iter()
+            .enumerate()
+            .map(|(b, rows)| serde_json::json!({"dataset": data.dataset_name(b), "summary": rows}))
+            .collect();
+        serde_json::to_string_pretty(&v)?
     } else {
         serde_json::to_string_pretty(&summaries[0])?
     };
@@ -536,59 +707,69 @@ fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>]) -> anyhow::Result<()
 fn print_table(
     summaries: &[Vec<SummaryRow>],
     report: &hmc::RunReport,
+    data: &DataBatch,
     backend: &str,
     aligned: bool,
-) {
+    target_accept: f64,
+) -> anyhow::Result<()> {
     let show = summaries.len().min(3);
     for (b, rows) in summaries.iter().take(show).enumerate() {
         let ds = &report.datasets[b];
         if summaries.len() > 1 {
-            println!("dataset {b}");
+            outln!("dataset {}", data.dataset_name(b));
         }
-        println!(
-            "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>6}",
-            "", "mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"
+        outln!(
+            "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
+            "",
+            "mean",
+            "sd",
+            "hdi_3%",
+            "hdi_97%",
+            "mcse_mean",
+            "mcse_sd",
+            "ess_bulk",
+            "ess_tail",
+            "r_hat"
         );
         for r in rows {
-            println!(
-                "{:<14} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8.0} {:>8.0} {:>6.2}",
+            outln!(
+                "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8.0} {:>8.0} {:>6.3}",
                 r.param,
-                r.mean,
-                r.sd,
-                r.hdi_lo,
-                r.hdi_hi,
-                r.mcse_mean,
+                sig(r.mean, 4),
+                sig(r.sd, 4),
+                sig(r.hdi_lo, 4),
+                sig(r.hdi_hi, 4),
+                sig(r.mcse_mean, 2),
+                sig(r.mcse_sd, 2),
                 r.ess_bulk,
                 r.ess_tail,
                 r.r_hat
             );
         }
-        println!(
-            "step size {:.3}, trajectory length {:.2}, mean steps {:.1}, acceptance {:.2}, divergences {}",
-            ds.step_size, ds.trajectory_length, ds.mean_steps, ds.mean_accept, ds.divergences
+        outln!(
+            "step size {}, trajectory length {}, mean steps {:.1}, divergences {}",
+            sig(ds.step_size, 3),
+            sig(ds.trajectory_length, 3),
+            ds.mean_steps,
+            ds.divergences
         );
-        if !ds.stuck_chains.is_empty() {
-            println!(
-                "warning: chain(s) {:?} look stuck (log density far below the others, or mostly divergent); see meta.json report",
-                ds.stuck_chains
-            );
-        }
+        outln!(
+            "mean acceptance probability {:.2} over all draws (warmup tuned the step size so that the harmonic mean over chains reaches {target_accept}; the arithmetic mean is higher)",
+            ds.mean_accept
+        );
     }
     if summaries.len() > show {
-        println!(
+        outln!(
             "... {} more datasets in summary.csv",
             summaries.len() - show
         );
     }
-    let total_div: usize = report.datasets.iter().map(|d| d.divergences).sum();
-    if total_div > 0 {
-        println!("warning: {total_div} divergent transitions after warmup; the posterior may be biased there");
-    }
     if aligned {
-        println!("mixture labels aligned across chains (Hungarian matching; see meta.json)");
+        outln!("mixture labels aligned across chains (Hungarian matching; see meta.json)");
     }
-    println!(
+    outln!(
         "backend {backend}: {} gradient evaluations in {:.2} s warmup + {:.2} s sampling; {} transitions + {} batch density evaluations (one dispatch each on the GPU)",
         report.gradient_evals, report.seconds.0, report.seconds.1, report.transitions, report.density_calls
     );
+    Ok(())
 }

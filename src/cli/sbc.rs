@@ -13,7 +13,9 @@ use gpsamp::study::sbc::{report, Report};
 use gpsamp::study::{default_batch, plot, DatasetRecord, Study};
 use gpsamp::{Backend, BackendKind};
 
-use super::args::{partial_dir, replace_dir, write_atomic, ModelArgs, ModelKind};
+use gpsamp::io::output::OutputDir;
+
+use super::args::{ModelArgs, ModelKind};
 
 /// Options of `gpsamp sbc`.
 #[derive(clap::Args, Debug)]
@@ -63,9 +65,14 @@ pub struct Args {
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
-    /// Output folder (replaced only once the study has finished).
+    /// Output folder: created if missing; replaced, once the study has finished, only when
+    /// it holds an earlier study (`gpsamp sbc` or `gpsamp merge`), is empty, or with --force.
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out even when it is a folder gpsamp did not write (never the working
+    /// directory, a folder above it, or a folder holding an input).
+    #[arg(long)]
+    force: bool,
     /// No progress bar or table.
     #[arg(long)]
     quiet: bool,
@@ -91,28 +98,43 @@ pub fn shard_range(text: &str, datasets: usize) -> anyhow::Result<std::ops::Rang
     Ok((i - 1) * datasets / n..i * datasets / n)
 }
 
+/// The marker command of a study folder: `sbc` and `merge` write the same kind of folder,
+/// so either may replace the other's.
+pub const STUDY: &str = "study";
+
 /// Writes a study folder: `study.json`, `datasets.csv`, `summary.csv`, `summary.json`,
-/// `meta.json` and the SVG figures, into a fresh folder that replaces `out` at the end.
+/// `meta.json` and the SVG figures, into the temporary of `out`, then commits it.
 pub fn write_study(
-    out: &Path,
+    out: OutputDir,
     file: &StudyFile,
     records: &[DatasetRecord],
     rep: &Report,
     meta: serde_json::Value,
 ) -> anyhow::Result<()> {
-    let partial = partial_dir(out)?;
-    let put = |name: &str, text: &str| write_atomic(&partial.join(name), text.as_bytes());
+    let partial = out.path().to_path_buf();
+    let put = |name: &str, text: &str| {
+        std::fs::write(partial.join(name), text)
+            .with_context(|| format!("writing {}", partial.join(name).display()))
+    };
     put("study.json", &(serde_json::to_string_pretty(file)? + "\n"))?;
     put("datasets.csv", &datasets_csv(&file.settings, records))?;
     put("summary.csv", &summary_csv(rep))?;
     put("summary.json", &(serde_json::to_string_pretty(rep)? + "\n"))?;
     put("meta.json", &(serde_json::to_string_pretty(&meta)? + "\n"))?;
     plot::write_all(&partial, rep, records)?;
-    replace_dir(&partial, out)
+    Ok(out.commit()?)
 }
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    let inputs: Vec<&Path> = a
+        .model
+        .model_file
+        .as_deref()
+        .into_iter()
+        .chain(a.fit_model_file.as_deref())
+        .collect();
+    let out = OutputDir::create("--out", &a.out, STUDY, a.force, &inputs)?;
     let p = match a.model.kind() {
         ModelKind::Gmm => 0,
         ModelKind::Eiv => a.model.w.len(),
@@ -122,21 +144,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let fit = match &a.fit_model_file {
         None => model.clone(),
         Some(path) => {
-            #[derive(clap::Parser)]
-            struct FitOnly {
-                #[command(flatten)]
-                model: ModelArgs,
-            }
-            let path_text = path.display().to_string();
-            let mut f = <FitOnly as clap::Parser>::try_parse_from([
-                "fit",
-                "--model-file",
-                path_text.as_str(),
-            ])?
-            .model;
-            f.resolve()?;
+            let f = super::model_file::model_args_from_file(path)?;
             f.build_simulated(p)
-                .with_context(|| format!("--fit-model-file {path_text}"))?
+                .with_context(|| format!("--fit-model-file {}", path.display()))?
         }
     };
     let cfg = Config {
@@ -218,10 +228,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         "shard": a.shard,
         "batch": study.batch,
     });
-    write_study(&a.out, &file, &records, &rep, meta)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    write_study(out, &file, &records, &rep, meta)?;
     if !a.quiet {
-        print!("{}", summary_table(&rep));
+        out!("{}", summary_table(&rep));
         eprintln!(
             "{} datasets in {seconds:.1} s ({:.1} datasets/s); wrote {}",
             range.len(),

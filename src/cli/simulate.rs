@@ -2,9 +2,12 @@
 //! `dataset,x0..,[system,]y`; for HMMs `[dataset,]seq,t,x0..,y,state`) with the true
 //! parameters as JSON beside it.
 
+use std::path::Path;
+
+use gpsamp::io::output::OutputFile;
 use gpsamp::rng::{host_rng, Purpose};
 
-use super::args::{write_atomic, ModelArgs};
+use super::args::ModelArgs;
 
 /// Options of `gpsamp simulate`.
 #[derive(clap::Args, Debug)]
@@ -37,13 +40,91 @@ pub struct Args {
     /// random sticky ones from --seed.
     #[arg(long)]
     params: Option<std::path::PathBuf>,
-    /// Output CSV; the truth goes to the same path with `.truth.json`.
+    /// Output CSV; the truth goes to the same path with `.truth.json`. An existing file is
+    /// replaced only when an earlier `gpsamp simulate` wrote it (or with --force).
     #[arg(long)]
     out: std::path::PathBuf,
+    /// Replace --out and its .truth.json even when gpsamp did not write them.
+    #[arg(long)]
+    force: bool,
+}
+
+/// FNV-1a of `bytes`: how the truth file recognises the CSV it was written with.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The `gpsamp_output` record of a truth file written by `simulate`.
+fn truth_record(truth: &Path) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(truth).ok()?).ok()?;
+    let rec = v.get("gpsamp_output")?.clone();
+    (rec.get("command")?.as_str()? == "simulate").then_some(rec)
+}
+
+/// The CSV and truth file of a run, checked before any work: each may be replaced only when
+/// an earlier `simulate` wrote it (the CSV's size and hash are in its truth file).
+struct Outputs {
+    csv: OutputFile,
+    truth: OutputFile,
+    truth_path: std::path::PathBuf,
+}
+
+impl Outputs {
+    fn create(a: &Args) -> anyhow::Result<Self> {
+        let truth_path = a.out.with_extension("truth.json");
+        let inputs: Vec<&Path> = a
+            .params
+            .as_deref()
+            .into_iter()
+            .chain(a.model.model_file.as_deref())
+            .collect();
+        let tp = truth_path.clone();
+        let csv_is_ours = move |csv: &Path| {
+            let Some(rec) = truth_record(&tp) else {
+                return false;
+            };
+            let Ok(bytes) = std::fs::read(csv) else {
+                return false;
+            };
+            rec.get("csv_bytes").and_then(|v| v.as_u64()) == Some(bytes.len() as u64)
+                && rec.get("csv_fnv1a").and_then(|v| v.as_str())
+                    == Some(format!("{:016x}", fnv1a(&bytes)).as_str())
+        };
+        let csv = OutputFile::create("--out", &a.out, a.force, &inputs, &csv_is_ours)?;
+        let truth = OutputFile::create(
+            "--out (its .truth.json)",
+            &truth_path,
+            a.force,
+            &inputs,
+            &|t: &Path| truth_record(t).is_some(),
+        )?;
+        Ok(Self {
+            csv,
+            truth,
+            truth_path,
+        })
+    }
+
+    /// Writes both files and renames them into place.
+    fn write(mut self, csv: &str, mut meta: serde_json::Value) -> anyhow::Result<()> {
+        meta["gpsamp_output"] = serde_json::json!({
+            "command": "simulate",
+            "csv_bytes": csv.len(),
+            "csv_fnv1a": format!("{:016x}", fnv1a(csv.as_bytes())),
+        });
+        self.csv.write_all(csv.as_bytes())?;
+        self.truth
+            .write_all(serde_json::to_string_pretty(&meta)?.as_bytes())?;
+        self.csv.commit()?;
+        self.truth.commit()?;
+        Ok(())
+    }
 }
 
 /// `simulate --model hmm|glmhmm`: CSV `[dataset,]seq,t,x0..,y(0..),state` like the tutorial's.
-fn run_hmm(a: &Args) -> anyhow::Result<()> {
+fn run_hmm(a: &Args, outs: Outputs) -> anyhow::Result<()> {
     use anyhow::Context;
     use gpsamp::hmm::io::{
         params_from_json, params_to_json, random_params, simulate, tutorial_params,
@@ -100,10 +181,9 @@ fn run_hmm(a: &Args) -> anyhow::Result<()> {
         }
         truths.push(params_to_json(&spec, &prm));
     }
-    write_atomic(&a.out, csv.as_bytes())?;
-    let truth_path = a.out.with_extension("truth.json");
+    let truth_path = outs.truth_path.clone();
     let meta = serde_json::json!({"model": gpsamp::Model::name(&a.model.build_hmm(p, 1)?), "seed": a.seed, "sequences": a.sequences, "steps": a.steps, "truth": truths});
-    write_atomic(&truth_path, serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    outs.write(&csv, meta)?;
     eprintln!(
         "wrote {} ({} dataset(s) x {} sequences x {} steps) and {}",
         a.out.display(),
@@ -117,8 +197,20 @@ fn run_hmm(a: &Args) -> anyhow::Result<()> {
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    let outs = Outputs::create(&a)?;
+    let rows = if a.model.is_hmm() {
+        (a.datasets as u64).saturating_mul((a.sequences as u64).saturating_mul(a.steps as u64))
+    } else {
+        (a.datasets as u64).saturating_mul(a.n as u64)
+    };
+    // The CSV is built in memory: about 24 bytes per number, a few numbers per row.
+    super::check_memory(
+        "--n / --datasets / --sequences / --steps",
+        rows.saturating_mul(24 * (a.features as u64 + 4)),
+        &format!("{rows} simulated rows"),
+    )?;
     if a.model.is_hmm() {
-        return run_hmm(&a);
+        return run_hmm(&a, outs);
     }
     let p = match a.model.kind() {
         super::args::ModelKind::Gmm => 0,
@@ -162,11 +254,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 .collect::<std::collections::BTreeMap<_, _>>(),
         );
     }
-    write_atomic(&a.out, csv.as_bytes())?;
-    let truth_path = a.out.with_extension("truth.json");
+    let truth_path = outs.truth_path.clone();
     let meta =
         serde_json::json!({"model": model.name(), "seed": a.seed, "n": a.n, "truth": truths});
-    write_atomic(&truth_path, serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    outs.write(&csv, meta)?;
     eprintln!(
         "wrote {} ({} dataset(s) x {} points) and {}",
         a.out.display(),

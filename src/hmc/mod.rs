@@ -161,6 +161,11 @@ pub struct Config {
     /// missing for a dataset: the origin.
     #[serde(skip)]
     pub init_centers: Vec<Vec<f64>>,
+    /// Set from elsewhere (a signal handler, another thread) to stop the run: during warmup
+    /// [`sample`] returns [`Error::Interrupted`]; during sampling it stops after the current
+    /// batch and returns the draws so far ([`RunReport::draws_completed`]).
+    #[serde(skip)]
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for Config {
@@ -180,6 +185,7 @@ impl Default for Config {
             init_steps: 200,
             chain_offset: 0,
             init_centers: Vec::new(),
+            cancel: None,
         }
     }
 }
@@ -270,6 +276,10 @@ pub struct RunReport {
     pub density_calls: u64,
     /// Seconds of warmup and of sampling.
     pub seconds: (f64, f64),
+    /// Draws per chain handed to the sink: `draws`, or fewer when the run was cancelled.
+    pub draws_completed: usize,
+    /// Whether [`Config::cancel`] stopped sampling early.
+    pub interrupted: bool,
 }
 
 /// Progress callback: (phase, iteration done, iterations in phase, divergences so far).
@@ -477,11 +487,13 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<Start
             break;
         }
         if attempt == 100 {
-            return Err(Error::Invalid(format!(
-                "no finite log density found for chain {} after 100 random starts in (-{r}, {r})",
-                failed[0],
-                r = cfg.init_radius
-            )));
+            return Err(Error::Init {
+                chain: failed[0],
+                message: format!(
+                    "no finite log density found after 100 random starts in (-{r}, {r}) on the unconstrained scale",
+                    r = cfg.init_radius
+                ),
+            });
         }
         for c in failed {
             q[c * d..(c + 1) * d].copy_from_slice(&initial_position(cfg, c, attempt, d));
@@ -622,7 +634,15 @@ pub fn sample(
     let mut before = q.clone();
     let relabel = model.label_groups().is_some() && cfg.chains > 1;
     let mut window_means = vec![0.0; n * d];
+    let cancelled = || {
+        cfg.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    };
     for t in 0..cfg.warmup {
+        if cancelled() {
+            return Err(Error::Interrupted);
+        }
         for (tu, s) in tuning.iter_mut().zip(&states) {
             tu.step_size = s.da.log_eps.exp();
             tu.n_steps = steps_for(t, s.chees.log_t.exp(), tu.step_size);
@@ -733,7 +753,12 @@ pub fn sample(
     let batch = integrator.batch_len().max(1);
     let mut outs: Vec<StepOut> = vec![StepOut::default(); batch.min(total.max(1))];
     let mut i = 0;
+    let mut interrupted = false;
     while i < total {
+        if cancelled() {
+            interrupted = true;
+            break;
+        }
         let len = batch.min(total - i);
         let rows: Vec<Vec<u32>> = (0..len)
             .map(|r| {
@@ -769,7 +794,8 @@ pub fn sample(
         }
         i += len;
     }
-    let per = (total * cfg.chains).max(1) as f64;
+    let done = i;
+    let per = (done * cfg.chains).max(1) as f64;
     Ok(RunReport {
         datasets: states
             .iter()
@@ -779,7 +805,7 @@ pub fn sample(
             .map(|(b, ((s, tu), &tr))| DatasetReport {
                 stuck_chains: {
                     let r = b * cfg.chains..(b + 1) * cfg.chains;
-                    let t = total.max(1) as f64;
+                    let t = done.max(1) as f64;
                     let mlp: Vec<f64> = lp_sum[r.clone()].iter().map(|v| v / t).collect();
                     let dr: Vec<f64> = div_count[r].iter().map(|&v| v as f64 / t).collect();
                     stuck_chains(&mlp, &dr)
@@ -796,6 +822,8 @@ pub fn sample(
         transitions,
         density_calls,
         seconds: (t_warm, t1.elapsed().as_secs_f64()),
+        draws_completed: done / cfg.thin,
+        interrupted,
     })
 }
 

@@ -49,7 +49,16 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut r = CsvReader::new(path, file)?;
+    read_sequences_from(path, file, spec)
+}
+
+/// [`read_sequences`] from any reader; `path` is only used in messages.
+pub fn read_sequences_from(
+    path: &Path,
+    reader: impl std::io::Read,
+    spec: &SeqSpec,
+) -> Result<SeqData> {
+    let mut r = CsvReader::new(path, reader)?;
     if spec.y.is_empty() {
         return Err(r.err(1, "-", "no emission column given".into()));
     }
@@ -162,6 +171,9 @@ pub fn read_sequences(path: &Path, spec: &SeqSpec) -> Result<SeqData> {
         .chain(spec.y.iter().skip(1).cloned())
         .collect();
     batch.y_name = spec.y[0].clone();
+    if spec.group.is_some() {
+        batch.groups = group_names.clone();
+    }
     Ok(SeqData {
         batch,
         seq_ids: groups.iter().map(|g| g.ids.clone()).collect(),
@@ -363,17 +375,58 @@ pub fn params_from_json(spec: &HmmSpec, v: &serde_json::Value) -> Result<HmmPara
         }
     };
     let glm = spec.p > 0 || spec.kind == EmissionKind::Bernoulli;
+    let (k, d, p) = (spec.k, spec.d, spec.p);
+    // Each key checked on its own, so that an error names it.
+    let sized = |key: &str, want: usize, what: &str| -> Result<Vec<f64>> {
+        let v = flat(key)?;
+        if v.len() != want {
+            return Err(Error::Invalid(format!(
+                "key {key:?}: {} numbers, expected {want} ({what})",
+                v.len()
+            )));
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "key {key:?}: value {i} is not a finite number"
+            )));
+        }
+        Ok(v)
+    };
+    let simplex = |key: &str, v: &[f64]| -> Result<()> {
+        for (r, row) in v.chunks(k).enumerate() {
+            if !row.iter().all(|&x| (0.0..=1.0).contains(&x))
+                || (row.iter().sum::<f64>() - 1.0).abs() >= 1e-6
+            {
+                return Err(Error::Invalid(format!(
+                    "key {key:?}: row {r} is not a probability vector (values in [0, 1] summing to 1)"
+                )));
+            }
+        }
+        Ok(())
+    };
+    let loc_key = if glm { "biases" } else { "means" };
     let prm = HmmParams {
-        initial: flat("initial")?,
-        transition: flat("transition")?,
-        loc: flat(if glm { "biases" } else { "means" })?,
-        weights: if glm { flat("weights")? } else { Vec::new() },
+        initial: sized("initial", k, "one per state")?,
+        transition: sized("transition", k * k, "K x K")?,
+        loc: sized(loc_key, k * d, "one per state and emission dimension")?,
+        weights: if glm {
+            sized("weights", k * d * p, "K x inputs")?
+        } else {
+            Vec::new()
+        },
         sds: if spec.has_sds() {
-            flat("sds")?
+            sized("sds", k * d, "one per state and emission dimension")?
         } else {
             Vec::new()
         },
     };
+    simplex("initial", &prm.initial)?;
+    simplex("transition", &prm.transition)?;
+    if let Some(i) = prm.sds.iter().position(|&s| s <= 0.0) {
+        return Err(Error::Invalid(format!(
+            "key \"sds\": value {i} is not positive"
+        )));
+    }
     prm.validate(spec)?;
     Ok(prm)
 }

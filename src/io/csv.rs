@@ -177,5 +177,12 @@ pub fn read_csv_from(path: &Path, reader: impl std::io::Read, spec: &CsvSpec) ->
     let mut batch = DataBatch::new(xi.len(), &datasets)?;
     batch.x_names = spec.x.clone();
     batch.y_name = spec.y.clone();
+    if gi.is_some() {
+        let mut keys = vec![String::new(); groups.len()];
+        for (k, i) in groups {
+            keys[i] = k;
+        }
+        batch.groups = keys;
+    }
     Ok(batch)
 }

@@ -1,7 +1,9 @@
 //! Data input and result output. [`csv`] reads datasets from CSV files with named columns,
-//! validating every cell.
+//! validating every cell; [`npy`] writes arrays in place; [`output`] is the output policy
+//! (temporary folders, markers, what may be replaced).
 
 pub mod csv;
 pub mod npy;
+pub mod output;
 
-pub use self::csv::{read_csv, CsvSpec};
+pub use self::csv::{read_csv, read_csv_from, CsvSpec};

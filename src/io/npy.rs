@@ -114,6 +114,25 @@ impl NpyWriter {
     }
 }
 
+/// Cuts an array of `shape` (a, b, c) written by [`NpyWriter`] down to (a, `keep`, c): the
+/// first `keep` rows of every block along the second axis (draws of every chain, for a run
+/// stopped early). Writes a new file beside `path` and renames it over, one block in memory.
+pub fn keep_leading(path: &Path, shape: [usize; 3], keep: usize) -> Result<()> {
+    let [a, b, c] = shape;
+    let keep = keep.min(b);
+    let src = NpyWriter::open(path, &shape)?;
+    let tmp = path.with_extension("npy.cut");
+    let dst = NpyWriter::create(&tmp, &[a, keep, c])?;
+    let mut block = vec![0f32; keep * c];
+    for i in 0..a {
+        src.read_at(i * b * c, &mut block)?;
+        dst.write_at(i * keep * c, &block)?;
+    }
+    dst.finish()?;
+    drop(src);
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
 /// Writes a whole f32 array.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let w = NpyWriter::create(path, shape)?;

@@ -200,13 +200,59 @@ impl MdnModel {
         })
     }
 
+    /// Checks every field a file could get wrong: the shape, the simulator's prior, the
+    /// standardisation (finite means, positive finite sds of the right lengths) and finite
+    /// weights.
+    fn check(&self) -> std::result::Result<(), String> {
+        self.shape.validate().map_err(|e| format!("shape: {e}"))?;
+        if let Some(s) = &self.simulator {
+            s.validate().map_err(|e| format!("simulator: {e}"))?;
+            if self.shape.input != 1 || self.shape.theta != 1 {
+                return Err("simulator: the built-in simulators have scalar theta and y".into());
+            }
+        }
+        let st = &self.standardise;
+        for (name, v, len, sd) in [
+            ("x_mean", &st.x_mean, self.shape.input, false),
+            ("x_sd", &st.x_sd, self.shape.input, true),
+            ("theta_mean", &st.theta_mean, self.shape.theta, false),
+            ("theta_sd", &st.theta_sd, self.shape.theta, true),
+        ] {
+            if v.len() != len {
+                return Err(format!(
+                    "standardise.{name}: {} values for a dimension of {len}",
+                    v.len()
+                ));
+            }
+            if let Some((i, x)) = v
+                .iter()
+                .enumerate()
+                .find(|(_, x)| !x.is_finite() || (sd && **x <= 0.0))
+            {
+                return Err(format!(
+                    "standardise.{name}[{i}] = {x}: {}",
+                    if sd {
+                        "an sd must be positive and finite"
+                    } else {
+                        "a mean must be finite"
+                    }
+                ));
+            }
+        }
+        if let Some(i) = self.params.iter().position(|p| !p.is_finite()) {
+            return Err(format!("params[{i}] is not a finite number"));
+        }
+        Ok(())
+    }
+
     /// Reads a model written by [`MdnModel::save`], checking its format and version.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let m: MdnModel = serde_json::from_str(&text).map_err(|e| {
+        // From bytes, so that invalid UTF-8 is reported at its line and column too.
+        let m: MdnModel = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Invalid(format!("{}: not an MDN model file: {e}", path.display()))
         })?;
         if m.format != "gpsamp-mdn" || m.version != Self::VERSION {
@@ -218,9 +264,11 @@ impl MdnModel {
                 Self::VERSION
             )));
         }
+        m.check()
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         if m.params.len() != m.shape.n_params() {
             return Err(Error::Invalid(format!(
-                "{}: {} parameters for a network that has {}",
+                "{}: key \"params\": {} parameters for a network that has {}",
                 path.display(),
                 m.params.len(),
                 m.shape.n_params()
