@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use std::io::IsTerminal;
 
 use gpsamp::hmm::em::{fit_cpu_with_progress, EmConfig, EmFit, EmPriors, Init};
 use gpsamp::hmm::io::{params_from_json, params_to_json, read_sequences, SeqData, SeqSpec};
@@ -254,16 +253,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let backend = Backend::select(a.backend, a.quiet)?;
     let started = Instant::now();
     let jobs = (data.n_datasets() * cfg.restarts) as u64;
-    let bar = if a.quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(jobs * cfg.max_iters as u64)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "EM {bar:30} {pos}/{len} job-iterations {per_sec} (converged jobs stop early)",
-        )
-        .expect("valid template"),
+    let bar = super::progress_bar(
+        a.quiet,
+        jobs * cfg.max_iters as u64,
+        "EM {bar:30} {pos}/{len} job-iterations {rate} (converged jobs stop early)",
     );
     let fits: Vec<EmFit> = match &backend {
         Backend::Cpu => fit_cpu_with_progress(&spec, &cfg, data, &|n| bar.inc(n))?,

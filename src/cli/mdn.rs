@@ -1,6 +1,5 @@
 //! `gpsamp mdn train|predict|eval`: amortised posteriors with a mixture density network.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -256,16 +255,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         grouped: a.grouped,
         seed: a.seed,
     };
-    let bar = if a.quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new(a.epochs as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}")
-                .expect("valid template"),
-        );
-        b
-    };
+    let bar = super::progress_bar(a.quiet, a.epochs as u64, "{bar:30} epoch {pos}/{len} {msg}");
     let backend = gpsamp::Backend::select(a.backend, a.quiet)?;
     let trained = train(&shape, &theta, &y, sim, &cfg, &backend, &mut |s| {
         bar.set_position(s.epoch as u64);

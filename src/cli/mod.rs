@@ -61,6 +61,26 @@ pub fn sig(v: f64, digits: usize) -> String {
     }
 }
 
+/// A progress bar on stderr with `template` (indicatif's keys, plus `{rate}`: items per
+/// second in 3 significant digits), hidden with `--quiet` or when stderr is not a terminal.
+pub fn progress_bar(quiet: bool, len: u64, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template(template)
+        .expect("valid template")
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", sig(s.per_sec(), 3));
+            },
+        );
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(style);
+    bar
+}
+
 /// Memory this process may plan to use: three quarters of the machine's (8 GiB when it
 /// cannot be read).
 pub fn memory_budget() -> u64 {

@@ -2,7 +2,6 @@
 //! progress bar, a summary table, and draws, statistics and summaries in an output folder
 //! (format in the README).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -631,17 +630,11 @@ fn em_centers(
 }
 
 fn progress_bar(quiet: bool, len: u64) -> indicatif::ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>8} {bar:30} {pos}/{len} iterations {per_sec} {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar
+    super::progress_bar(
+        quiet,
+        len,
+        "{prefix:>8} {bar:30} {pos}/{len} iterations {rate} {msg}",
+    )
 }
 
 fn write_summary(

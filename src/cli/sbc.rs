@@ -2,7 +2,6 @@
 //! over many datasets simulated from a family's prior, optionally one shard of it; and the
 //! writer of a study folder shared with `gpsamp merge`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -149,6 +148,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("--fit-model-file {}", path.display()))?
         }
     };
+    if a.chains_per_dataset == 0 {
+        bail!("--chains-per-dataset must be at least 1");
+    }
     let cfg = Config {
         chains: a.chains_per_dataset,
         warmup: a.warmup,
@@ -174,24 +176,27 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         Some(s) => shard_range(s, a.datasets)?,
         None => 0..a.datasets,
     };
+    // Records kept for the report: one per dataset, a few hundred bytes per quantity.
+    let n_q = study.fit.param_names().len() as u64 + 1;
+    super::check_memory(
+        "--datasets",
+        (range.len() as u64).saturating_mul(96 + 160 * n_q),
+        &format!(
+            "{} dataset records (fit them in slices with --shard I/N)",
+            range.len()
+        ),
+    )?;
     if range.is_empty() {
         bail!(
             "--shard {}: this shard holds no datasets",
             a.shard.unwrap_or_default()
         );
     }
-    let bar = if a.quiet || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new(range.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} datasets {per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        b
-    };
+    let bar = super::progress_bar(
+        a.quiet,
+        range.len() as u64,
+        "{bar:30} {pos}/{len} datasets {rate} eta {eta}",
+    );
     if !a.quiet {
         eprintln!(
             "gpsamp sbc: {} on {} dataset(s) {}..{} of {}, N {}, {} chains, {} + {} draws, backend {}",

@@ -203,22 +203,22 @@ pub fn summary_csv(report: &Report) -> String {
 /// The terminal table of a report.
 pub fn summary_table(report: &Report) -> String {
     let mut out = format!(
-        "{:<16} {:>8} {:>9} {:>6} {:>5} {:>6} {:>6} {:>6} {:>7} {:>6} {:>7}\n",
+        "{:<16} {:>8} {:>9} {:>6} {:>5} {:>11} {:>11} {:>11} {:>7} {:>6} {:>11}\n",
         "quantity",
         "chi2",
         "p",
         "ecdf",
         "pass",
-        "cov50",
-        "cov80",
-        "cov95",
+        "coverage_50",
+        "coverage_80",
+        "coverage_95",
         "z_mean",
         "z_sd",
-        "shrink"
+        "contraction"
     );
     for q in &report.quantities {
         out.push_str(&format!(
-            "{:<16} {:>8.1} {:>9.2e} {:>6} {:>5} {:>6.3} {:>6.3} {:>6.3} {:>7.3} {:>6.3} {:>7.3}\n",
+            "{:<16} {:>8.1} {:>9.2e} {:>6} {:>5} {:>11.3} {:>11.3} {:>11.3} {:>7.3} {:>6.3} {:>11.3}\n",
             q.quantity,
             q.chi2,
             q.p_chi2,
