@@ -353,9 +353,7 @@ impl OutputDir {
         &self.target
     }
 
-    /// Moves the finished folder to the target, replacing what was there only now (after
-    /// checking again that it may).
-    pub fn commit(mut self) -> Result<()> {
+    fn try_commit(&self) -> Result<()> {
         let inputs: Vec<&Path> = self.inputs.iter().map(PathBuf::as_path).collect();
         let existing =
             check_dir_target(&self.flag, &self.target, &self.command, self.force, &inputs)?;
@@ -371,6 +369,29 @@ impl OutputDir {
             remove_path(&old);
         } else {
             std::fs::rename(&self.temp, &self.target).map_err(io_err(&self.target))?;
+        }
+        Ok(())
+    }
+
+    /// Moves the finished folder to the target, replacing what was there only now (after
+    /// checking again that it may).
+    pub fn commit(mut self) -> Result<()> {
+        // Twice at most: a concurrent run of the same command may put its folder in place
+        // between our check and our rename; then ours replaces it.
+        for attempt in 0..2 {
+            match self.try_commit() {
+                Err(Error::Io { source, .. })
+                    if attempt == 0
+                        && matches!(
+                            source.kind(),
+                            std::io::ErrorKind::DirectoryNotEmpty
+                                | std::io::ErrorKind::AlreadyExists
+                        ) => {}
+                r => {
+                    r?;
+                    break;
+                }
+            }
         }
         unregister(&self.temp);
         self.lock = None;
