@@ -1,0 +1,137 @@
+//! Draws pinned bit for bit: short `gpsamp sample` runs of several families whose
+//! `draws.npy` and `sample_stats.npy` must hash to the values recorded before the
+//! architecture refactor (issue 13), on the CPU backend (with AVX2 + FMA, which the CPU
+//! kernels dispatch to at run time) and on lavapipe. A change that moves one bit of one draw
+//! fails here: refactors must not change results; a change that means to (a new sampler
+//! default, say) updates the hashes and says why in its commit.
+//!
+//! Print the current hashes with `cargo test --release --test pinned_draws -- --nocapture`.
+
+mod common;
+
+use common::{gpsamp_in, TempDir};
+
+/// (name, command-line arguments after `sample`).
+const RUNS: &[(&str, &[&str])] = &[
+    (
+        "glm",
+        &[
+            "--model", "glm", "--chains", "4", "--warmup", "150", "--draws", "40",
+        ],
+    ),
+    (
+        "mixglm",
+        &[
+            "--model",
+            "mixglm",
+            "--components",
+            "2",
+            "--chains",
+            "8",
+            "--warmup",
+            "150",
+            "--draws",
+            "40",
+        ],
+    ),
+    (
+        "hmm",
+        &[
+            "--model",
+            "hmm",
+            "--stickiness",
+            "5",
+            "--chains",
+            "4",
+            "--warmup",
+            "60",
+            "--draws",
+            "20",
+        ],
+    ),
+    (
+        "eiv",
+        &[
+            "--model", "eiv", "--chains", "4", "--warmup", "100", "--draws", "30",
+        ],
+    ),
+];
+
+/// FNV-1a over the bytes of the run's two arrays.
+fn hash_run(backend: &str, args: &[&str]) -> Option<String> {
+    let t = TempDir::new("pinned");
+    let mut full = vec!["sample", "--seed", "11", "--quiet", "--backend", backend];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--out", "fit"]);
+    let (code, _, err) = gpsamp_in(&t.0, &full);
+    assert_eq!(code, 0, "{full:?}: {err}");
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for f in ["draws.npy", "sample_stats.npy"] {
+        for b in std::fs::read(t.join("fit").join(f)).unwrap() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Some(format!("{h:016x}"))
+}
+
+fn check(backend: &str, pinned: &[(&str, &str)]) {
+    let mut bad = Vec::new();
+    for (name, args) in RUNS {
+        let got = hash_run(backend, args).unwrap();
+        eprintln!("{backend} {name}: {got}");
+        let want = pinned.iter().find(|(n, _)| n == name).unwrap().1;
+        if got != want {
+            bad.push(format!("{name}: {got}, pinned {want}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{backend} draws changed:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn cpu_draws_are_pinned() {
+    #[cfg(target_arch = "x86_64")]
+    let simd = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    if !simd {
+        eprintln!(
+            "\n!!! SKIPPING pinned CPU draws: they were recorded with AVX2 + FMA kernels !!!\n"
+        );
+        return;
+    }
+    check("cpu", CPU);
+}
+
+#[test]
+fn lavapipe_draws_are_pinned() {
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    if !ctx.summary.name.contains("llvmpipe") {
+        eprintln!(
+            "\n!!! SKIPPING pinned GPU draws: recorded on lavapipe, this adapter is {} !!!\n",
+            ctx.summary.name
+        );
+        return;
+    }
+    check("gpu", LAVAPIPE);
+}
+
+// Recorded on 2026-11-26 at commit "README: the output-folder rules..." (before issue 13).
+const CPU: &[(&str, &str)] = &[
+    ("glm", "737f6c76ba49df75"),
+    ("mixglm", "37bf59701d85d183"),
+    ("hmm", "1c3cbc34bbb1c94f"),
+    ("eiv", "b36246dcab19aeb4"),
+];
+
+const LAVAPIPE: &[(&str, &str)] = &[
+    ("glm", "8cff3e9e6b8d29b5"),
+    ("mixglm", "0c0b142ceb593460"),
+    ("hmm", "3e8c538619220cd5"),
+    ("eiv", "d7b9bc7e70bdb213"),
+];
