@@ -168,7 +168,8 @@ pub fn fit(backend: &Backend, seed: u64) -> gpsamp::Result<(Vec<f64>, Vec<f64>, 
         seed,
         ..Config::default()
     };
-    let mut integ = backend.integrator(Arc::new(model.clone()), data.clone(), 8, seed)?;
+    let mut integ =
+        gpsamp::hmc::integrator(backend, Arc::new(model.clone()), data.clone(), 8, seed)?;
     let mut sink = MemorySink::default();
     let rep = hmc::sample(
         integ.as_mut(),
@@ -194,7 +195,7 @@ pub fn fit(backend: &Backend, seed: u64) -> gpsamp::Result<(Vec<f64>, Vec<f64>, 
 
 #[allow(dead_code)]
 fn main() -> gpsamp::Result<()> {
-    let backend = Backend::select(BackendKind::Auto, false)?;
+    let backend = Backend::select(BackendKind::Auto)?;
     let (mean, truth, div) = fit(&backend, 3)?;
     println!(
         "backend {}: posterior means {mean:.3?}, truth {truth:.3?}, divergences {div}",

@@ -12,7 +12,7 @@ let model = MixGlm::mixreg(2, 1, Priors::default())?;
 let data = Arc::new(gpsamp::io::read_csv("sim.csv".as_ref(), &gpsamp::io::CsvSpec {
     x: vec!["x0".into()], y: "y".into(), group: Some("dataset".into()),
 })?);
-let backend = Backend::select(BackendKind::Auto, false)?;      // GPU if present, else CPU
+let backend = Backend::select(BackendKind::Auto)?;      // GPU if present, else CPU
 let chains = 1024;                                              // per dataset
 let mut eval = backend.evaluator(Arc::new(model.clone()), data.clone(), chains)?;
 let n = data.n_datasets() * chains;

@@ -25,6 +25,7 @@
 
 pub mod backend;
 pub mod data;
+pub mod device;
 pub mod diag;
 pub mod error;
 pub mod hmc;

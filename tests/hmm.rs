@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use common::{gpu, rel_norm};
 use gpsamp::backend::cpu::CpuEvaluator;
-use gpsamp::backend::gpu::eval::GpuEvaluator;
+use gpsamp::backend::GpuEvaluator;
 #[allow(unused_imports)]
 use gpsamp::hmm::em::{estep_cpu, fit_cpu, EmConfig, EmPriors, Init, Job};
 #[allow(unused_imports)]
@@ -600,9 +600,14 @@ fn hmc_on_tutorial(backend: &gpsamp::Backend) -> (Vec<f64>, Vec<f64>, usize) {
         seed: 4,
         ..Config::default()
     };
-    let mut integ = backend
-        .integrator(Arc::new(model.clone()), Arc::new(data), chains, cfg.seed)
-        .unwrap();
+    let mut integ = gpsamp::hmc::integrator(
+        backend,
+        Arc::new(model.clone()),
+        Arc::new(data),
+        chains,
+        cfg.seed,
+    )
+    .unwrap();
     let mut sink = MemorySink::default();
     let rep = sample(
         integ.as_mut(),

@@ -1,6 +1,8 @@
-//! Backends: `cpu` (native Rust, f64, parallel over chains) and `gpu` (wgpu, f32) behind one
-//! [`Evaluator`] trait, so engines and tests are written once for both. [`Backend::select`]
-//! implements `--backend auto|gpu|cpu`.
+//! Backends: `cpu` (native Rust, f64, parallel over chains) and `gpu` (wgpu, f32, on the
+//! [`crate::device`] runtime) behind one [`Evaluator`] trait, so engines and tests are written
+//! once for both. [`Backend::select`] implements `--backend auto|gpu|cpu`. Engines put
+//! themselves on a [`Backend`] (`hmc::integrator`, `hmm::em::fit`, `mdn::train::train`,
+//! `study::Study::run`); this layer knows none of them.
 
 pub mod cpu;
 pub mod gpu;
@@ -11,8 +13,9 @@ use crate::data::DataBatch;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
+pub use crate::device::GpuContext;
 pub use cpu::CpuEvaluator;
-pub use gpu::{GpuContext, GpuEvaluator};
+pub use gpu::{EvalParams, GpuEvaluator};
 
 /// Batch log density + gradient: positions for every chain of every dataset in, log
 /// densities and gradients out. Chain `c` belongs to dataset `c / chains_per_dataset`.
@@ -46,7 +49,7 @@ pub(crate) fn check_lengths(
 }
 
 /// What `--backend` asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// A hardware GPU when one exists, else the CPU backend (a software adapter such as
@@ -68,38 +71,38 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Resolves `kind`; `auto` says on stderr which backend it picked and why.
-    pub fn select(kind: BackendKind, quiet: bool) -> Result<Self> {
-        match kind {
-            BackendKind::Cpu => Ok(Backend::Cpu),
-            BackendKind::Gpu => Ok(Backend::Gpu(GpuContext::new()?)),
+    /// Resolves `kind` (see [`Backend::select_noted`] for why `auto` picked what it did).
+    pub fn select(kind: BackendKind) -> Result<Self> {
+        Ok(Self::select_noted(kind)?.0)
+    }
+
+    /// Resolves `kind`, with a note for the user when `auto` chose: which GPU adapter, or
+    /// why it fell back to the CPU backend.
+    pub fn select_noted(kind: BackendKind) -> Result<(Self, Option<String>)> {
+        Ok(match kind {
+            BackendKind::Cpu => (Backend::Cpu, None),
+            BackendKind::Gpu => (Backend::Gpu(GpuContext::new()?), None),
             BackendKind::Auto => match GpuContext::new() {
                 Ok(ctx) if ctx.summary.device_type != "Cpu" => {
-                    if !quiet {
-                        eprintln!(
-                            "gpsamp: using GPU adapter {} ({})",
-                            ctx.summary.name, ctx.summary.backend
-                        );
-                    }
-                    Ok(Backend::Gpu(ctx))
+                    let note = format!(
+                        "using GPU adapter {} ({})",
+                        ctx.summary.name, ctx.summary.backend
+                    );
+                    (Backend::Gpu(ctx), Some(note))
                 }
-                Ok(ctx) => {
-                    if !quiet {
-                        eprintln!(
-                            "gpsamp: only a software GPU adapter ({}) exists; falling back to the CPU backend (use --backend gpu to force it)",
-                            ctx.summary.name
-                        );
-                    }
-                    Ok(Backend::Cpu)
-                }
-                Err(e) => {
-                    if !quiet {
-                        eprintln!("gpsamp: {e}; falling back to the CPU backend");
-                    }
-                    Ok(Backend::Cpu)
-                }
+                Ok(ctx) => (
+                    Backend::Cpu,
+                    Some(format!(
+                        "only a software GPU adapter ({}) exists; falling back to the CPU backend (use --backend gpu to force it)",
+                        ctx.summary.name
+                    )),
+                ),
+                Err(e) => (
+                    Backend::Cpu,
+                    Some(format!("{e}; falling back to the CPU backend")),
+                ),
             },
-        }
+        })
     }
 
     /// `cpu` or `gpu (adapter name)`.
@@ -124,33 +127,6 @@ impl Backend {
                 model.as_ref(),
                 &data,
                 chains_per_dataset,
-                None,
-            )?),
-        })
-    }
-
-    /// An HMC integrator for `model` on `data` with `chains_per_dataset` chains each, its
-    /// random streams keyed by `seed`.
-    pub fn integrator(
-        &self,
-        model: Arc<dyn Model>,
-        data: Arc<DataBatch>,
-        chains_per_dataset: usize,
-        seed: u64,
-    ) -> Result<Box<dyn crate::hmc::Integrator>> {
-        Ok(match self {
-            Backend::Cpu => Box::new(crate::hmc::CpuIntegrator::new(
-                model,
-                data,
-                chains_per_dataset,
-                seed,
-            )?),
-            Backend::Gpu(ctx) => Box::new(crate::hmc::GpuIntegrator::new(
-                ctx.clone(),
-                model.as_ref(),
-                &data,
-                chains_per_dataset,
-                seed,
                 None,
             )?),
         })

@@ -7,6 +7,32 @@ use gpsamp::io::{read_csv, CsvSpec};
 use gpsamp::model::{Normal, ScalePrior};
 use gpsamp::{DataBatch, Likelihood, MixGlm, Priors};
 
+/// `--backend`: what to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// A hardware GPU when one exists, else the CPU backend (a software adapter such as
+    /// lavapipe is slower than the native CPU backend, so `auto` does not pick it).
+    Auto,
+    /// Any wgpu adapter, software ones included; an error when none exists.
+    Gpu,
+    /// The native CPU backend.
+    Cpu,
+}
+
+/// The backend `--backend` asks for; unless `quiet`, says on stderr what `auto` picked.
+pub fn select_backend(arg: BackendArg, quiet: bool) -> anyhow::Result<gpsamp::Backend> {
+    let kind = match arg {
+        BackendArg::Auto => gpsamp::BackendKind::Auto,
+        BackendArg::Gpu => gpsamp::BackendKind::Gpu,
+        BackendArg::Cpu => gpsamp::BackendKind::Cpu,
+    };
+    let (backend, note) = gpsamp::Backend::select_noted(kind)?;
+    if let (Some(n), false) = (note, quiet) {
+        eprintln!("gpsamp: {n}");
+    }
+    Ok(backend)
+}
+
 /// Which model family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModelKind {

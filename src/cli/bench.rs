@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use gpsamp::backend::gpu::{AdapterSummary, GpuContext, GpuEvaluator};
+use gpsamp::backend::GpuEvaluator;
 use gpsamp::backend::{Backend, CpuEvaluator, Evaluator};
+use gpsamp::device::{AdapterSummary, GpuContext};
 use gpsamp::rng::{host_rng, Purpose};
 use gpsamp::{DataBatch, Likelihood, MixGlm, Model, Priors};
 use rand::RngExt;
@@ -436,10 +437,7 @@ fn bench_em(backend: &Backend, k: usize, seqs: usize, steps: usize) -> anyhow::R
         ..Default::default()
     };
     let t0 = std::time::Instant::now();
-    let fit = match backend {
-        Backend::Cpu => em::fit_cpu(&spec, &cfg, &data)?,
-        Backend::Gpu(ctx) => gpsamp::hmm::gpu::fit_gpu(ctx.clone(), &spec, &cfg, &data)?,
-    };
+    let fit = gpsamp::hmm::fit_em(backend, &spec, &cfg, &data, &|_| {})?;
     let seconds = t0.elapsed().as_secs_f64();
     // max_iters E-steps with an M-step each, plus the scoring E-step at the end.
     let done = fit[0].trace.len();
@@ -512,7 +510,7 @@ fn bench_sampler(
         },
         ..Config::default()
     };
-    let mut integ = backend.integrator(Arc::new(model.clone()), data, chains, 1)?;
+    let mut integ = gpsamp::hmc::integrator(backend, Arc::new(model.clone()), data, chains, 1)?;
     let mut sink = MemorySink::default();
     let t = Instant::now();
     let rep = hmc::sample(

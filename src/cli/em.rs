@@ -8,10 +8,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use gpsamp::hmm::em::{fit_cpu_with_progress, EmConfig, EmFit, EmPriors, Init};
+use gpsamp::hmm::em::{EmConfig, EmFit, EmPriors, Init};
 use gpsamp::hmm::io::{params_from_json, params_to_json, read_sequences, SeqData, SeqSpec};
 use gpsamp::hmm::{self, EmissionKind, HmmParams, HmmSpec};
-use gpsamp::{Backend, BackendKind};
 
 use gpsamp::io::output::OutputDir;
 
@@ -108,7 +107,7 @@ pub struct Args {
     seed: u64,
     /// Backend of the E-step: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendKind,
+    backend: super::args::BackendArg,
     /// Output folder: created if missing; replaced, once the run has succeeded, only when
     /// it holds an earlier `gpsamp em` output (or is empty, or with --force).
     #[arg(long)]
@@ -250,7 +249,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let backend = Backend::select(a.backend, a.quiet)?;
+    let backend = super::args::select_backend(a.backend, a.quiet)?;
     let started = Instant::now();
     let jobs = (data.n_datasets() * cfg.restarts) as u64;
     let bar = super::progress_bar(
@@ -258,12 +257,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         jobs * cfg.max_iters as u64,
         "EM {bar:30} {pos}/{len} job-iterations {rate} (converged jobs stop early)",
     );
-    let fits: Vec<EmFit> = match &backend {
-        Backend::Cpu => fit_cpu_with_progress(&spec, &cfg, data, &|n| bar.inc(n))?,
-        Backend::Gpu(ctx) => {
-            hmm::gpu::fit_gpu_with_progress(ctx.clone(), &spec, &cfg, data, &|n| bar.inc(n))?
-        }
-    };
+    let fits: Vec<EmFit> = hmm::fit_em(&backend, &spec, &cfg, data, &|n| bar.inc(n))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     // Align states: to the truth when given, else by their first location.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use gpsamp::{Backend, BackendKind, Model};
+use gpsamp::Model;
 
 use super::args::{DataArgs, ModelArgs};
 
@@ -22,7 +22,7 @@ pub struct Args {
     params: Vec<f64>,
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendKind,
+    backend: super::args::BackendArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -57,7 +57,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         a.params.clone()
     };
     let theta = model.unconstrain(&params).context("--params")?;
-    let backend = Backend::select(a.backend, a.json)?;
+    let backend = super::args::select_backend(a.backend, a.json)?;
     let b = data.n_datasets();
     let d = model.dim();
     let mut eval = backend.evaluator(Arc::new(model.clone()), data.clone(), 1)?;

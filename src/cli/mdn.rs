@@ -73,7 +73,7 @@ pub struct TrainArgs {
     seed: u64,
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
-    backend: gpsamp::BackendKind,
+    backend: super::args::BackendArg,
     /// y values for the accuracy table and figure (built-in simulators).
     #[arg(long, value_delimiter = ',')]
     eval_y: Vec<f64>,
@@ -256,7 +256,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
     };
     let bar = super::progress_bar(a.quiet, a.epochs as u64, "{bar:30} epoch {pos}/{len} {msg}");
-    let backend = gpsamp::Backend::select(a.backend, a.quiet)?;
+    let backend = super::args::select_backend(a.backend, a.quiet)?;
     let trained = train(&shape, &theta, &y, sim, &cfg, &backend, &mut |s| {
         bar.set_position(s.epoch as u64);
         bar.set_message(format!(

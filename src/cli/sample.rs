@@ -11,7 +11,7 @@ use gpsamp::hmc::sink::{
     apply_permutations, label_permutations, summarize_npy, NpySink, STAT_NAMES,
 };
 use gpsamp::hmc::{self, Config};
-use gpsamp::{Backend, BackendKind, DataBatch, Model};
+use gpsamp::{Backend, DataBatch, Model};
 
 use gpsamp::io::output::OutputDir;
 
@@ -100,7 +100,7 @@ pub struct Args {
     max_steps: u32,
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendKind,
+    backend: super::args::BackendArg,
     /// Output folder: created if missing; replaced, once the run has succeeded, only when
     /// it holds an earlier `gpsamp sample` output (or is empty, or with --force).
     #[arg(long)]
@@ -347,8 +347,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
-    let backend = Backend::select(a.backend, a.quiet)?;
-    let mut integ = backend.integrator(model.clone(), data.clone(), a.chains, a.seed)?;
+    let backend = super::args::select_backend(a.backend, a.quiet)?;
+    let mut integ = hmc::integrator(&backend, model.clone(), data.clone(), a.chains, a.seed)?;
     if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
         eprintln!(
             "gpsamp: a software adapter stops a shader invocation after 65 535 loop iterations; with these datasets a transition may take at most {cap} leapfrog steps, and the sampler keeps to that"

@@ -10,7 +10,6 @@ use gpsamp::hmc::Config;
 use gpsamp::study::io::{datasets_csv, summary_csv, summary_table, StudyFile};
 use gpsamp::study::sbc::{report, Report};
 use gpsamp::study::{default_batch, plot, DatasetRecord, Study};
-use gpsamp::{Backend, BackendKind};
 
 use gpsamp::io::output::OutputDir;
 
@@ -63,7 +62,7 @@ pub struct Args {
     strict: bool,
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendKind,
+    backend: super::args::BackendArg,
     /// Output folder: created if missing; replaced, once the study has finished, only when
     /// it holds an earlier study (`gpsamp sbc` or `gpsamp merge`), is empty, or with --force.
     #[arg(long)]
@@ -159,7 +158,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         superchain_size: 1,
         ..Config::default()
     };
-    let backend = Backend::select(a.backend, a.quiet)?;
+    let backend = super::args::select_backend(a.backend, a.quiet)?;
     let study = Study {
         generator: model,
         fit,

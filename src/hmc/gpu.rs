@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use super::{Integrator, StepOut, Tuning};
-use crate::backend::gpu::eval::{choose_lanes, upload_data};
-use crate::backend::GpuContext;
 use crate::data::DataBatch;
+use crate::device::{choose_lanes, upload_data, GpuContext};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -83,7 +82,7 @@ impl GpuIntegrator {
         if n_chains == 0 {
             return Err(Error::Invalid("at least one chain is needed".into()));
         }
-        let lanes = choose_lanes(lanes, data, model)?;
+        let lanes = choose_lanes(lanes, data, model.max_lanes())?;
         // A software adapter (lavapipe) ends an invocation after 65 535 loop iterations and
         // silently keeps what it had; a transition spends at least one per point its lane
         // walks per leapfrog step (exactly one for the HMM family's unrolled kernel).

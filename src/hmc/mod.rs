@@ -827,6 +827,29 @@ pub fn sample(
     })
 }
 
+/// The HMC integrator for `backend`: `model` on `data` with `chains_per_dataset` chains
+/// each, its random streams keyed by `seed` (how the engine puts itself on a backend).
+pub fn integrator(
+    backend: &crate::backend::Backend,
+    model: std::sync::Arc<dyn Model>,
+    data: std::sync::Arc<crate::data::DataBatch>,
+    chains_per_dataset: usize,
+    seed: u64,
+) -> Result<Box<dyn Integrator>> {
+    use crate::backend::Backend;
+    Ok(match backend {
+        Backend::Cpu => Box::new(CpuIntegrator::new(model, data, chains_per_dataset, seed)?),
+        Backend::Gpu(ctx) => Box::new(GpuIntegrator::new(
+            ctx.clone(),
+            model.as_ref(),
+            &data,
+            chains_per_dataset,
+            seed,
+            None,
+        )?),
+    })
+}
+
 /// A sink that keeps every draw in memory: unconstrained positions (draws x chains x D)
 /// and sampler statistics; for tests and small runs.
 #[derive(Default)]

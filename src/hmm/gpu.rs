@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use super::em::{fit_with, EmConfig, EmFit, Stats};
 use super::{sequences, EmissionKind, HmmParams, HmmSpec};
-use crate::backend::gpu::eval::upload_data;
-use crate::backend::GpuContext;
 use crate::data::DataBatch;
+use crate::device::{upload_data, GpuContext};
 use crate::error::{Error, Result};
 
 /// Uniform parameters of the E-step kernel (must match `struct EParams` in the source).

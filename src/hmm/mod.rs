@@ -629,3 +629,21 @@ pub fn align_params(spec: &HmmSpec, reference: &HmmParams, fit: &HmmParams) -> V
         .collect();
     crate::diag::align::hungarian(&cost)
 }
+
+/// Batched EM (see [`em`]) on `backend`: the CPU E-step or the GPU one, with the same M-step
+/// and restart selection, so the result is the engine's whatever the backend (how EM puts
+/// itself on a backend). `progress(n)` is called as E-steps finish.
+pub fn fit_em(
+    backend: &crate::backend::Backend,
+    spec: &HmmSpec,
+    cfg: &em::EmConfig,
+    data: &DataBatch,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<em::EmFit>> {
+    match backend {
+        crate::backend::Backend::Cpu => em::fit_cpu_with_progress(spec, cfg, data, progress),
+        crate::backend::Backend::Gpu(ctx) => {
+            gpu::fit_gpu_with_progress(ctx.clone(), spec, cfg, data, progress)
+        }
+    }
+}

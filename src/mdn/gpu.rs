@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{Shape, LV_BOUND};
-use crate::backend::gpu::GpuContext;
+use crate::device::GpuContext;
 use crate::error::{Error, Result};
 
 /// Minibatches per submission.

@@ -251,7 +251,8 @@ impl Study {
             chain_offset: (range.start * chains) as u32,
             ..self.config.clone()
         };
-        let mut integ = backend.integrator(self.fit.clone(), data.clone(), chains, seed)?;
+        let mut integ =
+            crate::hmc::integrator(backend, self.fit.clone(), data.clone(), chains, seed)?;
         let mut sink = MemorySink::default();
         let rep = hmc::sample(
             integ.as_mut(),

@@ -1,15 +1,14 @@
-//! The GPU runtime on wgpu: adapter choice, a device with the adapter's real limits, buffer
-//! helpers, pipelines built once, and wgpu errors turned into [`Error`]s.
+//! The device runtime, the bottom layer: wgpu adapter choice, a device with the adapter's
+//! real limits, buffer helpers, data uploads, the threads-per-chain choice, and wgpu errors
+//! turned into [`Error`]s. It knows nothing of models or engines; the backends, model
+//! families and engines above build on it.
 
-pub mod eval;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
+use crate::data::DataBatch;
 use crate::error::{Error, Result};
-
-pub use eval::{EvalParams, GpuEvaluator};
 
 /// What `gpsamp devices` shows of an adapter.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -83,6 +82,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     /// The limits the device was created with (the adapter's own).
     pub limits: wgpu::Limits,
+    /// wgpu errors raised outside an error scope, reported by the next [`GpuContext::scoped`].
+    uncaptured: Arc<Mutex<Vec<String>>>,
 }
 
 impl GpuContext {
@@ -118,13 +119,21 @@ impl GpuContext {
         }))
         .map_err(|e| Error::Device(e.to_string()))?;
         // Errors outside an error scope would otherwise panic; every gpsamp operation runs
-        // inside a scope, so anything arriving here is logged rather than fatal.
-        device.on_uncaptured_error(Arc::new(|e| eprintln!("gpsamp: uncaptured GPU error: {e}")));
+        // inside a scope, so anything arriving here is kept and reported by the next
+        // [`GpuContext::scoped`] call as its error.
+        let uncaptured: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
         Ok(Arc::new(Self {
             summary,
             device,
             queue,
             limits,
+            uncaptured,
         }))
     }
 
@@ -136,12 +145,20 @@ impl GpuContext {
         let out = f();
         let v = pollster::block_on(val.pop());
         let o = pollster::block_on(oom.pop());
-        match v.or(o) {
-            Some(e) => Err(Error::Gpu {
+        let stray =
+            self.uncaptured.lock().ok().and_then(|mut u| {
+                (!u.is_empty()).then(|| u.drain(..).collect::<Vec<_>>().join("; "))
+            });
+        match (v.or(o), stray) {
+            (Some(e), _) => Err(Error::Gpu {
                 context: context.into(),
                 message: e.to_string(),
             }),
-            None => Ok(out),
+            (None, Some(m)) => Err(Error::Gpu {
+                context: format!("{context} (an error raised outside a scope)"),
+                message: m,
+            }),
+            (None, None) => Ok(out),
         }
     }
 
@@ -385,4 +402,41 @@ fn entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntr
         },
         count: None,
     }
+}
+
+/// Threads per chain for a mean dataset size: enough lanes to keep each one busy with about
+/// 16 or more points, at most a workgroup.
+pub fn default_lanes(mean_points: usize) -> u32 {
+    let mut lanes = 1u32;
+    while lanes < 64 && (lanes as usize * 2) * 16 <= mean_points {
+        lanes *= 2;
+    }
+    lanes
+}
+
+/// Threads per chain: `lanes` if given (a power of two up to 64), else [`default_lanes`] for
+/// `data`; at most `max_lanes` (1 for a model whose points depend on each other in order).
+pub fn choose_lanes(lanes: Option<u32>, data: &DataBatch, max_lanes: u32) -> Result<u32> {
+    let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / data.n_datasets()));
+    let lanes = lanes.min(max_lanes.max(1));
+    if !lanes.is_power_of_two() || lanes > 64 {
+        return Err(Error::Invalid(format!(
+            "lanes must be a power of two up to 64, got {lanes}"
+        )));
+    }
+    Ok(lanes)
+}
+
+/// Uploads a batch's inputs, responses (as f32) and offsets: bindings 1, 2, 3 of the
+/// density kernels.
+pub fn upload_data(ctx: &GpuContext, data: &DataBatch) -> Result<[wgpu::Buffer; 3]> {
+    if data.n_total() > u32::MAX as usize / 2 {
+        return Err(Error::Invalid("too many points for one GPU batch".into()));
+    }
+    let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+    let x = ctx.storage_init("data x", &to_f32(data.x()), false)?;
+    let y = ctx.storage_init("data y", &to_f32(data.y()), false)?;
+    let offsets: Vec<u32> = data.offsets().iter().map(|&o| o as u32).collect();
+    let offsets = ctx.storage_init("offsets", &offsets, false)?;
+    Ok([x, y, offsets])
 }

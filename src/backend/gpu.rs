@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::GpuContext;
 use crate::backend::Evaluator;
 use crate::data::DataBatch;
+use crate::device::{choose_lanes, upload_data, GpuContext};
 use crate::error::{Error, Result};
 use crate::math::LOGP_NEG_INF;
 use crate::model::Model;
@@ -39,42 +39,6 @@ struct Chunk {
     groups: (u32, u32),
 }
 
-/// Threads per chain for a mean dataset size: enough lanes to keep each one busy with about
-/// 16 or more points, at most a workgroup.
-pub fn default_lanes(mean_points: usize) -> u32 {
-    let mut lanes = 1u32;
-    while lanes < 64 && (lanes as usize * 2) * 16 <= mean_points {
-        lanes *= 2;
-    }
-    lanes
-}
-
-/// Uploads a batch's inputs, responses (as f32) and offsets: bindings 1, 2, 3 of the
-/// density kernels.
-pub(crate) fn upload_data(ctx: &GpuContext, data: &DataBatch) -> Result<[wgpu::Buffer; 3]> {
-    if data.n_total() > u32::MAX as usize / 2 {
-        return Err(Error::Invalid("too many points for one GPU batch".into()));
-    }
-    let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-    let x = ctx.storage_init("data x", &to_f32(data.x()), false)?;
-    let y = ctx.storage_init("data y", &to_f32(data.y()), false)?;
-    let offsets: Vec<u32> = data.offsets().iter().map(|&o| o as u32).collect();
-    let offsets = ctx.storage_init("offsets", &offsets, false)?;
-    Ok([x, y, offsets])
-}
-
-/// Threads per chain: `lanes` if given (a power of two up to 64), else [`default_lanes`].
-pub(crate) fn choose_lanes(lanes: Option<u32>, data: &DataBatch, model: &dyn Model) -> Result<u32> {
-    let lanes = lanes.unwrap_or_else(|| default_lanes(data.n_total() / data.n_datasets()));
-    let lanes = lanes.min(model.max_lanes().max(1));
-    if !lanes.is_power_of_two() || lanes > 64 {
-        return Err(Error::Invalid(format!(
-            "lanes must be a power of two up to 64, got {lanes}"
-        )));
-    }
-    Ok(lanes)
-}
-
 /// The GPU batch evaluator (see the module docs).
 pub struct GpuEvaluator {
     ctx: Arc<GpuContext>,
@@ -96,7 +60,7 @@ pub struct GpuEvaluator {
 
 impl GpuEvaluator {
     /// Uploads the data, builds the pipeline and the per-chunk bind groups. `lanes` (a power
-    /// of two up to 64) overrides [`default_lanes`].
+    /// of two up to 64) overrides [`crate::device::default_lanes`].
     pub fn new(
         ctx: Arc<GpuContext>,
         model: &dyn Model,
@@ -118,7 +82,7 @@ impl GpuEvaluator {
                 "too many chains or points for one GPU batch".into(),
             ));
         }
-        let lanes = choose_lanes(lanes, data, model)?;
+        let lanes = choose_lanes(lanes, data, model.max_lanes())?;
         let source = crate::shader::logp_batch(&model.wgsl(), lanes);
         let layout = ctx.layout(true, &[true, true, true, true, false]);
         let pipeline = ctx.pipeline(&format!("logp_batch[{}]", model.name()), &source, &layout)?;
