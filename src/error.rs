@@ -52,6 +52,14 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// A setting out of its domain, named by the option that set it.
+    #[error("{flag}: {message}")]
+    Config {
+        /// The option (`--keep`, `--init em`).
+        flag: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Chains could not be started (every start had a log density of -inf or NaN).
     #[error("chain {chain}: {message}")]
     Init {

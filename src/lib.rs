@@ -38,6 +38,7 @@ pub mod rng;
 pub mod shader;
 pub mod study;
 pub mod tutorial;
+pub mod workflow;
 
 pub use backend::{Backend, BackendKind, Evaluator};
 pub use data::{DataBatch, Dataset};

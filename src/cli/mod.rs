@@ -43,23 +43,7 @@ pub fn stdout_write(args: std::fmt::Arguments) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `v` with `digits` significant digits: fixed notation for magnitudes 1e-4..1e6, else
-/// scientific (so `sd` of 0.00042 prints as 0.00042, not 0.000).
-pub fn sig(v: f64, digits: usize) -> String {
-    if !v.is_finite() {
-        return v.to_string();
-    }
-    if v == 0.0 {
-        return "0".into();
-    }
-    let mag = v.abs().log10().floor() as i32;
-    if (-4..6).contains(&mag) {
-        let decimals = (digits as i32 - 1 - mag).max(0) as usize;
-        format!("{v:.decimals$}")
-    } else {
-        format!("{v:.*e}", digits.saturating_sub(1))
-    }
-}
+pub use gpsamp::workflow::sig;
 
 /// A progress bar on stderr with `template` (indicatif's keys, plus `{rate}`: items per
 /// second in 3 significant digits), hidden with `--quiet` or when stderr is not a terminal.

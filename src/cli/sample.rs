@@ -7,16 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use gpsamp::diag::SummaryRow;
-use gpsamp::hmc::sink::{
-    apply_permutations, label_permutations, summarize_npy, NpySink, STAT_NAMES,
-};
 use gpsamp::hmc::{self, Config};
-use gpsamp::{Backend, DataBatch, Model};
+use gpsamp::workflow::{em_init_centers, sample_to_dir, sig, SampleJob};
+use gpsamp::{DataBatch, Model};
 
 use gpsamp::io::output::OutputDir;
 
 use super::args::{DataArgs, ModelArgs, ModelKind};
-use super::sig;
 
 /// Where chains start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -286,7 +283,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let model: Arc<dyn Model> = if a.model.is_hmm() {
         let hmm = a.model.build_hmm(hmm_shape.0, hmm_shape.1)?;
         if em_init {
-            init_centers = em_centers(&hmm, &data, a.model.stickiness, a.seed)?;
+            init_centers = em_init_centers(&hmm, &data, a.model.stickiness, a.seed)?;
             if !a.quiet {
                 eprintln!("gpsamp: chains start around an EM fit of each dataset (--init em; --init random for random starts)");
             }
@@ -297,23 +294,6 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             .build_any(data.p() - usize::from(a.model.systems.is_some()))?
     };
     model.check_data(&data).with_context(|| source.clone())?;
-    let names = model.param_names();
-    let keep: Vec<usize> = if a.keep.is_empty() {
-        (0..names.len()).collect()
-    } else {
-        a.keep
-            .iter()
-            .map(|k| {
-                names.iter().position(|n| n == k).with_context(|| {
-                    format!(
-                        "--keep: no parameter {k:?}; the model has {}",
-                        names.join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
-    let kept_names: Vec<String> = keep.iter().map(|&i| names[i].clone()).collect();
     let superchain = a
         .superchain_size
         .unwrap_or(if a.chains >= 16 && a.chains.is_multiple_of(4) {
@@ -338,8 +318,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     cfg.validate()?;
     let data = Arc::new(data);
-    let n_datasets = data.n_datasets();
-    let n_chains = n_datasets * a.chains;
+    let n_chains = data.n_datasets() * a.chains;
     // Per chain: positions, momenta, gradients and adaptation state (a few dozen f64s per
     // dimension between the integrator and the sampler).
     super::check_memory(
@@ -348,29 +327,14 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
     let backend = super::args::select_backend(a.backend, a.quiet)?;
-    let mut integ = hmc::integrator(&backend, model.clone(), data.clone(), a.chains, a.seed)?;
-    if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
-        eprintln!(
-            "gpsamp: a software adapter stops a shader invocation after 65 535 loop iterations; with these datasets a transition may take at most {cap} leapfrog steps, and the sampler keeps to that"
-        );
-    }
-    let adapter = match &backend {
-        Backend::Gpu(ctx) => Some(ctx.summary.clone()),
-        Backend::Cpu => None,
+    let job = SampleJob {
+        config: cfg,
+        keep: a.keep.clone(),
+        keep_partial: a.keep_partial,
+        source,
+        truth,
+        group_column: a.group.clone(),
     };
-
-    // Everything is written into a fresh folder that replaces --out only at the end.
-    let partial = out.path().to_path_buf();
-    let constants: Vec<f64> = (0..n_datasets).map(|b| model.constant(&data, b)).collect();
-    let mut sink = NpySink::create(
-        &partial,
-        model.as_ref(),
-        constants,
-        a.chains,
-        n_chains,
-        a.draws,
-        keep.clone(),
-    )?;
     let bar = progress_bar(a.quiet, (a.warmup + a.draws * a.thin) as u64);
     let mut last_phase = String::new();
     let mut progress = |phase: &str, i: usize, _n: usize, div: usize| {
@@ -383,114 +347,39 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             bar.set_message(format!("{div} divergences"));
         }
     };
-    let result = hmc::sample(
-        integ.as_mut(),
-        model.as_ref(),
-        n_datasets,
-        &cfg,
-        &mut sink,
+    // Everything is written into a fresh folder that replaces --out only at the end.
+    let result = sample_to_dir(
+        model.clone(),
+        data.clone(),
+        &backend,
+        &job,
+        out.path(),
         &mut progress,
     );
     bar.finish_and_clear();
-    let report = match result {
-        Ok(r) => r,
-        Err(gpsamp::Error::Init { chain, message }) => {
-            let b = chain / a.chains;
-            bail!(
-                "dataset {} (chain {chain}): {message}. {}",
-                data.dataset_name(b),
-                data_ranges(&data, b)
-            );
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let n_kept = report.draws_completed;
-    if report.interrupted && (!a.keep_partial || n_kept == 0) {
-        if a.keep_partial {
+    let run = match result {
+        Err(gpsamp::Error::Interrupted) if a.keep_partial => {
             eprintln!("gpsamp: interrupted before the first draw; nothing to keep");
+            return Err(gpsamp::Error::Interrupted.into());
         }
-        return Err(gpsamp::Error::Interrupted.into());
-    }
-    let chain_means = sink.finish()?;
-    if n_kept < a.draws {
-        let k = kept_names.len();
-        gpsamp::io::npy::keep_leading(&partial.join("draws.npy"), [n_chains, a.draws, k], n_kept)?;
-        gpsamp::io::npy::keep_leading(
-            &partial.join("sample_stats.npy"),
-            [n_chains, a.draws, STAT_NAMES.len()],
-            n_kept,
-        )?;
-    }
-    // Label alignment for mixtures (all parameters must be stored to permute them).
-    let mut alignment = serde_json::json!({"applied": false});
-    if model.label_groups().is_some() {
-        if keep.len() == names.len() {
-            let perms =
-                label_permutations(model.as_ref(), &chain_means, a.chains).expect("mixture");
-            let switched = perms
-                .iter()
-                .filter(|p| p.iter().enumerate().any(|(i, &j)| i != j))
-                .count();
-            apply_permutations(&partial, model.as_ref(), &perms, n_kept)?;
-            alignment = serde_json::json!({
-                "applied": true,
-                "method": "Hungarian matching of each chain's component means to the pooled aligned means",
-                "chains_relabelled": switched,
-                "permutations": perms,
-            });
-        } else {
-            alignment = serde_json::json!({"applied": false, "reason": "--keep stores a subset of parameters"});
-        }
-    }
-    let summaries = summarize_npy(
-        &partial,
-        &kept_names,
-        n_chains,
-        n_kept,
-        a.chains,
-        superchain,
-        256 << 20,
-    )?;
-    write_summary(&partial, &summaries, &data)?;
-    let meta = serde_json::json!({
-        "format": "gpsamp-draws/1",
-        "model": model.name(),
-        "param_names": kept_names,
-        "all_param_names": names,
-        "draws_shape": [n_chains, n_kept, kept_names.len()],
-        "draws_completed": n_kept,
-        "draws_requested": a.draws,
-        "interrupted": report.interrupted,
-        "datasets": n_datasets,
-        "groups": (0..n_datasets).map(|b| data.dataset_name(b)).collect::<Vec<_>>(),
-        "group_column": a.group,
-        "chains_per_dataset": a.chains,
-        "sample_stats_columns": STAT_NAMES,
-        "settings": cfg,
-        "seed": a.seed,
-        "backend": backend.describe(),
-        "adapter": adapter,
-        "data": source,
-        "truth": truth,
-        "label_alignment": alignment,
-        "report": report,
-        "gpsamp_version": env!("CARGO_PKG_VERSION"),
-    });
-    std::fs::write(
-        partial.join("meta.json"),
-        serde_json::to_string_pretty(&meta)?,
-    )
-    .with_context(|| format!("writing {}", partial.join("meta.json").display()))?;
+        r => r?,
+    };
     out.commit()?;
-
+    for n in &run.notes {
+        eprintln!("gpsamp: {n}");
+    }
+    let report = &run.report;
+    let n_kept = report.draws_completed;
     if !a.quiet {
         print_table(
-            &summaries,
-            &report,
+            &run.summaries,
+            report,
             &data,
             &backend.describe(),
-            alignment["applied"] == true,
-            cfg.target_accept.unwrap_or_else(|| model.target_accept()),
+            run.labels_aligned,
+            job.config
+                .target_accept
+                .unwrap_or_else(|| model.target_accept()),
         )?;
         outln!(
             "wrote {}/{{draws.npy, sample_stats.npy, summary.csv, summary.json, meta.json}}",
@@ -498,7 +387,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         );
     }
     // Warnings reach stderr whatever --quiet says.
-    for w in warnings(&summaries, &report, &data) {
+    for w in &run.warnings {
         eprintln!("gpsamp: warning: {w}");
     }
     if report.interrupted {
@@ -512,189 +401,12 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The range of every column of dataset `b`, for an error about data on an odd scale.
-fn data_ranges(data: &DataBatch, b: usize) -> String {
-    let r = data.range(b);
-    let range = |v: &[f64]| {
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        format!("[{}, {}]", sig(lo, 4), sig(hi, 4))
-    };
-    let mut cols: Vec<String> = (0..data.p())
-        .map(|j| {
-            let name = data.x_names.get(j).cloned().unwrap_or(format!("x{j}"));
-            format!("{name} in {}", range(&data.x_col(j)[r.clone()]))
-        })
-        .collect();
-    cols.push(format!("{} in {}", data.y_name, range(&data.y()[r])));
-    format!(
-        "The data: {}. Columns far from unit scale can put every start's log density at -inf (in f32 on the GPU especially): rescale them, or widen the priors",
-        cols.join(", ")
-    )
-}
-
-/// Warnings about the fit: divergences, stuck chains, R-hat above 1.01, bulk ESS under 100.
-fn warnings(
-    summaries: &[Vec<SummaryRow>],
-    report: &hmc::RunReport,
-    data: &DataBatch,
-) -> Vec<String> {
-    let mut w = Vec::new();
-    let name = |b: usize| {
-        if summaries.len() > 1 {
-            format!("dataset {}: ", data.dataset_name(b))
-        } else {
-            String::new()
-        }
-    };
-    for (b, (rows, ds)) in summaries.iter().zip(&report.datasets).enumerate() {
-        if ds.divergences > 0 {
-            w.push(format!(
-                "{}{} divergent transitions after warmup; the posterior may be biased where they happen (try --target-accept 0.9, or reparameterise)",
-                name(b),
-                ds.divergences
-            ));
-        }
-        if !ds.stuck_chains.is_empty() {
-            w.push(format!(
-                "{}chain(s) {:?} look stuck (log density far below the others, or mostly divergent); see meta.json's report",
-                name(b),
-                ds.stuck_chains
-            ));
-        }
-        let worst = |key: fn(&SummaryRow) -> f64, max: bool| {
-            rows.iter().filter(|r| key(r).is_finite()).max_by(|x, y| {
-                let o = key(x).total_cmp(&key(y));
-                if max {
-                    o
-                } else {
-                    o.reverse()
-                }
-            })
-        };
-        if let Some(r) = worst(|r| r.r_hat, true).filter(|r| r.r_hat > 1.01) {
-            w.push(format!(
-                "{}R-hat {} for {} (above 1.01): the chains disagree; run longer or look at the trace",
-                name(b),
-                sig(r.r_hat, 4),
-                r.param
-            ));
-        }
-        if let Some(r) = worst(|r| r.ess_bulk, false).filter(|r| r.ess_bulk < 100.0) {
-            w.push(format!(
-                "{}bulk ESS {} for {} (under 100): too few effective draws for reliable summaries; draw more",
-                name(b),
-                sig(r.ess_bulk, 3),
-                r.param
-            ));
-        }
-    }
-    // Thousands of datasets: a line per kind, not per dataset.
-    if summaries.len() > 5 && w.len() > 5 {
-        let n = w.len();
-        w.truncate(5);
-        w.push(format!(
-            "... {} more warnings; see summary.csv and meta.json",
-            n - 5
-        ));
-    }
-    w
-}
-
-/// The unconstrained EM fit (10 restarts, MAP with the model's stickiness) of every dataset.
-fn em_centers(
-    hmm: &gpsamp::Hmm,
-    data: &DataBatch,
-    stickiness: f64,
-    seed: u64,
-) -> anyhow::Result<Vec<Vec<f64>>> {
-    use gpsamp::hmm::em::{fit_cpu, EmConfig, EmPriors, Init};
-    let spec = *hmm.spec();
-    let cfg = EmConfig {
-        priors: EmPriors {
-            stickiness,
-            ..EmPriors::default()
-        },
-        init: if spec.kind == gpsamp::hmm::EmissionKind::Bernoulli {
-            Init::Random
-        } else {
-            Init::Kmeans
-        },
-        seed,
-        ..EmConfig::default()
-    };
-    let fits = fit_cpu(&spec, &cfg, data).context("--init em")?;
-    fits.iter()
-        .map(|f| hmm.theta(&f.params).context("--init em"))
-        .collect::<anyhow::Result<Vec<_>>>()
-}
-
 fn progress_bar(quiet: bool, len: u64) -> indicatif::ProgressBar {
     super::progress_bar(
         quiet,
         len,
         "{prefix:>8} {bar:30} {pos}/{len} iterations {rate} {msg}",
     )
-}
-
-fn write_summary(
-    dir: &Path,
-    summaries: &[Vec<SummaryRow>],
-    data: &DataBatch,
-) -> anyhow::Result<()> {
-    let multi = summaries.len() > 1;
-    let mut w = csv::Writer::from_path(dir.join("summary.csv"))?;
-    let mut header = vec![
-        "param",
-        "mean",
-        "sd",
-        "hdi_3%",
-        "hdi_97%",
-        "mcse_mean",
-        "mcse_sd",
-        "ess_bulk",
-        "ess_tail",
-        "r_hat",
-        "nested_r_hat",
-    ];
-    if multi {
-        header.insert(0, "dataset");
-    }
-    w.write_record(&header)?;
-    for (b, rows) in summaries.iter().enumerate() {
-        for r in rows {
-            let mut rec = vec![
-                r.param.clone(),
-                r.mean.to_string(),
-                r.sd.to_string(),
-                r.hdi_lo.to_string(),
-                r.hdi_hi.to_string(),
-                r.mcse_mean.to_string(),
-                r.mcse_sd.to_string(),
-                r.ess_bulk.to_string(),
-                r.ess_tail.to_string(),
-                r.r_hat.to_string(),
-                r.nested_r_hat.to_string(),
-            ];
-            if multi {
-                rec.insert(0, data.dataset_name(b));
-            }
-            w.write_record(&rec)?;
-        }
-    }
-    w.flush()?;
-    let json = if multi {
-        let v: Vec<serde_json::Value> = summaries
-            .iter()
-            .enumerate()
-            .map(|(b, rows)| serde_json::json!({"dataset": data.dataset_name(b), "summary": rows}))
-            .collect();
-        serde_json::to_string_pretty(&v)?
-    } else {
-        serde_json::to_string_pretty(&summaries[0])?
-    };
-    std::fs::write(dir.join("summary.json"), json)?;
-    Ok(())
 }
 
 fn print_table(

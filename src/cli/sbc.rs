@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use gpsamp::hmc::Config;
-use gpsamp::study::io::{datasets_csv, summary_csv, summary_table, StudyFile};
+use gpsamp::study::io::{summary_table, StudyFile};
 use gpsamp::study::sbc::{report, Report};
-use gpsamp::study::{default_batch, plot, DatasetRecord, Study};
+use gpsamp::study::{default_batch, DatasetRecord, Study};
 
 use gpsamp::io::output::OutputDir;
 
@@ -96,12 +96,9 @@ pub fn shard_range(text: &str, datasets: usize) -> anyhow::Result<std::ops::Rang
     Ok((i - 1) * datasets / n..i * datasets / n)
 }
 
-/// The marker command of a study folder: `sbc` and `merge` write the same kind of folder,
-/// so either may replace the other's.
-pub const STUDY: &str = "study";
+pub use gpsamp::workflow::STUDY;
 
-/// Writes a study folder: `study.json`, `datasets.csv`, `summary.csv`, `summary.json`,
-/// `meta.json` and the SVG figures, into the temporary of `out`, then commits it.
+/// Writes a study folder into the temporary of `out`, then commits it.
 pub fn write_study(
     out: OutputDir,
     file: &StudyFile,
@@ -109,17 +106,7 @@ pub fn write_study(
     rep: &Report,
     meta: serde_json::Value,
 ) -> anyhow::Result<()> {
-    let partial = out.path().to_path_buf();
-    let put = |name: &str, text: &str| {
-        std::fs::write(partial.join(name), text)
-            .with_context(|| format!("writing {}", partial.join(name).display()))
-    };
-    put("study.json", &(serde_json::to_string_pretty(file)? + "\n"))?;
-    put("datasets.csv", &datasets_csv(&file.settings, records))?;
-    put("summary.csv", &summary_csv(rep))?;
-    put("summary.json", &(serde_json::to_string_pretty(rep)? + "\n"))?;
-    put("meta.json", &(serde_json::to_string_pretty(&meta)? + "\n"))?;
-    plot::write_all(&partial, rep, records)?;
+    gpsamp::workflow::write_study(out.path(), file, records, rep, &meta)?;
     Ok(out.commit()?)
 }
 

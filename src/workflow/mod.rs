@@ -1,0 +1,42 @@
+//! The workflow layer: whole jobs as library functions that write the folders the CLI
+//! writes, so a Rust program gets "a fit in a folder, with summaries" without the CLI.
+//! The layers run one way: device → model families → engines (HMC, EM, MDN, studies) →
+//! workflow → CLI (and, later, Python); nothing here prints.
+
+pub mod sample;
+pub mod study;
+
+pub use sample::{em_init_centers, sample_to_dir, SampleJob, SampleRun};
+pub use study::{write_study, STUDY};
+
+/// `v` with `digits` significant digits: fixed notation for magnitudes 1e-4..1e6, else
+/// scientific (so an sd of 0.00042 reads 0.00042, not 0.000).
+pub fn sig(v: f64, digits: usize) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    let mag = v.abs().log10().floor() as i32;
+    if (-4..6).contains(&mag) {
+        let decimals = (digits as i32 - 1 - mag).max(0) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.*e}", digits.saturating_sub(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sig;
+
+    #[test]
+    fn significant_digits() {
+        assert_eq!(sig(0.000_421_7, 2), "0.00042");
+        assert_eq!(sig(1234.6, 4), "1235");
+        assert_eq!(sig(0.5, 4), "0.5000");
+        assert_eq!(sig(3e300, 4), "3.000e300");
+        assert_eq!(sig(0.0, 4), "0");
+    }
+}

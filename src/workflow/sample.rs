@@ -1,0 +1,414 @@
+//! `sample` as a library function: ensemble HMC of a model on a data batch, written to a
+//! folder as `gpsamp sample` writes it (`draws.npy`, `sample_stats.npy`, `summary.csv`,
+//! `summary.json`, `meta.json`; format in the README), with the summaries, the run report
+//! and the warnings returned to the caller, who decides what to print.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::data::DataBatch;
+use crate::diag::SummaryRow;
+use crate::error::{Error, Result};
+use crate::hmc::sink::{
+    apply_permutations, label_permutations, summarize_npy, NpySink, STAT_NAMES,
+};
+use crate::hmc::{self, Config, Progress, RunReport};
+use crate::model::Model;
+
+use super::sig;
+
+/// What to run and record, beyond the sampler's [`Config`].
+#[derive(Clone, Debug, Default)]
+pub struct SampleJob {
+    /// The sampler's settings (chains per dataset, warmup, draws, seed, ...).
+    pub config: Config,
+    /// Parameters to store, by name (empty: all).
+    pub keep: Vec<String>,
+    /// When [`Config::cancel`] stops sampling, keep the draws so far (else the run returns
+    /// [`Error::Interrupted`]).
+    pub keep_partial: bool,
+    /// Where the data came from, for `meta.json`.
+    pub source: String,
+    /// The true constrained parameters when the data were simulated, for `meta.json`.
+    pub truth: Option<Vec<f64>>,
+    /// The column that split the data into datasets, for `meta.json`.
+    pub group_column: Option<String>,
+}
+
+/// What a finished (or interrupted and kept) run returns besides its folder.
+#[derive(Clone, Debug)]
+pub struct SampleRun {
+    /// Names of the stored parameters (the last axis of `draws.npy`).
+    pub param_names: Vec<String>,
+    /// Per dataset, a summary row per stored parameter.
+    pub summaries: Vec<Vec<SummaryRow>>,
+    /// The sampler's report (step sizes, divergences, timings, draws completed).
+    pub report: RunReport,
+    /// Whether mixture labels were aligned across chains.
+    pub labels_aligned: bool,
+    /// What the run did that a user may want to know (a step cap on a software adapter).
+    pub notes: Vec<String>,
+    /// Warnings: divergences, stuck chains, R-hat above 1.01, bulk ESS under 100.
+    pub warnings: Vec<String>,
+    /// The contents of `meta.json`.
+    pub meta: serde_json::Value,
+}
+
+/// Samples `model` on `data` with `backend` and writes the run into `dir` (an existing,
+/// empty folder: an [`crate::io::output::OutputDir`]'s temporary, say). `progress` gets
+/// (phase, iteration, iterations in phase, divergences).
+pub fn sample_to_dir(
+    model: Arc<dyn Model>,
+    data: Arc<DataBatch>,
+    backend: &Backend,
+    job: &SampleJob,
+    dir: &Path,
+    progress: Progress<'_>,
+) -> Result<SampleRun> {
+    let cfg = &job.config;
+    cfg.validate()?;
+    model.check_data(&data)?;
+    let names = model.param_names();
+    let keep: Vec<usize> = if job.keep.is_empty() {
+        (0..names.len()).collect()
+    } else {
+        job.keep
+            .iter()
+            .map(|k| {
+                names
+                    .iter()
+                    .position(|n| n == k)
+                    .ok_or_else(|| Error::Config {
+                        flag: "--keep".into(),
+                        message: format!("no parameter {k:?}; the model has {}", names.join(", ")),
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    let kept_names: Vec<String> = keep.iter().map(|&i| names[i].clone()).collect();
+    let n_datasets = data.n_datasets();
+    let n_chains = n_datasets * cfg.chains;
+    let mut integ = hmc::integrator(backend, model.clone(), data.clone(), cfg.chains, cfg.seed)?;
+    let mut notes = Vec::new();
+    if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
+        notes.push(format!(
+            "a software adapter stops a shader invocation after 65 535 loop iterations; with these datasets a transition may take at most {cap} leapfrog steps, and the sampler keeps to that"
+        ));
+    }
+    let adapter = match backend {
+        Backend::Gpu(ctx) => Some(ctx.summary.clone()),
+        Backend::Cpu => None,
+    };
+    let constants: Vec<f64> = (0..n_datasets).map(|b| model.constant(&data, b)).collect();
+    let mut sink = NpySink::create(
+        dir,
+        model.as_ref(),
+        constants,
+        cfg.chains,
+        n_chains,
+        cfg.draws,
+        keep.clone(),
+    )?;
+    let report = match hmc::sample(
+        integ.as_mut(),
+        model.as_ref(),
+        n_datasets,
+        cfg,
+        &mut sink,
+        progress,
+    ) {
+        Ok(r) => r,
+        Err(Error::Init { chain, message }) => {
+            let b = chain / cfg.chains;
+            return Err(Error::Init {
+                chain,
+                message: format!(
+                    "dataset {}: {message}. {}",
+                    data.dataset_name(b),
+                    data_ranges(&data, b)
+                ),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let n_kept = report.draws_completed;
+    if report.interrupted && (!job.keep_partial || n_kept == 0) {
+        return Err(Error::Interrupted);
+    }
+    let chain_means = sink.finish()?;
+    if n_kept < cfg.draws {
+        let k = kept_names.len();
+        crate::io::npy::keep_leading(&dir.join("draws.npy"), [n_chains, cfg.draws, k], n_kept)?;
+        crate::io::npy::keep_leading(
+            &dir.join("sample_stats.npy"),
+            [n_chains, cfg.draws, STAT_NAMES.len()],
+            n_kept,
+        )?;
+    }
+    // Label alignment for mixtures (all parameters must be stored to permute them).
+    let mut alignment = serde_json::json!({"applied": false});
+    if model.label_groups().is_some() {
+        if keep.len() == names.len() {
+            let perms =
+                label_permutations(model.as_ref(), &chain_means, cfg.chains).unwrap_or_default();
+            let switched = perms
+                .iter()
+                .filter(|p| p.iter().enumerate().any(|(i, &j)| i != j))
+                .count();
+            apply_permutations(dir, model.as_ref(), &perms, n_kept)?;
+            alignment = serde_json::json!({
+                "applied": true,
+                "method": "Hungarian matching of each chain's component means to the pooled aligned means",
+                "chains_relabelled": switched,
+                "permutations": perms,
+            });
+        } else {
+            alignment = serde_json::json!({"applied": false, "reason": "--keep stores a subset of parameters"});
+        }
+    }
+    let summaries = summarize_npy(
+        dir,
+        &kept_names,
+        n_chains,
+        n_kept,
+        cfg.chains,
+        cfg.superchain_size,
+        256 << 20,
+    )?;
+    write_summary(dir, &summaries, &data)?;
+    let meta = serde_json::json!({
+        "format": "gpsamp-draws/1",
+        "model": model.name(),
+        "param_names": kept_names,
+        "all_param_names": names,
+        "draws_shape": [n_chains, n_kept, kept_names.len()],
+        "draws_completed": n_kept,
+        "draws_requested": cfg.draws,
+        "interrupted": report.interrupted,
+        "datasets": n_datasets,
+        "groups": (0..n_datasets).map(|b| data.dataset_name(b)).collect::<Vec<_>>(),
+        "group_column": job.group_column,
+        "chains_per_dataset": cfg.chains,
+        "sample_stats_columns": STAT_NAMES,
+        "settings": cfg,
+        "seed": cfg.seed,
+        "backend": backend.describe(),
+        "adapter": adapter,
+        "data": job.source,
+        "truth": job.truth,
+        "label_alignment": alignment,
+        "report": report,
+        "gpsamp_version": env!("CARGO_PKG_VERSION"),
+    });
+    write_file(&dir.join("meta.json"), &json_text(&meta)?)?;
+    Ok(SampleRun {
+        param_names: kept_names,
+        warnings: warnings(&summaries, &report, &data),
+        summaries,
+        report,
+        labels_aligned: alignment["applied"] == true,
+        notes,
+        meta,
+    })
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(format!("JSON: {e}")))
+}
+
+/// Writes `summary.csv` and `summary.json` (ArviZ's columns plus `nested_r_hat`; a leading
+/// `dataset` column holding each dataset's group key when there are several).
+pub fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>], data: &DataBatch) -> Result<()> {
+    let multi = summaries.len() > 1;
+    let mut header = vec![
+        "param",
+        "mean",
+        "sd",
+        "hdi_3%",
+        "hdi_97%",
+        "mcse_mean",
+        "mcse_sd",
+        "ess_bulk",
+        "ess_tail",
+        "r_hat",
+        "nested_r_hat",
+    ];
+    if multi {
+        header.insert(0, "dataset");
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let csv_err = |e: csv::Error| Error::Invalid(format!("summary.csv: {e}"));
+    w.write_record(&header).map_err(csv_err)?;
+    for (b, rows) in summaries.iter().enumerate() {
+        for r in rows {
+            let mut rec = vec![
+                r.param.clone(),
+                r.mean.to_string(),
+                r.sd.to_string(),
+                r.hdi_lo.to_string(),
+                r.hdi_hi.to_string(),
+                r.mcse_mean.to_string(),
+                r.mcse_sd.to_string(),
+                r.ess_bulk.to_string(),
+                r.ess_tail.to_string(),
+                r.r_hat.to_string(),
+                r.nested_r_hat.to_string(),
+            ];
+            if multi {
+                rec.insert(0, data.dataset_name(b));
+            }
+            w.write_record(&rec).map_err(csv_err)?;
+        }
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::Invalid(format!("summary.csv: {e}")))?;
+    std::fs::write(dir.join("summary.csv"), bytes).map_err(|source| Error::Io {
+        path: dir.join("summary.csv"),
+        source,
+    })?;
+    let json = if multi {
+        let v: Vec<serde_json::Value> = summaries
+            .iter()
+            .enumerate()
+            .map(|(b, rows)| serde_json::json!({"dataset": data.dataset_name(b), "summary": rows}))
+            .collect();
+        json_text(&v)?
+    } else {
+        json_text(&summaries[0])?
+    };
+    write_file(&dir.join("summary.json"), &json)
+}
+
+/// Starting points for HMM chains: the unconstrained EM fit (10 restarts, MAP with the model's stickiness) of every dataset.
+pub fn em_init_centers(
+    hmm: &crate::Hmm,
+    data: &DataBatch,
+    stickiness: f64,
+    seed: u64,
+) -> Result<Vec<Vec<f64>>> {
+    use crate::hmm::em::{fit_cpu, EmConfig, EmPriors, Init};
+    let spec = *hmm.spec();
+    let cfg = EmConfig {
+        priors: EmPriors {
+            stickiness,
+            ..EmPriors::default()
+        },
+        init: if spec.kind == crate::hmm::EmissionKind::Bernoulli {
+            Init::Random
+        } else {
+            Init::Kmeans
+        },
+        seed,
+        ..EmConfig::default()
+    };
+    let fits = fit_cpu(&spec, &cfg, data).map_err(|e| Error::Config {
+        flag: "--init em".into(),
+        message: e.to_string(),
+    })?;
+    fits.iter()
+        .map(|f| {
+            hmm.theta(&f.params).map_err(|e| Error::Config {
+                flag: "--init em".into(),
+                message: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+}
+
+/// The range of every column of dataset `b`, for an error about data on an odd scale.
+pub fn data_ranges(data: &DataBatch, b: usize) -> String {
+    let r = data.range(b);
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("[{}, {}]", sig(lo, 4), sig(hi, 4))
+    };
+    let mut cols: Vec<String> = (0..data.p())
+        .map(|j| {
+            let name = data.x_names.get(j).cloned().unwrap_or(format!("x{j}"));
+            format!("{name} in {}", range(&data.x_col(j)[r.clone()]))
+        })
+        .collect();
+    cols.push(format!("{} in {}", data.y_name, range(&data.y()[r])));
+    format!(
+        "The data: {}. Columns far from unit scale can put every start's log density at -inf (in f32 on the GPU especially): rescale them, or widen the priors",
+        cols.join(", ")
+    )
+}
+
+/// Warnings about the fit: divergences, stuck chains, R-hat above 1.01, bulk ESS under 100.
+pub fn warnings(
+    summaries: &[Vec<SummaryRow>],
+    report: &RunReport,
+    data: &DataBatch,
+) -> Vec<String> {
+    let mut w = Vec::new();
+    let name = |b: usize| {
+        if summaries.len() > 1 {
+            format!("dataset {}: ", data.dataset_name(b))
+        } else {
+            String::new()
+        }
+    };
+    for (b, (rows, ds)) in summaries.iter().zip(&report.datasets).enumerate() {
+        if ds.divergences > 0 {
+            w.push(format!(
+                "{}{} divergent transitions after warmup; the posterior may be biased where they happen (try --target-accept 0.9, or reparameterise)",
+                name(b),
+                ds.divergences
+            ));
+        }
+        if !ds.stuck_chains.is_empty() {
+            w.push(format!(
+                "{}chain(s) {:?} look stuck (log density far below the others, or mostly divergent); see meta.json's report",
+                name(b),
+                ds.stuck_chains
+            ));
+        }
+        let worst = |key: fn(&SummaryRow) -> f64, max: bool| {
+            rows.iter().filter(|r| key(r).is_finite()).max_by(|x, y| {
+                let o = key(x).total_cmp(&key(y));
+                if max {
+                    o
+                } else {
+                    o.reverse()
+                }
+            })
+        };
+        if let Some(r) = worst(|r| r.r_hat, true).filter(|r| r.r_hat > 1.01) {
+            w.push(format!(
+                "{}R-hat {} for {} (above 1.01): the chains disagree; run longer or look at the trace",
+                name(b),
+                sig(r.r_hat, 4),
+                r.param
+            ));
+        }
+        if let Some(r) = worst(|r| r.ess_bulk, false).filter(|r| r.ess_bulk < 100.0) {
+            w.push(format!(
+                "{}bulk ESS {} for {} (under 100): too few effective draws for reliable summaries; draw more",
+                name(b),
+                sig(r.ess_bulk, 3),
+                r.param
+            ));
+        }
+    }
+    // Thousands of datasets: a line per kind, not per dataset.
+    if summaries.len() > 5 && w.len() > 5 {
+        let n = w.len();
+        w.truncate(5);
+        w.push(format!(
+            "... {} more warnings; see summary.csv and meta.json",
+            n - 5
+        ));
+    }
+    w
+}
