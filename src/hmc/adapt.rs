@@ -217,6 +217,135 @@ pub fn mass_windows(warmup: usize, chains: usize) -> Vec<usize> {
     ends
 }
 
+/// Chains whose mean log density sits far below the median of their dataset's chains, or
+/// that diverged in more than half of their transitions.
+pub fn stuck_chains(mean_lp: &[f64], divergence_rate: &[f64]) -> Vec<usize> {
+    let mut s: Vec<f64> = mean_lp.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let med = s[s.len() / 2];
+    let mut dev: Vec<f64> = s.iter().map(|v| (v - med).abs()).collect();
+    dev.sort_by(|a, b| a.total_cmp(b));
+    let mad = 1.4826 * dev[dev.len() / 2];
+    let cut = med - (5.0 * mad).max(10.0);
+    (0..mean_lp.len())
+        .filter(|&c| mean_lp[c] < cut || divergence_rate[c] > 0.5)
+        .collect()
+}
+
+/// Harmonic mean of the non-divergent chains' acceptance probabilities (0 when none, or when
+/// one of them is 0). With 100 or more chains the lowest 1% are left out: one chain's
+/// occasional near-zero acceptance would otherwise set the step size for thousands.
+pub fn harmonic_accept(a: &[f64], div: &[bool]) -> f64 {
+    let mut v: Vec<f64> = a
+        .iter()
+        .zip(div)
+        .filter(|(_, &d)| !d)
+        .map(|(&p, _)| p)
+        .collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    let trim = if v.len() >= 100 { v.len() / 100 } else { 0 };
+    if trim > 0 {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v.drain(..trim);
+    }
+    let s: f64 = v.iter().map(|p| 1.0 / p).sum();
+    // Divergent chains count as accepting nothing, in proportion: leaving them out would let
+    // a small ensemble keep a step size that diverges, and a harmonic mean over a zero would
+    // let one chain collapse the step size of thousands.
+    let h = v.len() as f64 / s * (v.len() + trim) as f64 / a.len() as f64;
+    if h.is_finite() {
+        h
+    } else {
+        0.0
+    }
+}
+
+/// Largest eigenvalue of the covariance of rows `x` (n x d), by power iteration.
+pub(crate) fn lambda_max(x: &[f64], n: usize, d: usize) -> f64 {
+    if n < 2 {
+        return 0.0;
+    }
+    let mut mean = vec![0.0; d];
+    for r in x.chunks(d) {
+        mean.iter_mut().zip(r).for_each(|(m, v)| *m += v / n as f64);
+    }
+    let mut v = vec![1.0 / (d as f64).sqrt(); d];
+    let mut lam = 0.0;
+    for _ in 0..30 {
+        let mut w = vec![0.0; d];
+        for r in x.chunks(d) {
+            let dot: f64 = r
+                .iter()
+                .zip(&mean)
+                .zip(&v)
+                .map(|((a, m), b)| (a - m) * b)
+                .sum();
+            w.iter_mut()
+                .zip(r)
+                .zip(&mean)
+                .for_each(|((wi, a), m)| *wi += dot * (a - m));
+        }
+        let norm = w.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return 0.0;
+        }
+        lam = norm / (n - 1) as f64;
+        v = w.into_iter().map(|a| a / norm).collect();
+    }
+    lam
+}
+
+/// The ChEES gradient in log T for one dataset's chains (whitened by `inv_mass`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn chees_gradient(
+    before: &[f64],
+    after: &[f64],
+    vel: &[f64],
+    accept: &[f64],
+    div: &[bool],
+    inv_mass: &[f64],
+    jitter: f64,
+    t: f64,
+) -> f64 {
+    let d = inv_mass.len();
+    let n = accept.len();
+    let sd: Vec<f64> = inv_mass.iter().map(|m| m.sqrt()).collect();
+    let mut m0 = vec![0.0; d];
+    let mut m1 = vec![0.0; d];
+    for c in 0..n {
+        for i in 0..d {
+            m0[i] += before[c * d + i] / sd[i] / n as f64;
+            m1[i] += after[c * d + i] / sd[i] / n as f64;
+        }
+    }
+    let (mut num, mut den) = (0.0, 0.0);
+    for c in 0..n {
+        if div[c] {
+            continue;
+        }
+        let (mut s0, mut s1, mut xp) = (0.0, 0.0, 0.0);
+        for i in 0..d {
+            let x0 = before[c * d + i] / sd[i] - m0[i];
+            let x1 = after[c * d + i] / sd[i] - m1[i];
+            s0 += x0 * x0;
+            s1 += x1 * x1;
+            xp += x1 * vel[c * d + i] / sd[i];
+        }
+        let g = jitter * t * (s1 - s0) * xp;
+        if g.is_finite() {
+            num += accept[c] * g;
+            den += accept[c];
+        }
+    }
+    if den > 0.0 {
+        num / den
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +389,31 @@ mod tests {
         let m0 = xs.iter().map(|x| x[0]).sum::<f64>() / 4.0;
         let v0 = xs.iter().map(|x| (x[0] - m0).powi(2)).sum::<f64>() / 3.0;
         assert!((w.mean()[0] - m0).abs() < 1e-12 && (w.variance()[0] - v0).abs() < 1e-12);
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn stuck_chains_are_found() {
+        let lp = [-100.0, -101.0, -99.5, -100.5, -180.0, -100.2];
+        let div = [0.0, 0.0, 0.0, 0.0, 0.0, 0.9];
+        assert_eq!(stuck_chains(&lp, &div), vec![4, 5]);
+        assert!(stuck_chains(&lp[..4], &div[..4]).is_empty());
+    }
+
+    #[test]
+    fn trimmed_harmonic_mean() {
+        let a = vec![0.8; 200];
+        let div = vec![false; 200];
+        assert!((harmonic_accept(&a, &div) - 0.8).abs() < 1e-12);
+        let mut b = a.clone();
+        b[0] = 1e-9; // one outlier among 200 is trimmed
+        assert!((harmonic_accept(&b, &div) - 0.8).abs() < 1e-12);
+        // Below 100 chains nothing is trimmed: the outlier dominates.
+        assert!(harmonic_accept(&b[..50], &div[..50]) < 1e-6);
+        assert_eq!(harmonic_accept(&[0.5, 0.9], &[true, true]), 0.0);
     }
 }

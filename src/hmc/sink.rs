@@ -266,3 +266,53 @@ pub fn summarize_npy(
     }
     Ok(out)
 }
+
+/// A sink that keeps every draw in memory: unconstrained positions (draws x chains x D)
+/// and sampler statistics; for tests and small runs.
+#[derive(Default)]
+pub struct MemorySink {
+    /// Unconstrained dimension.
+    pub d: usize,
+    /// Chains over all datasets.
+    pub chains: usize,
+    /// Positions, draw-major: draw t of chain c, parameter i is `draws[(t * chains + c) * d + i]`.
+    pub draws: Vec<f64>,
+    /// Log densities (draws x chains).
+    pub logp: Vec<f64>,
+    /// Acceptance probabilities (draws x chains).
+    pub accept_prob: Vec<f64>,
+    /// Divergences (draws x chains).
+    pub divergent: Vec<bool>,
+    /// Leapfrog steps (draws x chains).
+    pub steps: Vec<u32>,
+    /// Energies (draws x chains).
+    pub energy: Vec<f64>,
+}
+
+impl DrawSink for MemorySink {
+    fn record(&mut self, _index: usize, out: &StepOut, steps: &[u32]) -> Result<()> {
+        self.chains = out.logp.len();
+        self.d = out.position.len() / self.chains.max(1);
+        self.draws.extend_from_slice(&out.position);
+        self.logp.extend_from_slice(&out.logp);
+        self.accept_prob.extend_from_slice(&out.accept_prob);
+        self.divergent.extend_from_slice(&out.divergent);
+        self.steps.extend_from_slice(steps);
+        self.energy.extend_from_slice(&out.energy);
+        Ok(())
+    }
+}
+
+impl MemorySink {
+    /// Number of draws per chain.
+    pub fn n_draws(&self) -> usize {
+        self.logp.len() / self.chains.max(1)
+    }
+
+    /// Draws of chain `c`, unconstrained parameter `i`, in order.
+    pub fn trace(&self, c: usize, i: usize) -> Vec<f64> {
+        (0..self.n_draws())
+            .map(|t| self.draws[(t * self.chains + c) * self.d + i])
+            .collect()
+    }
+}
