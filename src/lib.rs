@@ -31,6 +31,7 @@ pub mod error;
 pub mod hmc;
 pub mod hmm;
 pub mod io;
+pub mod labels;
 pub mod math;
 pub mod mdn;
 pub mod model;

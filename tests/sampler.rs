@@ -10,8 +10,8 @@ mod common;
 use std::sync::Arc;
 
 use gpsamp::diag::{self, align};
-use gpsamp::hmc::sink::label_permutations;
 use gpsamp::hmc::{sample, Config, CpuIntegrator, GpuIntegrator, Integrator, MemorySink};
+use gpsamp::labels;
 use gpsamp::rng::{host_rng, Purpose};
 use gpsamp::{DataBatch, Dataset, Likelihood, MixGlm, Model, Priors};
 use nalgebra::{DMatrix, DVector};
@@ -67,7 +67,7 @@ fn constrained(m: &MixGlm, sink: &MemorySink, b: usize, chains: usize) -> Vec<Ve
                     .collect()
             })
             .collect();
-        let perms = label_permutations(m, &means, chains).unwrap();
+        let perms = labels::permutations(m, &means, chains).unwrap();
         for (c, p) in perms.iter().enumerate() {
             for t in 0..sink.n_draws() {
                 let x: Vec<f64> = (0..np).map(|i| out[i][c][t]).collect();

@@ -2,14 +2,15 @@
 //! alignment of mixtures at each window) and then frozen sampling in batches, handing the
 //! draws to a [`DrawSink`].
 
+use super::adapt;
 use super::adapt::{
     chees_gradient, halton, harmonic_accept, lambda_max, mass_windows, stuck_chains, ChEES,
     DualAveraging, Welford,
 };
 use super::init::{initialise, Start};
-use super::{adapt, sink};
 use super::{Config, DatasetReport, DrawSink, Integrator, Progress, RunReport, StepOut, Tuning};
 use crate::error::{Error, Result};
+use crate::labels;
 use crate::model::Model;
 
 /// Leapfrog steps allowed before the first mass-matrix estimate: with the identity metric
@@ -30,8 +31,6 @@ struct DatasetState {
     steps_sum: f64,
 }
 
-/// Matches each chain's labels to its dataset's ensemble from the chains' window means
-/// (unconstrained) and permutes the positions of relabelled chains; true when any changed.
 fn align_labels(
     model: &dyn Model,
     cfg: &Config,
@@ -43,23 +42,10 @@ fn align_labels(
     }
     let d = model.dim();
     let means: Vec<Vec<f64>> = window_means.chunks(d).map(|m| model.constrain(m)).collect();
-    let Some(perms) = sink::label_permutations(model, &means, cfg.chains) else {
+    let Some(perms) = labels::permutations(model, &means, cfg.chains) else {
         return Ok(false);
     };
-    let mut changed = false;
-    for (c, p) in perms.iter().enumerate() {
-        if p.iter().enumerate().all(|(i, &j)| i == j) {
-            continue;
-        }
-        let q = &mut position[c * d..(c + 1) * d];
-        let x = model.permute_labels(&model.constrain(q), p);
-        // Weights that underflowed to 0 cannot be mapped back; leave such a chain alone.
-        if let Ok(u) = model.unconstrain(&x) {
-            q.copy_from_slice(&u);
-            changed = true;
-        }
-    }
-    Ok(changed)
+    Ok(labels::apply_unconstrained(model, &perms, position))
 }
 
 /// Runs warmup and sampling for every dataset at once; draws go to `sink`.

@@ -2,14 +2,15 @@
 //! parameters, buffers a chunk of draws per chain and writes it into `draws.npy`
 //! (chains x draws x params, f32) and `sample_stats.npy` at their offsets, keeping only
 //! running per-chain means in memory. [`summarize_npy`] computes the diagnostics back from
-//! the file, a few parameters at a time, after aligning mixture labels.
+//! the file, a few parameters at a time (after [`crate::labels`] has aligned mixture labels).
+//! [`MemorySink`] keeps every draw in memory instead, for tests and small runs.
 
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use super::{DrawSink, StepOut};
-use crate::diag::{self, align, SummaryRow};
+use crate::diag::{self, SummaryRow};
 use crate::error::Result;
 use crate::io::npy::NpyWriter;
 use crate::model::Model;
@@ -163,58 +164,6 @@ impl DrawSink for NpySink<'_> {
         }
         Ok(())
     }
-}
-
-/// Label permutations for every chain of every dataset, from the chains' means (None when
-/// the model has no exchangeable components).
-pub fn label_permutations(
-    model: &dyn Model,
-    chain_means: &[Vec<f64>],
-    chains_per_dataset: usize,
-) -> Option<Vec<Vec<usize>>> {
-    let groups = model.label_groups()?;
-    let mut perms = Vec::with_capacity(chain_means.len());
-    for ds in chain_means.chunks(chains_per_dataset) {
-        let np = ds[0].len();
-        // Spread of each parameter across chains (floored), to standardise distances.
-        let scale: Vec<f64> = (0..np)
-            .map(|i| {
-                let v: Vec<f64> = ds.iter().map(|m| m[i]).collect();
-                let mu = v.iter().sum::<f64>() / v.len() as f64;
-                let sd = (v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
-                sd.max(1e-3 * mu.abs().max(1.0))
-            })
-            .collect();
-        perms.extend(align::align_chains(ds, &scale, &groups));
-    }
-    Some(perms)
-}
-
-/// Rewrites `draws.npy` (chains x draws x params, all parameters kept) with each chain's
-/// components permuted by `perms[chain]`.
-pub fn apply_permutations(
-    dir: &Path,
-    model: &dyn Model,
-    perms: &[Vec<usize>],
-    n_draws: usize,
-) -> Result<()> {
-    let np = model.param_names().len();
-    let path = dir.join("draws.npy");
-    let w = NpyWriter::open(&path, &[perms.len(), n_draws, np])?;
-    let mut block = vec![0f32; n_draws * np];
-    for (c, p) in perms.iter().enumerate() {
-        if p.iter().enumerate().all(|(i, &j)| i == j) {
-            continue;
-        }
-        w.read_at(c * n_draws * np, &mut block)?;
-        for row in block.chunks_mut(np) {
-            let x: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
-            let y = model.permute_labels(&x, p);
-            row.iter_mut().zip(&y).for_each(|(r, v)| *r = *v as f32);
-        }
-        w.write_at(c * n_draws * np, &block)?;
-    }
-    w.finish()
 }
 
 /// Diagnostics of every dataset from `draws.npy` (chains x draws x k), reading a few

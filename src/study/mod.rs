@@ -144,17 +144,7 @@ pub fn simulate_dataset(
     (generator.constrain(&theta), data)
 }
 
-/// Sorts the components of a mixture (constrained parameters, in place) by the first
-/// parameter of each component after its weight: a fixed function of the parameters, so
-/// ranks of the sorted truth among sorted draws stay uniform, and it removes label
-/// switching from every summary.
-pub fn canonical_order(model: &dyn Model, groups: &[Vec<usize>], params: &mut [f64]) {
-    let key = usize::from(groups[0].len() > 1);
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by(|&a, &b| params[groups[a][key]].total_cmp(&params[groups[b][key]]));
-    let sorted = model.permute_labels(params, &order);
-    params.copy_from_slice(&sorted);
-}
+pub use crate::labels::canonical_order;
 
 /// Datasets per batch that keep a batch near 4 096 chains on the CPU and 65 536 on a GPU
 /// (memory for the draws, and enough chains to fill a device); it does not change results.

@@ -10,10 +10,9 @@ use crate::backend::Backend;
 use crate::data::DataBatch;
 use crate::diag::SummaryRow;
 use crate::error::{Error, Result};
-use crate::hmc::sink::{
-    apply_permutations, label_permutations, summarize_npy, NpySink, STAT_NAMES,
-};
+use crate::hmc::sink::{summarize_npy, NpySink, STAT_NAMES};
 use crate::hmc::{self, Config, Progress, RunReport};
+use crate::labels;
 use crate::model::Model;
 
 use super::sig;
@@ -151,12 +150,12 @@ pub fn sample_to_dir(
     if model.label_groups().is_some() {
         if keep.len() == names.len() {
             let perms =
-                label_permutations(model.as_ref(), &chain_means, cfg.chains).unwrap_or_default();
+                labels::permutations(model.as_ref(), &chain_means, cfg.chains).unwrap_or_default();
             let switched = perms
                 .iter()
                 .filter(|p| p.iter().enumerate().any(|(i, &j)| i != j))
                 .count();
-            apply_permutations(dir, model.as_ref(), &perms, n_kept)?;
+            labels::apply_to_npy(dir, model.as_ref(), &perms, n_kept)?;
             alignment = serde_json::json!({
                 "applied": true,
                 "method": "Hungarian matching of each chain's component means to the pooled aligned means",
