@@ -19,6 +19,41 @@ const LN2_HI: f64 = 6.931_471_803_691_238e-1;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
 
+/// Runs a block compiled twice, once with AVX2 and FMA enabled and once portably, choosing
+/// at run time (`$simd`, usually [`has_avx2_fma`]): the one way the hot CPU kernels get their
+/// SIMD twin. The block sees only its named arguments (`name: Type = value`), which become
+/// the parameters of an inner `#[target_feature]` function:
+/// `simd_dispatch!(simd, (a: &[f64] = xs, n: usize = 4) -> f64 { body(a, n) })`; whatever it calls must be
+/// `#[inline(always)]` for the features to reach it (a closure handed to another function,
+/// such as `LocalKey::with`, would be compiled without them).
+macro_rules! simd_dispatch {
+    ($simd:expr, ( $($arg:ident : $ty:ty = $val:expr),* $(,)? ) -> $ret:ty $body:block) => {{
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn portable($($arg: $ty),*) -> $ret $body
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn fast($($arg: $ty),*) -> $ret {
+            portable($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        let out = if $simd {
+            // SAFETY: `$simd` holds only when the processor reports AVX2 and FMA.
+            unsafe { fast($($val),*) }
+        } else {
+            portable($($val),*)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let out = {
+            let _ = $simd;
+            portable($($val),*)
+        };
+        out
+    }};
+}
+pub(crate) use simd_dispatch;
+
 /// Whether the processor has AVX2 and FMA (checked once): the hot CPU loops are compiled a
 /// second time for them and dispatched at run time.
 pub fn has_avx2_fma() -> bool {

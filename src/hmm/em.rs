@@ -228,23 +228,13 @@ fn estep_sequences(
     data: &DataBatch,
     seqs: &[std::ops::Range<usize>],
 ) -> Stats {
-    #[cfg(target_arch = "x86_64")]
-    if crate::math::has_avx2_fma() {
-        // SAFETY: only reached when the processor reports AVX2 and FMA.
-        return unsafe { estep_sequences_avx2(spec, prm, data, seqs) };
-    }
-    estep_sequences_body(spec, prm, data, seqs, &mut FbScratch::default())
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn estep_sequences_avx2(
-    spec: &HmmSpec,
-    prm: &HmmParams,
-    data: &DataBatch,
-    seqs: &[std::ops::Range<usize>],
-) -> Stats {
-    estep_sequences_body(spec, prm, data, seqs, &mut FbScratch::default())
+    crate::math::simd_dispatch!(crate::math::has_avx2_fma(), (spec: &HmmSpec = spec,
+                                                              prm: &HmmParams = prm,
+                                                              data: &DataBatch = data,
+                                                              seqs: &[std::ops::Range<usize>] = seqs)
+     -> Stats {
+        estep_sequences_body(spec, prm, data, seqs, &mut FbScratch::default())
+    })
 }
 
 /// Sequences processed together in SIMD lanes by [`estep_lanes`].

@@ -276,19 +276,6 @@ impl Hmm {
         w
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn log_density_avx2(
-        &self,
-        data: &DataBatch,
-        b: usize,
-        theta: &[f64],
-        grad: &mut [f64],
-        fb: &mut FbScratch,
-    ) -> f64 {
-        self.log_density_body(data, b, theta, grad, fb)
-    }
-
     /// The log density and its forward-backward gradient (see [`Model::log_density`]).
     #[inline(always)]
     fn log_density_body(
@@ -466,12 +453,15 @@ impl Model for Hmm {
         // `LocalKey::with` would be compiled without the target features.
         FB.with(|fb| {
             let mut fb = fb.borrow_mut();
-            #[cfg(target_arch = "x86_64")]
-            if math::has_avx2_fma() {
-                // SAFETY: only reached when the processor reports AVX2 and FMA.
-                return unsafe { self.log_density_avx2(data, b, theta, grad, &mut fb) };
-            }
-            self.log_density_body(data, b, theta, grad, &mut fb)
+            math::simd_dispatch!(math::has_avx2_fma(), (m: &Hmm = self,
+                                                         data: &DataBatch = data,
+                                                         b: usize = b,
+                                                         theta: &[f64] = theta,
+                                                         grad: &mut [f64] = grad,
+                                                         fb: &mut FbScratch = &mut fb)
+             -> f64 {
+                m.log_density_body(data, b, theta, grad, fb)
+            })
         })
     }
 

@@ -672,36 +672,18 @@ impl MixGlm {
             scratch.resize(need, 0.0);
         }
         let (tot, scratch) = scratch[..need].split_at_mut(l.nacc);
-        #[cfg(target_arch = "x86_64")]
-        {
-            if simd {
-                // SAFETY: `simd` is only true when the processor reports AVX2 and FMA.
-                unsafe { self.accumulate_avx2(data, b, theta, &lw[..l.k], tot, scratch) };
-            } else {
-                self.accumulate(data, b, theta, &lw[..l.k], tot, scratch);
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = simd;
-            self.accumulate(data, b, theta, &lw[..l.k], tot, scratch);
-        }
+        math::simd_dispatch!(simd, (m: &MixGlm = self,
+                                    data: &DataBatch = data,
+                                    b: usize = b,
+                                    theta: &[f64] = theta,
+                                    lw: &[f64] = &lw[..l.k],
+                                    tot: &mut [f64] = tot,
+                                    scratch: &mut [f64] = scratch)
+         -> () {
+            m.accumulate(data, b, theta, lw, tot, scratch)
+        });
         let lp = self.finish(tot, data.range(b).len(), theta, &lw[..l.k], grad);
         math::sanitize(lp, grad)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn accumulate_avx2(
-        &self,
-        data: &DataBatch,
-        b: usize,
-        theta: &[f64],
-        lw: &[f64],
-        tot: &mut [f64],
-        scratch: &mut [f64],
-    ) {
-        self.accumulate(data, b, theta, lw, tot, scratch)
     }
 
     /// The same log density on the portable (non-AVX2) path; for tests of the dispatch.

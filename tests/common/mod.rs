@@ -1,6 +1,6 @@
 //! Shared test helpers: the GPU context (skipped loudly without an adapter unless
 //! GPSAMP_REQUIRE_GPU=1), random models and data, and the relative-norm error.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::sync::{Arc, OnceLock};
 
@@ -209,3 +209,4 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(String, u64)> {
     out.sort();
     out
 }
+pub mod hmm;

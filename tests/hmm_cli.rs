@@ -1,0 +1,254 @@
+//! HMMs from the command line: simulate/em round trips, grouped EM, bad sequence data, sampling
+//! a GLM-HMM from CSV, and SBC of a GLM-HMM.
+
+#![allow(clippy::needless_range_loop)]
+
+mod common;
+
+use common::hmm::*;
+
+#[test]
+fn cli_simulate_em_round_trip() {
+    let d = tmp("roundtrip");
+    let csv = d.join("h.csv");
+    let out = d.join("fit");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "hmm",
+        "--sequences",
+        "4",
+        "--out",
+        &s(&csv),
+    ]);
+    let truth = csv.with_extension("truth.json");
+    let stdout = gpsamp_ok(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &s(&csv),
+        "--stickiness",
+        "10",
+        "--holdout",
+        "1",
+        "--truth",
+        &s(&truth),
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(stdout.contains("held-out"), "{stdout}");
+    let params: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("params.json")).unwrap()).unwrap();
+    let ds = &params["datasets"][0];
+    let means: Vec<f64> = ds["means"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (m, t) in means.iter().zip([-3.0, 0.0, 4.0]) {
+        assert!((m - t).abs() < 0.3, "means {means:?}");
+    }
+    assert_eq!(ds["transition"].as_array().unwrap().len(), 3);
+    assert!(ds["trace"].as_array().unwrap().len() >= 2);
+    assert!(ds["heldout_bits_per_obs"].as_f64().unwrap() < 0.0);
+    // states.csv: the 3 training sequences of 200 steps; posteriors rows sum to 1.
+    let states = std::fs::read_to_string(out.join("states.csv")).unwrap();
+    assert_eq!(states.lines().next(), Some("seq,t,state"));
+    assert_eq!(states.lines().count(), 1 + 600);
+    let (shape, post) = gpsamp::io::npy::read_f32(&out.join("posteriors.npy")).unwrap();
+    assert_eq!(shape, vec![600, 3]);
+    assert!(post
+        .chunks(3)
+        .all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-4));
+}
+
+#[test]
+fn cli_rejects_bad_sequence_data() {
+    let d = tmp("bad");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let write = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        s(&p)
+    };
+    let out = s(&d.join("out"));
+    let cases = [
+        (
+            write("order.csv", "seq,t,y\na,0,1.0\na,2,0.5\na,1,0.2\n"),
+            vec![],
+            ":4:",
+            "out of order",
+        ),
+        (
+            write("resume.csv", "seq,t,y\na,0,1.0\nb,0,0.5\na,1,0.2\n"),
+            vec![],
+            ":4:",
+            "contiguous",
+        ),
+        (
+            write("missing.csv", "seq,t,y\na,0,1.0\n,1,0.5\n"),
+            vec![],
+            ":3:",
+            "missing sequence id",
+        ),
+        (
+            write("few.csv", "seq,t,y\na,0,1.0\na,1,0.5\n"),
+            vec![],
+            "--states 3",
+            "too few",
+        ),
+        (
+            write("ok.csv", "seq,t,y\na,0,1.0\na,1,0.5\na,2,0.1\na,3,0.3\n"),
+            vec!["--states", "0"],
+            "--states",
+            "at least 1",
+        ),
+        (
+            write("binary.csv", "seq,t,x,y\na,0,1,1\na,1,0.3,2\n"),
+            vec!["--model", "glmhmm", "--emission", "bernoulli", "--x", "x"],
+            ":3:",
+            "not 0 or 1",
+        ),
+    ];
+    for (path, extra, place, what) in cases {
+        let mut args = vec!["em", "--data", &path, "--out", &out, "--backend", "cpu"];
+        if !extra.contains(&"--model") {
+            args.extend(["--model", "hmm"]);
+        }
+        args.extend(extra.iter().copied());
+        let (ok, _, err) = common::gpsamp(&args);
+        assert!(!ok, "{path}: accepted");
+        assert!(err.contains(place) && err.contains(what), "{path}: {err}");
+        assert!(!err.contains("panicked"), "{path}: {err}");
+    }
+    assert!(!d.join("out").exists(), "a failed run wrote output");
+}
+
+#[test]
+fn cli_samples_a_glm_hmm_from_csv() {
+    let d = tmp("sample");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let csv = d.join("sr.csv");
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "glmhmm",
+        "--sequences",
+        "4",
+        "--steps",
+        "50",
+        "--out",
+        &s(&csv),
+    ]);
+    let out = d.join("post");
+    gpsamp_ok(&[
+        "sample",
+        "--model",
+        "glmhmm",
+        "--x",
+        "x0",
+        "--data",
+        &s(&csv),
+        "--chains",
+        "4",
+        "--warmup",
+        "100",
+        "--draws",
+        "50",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        &s(&out),
+    ]);
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    for name in ["transition[2,1]", "bias[0]", "weight[2,0]", "sd[1]"] {
+        assert!(summary.contains(name), "{name} missing from {summary}");
+    }
+    let (shape, _) = gpsamp::io::npy::read_f32(&out.join("draws.npy")).unwrap();
+    assert_eq!(shape, vec![4, 50, 3 + 9 + 3 + 3 + 3]);
+}
+
+#[test]
+fn cli_em_fits_groups_with_their_own_sequence_ids() {
+    let d = tmp("groups");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let csv = d.join("g.csv");
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "hmm",
+        "--datasets",
+        "2",
+        "--sequences",
+        "2",
+        "--out",
+        &s(&csv),
+    ]);
+    let out = d.join("fit");
+    let stdout = gpsamp_ok(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &s(&csv),
+        "--group",
+        "dataset",
+        "--restarts",
+        "2",
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert_eq!(stdout.matches("log likelihood").count(), 2, "{stdout}");
+    let params: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("params.json")).unwrap()).unwrap();
+    assert_eq!(params["datasets"].as_array().unwrap().len(), 2);
+    let states = std::fs::read_to_string(out.join("states.csv")).unwrap();
+    assert_eq!(states.lines().next(), Some("group,seq,t,state"));
+    assert_eq!(states.lines().count(), 1 + 2 * 2 * 200);
+}
+
+#[test]
+fn cli_sbc_runs_on_a_glm_hmm() {
+    let d = tmp("sbc");
+    let out = d.join("study");
+    gpsamp_ok(&[
+        "sbc",
+        "--model",
+        "glmhmm",
+        "--states",
+        "2",
+        "--features",
+        "1",
+        "--n",
+        "60",
+        "--datasets",
+        "8",
+        "--warmup",
+        "100",
+        "--draws",
+        "100",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    for name in [
+        "transition[1,1]",
+        "bias[1]",
+        "weight[1,0]",
+        "sd[0]",
+        "log_lik",
+    ] {
+        assert!(summary.contains(name), "{name} missing from {summary}");
+    }
+}
