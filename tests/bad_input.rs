@@ -12,36 +12,10 @@ fn param_names(dir: &std::path::Path) -> Vec<String> {
     serde_json::from_value(v["param_names"].clone()).unwrap()
 }
 
-/// A trained MDN (tiny) in `t/net`, and its model.json as JSON.
-fn tiny_mdn(t: &TempDir) -> serde_json::Value {
-    let (code, _, err) = gpsamp_in(
-        &t.0,
-        &[
-            "mdn",
-            "train",
-            "--sims",
-            "2000",
-            "--epochs",
-            "1",
-            "--hidden",
-            "3",
-            "--components",
-            "2",
-            "--backend",
-            "cpu",
-            "--quiet",
-            "--out",
-            "net",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&std::fs::read_to_string(t.join("net/model.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn broken_mdn_model_files_are_refused_without_a_panic() {
     let t = TempDir::new("bad-mdn");
-    let good = tiny_mdn(&t);
+    let good = common::tiny_mdn(&t);
     for (edit, needle) in [
         (("simulator", "a", serde_json::json!(-1.0)), "simulator"),
         (("standardise", "x_sd", serde_json::json!([0.0])), "x_sd"),

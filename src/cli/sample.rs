@@ -423,19 +423,13 @@ fn print_table(
         if summaries.len() > 1 {
             outln!("dataset {}", data.dataset_name(b));
         }
-        outln!(
-            "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6}",
-            "",
-            "mean",
-            "sd",
-            "hdi_3%",
-            "hdi_97%",
-            "mcse_mean",
-            "mcse_sd",
-            "ess_bulk",
-            "ess_tail",
-            "r_hat"
-        );
+        let widths = [10, 10, 10, 10, 10, 10, 8, 8, 6];
+        let head: Vec<String> = gpsamp::diag::SUMMARY_COLUMNS
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        outln!("{:<14} {}", "", head.join(" "));
         for r in rows {
             outln!(
                 "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8.0} {:>8.0} {:>6.3}",

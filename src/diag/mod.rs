@@ -368,6 +368,20 @@ fn hdi_sorted(s: &[f64], prob: f64) -> (f64, f64) {
     best
 }
 
+/// The columns of a summary after the parameter's name, in ArviZ's order (`summary.csv`
+/// adds `nested_r_hat`).
+pub const SUMMARY_COLUMNS: [&str; 9] = [
+    "mean",
+    "sd",
+    "hdi_3%",
+    "hdi_97%",
+    "mcse_mean",
+    "mcse_sd",
+    "ess_bulk",
+    "ess_tail",
+    "r_hat",
+];
+
 /// One row of the summary table (ArviZ's columns, plus nested R-hat).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SummaryRow {

@@ -227,19 +227,9 @@ fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
 /// `dataset` column holding each dataset's group key when there are several).
 pub fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>], data: &DataBatch) -> Result<()> {
     let multi = summaries.len() > 1;
-    let mut header = vec![
-        "param",
-        "mean",
-        "sd",
-        "hdi_3%",
-        "hdi_97%",
-        "mcse_mean",
-        "mcse_sd",
-        "ess_bulk",
-        "ess_tail",
-        "r_hat",
-        "nested_r_hat",
-    ];
+    let mut header = vec!["param"];
+    header.extend(crate::diag::SUMMARY_COLUMNS);
+    header.push("nested_r_hat");
     if multi {
         header.insert(0, "dataset");
     }

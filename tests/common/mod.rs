@@ -210,3 +210,30 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(String, u64)> {
     out
 }
 pub mod hmm;
+
+/// Trains a tiny MDN (Beta-Binomial, one epoch, CPU) into `t/net` and returns its
+/// model.json as JSON.
+pub fn tiny_mdn(t: &TempDir) -> serde_json::Value {
+    let (code, _, err) = gpsamp_in(
+        &t.0,
+        &[
+            "mdn",
+            "train",
+            "--sims",
+            "2000",
+            "--epochs",
+            "1",
+            "--hidden",
+            "3",
+            "--components",
+            "2",
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--out",
+            "net",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&std::fs::read_to_string(t.join("net/model.json")).unwrap()).unwrap()
+}
