@@ -51,3 +51,88 @@ pub fn validate(name: &str, source: &str) -> Result<naga::Module> {
     })?;
     Ok(module)
 }
+
+/// Member names and byte offsets of WGSL struct `name` in `module`, and its size: what a
+/// Rust `#[repr(C)]` twin must match.
+pub fn struct_layout(module: &naga::Module, name: &str) -> Option<(Vec<(String, u32)>, u32)> {
+    module.types.iter().find_map(|(_, ty)| match &ty.inner {
+        naga::TypeInner::Struct { members, span } if ty.name.as_deref() == Some(name) => Some((
+            members
+                .iter()
+                .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
+                .collect(),
+            *span,
+        )),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+
+    /// (field, offset) of a Rust struct, in declaration order.
+    macro_rules! rust_layout {
+        ($t:ty; $($f:ident),* $(,)?) => {
+            (
+                vec![$((stringify!($f).to_string(), std::mem::offset_of!($t, $f) as u32)),*],
+                std::mem::size_of::<$t>() as u32,
+            )
+        };
+    }
+
+    fn wgsl_layout(source: &str, name: &str) -> (Vec<(String, u32)>, u32) {
+        let module = validate(name, source).unwrap();
+        struct_layout(&module, name).unwrap_or_else(|| panic!("no struct {name}"))
+    }
+
+    /// Every uniform struct shared by Rust and WGSL has the same members at the same offsets
+    /// and the same size on both sides.
+    #[test]
+    fn uniform_structs_match_their_wgsl() {
+        use crate::backend::gpu::EvalParams;
+        use crate::hmc::gpu::HmcParams;
+        use crate::hmm::gpu::EParams;
+        use crate::mdn::gpu::StepParams;
+        let glm = crate::MixGlm::glm(crate::Likelihood::Gaussian, 1, crate::Priors::default())
+            .unwrap()
+            .wgsl();
+        let spec = crate::hmm::HmmSpec::gaussian(3, 1).unwrap();
+        let shape = crate::mdn::Shape {
+            input: 1,
+            hidden: vec![4],
+            k: 2,
+            theta: 1,
+        };
+        let cases = [
+            (
+                "EvalParams",
+                logp_batch(&glm, 1),
+                rust_layout!(EvalParams; n_chains, chain_offset, chains_per_dataset, n_total,
+                    groups_x, _pad0, _pad1, _pad2),
+            ),
+            (
+                "HmcParams",
+                hmc_transition(&glm, 1),
+                rust_layout!(HmcParams; n_chains, chains_per_dataset, n_total, groups_x, iter,
+                    seed_lo, seed_hi, max_steps, init, row, chain_offset, _pad2),
+            ),
+            (
+                "StepParams",
+                crate::mdn::gpu::shader_source(&shape, 64),
+                rust_layout!(StepParams; start, n, slot, update, step_scale, eps_hat, beta1,
+                    beta2, wscale, _pad0, _pad1, _pad2),
+            ),
+            (
+                "EParams",
+                crate::hmm::gpu::shader_source(&spec),
+                rust_layout!(EParams; n_threads, n_seq, r0, restarts, n_total, groups_x, _pad0,
+                    _pad1),
+            ),
+        ];
+        for (name, src, rust) in cases {
+            assert_eq!(wgsl_layout(&src, name), rust, "{name}: WGSL vs Rust");
+        }
+    }
+}

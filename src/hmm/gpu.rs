@@ -20,15 +20,15 @@ use crate::error::{Error, Result};
 /// Uniform parameters of the E-step kernel (must match `struct EParams` in the source).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct EParams {
-    n_threads: u32,
-    n_seq: u32,
-    r0: u32,
-    restarts: u32,
-    n_total: u32,
-    groups_x: u32,
-    _pad0: u32,
-    _pad1: u32,
+pub(crate) struct EParams {
+    pub(crate) n_threads: u32,
+    pub(crate) n_seq: u32,
+    pub(crate) r0: u32,
+    pub(crate) restarts: u32,
+    pub(crate) n_total: u32,
+    pub(crate) groups_x: u32,
+    pub(crate) _pad0: u32,
+    pub(crate) _pad1: u32,
 }
 
 /// The E-step kernel for `spec`, with every loop over states, dimensions and inputs

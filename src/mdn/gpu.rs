@@ -35,7 +35,11 @@ pub struct StepParams {
     /// 1 / sum of the minibatch's weights.
     pub wscale: f32,
     /// Padding.
-    pub _pad: [u32; 3],
+    pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
+    /// Padding.
+    pub _pad2: u32,
 }
 
 /// The shader with the network's sizes written in.
@@ -209,7 +213,9 @@ impl GpuTrainer {
                     beta1: b1,
                     beta2: b2,
                     wscale,
-                    _pad: [0; 3],
+                    _pad0: 0,
+                    _pad1: 0,
+                    _pad2: 0,
                 };
                 self.ctx
                     .queue
