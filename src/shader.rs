@@ -52,6 +52,43 @@ pub fn validate(name: &str, source: &str) -> Result<naga::Module> {
     Ok(module)
 }
 
+/// What a kernel's `@group(0) @binding(i)` holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// `var<uniform>`.
+    Uniform,
+    /// `var<storage, read>`.
+    StorageRead,
+    /// `var<storage, read_write>`.
+    StorageReadWrite,
+}
+
+/// The bindings of group 0 in `module`, by binding number: the bind group layout a kernel
+/// needs, read from the shader itself instead of written again beside it.
+pub fn bindings(module: &naga::Module) -> Vec<(u32, Binding)> {
+    let mut out: Vec<(u32, Binding)> = module
+        .global_variables
+        .iter()
+        .filter_map(|(_, g)| {
+            let b = g.binding.as_ref().filter(|b| b.group == 0)?;
+            let kind = match g.space {
+                naga::AddressSpace::Uniform => Binding::Uniform,
+                naga::AddressSpace::Storage { access } => {
+                    if access.contains(naga::StorageAccess::STORE) {
+                        Binding::StorageReadWrite
+                    } else {
+                        Binding::StorageRead
+                    }
+                }
+                _ => return None,
+            };
+            Some((b.binding, kind))
+        })
+        .collect();
+    out.sort_by_key(|&(b, _)| b);
+    out
+}
+
 /// Member names and byte offsets of WGSL struct `name` in `module`, and its size: what a
 /// Rust `#[repr(C)]` twin must match.
 pub fn struct_layout(module: &naga::Module, name: &str) -> Option<(Vec<(String, u32)>, u32)> {
@@ -80,6 +117,38 @@ mod tests {
                 std::mem::size_of::<$t>() as u32,
             )
         };
+    }
+
+    /// The layouts read from the kernels are the ones the engines used to write by hand.
+    #[test]
+    fn bindings_are_read_from_the_kernels() {
+        use Binding::{StorageRead as R, StorageReadWrite as W, Uniform as U};
+        let glm = crate::MixGlm::glm(crate::Likelihood::Gaussian, 1, crate::Priors::default())
+            .unwrap()
+            .wgsl();
+        let spec = crate::hmm::HmmSpec::gaussian(3, 1).unwrap();
+        let shape = crate::mdn::Shape {
+            input: 1,
+            hidden: vec![4],
+            k: 2,
+            theta: 1,
+        };
+        let kinds = |src: &str| -> Vec<Binding> {
+            let m = validate("k", src).unwrap();
+            let b = bindings(&m);
+            assert!(b.iter().enumerate().all(|(i, &(n, _))| n == i as u32));
+            b.into_iter().map(|(_, k)| k).collect()
+        };
+        assert_eq!(kinds(&logp_batch(&glm, 4)), [U, R, R, R, R, W]);
+        assert_eq!(kinds(&hmc_transition(&glm, 4)), [U, R, R, R, R, W, W, R]);
+        assert_eq!(
+            kinds(&crate::hmm::gpu::shader_source(&spec)),
+            [U, R, R, R, R, W, W]
+        );
+        assert_eq!(
+            kinds(&crate::mdn::gpu::shader_source(&shape, 64)),
+            [U, R, R, W, W, W, W]
+        );
     }
 
     fn wgsl_layout(source: &str, name: &str) -> (Vec<(String, u32)>, u32) {

@@ -39,10 +39,9 @@ fn run_philox(ctx: &gpsamp::backend::GpuContext, items: &[([u32; 4], [u32; 2])])
         input.extend_from_slice(k);
         input.extend_from_slice(&[0, 0]);
     }
-    let layout = ctx.layout(false, &[true, false]);
-    let pipe = ctx
-        .pipeline("philox_test", &gpsamp::shader::philox_test(), &layout)
-        .unwrap();
+    let src = gpsamp::shader::philox_test();
+    let layout = ctx.layout_for("philox_test", &src).unwrap();
+    let pipe = ctx.pipeline("philox_test", &src, &layout).unwrap();
     let inb = ctx.storage_init("in", &input, false).unwrap();
     let size = (items.len() * 6 * 4) as u64;
     let outb = ctx.storage("out", size, true).unwrap();
@@ -125,10 +124,9 @@ fn eval_params_layout_matches_wgsl() {
         groups_x: 55,
         ..Default::default()
     };
-    let layout = ctx.layout(true, &[false]);
-    let pipe = ctx
-        .pipeline("layout_probe", gpsamp::shader::LAYOUT_PROBE, &layout)
-        .unwrap();
+    let src = gpsamp::shader::LAYOUT_PROBE;
+    let layout = ctx.layout_for("layout_probe", src).unwrap();
+    let pipe = ctx.pipeline("layout_probe", src, &layout).unwrap();
     let ub = ctx.uniform("params", &p);
     let outb = ctx.storage("echo", 20, true).unwrap();
     let staging = ctx.staging("staging", 20).unwrap();

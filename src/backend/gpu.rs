@@ -84,8 +84,9 @@ impl GpuEvaluator {
         }
         let lanes = choose_lanes(lanes, data, model.max_lanes())?;
         let source = crate::shader::logp_batch(&model.wgsl(), lanes);
-        let layout = ctx.layout(true, &[true, true, true, true, false]);
-        let pipeline = ctx.pipeline(&format!("logp_batch[{}]", model.name()), &source, &layout)?;
+        let name = format!("logp_batch[{}]", model.name());
+        let layout = ctx.layout_for(&name, &source)?;
+        let pipeline = ctx.pipeline(&name, &source, &layout)?;
 
         let [x, y, offsets] = upload_data(&ctx, data)?;
 

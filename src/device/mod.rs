@@ -207,25 +207,34 @@ impl GpuContext {
         })
     }
 
-    /// A bind group layout of one uniform (if `uniform`) followed by storage buffers, each
-    /// read-only or read-write as `read_only` says.
-    pub fn layout(&self, uniform: bool, read_only: &[bool]) -> wgpu::BindGroupLayout {
-        let mut entries = Vec::new();
-        if uniform {
-            entries.push(entry(0, wgpu::BufferBindingType::Uniform));
-        }
-        let first = u32::from(uniform);
-        for (i, &ro) in read_only.iter().enumerate() {
-            entries.push(entry(
-                first + i as u32,
-                wgpu::BufferBindingType::Storage { read_only: ro },
-            ));
-        }
-        self.device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: None,
-                entries: &entries,
+    /// The bind group layout kernel `source` declares (group 0: its uniform and storage
+    /// buffers, read-only or read-write as the WGSL says), read from the naga module; `name`
+    /// names the shader in errors.
+    pub fn layout_for(&self, name: &str, source: &str) -> Result<wgpu::BindGroupLayout> {
+        let module = crate::shader::validate(name, source)?;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = crate::shader::bindings(&module)
+            .into_iter()
+            .map(|(b, kind)| {
+                entry(
+                    b,
+                    match kind {
+                        crate::shader::Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        crate::shader::Binding::StorageRead => {
+                            wgpu::BufferBindingType::Storage { read_only: true }
+                        }
+                        crate::shader::Binding::StorageReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
+                    },
+                )
             })
+            .collect();
+        Ok(self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(name),
+                entries: &entries,
+            }))
     }
 
     /// A bind group binding whole `buffers` to bindings 0, 1, 2, ... of `layout`.

@@ -94,12 +94,9 @@ impl GpuIntegrator {
             (60_000 / longest.div_ceil(lanes as usize).max(1)).max(1) as u32
         });
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
-        let layout = ctx.layout(true, &[true, true, true, true, false, false, true]);
-        let pipeline = ctx.pipeline(
-            &format!("hmc_transition[{}]", model.name()),
-            &source,
-            &layout,
-        )?;
+        let name = format!("hmc_transition[{}]", model.name());
+        let layout = ctx.layout_for(&name, &source)?;
+        let pipeline = ctx.pipeline(&name, &source, &layout)?;
         let [x, y, offsets] = upload_data(&ctx, data)?;
         let tuning_f32 = vec![0.0f32; n_datasets * (dim + 1)];
         let tuning_buf = ctx.storage_init("tuning", &tuning_f32, false)?;

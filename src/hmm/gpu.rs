@@ -328,12 +328,10 @@ impl GpuEstep {
         let out_bytes = (chunk * n_seq * ns * 4) as u64;
         let out = ctx.storage("hmm stats", out_bytes, true)?;
         let staging = ctx.staging("hmm stats staging", out_bytes)?;
-        let layout = ctx.layout(true, &[true, true, true, true, false, false]);
-        let pipeline = ctx.pipeline(
-            &format!("hmm_estep[K={}, D={}, P={}]", spec.k, spec.d, spec.p),
-            &shader_source(spec),
-            &layout,
-        )?;
+        let name = format!("hmm_estep[K={}, D={}, P={}]", spec.k, spec.d, spec.p);
+        let source = shader_source(spec);
+        let layout = ctx.layout_for(&name, &source)?;
+        let pipeline = ctx.pipeline(&name, &source, &layout)?;
         let mut bind_groups = Vec::new();
         let mut keep = vec![x.clone(), y.clone(), seq_buf.clone(), scratch.clone()];
         let mut r0 = 0;

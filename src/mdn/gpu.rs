@@ -127,7 +127,7 @@ impl GpuTrainer {
             )));
         }
         let src = shader_source(shape, max_batch);
-        let layout = ctx.layout(true, &[true, true, false, false, false, false]);
+        let layout = ctx.layout_for("mdn", &src)?;
         let grad_pipe = ctx.pipeline_entry("mdn grad_samples", &src, &layout, "grad_samples")?;
         let adam_pipe = ctx.pipeline_entry("mdn reduce_adam", &src, &layout, "reduce_adam")?;
         let data_buf = ctx.storage_init("mdn pairs", data, false)?;
