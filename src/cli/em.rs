@@ -4,13 +4,13 @@
 //! (format in the README).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use gpsamp::hmm::em::{EmConfig, EmFit, EmPriors, Init};
-use gpsamp::hmm::io::{params_from_json, params_to_json, read_sequences, SeqData, SeqSpec};
-use gpsamp::hmm::{self, EmissionKind, HmmParams, HmmSpec};
+use gpsamp::hmm::em::{EmConfig, EmPriors, Init};
+use gpsamp::hmm::io::{params_from_json, read_sequences, SeqData, SeqSpec};
+use gpsamp::hmm::{EmissionKind, HmmParams, HmmSpec};
+use gpsamp::workflow::{em_to_dir, EmJob};
 
 use gpsamp::io::output::OutputDir;
 
@@ -169,13 +169,6 @@ fn read_truth(path: &std::path::Path, spec: &HmmSpec) -> anyhow::Result<Vec<HmmP
         .collect()
 }
 
-/// The relabelling that sorts states by their first location (mean or bias).
-fn canonical(spec: &HmmSpec, prm: &HmmParams) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..spec.k).collect();
-    order.sort_by(|&a, &b| prm.loc[a * spec.d].total_cmp(&prm.loc[b * spec.d]));
-    order
-}
-
 pub fn run(a: Args) -> anyhow::Result<()> {
     let inputs: Vec<&Path> = std::iter::once(a.data.as_path())
         .chain(a.truth.as_deref())
@@ -250,85 +243,24 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     let backend = super::args::select_backend(a.backend, a.quiet)?;
-    let started = Instant::now();
     let jobs = (data.n_datasets() * cfg.restarts) as u64;
     let bar = super::progress_bar(
         a.quiet,
         jobs * cfg.max_iters as u64,
         "EM {bar:30} {pos}/{len} job-iterations {rate} (converged jobs stop early)",
     );
-    let fits: Vec<EmFit> = hmm::fit_em(&backend, &spec, &cfg, data, &|n| bar.inc(n))?;
+    let job = EmJob {
+        spec,
+        config: cfg.clone(),
+        truth: truth.clone(),
+        source: a.data.display().to_string(),
+    };
+    let run = em_to_dir(&train, test.as_ref(), &backend, &job, out.path(), &|n| {
+        bar.inc(n)
+    })?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    // Align states: to the truth when given, else by their first location.
-    let fits: Vec<EmFit> = fits
-        .into_iter()
-        .enumerate()
-        .map(|(b, mut f)| {
-            let perm = match &truth {
-                Some(t) => hmm::align_params(&spec, &t[b.min(t.len() - 1)], &f.params),
-                None => canonical(&spec, &f.params),
-            };
-            f.params = f.params.permuted(&spec, &perm);
-            f
-        })
-        .collect();
-
-    // Decoding on the training data.
+    let (fits, heldout, secs) = (&run.fits, &run.heldout, run.seconds);
     let k = spec.k;
-    let mut states_csv = String::new();
-    if a.group.is_some() {
-        states_csv.push_str("group,");
-    }
-    states_csv.push_str("seq,t,state\n");
-    let mut post: Vec<f32> = Vec::with_capacity(data.n_total() * k);
-    let mut path = vec![0usize; data.n_total()];
-    for (b, f) in fits.iter().enumerate() {
-        for (si, seq) in hmm::sequences(data, b).into_iter().enumerate() {
-            let r = seq.clone();
-            hmm::viterbi(&spec, &f.params, data, seq, &mut path[r.clone()]);
-            for n in r {
-                if a.group.is_some() {
-                    states_csv.push_str(&format!("{},", train.groups[b]));
-                }
-                states_csv.push_str(&format!(
-                    "{},{},{}\n",
-                    train.seq_ids[b][si], train.t[n], path[n]
-                ));
-            }
-        }
-        let (g, _) = hmm::posteriors(&spec, &f.params, data, b);
-        post.extend(g.iter().map(|&v| v as f32));
-    }
-
-    // Held-out log likelihood in bits per observation (and, for Bernoulli emissions, the
-    // gain over a constant-probability model fitted to the training responses).
-    let heldout: Vec<Option<(f64, Option<f64>)>> = fits
-        .iter()
-        .enumerate()
-        .map(|(b, f)| {
-            let te = test.as_ref()?;
-            let tb = &te.batch;
-            let mut s = hmm::FbScratch::default();
-            let ll: f64 = hmm::sequences(tb, b)
-                .into_iter()
-                .map(|seq| hmm::log_likelihood(&spec, &f.params, tb, seq, &mut s))
-                .sum();
-            let n = tb.range(b).len() as f64;
-            let bits = ll / (n * std::f64::consts::LN_2);
-            let gain = (spec.kind == EmissionKind::Bernoulli).then(|| {
-                let ytr = &data.y()[data.range(b)];
-                let p0 = (ytr.iter().sum::<f64>() / ytr.len() as f64).clamp(1e-6, 1.0 - 1e-6);
-                let ll0: f64 = tb.y()[tb.range(b)]
-                    .iter()
-                    .map(|&y| if y == 1.0 { p0.ln() } else { (1.0 - p0).ln() })
-                    .sum();
-                (ll - ll0) / (n * std::f64::consts::LN_2)
-            });
-            Some((bits, gain))
-        })
-        .collect();
-
     if !a.quiet {
         for (b, f) in fits.iter().enumerate() {
             let iters = f.trace.len().saturating_sub(1);
@@ -406,57 +338,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
 
-    let datasets: Vec<serde_json::Value> = fits
-        .iter()
-        .enumerate()
-        .map(|(b, f)| {
-            let mut v = params_to_json(&spec, &f.params);
-            let o = v.as_object_mut().expect("an object");
-            o.insert("group".into(), serde_json::json!(train.groups[b]));
-            o.insert("log_likelihood".into(), serde_json::json!(f.log_likelihood));
-            o.insert("trace".into(), serde_json::json!(f.trace));
-            o.insert("restart".into(), serde_json::json!(f.restart));
-            o.insert(
-                "restart_objectives".into(),
-                serde_json::json!(f.restart_objectives),
-            );
-            o.insert("converged".into(), serde_json::json!(f.converged));
-            o.insert("n_obs".into(), serde_json::json!(data.range(b).len()));
-            if let Some((bits, gain)) = heldout[b] {
-                o.insert("heldout_bits_per_obs".into(), serde_json::json!(bits));
-                if let Some(g) = gain {
-                    o.insert(
-                        "heldout_bits_gain_over_constant".into(),
-                        serde_json::json!(g),
-                    );
-                }
-            }
-            v
-        })
-        .collect();
-    let meta = serde_json::json!({
-        "model": gpsamp::Model::name(&gpsamp::Hmm::new(spec, gpsamp::HmmPriors::default())?),
-        "states": k,
-        "data": a.data.display().to_string(),
-        "backend": backend.describe(),
-        "restarts": cfg.restarts,
-        "max_iters": cfg.max_iters,
-        "tol": cfg.tol,
-        "seed": cfg.seed,
-        "seconds": secs,
-        "datasets": datasets,
-    });
-    let dir = out.path();
-    let put = |name: &str, text: &[u8]| {
-        std::fs::write(dir.join(name), text)
-            .with_context(|| format!("writing {}", dir.join(name).display()))
-    };
-    put(
-        "params.json",
-        serde_json::to_string_pretty(&meta)?.as_bytes(),
-    )?;
-    put("states.csv", states_csv.as_bytes())?;
-    gpsamp::io::npy::write_f32(&dir.join("posteriors.npy"), &[data.n_total(), k], &post)?;
     out.commit()?;
     if !a.quiet {
         eprintln!(

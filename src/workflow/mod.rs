@@ -3,9 +3,11 @@
 //! The layers run one way: device → model families → engines (HMC, EM, MDN, studies) →
 //! workflow → CLI (and, later, Python); nothing here prints.
 
+pub mod em;
 pub mod sample;
 pub mod study;
 
+pub use em::{em_to_dir, EmJob, EmRun};
 pub use sample::{em_init_centers, sample_to_dir, SampleJob, SampleRun};
 pub use study::{write_study, STUDY};
 

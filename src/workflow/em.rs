@@ -1,0 +1,213 @@
+//! `em` as a library function: batched EM for HMMs and GLM-HMMs on a backend, states aligned
+//! to a truth (or sorted by their first mean/bias), Viterbi paths and smoothed state
+//! probabilities of the training sequences, held-out log likelihood, written to a folder as
+//! `gpsamp em` writes it (`params.json`, `states.csv`, `posteriors.npy`; format in the
+//! README).
+
+use std::path::Path;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::hmm::em::{EmConfig, EmFit};
+use crate::hmm::io::{params_to_json, SeqData};
+use crate::hmm::{self, EmissionKind, HmmParams, HmmSpec};
+
+/// What to fit and record.
+#[derive(Clone, Debug)]
+pub struct EmJob {
+    /// The HMM's shape.
+    pub spec: HmmSpec,
+    /// EM settings (restarts, iterations, priors, initialisation, seed).
+    pub config: EmConfig,
+    /// Parameters to align each dataset's states to (one for all, or one per dataset).
+    pub truth: Option<Vec<HmmParams>>,
+    /// Where the data came from, for `params.json`.
+    pub source: String,
+}
+
+/// A finished EM run.
+#[derive(Clone, Debug)]
+pub struct EmRun {
+    /// The best restart of every dataset, states aligned.
+    pub fits: Vec<EmFit>,
+    /// Per dataset with held-out sequences: bits per observation, and for Bernoulli
+    /// emissions the gain over a constant choice probability.
+    pub heldout: Vec<Option<(f64, Option<f64>)>>,
+    /// Viterbi state of every training row.
+    pub paths: Vec<usize>,
+    /// Smoothed state probabilities (training rows x K).
+    pub posteriors: Vec<f32>,
+    /// Seconds of fitting.
+    pub seconds: f64,
+    /// The contents of `params.json`.
+    pub params_json: serde_json::Value,
+}
+
+/// The relabelling that sorts states by their first location (mean or bias).
+pub fn canonical(spec: &HmmSpec, prm: &HmmParams) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..spec.k).collect();
+    order.sort_by(|&a, &b| prm.loc[a * spec.d].total_cmp(&prm.loc[b * spec.d]));
+    order
+}
+
+/// Fits `train` (and scores `test`, sequences held out per dataset) on `backend`, and writes
+/// the run into `dir`. `progress(n)` is called as E-steps finish.
+pub fn em_to_dir(
+    train: &SeqData,
+    test: Option<&SeqData>,
+    backend: &Backend,
+    job: &EmJob,
+    dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<EmRun> {
+    let (spec, cfg) = (&job.spec, &job.config);
+    let data = &train.batch;
+    if let Some(t) = &job.truth {
+        if t.is_empty() || (t.len() != 1 && t.len() != data.n_datasets()) {
+            return Err(Error::Config {
+                flag: "--truth".into(),
+                message: format!(
+                    "{} parameter sets for {} datasets",
+                    t.len(),
+                    data.n_datasets()
+                ),
+            });
+        }
+    }
+    let started = std::time::Instant::now();
+    let fits = hmm::fit_em(backend, spec, cfg, data, progress)?;
+    let seconds = started.elapsed().as_secs_f64();
+    // Align states: to the truth when given, else by their first location.
+    let fits: Vec<EmFit> = fits
+        .into_iter()
+        .enumerate()
+        .map(|(b, mut f)| {
+            let perm = match &job.truth {
+                Some(t) => hmm::align_params(spec, &t[b.min(t.len() - 1)], &f.params),
+                None => canonical(spec, &f.params),
+            };
+            f.params = f.params.permuted(spec, &perm);
+            f
+        })
+        .collect();
+
+    // Decoding on the training data.
+    let k = spec.k;
+    let grouped = !data.groups.is_empty();
+    let mut states_csv = String::new();
+    if grouped {
+        states_csv.push_str("group,");
+    }
+    states_csv.push_str("seq,t,state\n");
+    let mut posteriors: Vec<f32> = Vec::with_capacity(data.n_total() * k);
+    let mut paths = vec![0usize; data.n_total()];
+    for (b, f) in fits.iter().enumerate() {
+        for (si, seq) in hmm::sequences(data, b).into_iter().enumerate() {
+            let r = seq.clone();
+            hmm::viterbi(spec, &f.params, data, seq, &mut paths[r.clone()]);
+            for n in r {
+                if grouped {
+                    states_csv.push_str(&format!("{},", train.groups[b]));
+                }
+                states_csv.push_str(&format!(
+                    "{},{},{}\n",
+                    train.seq_ids[b][si], train.t[n], paths[n]
+                ));
+            }
+        }
+        let (g, _) = hmm::posteriors(spec, &f.params, data, b);
+        posteriors.extend(g.iter().map(|&v| v as f32));
+    }
+
+    // Held-out log likelihood in bits per observation (and, for Bernoulli emissions, the
+    // gain over a constant-probability model fitted to the training responses).
+    let heldout: Vec<Option<(f64, Option<f64>)>> = fits
+        .iter()
+        .enumerate()
+        .map(|(b, f)| {
+            let tb = &test?.batch;
+            let mut s = hmm::FbScratch::default();
+            let ll: f64 = hmm::sequences(tb, b)
+                .into_iter()
+                .map(|seq| hmm::log_likelihood(spec, &f.params, tb, seq, &mut s))
+                .sum();
+            let n = tb.range(b).len() as f64;
+            let bits = ll / (n * std::f64::consts::LN_2);
+            let gain = (spec.kind == EmissionKind::Bernoulli).then(|| {
+                let ytr = &data.y()[data.range(b)];
+                let p0 = (ytr.iter().sum::<f64>() / ytr.len() as f64).clamp(1e-6, 1.0 - 1e-6);
+                let ll0: f64 = tb.y()[tb.range(b)]
+                    .iter()
+                    .map(|&y| if y == 1.0 { p0.ln() } else { (1.0 - p0).ln() })
+                    .sum();
+                (ll - ll0) / (n * std::f64::consts::LN_2)
+            });
+            Some((bits, gain))
+        })
+        .collect();
+
+    let datasets: Vec<serde_json::Value> = fits
+        .iter()
+        .enumerate()
+        .map(|(b, f)| {
+            let mut v = params_to_json(spec, &f.params);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("group".into(), serde_json::json!(train.groups[b]));
+                o.insert("log_likelihood".into(), serde_json::json!(f.log_likelihood));
+                o.insert("trace".into(), serde_json::json!(f.trace));
+                o.insert("restart".into(), serde_json::json!(f.restart));
+                o.insert(
+                    "restart_objectives".into(),
+                    serde_json::json!(f.restart_objectives),
+                );
+                o.insert("converged".into(), serde_json::json!(f.converged));
+                o.insert("n_obs".into(), serde_json::json!(data.range(b).len()));
+                if let Some((bits, gain)) = heldout[b] {
+                    o.insert("heldout_bits_per_obs".into(), serde_json::json!(bits));
+                    if let Some(g) = gain {
+                        o.insert(
+                            "heldout_bits_gain_over_constant".into(),
+                            serde_json::json!(g),
+                        );
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    let params_json = serde_json::json!({
+        "model": crate::model::Model::name(&crate::Hmm::new(*spec, crate::HmmPriors::default())?),
+        "states": k,
+        "data": job.source,
+        "backend": backend.describe(),
+        "restarts": cfg.restarts,
+        "max_iters": cfg.max_iters,
+        "tol": cfg.tol,
+        "seed": cfg.seed,
+        "seconds": seconds,
+        "datasets": datasets,
+    });
+    let put = |name: &str, text: &[u8]| {
+        std::fs::write(dir.join(name), text).map_err(|source| Error::Io {
+            path: dir.join(name),
+            source,
+        })
+    };
+    let text = serde_json::to_string_pretty(&params_json)
+        .map_err(|e| Error::Invalid(format!("params.json: {e}")))?;
+    put("params.json", text.as_bytes())?;
+    put("states.csv", states_csv.as_bytes())?;
+    crate::io::npy::write_f32(
+        &dir.join("posteriors.npy"),
+        &[data.n_total(), k],
+        &posteriors,
+    )?;
+    Ok(EmRun {
+        fits,
+        heldout,
+        paths,
+        posteriors,
+        seconds,
+        params_json,
+    })
+}
