@@ -187,16 +187,11 @@ pub fn em_to_dir(
         "seconds": seconds,
         "datasets": datasets,
     });
-    let put = |name: &str, text: &[u8]| {
-        std::fs::write(dir.join(name), text).map_err(|source| Error::Io {
-            path: dir.join(name),
-            source,
-        })
-    };
-    let text = serde_json::to_string_pretty(&params_json)
-        .map_err(|e| Error::Invalid(format!("params.json: {e}")))?;
-    put("params.json", text.as_bytes())?;
-    put("states.csv", states_csv.as_bytes())?;
+    super::write_text(
+        &dir.join("params.json"),
+        super::json_pretty(&params_json)?.as_bytes(),
+    )?;
+    super::write_text(&dir.join("states.csv"), states_csv.as_bytes())?;
     crate::io::npy::write_f32(
         &dir.join("posteriors.npy"),
         &[data.n_total(), k],

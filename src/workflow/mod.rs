@@ -11,6 +11,19 @@ pub use em::{em_to_dir, EmJob, EmRun};
 pub use sample::{em_init_centers, sample_to_dir, SampleJob, SampleRun};
 pub use study::{write_study, STUDY};
 
+/// Writes `text` to `path`, the error naming the file.
+pub(crate) fn write_text(path: &std::path::Path, text: &[u8]) -> crate::Result<()> {
+    std::fs::write(path, text).map_err(|source| crate::Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Pretty JSON of `v`.
+pub(crate) fn json_pretty<T: serde::Serialize + ?Sized>(v: &T) -> crate::Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| crate::Error::Invalid(format!("JSON: {e}")))
+}
+
 /// `v` with `digits` significant digits: fixed notation for magnitudes 1e-4..1e6, else
 /// scientific (so an sd of 0.00042 reads 0.00042, not 0.000).
 pub fn sig(v: f64, digits: usize) -> String {

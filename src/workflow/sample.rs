@@ -200,7 +200,10 @@ pub fn sample_to_dir(
         "report": report,
         "gpsamp_version": env!("CARGO_PKG_VERSION"),
     });
-    write_file(&dir.join("meta.json"), &json_text(&meta)?)?;
+    super::write_text(
+        &dir.join("meta.json"),
+        super::json_pretty(&meta)?.as_bytes(),
+    )?;
     Ok(SampleRun {
         param_names: kept_names,
         warnings: warnings(&summaries, &report, &data),
@@ -210,17 +213,6 @@ pub fn sample_to_dir(
         notes,
         meta,
     })
-}
-
-fn write_file(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(format!("JSON: {e}")))
 }
 
 /// Writes `summary.csv` and `summary.json` (ArviZ's columns plus `nested_r_hat`; a leading
@@ -260,21 +252,18 @@ pub fn write_summary(dir: &Path, summaries: &[Vec<SummaryRow>], data: &DataBatch
     let bytes = w
         .into_inner()
         .map_err(|e| Error::Invalid(format!("summary.csv: {e}")))?;
-    std::fs::write(dir.join("summary.csv"), bytes).map_err(|source| Error::Io {
-        path: dir.join("summary.csv"),
-        source,
-    })?;
+    super::write_text(&dir.join("summary.csv"), &bytes)?;
     let json = if multi {
         let v: Vec<serde_json::Value> = summaries
             .iter()
             .enumerate()
             .map(|(b, rows)| serde_json::json!({"dataset": data.dataset_name(b), "summary": rows}))
             .collect();
-        json_text(&v)?
+        super::json_pretty(&v)?
     } else {
-        json_text(&summaries[0])?
+        super::json_pretty(&summaries[0])?
     };
-    write_file(&dir.join("summary.json"), &json)
+    super::write_text(&dir.join("summary.json"), json.as_bytes())
 }
 
 /// Starting points for HMM chains: the unconstrained EM fit (10 restarts, MAP with the model's stickiness) of every dataset.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::study::io::{datasets_csv, summary_csv, StudyFile};
 use crate::study::sbc::Report;
 use crate::study::{plot, DatasetRecord};
@@ -22,32 +22,11 @@ pub fn write_study(
     rep: &Report,
     meta: &serde_json::Value,
 ) -> Result<()> {
-    let json = |v: &dyn erased::Json| v.text().map(|t| t + "\n");
-    let put = |name: &str, text: String| {
-        std::fs::write(dir.join(name), text).map_err(|source| Error::Io {
-            path: dir.join(name),
-            source,
-        })
-    };
-    put("study.json", json(file)?)?;
+    let put = |name: &str, text: String| super::write_text(&dir.join(name), text.as_bytes());
+    put("study.json", super::json_pretty(file)? + "\n")?;
     put("datasets.csv", datasets_csv(&file.settings, records))?;
     put("summary.csv", summary_csv(rep))?;
-    put("summary.json", json(rep)?)?;
-    put("meta.json", json(meta)?)?;
+    put("summary.json", super::json_pretty(rep)? + "\n")?;
+    put("meta.json", super::json_pretty(meta)? + "\n")?;
     plot::write_all(dir, rep, records)
-}
-
-/// Pretty JSON of anything serialisable, behind a trait object.
-mod erased {
-    use crate::error::{Error, Result};
-
-    pub trait Json {
-        fn text(&self) -> Result<String>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn text(&self) -> Result<String> {
-            serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(format!("JSON: {e}")))
-        }
-    }
 }
