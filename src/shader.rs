@@ -119,10 +119,9 @@ mod tests {
         };
     }
 
-    /// The layouts read from the kernels are the ones the engines used to write by hand.
-    #[test]
-    fn bindings_are_read_from_the_kernels() {
-        use Binding::{StorageRead as R, StorageReadWrite as W, Uniform as U};
+    /// One kernel of each engine: (its uniform struct, its source): the batch density and the
+    /// HMC transition of a GLM, the HMM E-step, the MDN step.
+    fn engine_kernels() -> [(&'static str, String); 4] {
         let glm = crate::MixGlm::glm(crate::Likelihood::Gaussian, 1, crate::Priors::default())
             .unwrap()
             .wgsl();
@@ -133,22 +132,33 @@ mod tests {
             k: 2,
             theta: 1,
         };
+        [
+            ("EvalParams", logp_batch(&glm, 4)),
+            ("HmcParams", hmc_transition(&glm, 4)),
+            ("EParams", crate::hmm::gpu::shader_source(&spec)),
+            ("StepParams", crate::mdn::gpu::shader_source(&shape, 64)),
+        ]
+    }
+
+    /// The layouts read from the kernels are the ones the engines used to write by hand.
+    #[test]
+    fn bindings_are_read_from_the_kernels() {
+        use Binding::{StorageRead as R, StorageReadWrite as W, Uniform as U};
         let kinds = |src: &str| -> Vec<Binding> {
             let m = validate("k", src).unwrap();
             let b = bindings(&m);
             assert!(b.iter().enumerate().all(|(i, &(n, _))| n == i as u32));
             b.into_iter().map(|(_, k)| k).collect()
         };
-        assert_eq!(kinds(&logp_batch(&glm, 4)), [U, R, R, R, R, W]);
-        assert_eq!(kinds(&hmc_transition(&glm, 4)), [U, R, R, R, R, W, W, R]);
-        assert_eq!(
-            kinds(&crate::hmm::gpu::shader_source(&spec)),
-            [U, R, R, R, R, W, W]
-        );
-        assert_eq!(
-            kinds(&crate::mdn::gpu::shader_source(&shape, 64)),
-            [U, R, R, W, W, W, W]
-        );
+        let want: [&[Binding]; 4] = [
+            &[U, R, R, R, R, W],
+            &[U, R, R, R, R, W, W, R],
+            &[U, R, R, R, R, W, W],
+            &[U, R, R, W, W, W, W],
+        ];
+        for ((name, src), want) in engine_kernels().iter().zip(want) {
+            assert_eq!(kinds(src), want, "{name}'s kernel");
+        }
     }
 
     fn wgsl_layout(source: &str, name: &str) -> (Vec<(String, u32)>, u32) {
@@ -164,43 +174,17 @@ mod tests {
         use crate::hmc::gpu::HmcParams;
         use crate::hmm::gpu::EParams;
         use crate::mdn::gpu::StepParams;
-        let glm = crate::MixGlm::glm(crate::Likelihood::Gaussian, 1, crate::Priors::default())
-            .unwrap()
-            .wgsl();
-        let spec = crate::hmm::HmmSpec::gaussian(3, 1).unwrap();
-        let shape = crate::mdn::Shape {
-            input: 1,
-            hidden: vec![4],
-            k: 2,
-            theta: 1,
-        };
-        let cases = [
-            (
-                "EvalParams",
-                logp_batch(&glm, 1),
-                rust_layout!(EvalParams; n_chains, chain_offset, chains_per_dataset, n_total,
-                    groups_x, _pad0, _pad1, _pad2),
-            ),
-            (
-                "HmcParams",
-                hmc_transition(&glm, 1),
-                rust_layout!(HmcParams; n_chains, chains_per_dataset, n_total, groups_x, iter,
-                    seed_lo, seed_hi, max_steps, init, row, chain_offset, _pad2),
-            ),
-            (
-                "StepParams",
-                crate::mdn::gpu::shader_source(&shape, 64),
-                rust_layout!(StepParams; start, n, slot, update, step_scale, eps_hat, beta1,
-                    beta2, wscale, _pad0, _pad1, _pad2),
-            ),
-            (
-                "EParams",
-                crate::hmm::gpu::shader_source(&spec),
-                rust_layout!(EParams; n_threads, n_seq, r0, restarts, n_total, groups_x, _pad0,
-                    _pad1),
-            ),
+        let rust = [
+            rust_layout!(EvalParams; n_chains, chain_offset, chains_per_dataset, n_total,
+                groups_x, _pad0, _pad1, _pad2),
+            rust_layout!(HmcParams; n_chains, chains_per_dataset, n_total, groups_x, iter,
+                seed_lo, seed_hi, max_steps, init, row, chain_offset, _pad2),
+            rust_layout!(EParams; n_threads, n_seq, r0, restarts, n_total, groups_x, _pad0,
+                _pad1),
+            rust_layout!(StepParams; start, n, slot, update, step_scale, eps_hat, beta1,
+                beta2, wscale, _pad0, _pad1, _pad2),
         ];
-        for (name, src, rust) in cases {
+        for ((name, src), rust) in engine_kernels().into_iter().zip(rust) {
             assert_eq!(wgsl_layout(&src, name), rust, "{name}: WGSL vs Rust");
         }
     }

@@ -55,7 +55,8 @@ pub struct SampleRun {
 }
 
 /// Samples `model` on `data` with `backend` and writes the run into `dir` (an existing,
-/// empty folder: an [`crate::io::output::OutputDir`]'s temporary, say). `progress` gets
+/// empty folder: an [`crate::io::output::OutputDir`]'s temporary, say). The data are checked
+/// against the model by the integrator. `progress` gets
 /// (phase, iteration, iterations in phase, divergences).
 pub fn sample_to_dir(
     model: Arc<dyn Model>,
@@ -67,7 +68,6 @@ pub fn sample_to_dir(
 ) -> Result<SampleRun> {
     let cfg = &job.config;
     cfg.validate()?;
-    model.check_data(&data)?;
     let names = model.param_names();
     let keep: Vec<usize> = if job.keep.is_empty() {
         (0..names.len()).collect()
