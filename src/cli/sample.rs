@@ -61,12 +61,19 @@ pub struct Args {
     /// Chains per dataset.
     #[arg(long, default_value_t = 4)]
     chains: usize,
-    /// Warmup iterations.
-    #[arg(long, default_value_t = 1000)]
-    warmup: usize,
-    /// Draws kept per chain.
+    /// Warmup iterations. Without it: at most 1000, and with 64 chains or more per dataset
+    /// warmup ends as soon as the ensemble is adapted (step size, trajectory length and mass
+    /// matrix settled, nested R-hat over the last window below 1.01; see the README).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Draws kept per chain (with --target-ess: the most).
     #[arg(long, default_value_t = 1000)]
     draws: usize,
+    /// Stop sampling once every parameter has this bulk ESS over the pooled chains, with
+    /// R-hat and nested R-hat below 1.01 (checked at batch boundaries; the draws so far are
+    /// kept and meta.json records every check). --draws stays the upper bound.
+    #[arg(long)]
+    target_ess: Option<f64>,
     /// Seed: the same seed gives the same draws on the same backend.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -125,7 +132,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         .collect();
     // Checked before any work: a refused --out costs nothing.
     let out = OutputDir::create("--out", &a.out, "sample", a.force, &inputs)?;
-    if a.warmup == 0 {
+    if a.warmup == Some(0) {
         eprintln!("gpsamp: warning: --warmup 0: the step size, trajectory length and mass matrix stay at their initial values, so the draws may mix badly");
     }
     let mut hmm_shape = (0usize, 1usize);
@@ -304,7 +311,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let cfg = Config {
         cancel: Some(super::interrupt_flag()),
         chains: a.chains,
-        warmup: a.warmup,
+        warmup: a.warmup.unwrap_or(1000),
+        adaptive_warmup: a.warmup.is_none(),
+        target_ess: a.target_ess,
         draws: a.draws,
         thin: a.thin,
         seed: a.seed,
@@ -335,15 +344,22 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         truth,
         group_column: a.group.clone(),
     };
-    let bar = progress_bar(a.quiet, (a.warmup + a.draws * a.thin) as u64);
+    let total = a.draws * a.thin;
+    let bar = progress_bar(a.quiet, (job.config.warmup + total) as u64);
     let mut last_phase = String::new();
-    let mut progress = |phase: &str, i: usize, _n: usize, div: usize| {
+    // Warmup's length is known only when it ends (the adaptive end moves it).
+    let mut warmup_len = job.config.warmup;
+    let mut progress = |phase: &str, i: usize, n: usize, div: usize| {
         if phase != last_phase {
             last_phase = phase.to_string();
             bar.set_prefix(phase.to_string());
         }
+        if phase == "warmup" && n != warmup_len {
+            warmup_len = n;
+            bar.set_length((n + total) as u64);
+        }
         if i.is_multiple_of(10) || phase == "sampling" {
-            bar.set_position((if phase == "sampling" { a.warmup } else { 0 } + i) as u64);
+            bar.set_position((if phase == "sampling" { warmup_len } else { 0 } + i) as u64);
             bar.set_message(format!("{div} divergences"));
         }
     };
@@ -389,6 +405,35 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     // Warnings reach stderr whatever --quiet says.
     for w in &run.warnings {
         eprintln!("gpsamp: warning: {w}");
+    }
+    if let Some(t) = &report.target {
+        let last = t.checks.last();
+        let which = if t.nested_rhat_judges {
+            "nested R-hat"
+        } else {
+            "R-hat"
+        };
+        let (ess, rhat) = last.map_or((0.0, f64::NAN), |c| {
+            let r = if t.nested_rhat_judges {
+                c.max_nested_rhat
+            } else {
+                c.max_rhat
+            };
+            (c.min_ess_bulk, r)
+        });
+        if t.reached {
+            if !a.quiet {
+                eprintln!(
+                    "gpsamp: --target-ess {}: reached after {n_kept} draws per chain (smallest bulk ESS {ess:.0}, largest {which} {rhat:.3})",
+                    t.target_ess
+                );
+            }
+        } else {
+            eprintln!(
+                "gpsamp: warning: --target-ess {} not reached in {n_kept} draws per chain (smallest bulk ESS {ess:.0}, largest {which} {rhat:.3}); raise --draws",
+                t.target_ess
+            );
+        }
     }
     if report.interrupted {
         eprintln!(
@@ -467,8 +512,16 @@ fn print_table(
         outln!("mixture labels aligned across chains (Hungarian matching; see meta.json)");
     }
     outln!(
-        "backend {backend}: {} gradient evaluations in {:.2} s warmup + {:.2} s sampling; {} transitions + {} batch density evaluations (one dispatch each on the GPU)",
-        report.gradient_evals, report.seconds.0, report.seconds.1, report.transitions, report.density_calls
+        "backend {backend}: {} gradient evaluations in {:.2} s warmup ({} iterations{}) + {:.2} s sampling; {} transitions + {} batch density evaluations (one dispatch each on the GPU)",
+        report.gradient_evals,
+        report.seconds.0,
+        report.warmup_iterations,
+        report
+            .warmup_adapted_at
+            .map_or(String::new(), |w| format!(", ensemble adapted at {w}")),
+        report.seconds.1,
+        report.transitions,
+        report.density_calls
     );
     Ok(())
 }

@@ -32,9 +32,11 @@ pub struct Args {
     /// Chains per dataset.
     #[arg(long, default_value_t = 4)]
     chains_per_dataset: usize,
-    /// Warmup iterations.
-    #[arg(long, default_value_t = 500)]
-    warmup: usize,
+    /// Warmup iterations. Without it: at most 500, and with 64 chains or more per dataset a
+    /// batch's warmup ends as soon as all its datasets' ensembles are adapted (as in
+    /// `sample`; datasets.csv records each length).
+    #[arg(long)]
+    warmup: Option<usize>,
     /// Draws kept per chain.
     #[arg(long, default_value_t = 500)]
     draws: usize,
@@ -139,10 +141,17 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     }
     let cfg = Config {
         chains: a.chains_per_dataset,
-        warmup: a.warmup,
+        warmup: a.warmup.unwrap_or(500),
+        adaptive_warmup: a.warmup.is_none(),
         draws: a.draws,
         seed: a.seed,
-        superchain_size: 1,
+        // As `sample`: superchains of 4 from 16 chains (nested R-hat; the adaptive end of
+        // warmup from 64 chains judges mixing by it).
+        superchain_size: if a.chains_per_dataset >= 16 && a.chains_per_dataset.is_multiple_of(4) {
+            4
+        } else {
+            1
+        },
         ..Config::default()
     };
     let backend = super::args::select_backend(a.backend, a.quiet)?;
@@ -193,7 +202,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             a.datasets,
             a.n,
             a.chains_per_dataset,
-            a.warmup,
+            study.config.warmup,
             a.draws,
             backend.describe()
         );

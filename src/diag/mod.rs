@@ -310,31 +310,33 @@ pub fn mcse_sd<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
 /// Nested R-hat (Margossian et al. 2024) for chains grouped in consecutive superchains of
 /// `size` chains.
 pub fn nested_rhat<C: AsRef<[f64]>>(chains: &[C], size: usize) -> f64 {
+    let n = chains.first().map_or(0, |c| c.as_ref().len());
+    let means: Vec<f64> = chains.iter().map(|c| mean(c.as_ref())).collect();
+    let vars: Vec<f64> = if n > 1 {
+        chains.iter().map(|c| var(c.as_ref())).collect()
+    } else {
+        vec![0.0; chains.len()]
+    };
+    nested_rhat_moments(&means, &vars, size)
+}
+
+/// [`nested_rhat`] from each chain's mean and sample variance (n - 1 denominator) alone, as
+/// running accumulators give them (the sampler's warmup uses it on its window statistics).
+pub fn nested_rhat_moments(chain_means: &[f64], chain_vars: &[f64], size: usize) -> f64 {
     if size == 0 {
         return f64::NAN;
     }
-    let k = chains.len() / size;
+    let k = chain_means.len() / size;
     if k < 2 {
         return f64::NAN;
     }
-    let n = chains[0].as_ref().len() as f64;
-    let chain_means: Vec<f64> = chains.iter().map(|c| mean(c.as_ref())).collect();
     let mut super_means = Vec::with_capacity(k);
     let mut w_sum = 0.0;
     for s in 0..k {
         let cm = &chain_means[s * size..(s + 1) * size];
-        let sm = mean(cm);
-        super_means.push(sm);
+        super_means.push(mean(cm));
         let b_tilde = if size > 1 { var(cm) } else { 0.0 };
-        let w_tilde = if n > 1.0 {
-            chains[s * size..(s + 1) * size]
-                .iter()
-                .map(|c| var(c.as_ref()))
-                .sum::<f64>()
-                / size as f64
-        } else {
-            0.0
-        };
+        let w_tilde = chain_vars[s * size..(s + 1) * size].iter().sum::<f64>() / size as f64;
         w_sum += b_tilde + w_tilde;
     }
     let b = var(&super_means);

@@ -217,6 +217,93 @@ pub fn mass_windows(warmup: usize, chains: usize) -> Vec<usize> {
     ends
 }
 
+/// The adaptive end of warmup ([`super::Config::adaptive_warmup`]), for ensembles of at least
+/// [`WarmupEnd::MIN_CHAINS`] chains per dataset. At the end of every mass-matrix window from
+/// the second on, a dataset counts as adapted when, against the previous window's end:
+/// - the averaged trajectory length moved by less than [`WarmupEnd::CHANGE`] on the log
+///   scale, and the averaged step size by less than [`WarmupEnd::STEP_CHANGE`] (looser: the
+///   terminal buffer tunes the step size to the final metric again, as in the fixed
+///   schedule, and the window's step size was tuned to the metric before),
+/// - no inverse mass matrix entry moved by more than [`WarmupEnd::METRIC_CHANGE`] on the log
+///   scale,
+/// - and the window's nested R-hat (from each chain's window mean and variance, superchains
+///   as configured) is below [`WarmupEnd::RHAT`] for the log density and, for models without
+///   exchangeable labels, every unconstrained coordinate (label-switched chains would count
+///   as unmixed, while the log density does not see labels).
+///
+/// When every dataset is adapted, no further window opens: warmup runs one terminal buffer
+/// more (step size only, as at the end of the fixed schedule) and sampling begins. The fixed
+/// schedule stays the upper bound.
+pub struct WarmupEnd;
+
+impl WarmupEnd {
+    /// Smallest ensemble whose window statistics are trusted to end warmup early.
+    pub const MIN_CHAINS: usize = 64;
+    /// Bound on the window's nested R-hat.
+    pub const RHAT: f64 = 1.01;
+    /// Bound on the log change of the trajectory length between window ends (a trajectory
+    /// a quarter off its eventual length costs about that share of ESS per gradient, never
+    /// correctness; the terminal buffer keeps adapting it).
+    pub const CHANGE: f64 = 0.25;
+    /// Bound on the log change of the step size between window ends.
+    pub const STEP_CHANGE: f64 = 0.3;
+    /// Bound on the log change of any inverse mass matrix entry between window ends.
+    pub const METRIC_CHANGE: f64 = 0.25;
+
+    /// Whether one dataset is adapted at a window end: `prev` and `now` are the
+    /// (log step size, log trajectory length) averages at the previous and this window end,
+    /// `old`/`new` the inverse mass matrices before and after this window's update, and
+    /// `rhat` the window's largest nested R-hat.
+    pub fn adapted(
+        prev: Option<(f64, f64)>,
+        now: (f64, f64),
+        old: &[f64],
+        new: &[f64],
+        rhat: f64,
+    ) -> bool {
+        let Some(prev) = prev else {
+            return false;
+        };
+        let metric = old
+            .iter()
+            .zip(new)
+            .map(|(a, b)| (b / a).ln().abs())
+            .fold(0.0, f64::max);
+        (now.0 - prev.0).abs() < Self::STEP_CHANGE
+            && (now.1 - prev.1).abs() < Self::CHANGE
+            && metric < Self::METRIC_CHANGE
+            && rhat < Self::RHAT
+    }
+
+    /// The window's largest nested R-hat over the log density (`lp`: one accumulator per
+    /// chain) and, unless `labels`, every coordinate of `mass` (one accumulator per chain).
+    pub fn window_rhat(mass: &[Welford], lp: &[Welford], superchain: usize, labels: bool) -> f64 {
+        let size = if mass.len() / superchain.max(1) >= 2 {
+            superchain
+        } else {
+            1
+        };
+        let of = |acc: &[Welford], i: usize| {
+            let means: Vec<f64> = acc.iter().map(|w| w.mean()[i]).collect();
+            let vars: Vec<f64> = acc.iter().map(|w| w.variance()[i]).collect();
+            let r = crate::diag::nested_rhat_moments(&means, &vars, size);
+            if r.is_nan() {
+                f64::INFINITY
+            } else {
+                r
+            }
+        };
+        let mut worst = of(lp, 0);
+        if !labels {
+            let d = mass.first().map_or(0, |w| w.mean().len());
+            for i in 0..d {
+                worst = worst.max(of(mass, i));
+            }
+        }
+        worst
+    }
+}
+
 /// Chains whose mean log density sits far below the median of their dataset's chains, or
 /// that diverged in more than half of their transitions.
 pub fn stuck_chains(mean_lp: &[f64], divergence_rate: &[f64]) -> Vec<usize> {

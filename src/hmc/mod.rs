@@ -11,10 +11,12 @@
 //!
 //! Files by job: `adapt.rs` (step size, trajectory length, mass matrix, the acceptance and
 //! stuck-chain statistics), `init.rs` (starting points), `run.rs` (the warmup and sampling
-//! loop), `sink.rs` (where draws go: `.npy` files or memory), `cpu.rs` and `gpu.rs` (the
+//! loop), `converge.rs` (the
+//! stopping rule of `--target-ess`), `sink.rs` (where draws go: `.npy` files or memory), `cpu.rs` and `gpu.rs` (the
 //! integrators).
 
 pub mod adapt;
+pub mod converge;
 pub mod cpu;
 pub mod gpu;
 mod init;
@@ -171,6 +173,14 @@ pub struct Config {
     /// batch and returns the draws so far ([`RunReport::draws_completed`]).
     #[serde(skip)]
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Stop sampling once every parameter of every dataset has at least this bulk ESS over
+    /// the pooled chains, with R-hat and nested R-hat below [`converge::RHAT_MAX`] (checked
+    /// at batch boundaries; `draws` is then the upper bound). `None`: run all `draws`.
+    pub target_ess: Option<f64>,
+    /// With 64 chains or more per dataset, end warmup as soon as the ensemble is adapted
+    /// (see [`adapt::WarmupEnd`]); `warmup` is then the upper bound. False: run all `warmup`
+    /// iterations.
+    pub adaptive_warmup: bool,
 }
 
 impl Default for Config {
@@ -191,6 +201,8 @@ impl Default for Config {
             chain_offset: 0,
             init_centers: Vec::new(),
             cancel: None,
+            target_ess: None,
+            adaptive_warmup: true,
         }
     }
 }
@@ -216,6 +228,9 @@ impl Config {
         }
         if self.superchain_size == 0 || !self.chains.is_multiple_of(self.superchain_size) {
             return bad("--superchain-size must divide --chains");
+        }
+        if self.target_ess.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+            return bad("--target-ess must be a positive number");
         }
         if !(self.init_radius > 0.0 && self.step_size > 0.0) || self.max_steps == 0 {
             return bad("init radius, step size and max steps must be positive");
@@ -268,8 +283,15 @@ pub struct RunReport {
     pub seconds: (f64, f64),
     /// Draws per chain handed to the sink: `draws`, or fewer when the run was cancelled.
     pub draws_completed: usize,
+    /// Warmup iterations run: `warmup`, or fewer when the adaptive end came first.
+    pub warmup_iterations: usize,
+    /// The window end at which every dataset was found adapted ([`adapt::WarmupEnd`]), when
+    /// warmup ended early.
+    pub warmup_adapted_at: Option<usize>,
     /// Whether [`Config::cancel`] stopped sampling early.
     pub interrupted: bool,
+    /// The stopping rule's checks, when [`Config::target_ess`] was set.
+    pub target: Option<converge::TargetReport>,
 }
 
 /// Progress callback: (phase, iteration done, iterations in phase, divergences so far).

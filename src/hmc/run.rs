@@ -5,8 +5,9 @@
 use super::adapt;
 use super::adapt::{
     chees_gradient, halton, harmonic_accept, lambda_max, mass_windows, stuck_chains, ChEES,
-    DualAveraging, Welford,
+    DualAveraging, WarmupEnd, Welford,
 };
+use super::converge;
 use super::init::{initialise, Start};
 use super::{Config, DatasetReport, DrawSink, Integrator, Progress, RunReport, StepOut, Tuning};
 use crate::error::{Error, Result};
@@ -29,6 +30,13 @@ struct DatasetState {
     divergences: usize,
     accept_sum: f64,
     steps_sum: f64,
+    /// Per chain, the log density over the current mass-matrix window (the adaptive end's
+    /// mixing statistic).
+    lp_window: Vec<Welford>,
+    /// (log step size, log trajectory length) averages at the previous window end.
+    window_end: Option<(f64, f64)>,
+    /// Whether the last window end found this dataset adapted ([`adapt::WarmupEnd`]).
+    adapted: bool,
 }
 
 fn align_labels(
@@ -89,9 +97,17 @@ pub fn sample(
             divergences: 0,
             accept_sum: 0.0,
             steps_sum: 0.0,
+            lp_window: (0..cfg.chains).map(|_| Welford::new(1)).collect(),
+            window_end: None,
+            adapted: false,
         })
         .collect();
-    let windows = mass_windows(cfg.warmup, cfg.chains);
+    let mut windows = mass_windows(cfg.warmup, cfg.chains);
+    let adaptive_end = cfg.adaptive_warmup && cfg.chains >= WarmupEnd::MIN_CHAINS;
+    // The fixed schedule's terminal buffer (what follows the last window).
+    let terminal = windows.last().map_or(0, |&e| cfg.warmup - e);
+    let mut warmup_end = cfg.warmup;
+    let mut adapted_at = None;
     let slow_start = adapt::init_buffer(cfg.warmup, cfg.chains);
     let mut out = StepOut::default();
     out.resize(n, d);
@@ -125,7 +141,8 @@ pub fn sample(
             .as_ref()
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     };
-    for t in 0..cfg.warmup {
+    let mut t = 0;
+    while t < warmup_end {
         if cancelled() {
             return Err(Error::Interrupted);
         }
@@ -174,6 +191,11 @@ pub fn sample(
                 for (w, c) in s.mass.iter_mut().zip(r.clone()) {
                     w.add(&out.position[c * d..(c + 1) * d]);
                 }
+                if adaptive_end {
+                    for (w, c) in s.lp_window.iter_mut().zip(r.clone()) {
+                        w.add(&[out.logp[c]]);
+                    }
+                }
             }
             if relabel && windows.contains(&(t + 1)) {
                 for (c, w) in s.mass.iter().enumerate() {
@@ -190,10 +212,24 @@ pub fn sample(
                         .zip(w.variance())
                         .for_each(|(a, v)| *a += v / cfg.chains as f64);
                 }
-                s.inv_mass = var
+                let new: Vec<f64> = var
                     .iter()
                     .map(|v| (nn / (nn + 5.0)) * v + 1e-3 * (5.0 / (nn + 5.0)))
                     .collect();
+                if adaptive_end {
+                    let now = (s.da.log_eps_bar, s.chees.log_t_avg);
+                    let rhat = WarmupEnd::window_rhat(
+                        &s.mass,
+                        &s.lp_window,
+                        cfg.superchain_size,
+                        model.label_groups().is_some(),
+                    );
+                    s.adapted = s.metric_adapted
+                        && WarmupEnd::adapted(s.window_end, now, &s.inv_mass, &new, rhat);
+                    s.window_end = Some(now);
+                    s.lp_window.iter_mut().for_each(Welford::reset);
+                }
+                s.inv_mass = new;
                 s.mass.iter_mut().for_each(Welford::reset);
                 s.metric_adapted = true;
                 s.da.restart(eps);
@@ -206,14 +242,27 @@ pub fn sample(
             integrator.set_positions(&out.position, &mut logp, &mut grad)?;
             density_calls += 1;
         }
+        // Every dataset adapted at this window end: no further window, one terminal buffer.
+        if adaptive_end
+            && adapted_at.is_none()
+            && windows.contains(&(t + 1))
+            && windows.last() != Some(&(t + 1))
+            && states.iter().all(|s| s.adapted)
+        {
+            adapted_at = Some(t + 1);
+            windows.retain(|&e| e <= t + 1);
+            warmup_end = (t + 1 + terminal).min(cfg.warmup);
+        }
         before.copy_from_slice(&out.position);
-        progress("warmup", t + 1, cfg.warmup, 0);
+        t += 1;
+        progress("warmup", t, warmup_end, 0);
     }
+    let warmup_done = warmup_end;
     let t_warm = t0.elapsed().as_secs_f64();
     let trajectory: Vec<f64> = states
         .iter()
         .map(|s| {
-            if cfg.warmup > 0 {
+            if warmup_done > 0 {
                 s.chees.log_t_avg.exp()
             } else {
                 s.chees.log_t.exp()
@@ -221,7 +270,7 @@ pub fn sample(
         })
         .collect();
     for (tu, s) in tuning.iter_mut().zip(&states) {
-        tu.step_size = if cfg.warmup > 0 {
+        tu.step_size = if warmup_done > 0 {
             s.da.log_eps_bar.exp()
         } else {
             s.da.log_eps.exp()
@@ -240,6 +289,9 @@ pub fn sample(
     let mut outs: Vec<StepOut> = vec![StepOut::default(); batch.min(total.max(1))];
     let mut i = 0;
     let mut interrupted = false;
+    let mut tracker = cfg
+        .target_ess
+        .map(|target| converge::Tracker::new(model, n, cfg, target));
     while i < total {
         if cancelled() {
             interrupted = true;
@@ -248,13 +300,13 @@ pub fn sample(
         let len = batch.min(total - i);
         let rows: Vec<Vec<u32>> = (0..len)
             .map(|r| {
-                let t = cfg.warmup + i + r;
+                let t = warmup_done + i + r;
                 (0..n_datasets)
                     .map(|b| steps_for(t, trajectory[b], tuning[b].step_size))
                     .collect()
             })
             .collect();
-        integrator.run_batch((cfg.warmup + i) as u32, &tuning, &rows, &mut outs[..len])?;
+        integrator.run_batch((warmup_done + i) as u32, &tuning, &rows, &mut outs[..len])?;
         transitions += len as u64;
         for (r, out) in outs[..len].iter().enumerate() {
             for c in 0..n {
@@ -275,10 +327,18 @@ pub fn sample(
             let k = i + r;
             if (k + 1) % cfg.thin == 0 {
                 sink.record(k / cfg.thin, out, &steps)?;
+                if let Some(t) = tracker.as_mut() {
+                    t.record(&out.position);
+                }
             }
             progress("sampling", k + 1, total, divs);
         }
         i += len;
+        if let Some(t) = tracker.as_mut() {
+            if t.check_if_due(t1.elapsed().as_secs_f64()) {
+                break;
+            }
+        }
     }
     let done = i;
     let per = (done * cfg.chains).max(1) as f64;
@@ -309,6 +369,9 @@ pub fn sample(
         density_calls,
         seconds: (t_warm, t1.elapsed().as_secs_f64()),
         draws_completed: done / cfg.thin,
+        warmup_iterations: warmup_done,
+        warmup_adapted_at: adapted_at,
         interrupted,
+        target: tracker.map(|t| t.report),
     })
 }

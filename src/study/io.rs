@@ -11,7 +11,7 @@ use super::{DatasetRecord, QuantityRecord, Settings};
 use crate::error::{Error, Result};
 
 /// Column names of `datasets.csv`.
-pub const DATASET_COLUMNS: [&str; 20] = [
+pub const DATASET_COLUMNS: [&str; 21] = [
     "dataset",
     "quantity",
     "truth",
@@ -32,6 +32,7 @@ pub const DATASET_COLUMNS: [&str; 20] = [
     "stuck_chains",
     "failed",
     "covered_95",
+    "warmup_iterations",
 ];
 
 /// `study.json`: the settings and which datasets the folder holds.
@@ -52,7 +53,7 @@ pub fn datasets_csv(settings: &Settings, records: &[DatasetRecord]) -> String {
     for r in records {
         for (name, q) in settings.quantities.iter().zip(&r.quantities) {
             out.push_str(&format!(
-                "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},\"{}\",{}\n",
+                "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},\"{}\",{},{}\n",
                 r.index,
                 name,
                 q.truth,
@@ -73,6 +74,7 @@ pub fn datasets_csv(settings: &Settings, records: &[DatasetRecord]) -> String {
                 r.stuck_chains,
                 r.failed.replace('"', "'"),
                 u8::from(q.covers(2)),
+                r.warmup_iterations,
             ));
         }
     }
@@ -154,6 +156,7 @@ pub fn read_datasets_csv(path: &Path, settings: &Settings) -> Result<Vec<Dataset
                 divergences: u(16)?,
                 stuck_chains: u(17)?,
                 failed: row[18].to_string(),
+                warmup_iterations: u(20)?,
             });
         }
         let r = records.last_mut().expect("pushed at q_pos 0");
@@ -244,5 +247,11 @@ pub fn summary_table(report: &Report) -> String {
         report.max_r_hat,
         if report.pass { "calibrated" } else { "NOT calibrated" }
     ));
+    if report.warmup_ended_early > 0 {
+        out.push_str(&format!(
+            "warmup ended early (ensemble adapted) in {} datasets; mean warmup {:.0} of at most {} iterations\n",
+            report.warmup_ended_early, report.mean_warmup_iterations, report.settings.warmup
+        ));
+    }
     out
 }

@@ -126,6 +126,9 @@ pub struct DatasetRecord {
     pub divergences: usize,
     /// Chains reported stuck.
     pub stuck_chains: usize,
+    /// Warmup iterations its batch ran (fewer than the setting when the ensemble's warmup
+    /// ended early, [`crate::hmc::adapt::WarmupEnd`]).
+    pub warmup_iterations: usize,
     /// Why the dataset's fit is suspect (empty when it is not); such datasets stay in the
     /// report, counted.
     pub failed: String,
@@ -266,7 +269,9 @@ impl Study {
             .into_par_iter()
             .map(|i| {
                 let b = i - range.start;
-                self.record(i, b, &truths[b], &data, &empty, &sink, &rep.datasets[b])
+                let mut r = self.record(i, b, &truths[b], &data, &empty, &sink, &rep.datasets[b]);
+                r.warmup_iterations = rep.warmup_iterations;
+                r
             })
             .collect())
     }
@@ -347,6 +352,7 @@ impl Study {
             quantities,
             divergences: rep.divergences,
             stuck_chains: rep.stuck_chains.len(),
+            warmup_iterations: self.config.warmup,
             failed,
         }
     }

@@ -67,6 +67,11 @@ pub struct Report {
     pub datasets_with_divergences: usize,
     /// Largest R-hat over datasets and quantities.
     pub max_r_hat: f64,
+    /// Datasets whose warmup ended before the setting (the adaptive end of ensemble
+    /// warmup), and the mean warmup length over all datasets.
+    pub warmup_ended_early: usize,
+    /// Mean warmup iterations over datasets.
+    pub mean_warmup_iterations: f64,
     /// Bins of the chi-square test.
     pub bins: usize,
     /// Adjusted pointwise level of the simultaneous ECDF band.
@@ -277,6 +282,15 @@ pub fn report(settings: &Settings, records: &[DatasetRecord]) -> Report {
         failed: records.iter().filter(|r| !r.failed.is_empty()).count(),
         divergences: records.iter().map(|r| r.divergences).sum(),
         datasets_with_divergences: records.iter().filter(|r| r.divergences > 0).count(),
+        warmup_ended_early: records
+            .iter()
+            .filter(|r| r.warmup_iterations < settings.warmup)
+            .count(),
+        mean_warmup_iterations: records
+            .iter()
+            .map(|r| r.warmup_iterations as f64)
+            .sum::<f64>()
+            / n.max(1) as f64,
         max_r_hat: records
             .iter()
             .flat_map(|r| r.quantities.iter().map(|q| q.r_hat))

@@ -206,7 +206,7 @@ pub fn sample_to_dir(
     )?;
     Ok(SampleRun {
         param_names: kept_names,
-        warnings: warnings(&summaries, &report, &data),
+        warnings: warnings(&summaries, &report, &data, cfg),
         summaries,
         report,
         labels_aligned: alignment["applied"] == true,
@@ -323,12 +323,15 @@ pub fn data_ranges(data: &DataBatch, b: usize) -> String {
     )
 }
 
-/// Warnings about the fit: divergences, stuck chains, R-hat above 1.01, bulk ESS under 100.
+/// Warnings about the fit: divergences, stuck chains, R-hat above 1.01 (nested R-hat for
+/// ensembles, see [`hmc::converge::nested_judges`]), bulk ESS under 100.
 pub fn warnings(
     summaries: &[Vec<SummaryRow>],
     report: &RunReport,
     data: &DataBatch,
+    cfg: &Config,
 ) -> Vec<String> {
+    let nested = hmc::converge::nested_judges(cfg.chains, cfg.superchain_size);
     let mut w = Vec::new();
     let name = |b: usize| {
         if summaries.len() > 1 {
@@ -362,7 +365,16 @@ pub fn warnings(
                 }
             })
         };
-        if let Some(r) = worst(|r| r.r_hat, true).filter(|r| r.r_hat > 1.01) {
+        if nested {
+            if let Some(r) = worst(|r| r.nested_r_hat, true).filter(|r| r.nested_r_hat > 1.01) {
+                w.push(format!(
+                    "{}nested R-hat {} for {} (above 1.01): the superchains disagree; run longer or look at the trace",
+                    name(b),
+                    sig(r.nested_r_hat, 4),
+                    r.param
+                ));
+            }
+        } else if let Some(r) = worst(|r| r.r_hat, true).filter(|r| r.r_hat > 1.01) {
             w.push(format!(
                 "{}R-hat {} for {} (above 1.01): the chains disagree; run longer or look at the trace",
                 name(b),
