@@ -26,6 +26,12 @@ fn bench_reports_cpu_and_gpu() {
             "6",
             "--mdn-pairs",
             "3000",
+            "--em-sequences",
+            "8",
+            "--reliable-chains",
+            "4",
+            "--target-ess",
+            "300",
         ])
         .output()
         .unwrap();
@@ -69,6 +75,23 @@ fn bench_reports_cpu_and_gpu() {
             .iter()
             .any(|r| r["backend"].as_str().unwrap().starts_with("gpu")));
     }
+    // Time to a reliable posterior: each model, each backend, the rule met.
+    let reliable = v["reliable"].as_array().unwrap();
+    for model in ["glm", "mixglm", "hmm"] {
+        for prefix in ["cpu", "gpu"] {
+            if prefix == "gpu" && common::gpu().is_none() {
+                continue;
+            }
+            let r = reliable
+                .iter()
+                .find(|r| r["model"] == model && r["backend"].as_str().unwrap().starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} row for {model}"));
+            assert_eq!(r["reached"], true, "{r}");
+            assert!(r["min_ess_bulk"].as_f64().unwrap() >= 300.0, "{r}");
+            assert!(r["max_rhat"].as_f64().unwrap() < 1.01, "{r}");
+            assert_eq!(r["rhat_judge"], "classic");
+        }
+    }
     let mdn = v["mdn"].as_array().unwrap();
     assert!(mdn
         .iter()
@@ -82,9 +105,13 @@ fn bench_reports_cpu_and_gpu() {
 
 #[test]
 fn bench_without_gpu_says_so() {
+    // --quick, with the options given explicitly winning over what it narrows.
     let out = Command::new(env!("CARGO_BIN_EXE_gpsamp"))
         .args([
             "bench",
+            "--quick",
+            "--reliable-chains",
+            "0",
             "--no-gpu",
             "--n",
             "16",
@@ -105,6 +132,15 @@ fn bench_without_gpu_says_so() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(stdout.contains("gpu: none"), "{stdout}");
+    assert!(stdout.contains("gpsamp bench --quick"), "{stdout}");
+    assert!(
+        stdout.contains("\ngmm                16       2 "),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("sampler:") && !stdout.contains("EM (Baum-Welch)"),
+        "{stdout}"
+    );
 }
 
 #[test]

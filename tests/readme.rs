@@ -75,6 +75,20 @@ fn run_sh(dir: &Path, code: &str) {
             eprintln!("readme: not run here (tested elsewhere): {t}");
             continue;
         }
+        let mut line = line.to_string();
+        if let Some(rest) = t.strip_prefix("python3 benches/") {
+            // The NumPyro comparison: its data step needs numpy alone, its fit JAX too.
+            if !rest.contains("--write-data") {
+                eprintln!("readme: not run here (needs JAX and NumPyro): {t}");
+                continue;
+            }
+            let Some(py) = python() else {
+                eprintln!("readme: block skipped (its data step needs GPSAMP_PYTHON)");
+                return;
+            };
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            line = format!("{} {}/benches/{rest}", py.display(), root.display());
+        }
         script.push_str(&line.replace("cargo run --release --", bin));
         script.push('\n');
     }

@@ -1,5 +1,8 @@
-//! `gpsamp bench`: batch log density + gradient evaluations per second for every family, on
-//! the CPU and GPU backends side by side, with a floor estimate for the CPU.
+//! `gpsamp bench`: time to a reliable posterior (glm, mixglm and the HMM at 4 and 1 024
+//! chains), batch log density + gradient evaluations per second for every family, and the
+//! sampler, study, MDN and EM engines, on the CPU and GPU backends side by side, with a
+//! floor estimate for the CPU. `--quick` keeps a few representative rows (under a minute on
+//! two cores).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -20,6 +23,19 @@ pub struct Args {
     /// Print the report as JSON on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
+    /// A few representative rows in under a minute on two cores: time to a reliable
+    /// posterior for glm, mixglm and the HMM at 4 chains and glm at 1 024 (on a hardware GPU
+    /// all three at 1 024), and mixglm evaluations at 1 024 chains; no sampler, study, MDN or
+    /// EM rows. Options given explicitly still apply.
+    #[arg(long)]
+    quick: bool,
+    /// Bulk ESS of the time-to-reliable-posterior rows (every parameter, with R-hat, or
+    /// nested R-hat for 64 chains or more, below 1.01), as `sample --target-ess`.
+    #[arg(long, default_value_t = 10_000.0)]
+    target_ess: f64,
+    /// Chain counts of the time-to-reliable-posterior rows; 0 skips them.
+    #[arg(long, value_delimiter = ',', default_value = "4,1024")]
+    reliable_chains: Vec<usize>,
     /// Data points per dataset.
     #[arg(long, default_value_t = 1000)]
     n: usize,
@@ -77,6 +93,28 @@ struct SamplerRow {
     /// Dispatches (GPU) or integrator calls (CPU): one per transition plus initialisation.
     transitions: u64,
     divergences: usize,
+}
+
+/// Time to a reliable posterior: one `sample --target-ess` run from a cold start (model,
+/// data, integrator and shader compilation, EM start for the HMM, adaptive warmup, sampling
+/// until the rule holds), as a user would run it.
+#[derive(Serialize)]
+struct ReliableRow {
+    model: String,
+    chains: usize,
+    backend: String,
+    /// Wall seconds from nothing to the stop.
+    seconds: f64,
+    warmup_iterations: usize,
+    /// Draws per chain when the rule held (or the upper bound).
+    draws: usize,
+    min_ess_bulk: f64,
+    max_rhat: f64,
+    max_nested_rhat: f64,
+    /// Which R-hat the rule used: `nested` (64 chains or more) or `classic`.
+    rhat_judge: String,
+    reached: bool,
+    gradient_evals: u64,
 }
 
 #[derive(Serialize)]
@@ -146,6 +184,9 @@ struct Report {
     cpu_threads: usize,
     adapter: Option<AdapterSummary>,
     gpu_note: Option<String>,
+    quick: bool,
+    target_ess: f64,
+    reliable: Vec<ReliableRow>,
     rows: Vec<Row>,
     floor: Option<Floor>,
     sampler: Vec<SamplerRow>,
@@ -189,7 +230,44 @@ fn timed(
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+/// What `--quick` changes: every option it narrows that the user did not give.
+fn quicken(a: &mut Args, given: &dyn Fn(&str) -> bool) {
+    if !a.quick {
+        return;
+    }
+    if !given("chains") {
+        a.chains = vec![1024];
+    }
+    if !given("families") {
+        a.families = vec!["mixglm".into()];
+    }
+    if !given("seconds") {
+        a.seconds = 0.3;
+    }
+    if !given("sampler_chains") {
+        a.no_sampler = true;
+    }
+    if !given("study_datasets") {
+        a.study_datasets = 0;
+    }
+    if !given("em_sequences") {
+        a.em_sequences = 0;
+    }
+    if !given("mdn_pairs") {
+        a.mdn_pairs = 0;
+    }
+}
+
+pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let given = |id: &str| {
+        matches
+            .value_source(id)
+            .is_some_and(|s| s == clap::parser::ValueSource::CommandLine)
+    };
+    quicken(&mut a, &given);
+    if !(a.target_ess > 0.0 && a.target_ess.is_finite()) {
+        anyhow::bail!("--target-ess must be a positive number");
+    }
     if a.n == 0 || a.chains.contains(&0) {
         anyhow::bail!("--n and every --chains value must be at least 1");
     }
@@ -225,6 +303,35 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .expect("valid template"),
     );
+
+    // Time to a reliable posterior first: the headline.
+    let software = ctx.as_ref().is_some_and(|c| c.summary.device_type == "Cpu");
+    let backends: Vec<Backend> = std::iter::once(Backend::Cpu)
+        .chain(ctx.iter().map(|c| Backend::Gpu(c.clone())))
+        .collect();
+    let on_software = |b: &Backend| software && matches!(b, Backend::Gpu(_));
+    let mut reliable = Vec::new();
+    for model in ["glm", "mixglm", "hmm"] {
+        for &chains in a.reliable_chains.iter().filter(|&&c| c > 0) {
+            for backend in &backends {
+                // Mixglm and the HMM at 1 024 chains take 35 s to 100 s each on two cores
+                // (more when warmup keeps its whole schedule): not in --quick.
+                let skip = chains > 64
+                    && (on_software(backend)
+                        || (a.quick && model != "glm" && matches!(backend, Backend::Cpu)));
+                if skip {
+                    continue;
+                }
+                if !a.quiet {
+                    eprintln!(
+                        "gpsamp bench: time to a reliable posterior, {model}, {chains} chains, {}",
+                        backend.describe()
+                    );
+                }
+                reliable.push(bench_reliable(backend, model, chains, a.target_ess)?);
+            }
+        }
+    }
 
     let mut rows = Vec::new();
     for (name, model) in &fams {
@@ -285,13 +392,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .iter()
         .find(|(n, _)| *n == "mixglm")
         .map(|(_, m)| floor(m, a.n, &rows));
-    // The CPU backend, then the GPU one when an adapter exists; a software adapter gets the
-    // smaller runs.
-    let software = ctx.as_ref().is_some_and(|c| c.summary.device_type == "Cpu");
-    let backends: Vec<Backend> = std::iter::once(Backend::Cpu)
-        .chain(ctx.iter().map(|c| Backend::Gpu(c.clone())))
-        .collect();
-    let on_software = |b: &Backend| software && matches!(b, Backend::Gpu(_));
+    // A software adapter gets the smaller runs.
     let mut sampler = Vec::new();
     if !a.no_sampler {
         for &chains in a.sampler_chains.iter().filter(|&&c| c > 0) {
@@ -372,6 +473,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cpu_threads: rayon::current_num_threads(),
         adapter: ctx.as_ref().map(|c| c.summary.clone()),
         gpu_note,
+        quick: a.quick,
+        target_ess: a.target_ess,
+        reliable,
         rows,
         floor,
         sampler,
@@ -483,6 +587,90 @@ fn bench_mdn(backend: &Backend, pairs: usize) -> anyhow::Result<MdnRow> {
     })
 }
 
+/// One `sample --target-ess` run of `model` (glm, mixglm: the tutorial's data for it; hmm:
+/// the tutorial's Gaussian HMM, 3 sequences x 200 steps, chains started around an EM fit)
+/// with the CLI's defaults, timed from nothing.
+fn bench_reliable(
+    backend: &Backend,
+    model: &str,
+    chains: usize,
+    target: f64,
+) -> anyhow::Result<ReliableRow> {
+    use gpsamp::hmc::{self, Config, MemorySink};
+    let t = Instant::now();
+    let (m, data, centers): (Arc<dyn Model>, DataBatch, Vec<Vec<f64>>) = match model {
+        "hmm" => {
+            let spec = gpsamp::hmm::HmmSpec::gaussian(3, 1)?;
+            let truth = gpsamp::hmm::io::tutorial_params(&spec).context("tutorial HMM")?;
+            let mut rng = host_rng(0, 0, Purpose::Simulate);
+            let (d, _) = gpsamp::hmm::io::simulate(&spec, &truth, 3, 200, &mut rng);
+            let data = DataBatch::new(spec.data_columns(), &[d])?;
+            let priors = gpsamp::HmmPriors::default();
+            let hmm = gpsamp::Hmm::new(spec, priors)?;
+            let centers = gpsamp::workflow::em_init_centers(&hmm, &data, priors.stickiness, 0)?;
+            (Arc::new(hmm), data, centers)
+        }
+        _ => {
+            let mg = if model == "glm" {
+                MixGlm::glm(Likelihood::Gaussian, 1, Priors::default())?
+            } else {
+                MixGlm::mixreg(2, 1, Priors::default())?
+            };
+            let sim = gpsamp::tutorial::for_model(&mg, 0).context("tutorial dataset")?;
+            let data = DataBatch::new(1, &[sim.data])?;
+            (Arc::new(mg), data, Vec::new())
+        }
+    };
+    let cfg = Config {
+        chains,
+        warmup: 1000,
+        adaptive_warmup: true,
+        draws: if chains < 64 { 20_000 } else { 1000 },
+        seed: 1,
+        superchain_size: if chains >= 16 && chains.is_multiple_of(4) {
+            4
+        } else {
+            1
+        },
+        target_ess: Some(target),
+        init_radius: if centers.is_empty() { 2.0 } else { 0.5 },
+        init_centers: centers,
+        ..Config::default()
+    };
+    let mut integ = hmc::integrator(backend, m.clone(), Arc::new(data), chains, cfg.seed)?;
+    let mut sink = MemorySink::default();
+    let rep = hmc::sample(
+        integ.as_mut(),
+        m.as_ref(),
+        1,
+        &cfg,
+        &mut sink,
+        &mut |_, _, _, _| {},
+    )?;
+    let seconds = t.elapsed().as_secs_f64();
+    let target = rep.target.context("the stopping rule ran")?;
+    let last = target.checks.last().context("at least one check")?;
+    Ok(ReliableRow {
+        model: model.into(),
+        chains,
+        backend: backend.describe(),
+        seconds,
+        warmup_iterations: rep.warmup_iterations,
+        draws: rep.draws_completed,
+        min_ess_bulk: last.min_ess_bulk,
+        max_rhat: last.max_rhat,
+        max_nested_rhat: last.max_nested_rhat,
+        rhat_judge: if target.nested_rhat_judges {
+            "nested"
+        } else {
+            "classic"
+        }
+        .into(),
+        reached: target.reached,
+        gradient_evals: rep.gradient_evals,
+    })
+}
+
 /// One sampler run on the tutorial's mixture of two regressions (N points).
 fn bench_sampler(
     backend: &Backend,
@@ -501,6 +689,8 @@ fn bench_sampler(
     let cfg = Config {
         chains,
         warmup,
+        // Fixed iteration counts are the point of these rows.
+        adaptive_warmup: false,
         draws,
         seed: 1,
         superchain_size: if chains.is_multiple_of(4) && chains >= 16 {
@@ -601,7 +791,7 @@ fn floor(model: &MixGlm, n: usize, rows: &[Row]) -> Floor {
 fn render(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "gpsamp bench: log density + gradient evaluations per second (one evaluation = one chain's full pass over its data)");
+    let _ = writeln!(s, "gpsamp bench{}", if r.quick { " --quick" } else { "" });
     let _ = writeln!(s, "cpu: {} threads", r.cpu_threads);
     match (&r.adapter, &r.gpu_note) {
         (Some(ad), _) => {
@@ -615,6 +805,48 @@ fn render(r: &Report) -> String {
         }
         _ => {}
     }
+    if !r.reliable.is_empty() {
+        let _ = writeln!(
+            s,
+            "time to a reliable posterior: bulk ESS >= {} for every parameter with R-hat < 1.01 (nested R-hat from 64 chains), from a cold start",
+            r.target_ess
+        );
+        let _ = writeln!(
+            s,
+            "{:<7} {:>7} {:<28} {:>9} {:>7} {:>7} {:>9} {:>8} {:>9}",
+            "model",
+            "chains",
+            "backend",
+            "seconds",
+            "warmup",
+            "draws",
+            "min ESS",
+            "R-hat",
+            "reached"
+        );
+        for x in &r.reliable {
+            let rh = if x.rhat_judge == "nested" {
+                x.max_nested_rhat
+            } else {
+                x.max_rhat
+            };
+            let _ = writeln!(
+                s,
+                "{:<7} {:>7} {:<28} {:>9.2} {:>7} {:>7} {:>9.0} {:>8.4} {:>9}",
+                x.model,
+                x.chains,
+                x.backend.chars().take(28).collect::<String>(),
+                x.seconds,
+                x.warmup_iterations,
+                x.draws,
+                x.min_ess_bulk,
+                rh,
+                x.reached
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "log density + gradient evaluations per second (one evaluation = one chain's full pass over its data)");
     let _ = writeln!(
         s,
         "{:<14} {:>6} {:>7}  {:>14} {:>14} {:>14}",

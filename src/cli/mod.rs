@@ -173,7 +173,12 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Devices(a) => devices::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => {
+            let sub = matches
+                .subcommand_matches("bench")
+                .expect("the bench subcommand");
+            bench::run(a, sub)
+        }
         Command::Logp(a) => logp::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Simulate(a) => simulate::run(a),
