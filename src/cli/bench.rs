@@ -601,9 +601,8 @@ fn bench_reliable(
     let (m, data, centers): (Arc<dyn Model>, DataBatch, Vec<Vec<f64>>) = match model {
         "hmm" => {
             let spec = gpsamp::hmm::HmmSpec::gaussian(3, 1)?;
-            let truth = gpsamp::hmm::io::tutorial_params(&spec).context("tutorial HMM")?;
-            let mut rng = host_rng(0, 0, Purpose::Simulate);
-            let (d, _) = gpsamp::hmm::io::simulate(&spec, &truth, 3, 200, &mut rng);
+            let (d, _, _) =
+                gpsamp::hmm::io::tutorial_sequences(&spec, 0).context("tutorial HMM")?;
             let data = DataBatch::new(spec.data_columns(), &[d])?;
             let priors = gpsamp::HmmPriors::default();
             let hmm = gpsamp::Hmm::new(spec, priors)?;

@@ -156,20 +156,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             let p = usize::from(a.model.kind() == ModelKind::Glmhmm);
             hmm_shape = (p, 1);
             let spec = a.model.hmm_spec(p, 1)?;
-            let Some(truth) = gpsamp::hmm::io::tutorial_params(&spec) else {
+            let Some((d, truth, desc)) = gpsamp::hmm::io::tutorial_sequences(&spec, a.seed) else {
                 bail!("--data: the tutorial's HMMs have 3 states and Gaussian emissions; give a CSV file");
             };
-            let (n_seq, t_len) = if p == 0 { (3, 200) } else { (10, 100) };
-            let mut rng = gpsamp::rng::host_rng(a.seed, 0, gpsamp::rng::Purpose::Simulate);
-            let (d, _) = gpsamp::hmm::io::simulate(&spec, &truth, n_seq, t_len, &mut rng);
-            let desc = format!(
-                "tutorial's {}: {n_seq} sequences x {t_len} steps",
-                if p == 0 {
-                    "Gaussian HMM"
-                } else {
-                    "switching regression"
-                }
-            );
             if !a.quiet {
                 eprintln!(
                     "gpsamp: no --data given; fitting the {desc} (seed {})",

@@ -283,21 +283,29 @@ impl WarmupEnd {
         } else {
             1
         };
-        let of = |acc: &[Welford], i: usize| {
-            let means: Vec<f64> = acc.iter().map(|w| w.mean()[i]).collect();
-            let vars: Vec<f64> = acc.iter().map(|w| w.variance()[i]).collect();
-            let r = crate::diag::nested_rhat_moments(&means, &vars, size);
+        // Each accumulator's variances once (they are computed, not stored).
+        fn moments(acc: &[Welford]) -> (Vec<&[f64]>, Vec<Vec<f64>>) {
+            (
+                acc.iter().map(Welford::mean).collect(),
+                acc.iter().map(Welford::variance).collect(),
+            )
+        }
+        let of = |(means, vars): &(Vec<&[f64]>, Vec<Vec<f64>>), i: usize| {
+            let m: Vec<f64> = means.iter().map(|w| w[i]).collect();
+            let v: Vec<f64> = vars.iter().map(|w| w[i]).collect();
+            let r = crate::diag::nested_rhat_moments(&m, &v, size);
             if r.is_nan() {
                 f64::INFINITY
             } else {
                 r
             }
         };
-        let mut worst = of(lp, 0);
+        let mut worst = of(&moments(lp), 0);
         if !labels {
             let d = mass.first().map_or(0, |w| w.mean().len());
+            let mass = moments(mass);
             for i in 0..d {
-                worst = worst.max(of(mass, i));
+                worst = worst.max(of(&mass, i));
             }
         }
         worst

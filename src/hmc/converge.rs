@@ -156,32 +156,41 @@ impl<'a> Tracker<'a> {
         let n_datasets = self.traces.len() / np / self.chains;
         for b in 0..n_datasets {
             let first = b * self.chains;
-            let mut chains: Vec<Vec<Vec<f64>>> = (first..first + self.chains)
-                .map(|c| self.traces[c * np..(c + 1) * np].to_vec())
-                .collect();
-            let means: Vec<Vec<f64>> = chains
-                .iter()
+            let traces = &self.traces[first * np..(first + self.chains) * np];
+            let means: Vec<Vec<f64>> = traces
+                .chunks(np)
                 .map(|ch| {
                     ch.iter()
                         .map(|t| t.iter().sum::<f64>() / t.len() as f64)
                         .collect()
                 })
                 .collect();
-            if let Some(perms) = labels::permutations(self.model, &means, self.chains) {
-                for (ch, p) in chains.iter_mut().zip(&perms) {
+            // Copies of the relabelled chains alone, their components permuted draw by draw.
+            let perms = labels::permutations(self.model, &means, self.chains).unwrap_or_default();
+            let relabelled: Vec<Option<Vec<Vec<f64>>>> = traces
+                .chunks(np)
+                .enumerate()
+                .map(|(c, ch)| {
+                    let p = perms.get(c)?;
                     if p.iter().enumerate().all(|(i, &j)| i == j) {
-                        continue;
+                        return None;
                     }
-                    let mut row = vec![0.0; np];
+                    let mut out = vec![Vec::with_capacity(self.draws); np];
                     for k in 0..self.draws {
-                        row.iter_mut().zip(ch.iter()).for_each(|(r, t)| *r = t[k]);
-                        let y = self.model.permute_labels(&row, p);
-                        ch.iter_mut().zip(&y).for_each(|(t, v)| t[k] = *v);
+                        let row: Vec<f64> = ch.iter().map(|t| t[k]).collect();
+                        for (o, v) in out.iter_mut().zip(self.model.permute_labels(&row, p)) {
+                            o.push(v);
+                        }
                     }
-                }
-            }
+                    Some(out)
+                })
+                .collect();
             for p in 0..np {
-                let param: Vec<&[f64]> = chains.iter().map(|ch| ch[p].as_slice()).collect();
+                let param: Vec<&[f64]> = traces
+                    .chunks(np)
+                    .zip(&relabelled)
+                    .map(|(ch, r)| r.as_ref().map_or(ch[p].as_slice(), |r| r[p].as_slice()))
+                    .collect();
                 // A NaN from non-finite draws must not pass for a good value (f64::min and
                 // max skip NaN); an R-hat undefined for want of chains stays NaN.
                 let ess = diag::ess_bulk(&param);

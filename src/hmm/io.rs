@@ -248,6 +248,27 @@ pub fn random_params(spec: &HmmSpec, rng: &mut rand::rngs::StdRng) -> HmmParams 
     }
 }
 
+/// The tutorial's data for `spec`, as `gpsamp sample` fits it without `--data`: sequences
+/// simulated from [`tutorial_params`] with `seed` (the Gaussian HMM: 3 sequences x 200
+/// steps; the switching regression: 10 x 100), the parameters, and a description. None for
+/// shapes the tutorial has no parameters for.
+pub fn tutorial_sequences(spec: &HmmSpec, seed: u64) -> Option<(Dataset, HmmParams, String)> {
+    let truth = tutorial_params(spec)?;
+    let (n_seq, t_len) = if spec.p == 0 { (3, 200) } else { (10, 100) };
+    let mut rng = crate::rng::host_rng(seed, 0, crate::rng::Purpose::Simulate);
+    let (d, _) = simulate(spec, &truth, n_seq, t_len, &mut rng);
+    let what = if spec.p == 0 {
+        "Gaussian HMM"
+    } else {
+        "switching regression"
+    };
+    Some((
+        d,
+        truth,
+        format!("tutorial's {what}: {n_seq} sequences x {t_len} steps"),
+    ))
+}
+
 /// Draws `n_seq` sequences of length `t_len` from `prm`: inputs are uniform on [0, 10] for
 /// Gaussian GLM emissions (the tutorial's) and standard normal for Bernoulli ones. Returns
 /// one HMM-layout dataset and the true states.
