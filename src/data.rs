@@ -42,6 +42,18 @@ pub struct DataBatch {
     /// The `--group` key of each dataset, in order (empty when the data had no group
     /// column), for outputs that name datasets.
     pub groups: Vec<String>,
+    f32_copy: F32Columns,
+}
+
+/// The inputs and response rounded to f32, made on first use by the f32 CPU kernels. It is a
+/// cache of `x` and `y`, so two batches compare equal whether or not either has made it.
+#[derive(Clone, Debug, Default)]
+struct F32Columns(std::sync::OnceLock<(Vec<f32>, Vec<f32>)>);
+
+impl PartialEq for F32Columns {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl DataBatch {
@@ -90,7 +102,17 @@ impl DataBatch {
             x_names: (0..p).map(|j| format!("x{j}")).collect(),
             y_name: "y".into(),
             groups: Vec::new(),
+            f32_copy: F32Columns::default(),
         })
+    }
+
+    /// [`DataBatch::x`] and [`DataBatch::y`] rounded to f32 (made once, on first use).
+    pub fn columns_f32(&self) -> (&[f32], &[f32]) {
+        let (x, y) = self.f32_copy.0.get_or_init(|| {
+            let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+            (f(&self.x), f(&self.y))
+        });
+        (x, y)
     }
 
     /// Number of input columns.

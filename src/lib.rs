@@ -16,7 +16,7 @@
 //! let data = Arc::new(DataBatch::new(1, &[dataset]).unwrap());
 //!
 //! // Four chains on the CPU backend, all at the true parameters.
-//! let mut eval = Backend::Cpu.evaluator(Arc::new(model), data, 4).unwrap();
+//! let mut eval = Backend::cpu().evaluator(Arc::new(model), data, 4).unwrap();
 //! let theta: Vec<f64> = (0..4).flat_map(|_| truth.clone()).collect();
 //! let (mut logp, mut grad) = (vec![0.0; 4], vec![0.0; 4 * truth.len()]);
 //! eval.eval(&theta, &mut logp, &mut grad).unwrap();

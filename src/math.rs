@@ -19,53 +19,124 @@ const LN2_HI: f64 = 6.931_471_803_691_238e-1;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
 
-/// Runs a block compiled twice, once with AVX2 and FMA enabled and once portably, choosing
-/// at run time (`$simd`, usually [`has_avx2_fma`]): the one way the hot CPU kernels get their
-/// SIMD twin. The block sees only its named arguments (`name: Type = value`), which become
-/// the parameters of an inner `#[target_feature]` function:
-/// `simd_dispatch!(simd, (a: &[f64] = xs, n: usize = 4) -> f64 { body(a, n) })`; whatever it calls must be
-/// `#[inline(always)]` for the features to reach it (a closure handed to another function,
-/// such as `LocalKey::with`, would be compiled without them).
+/// The instruction sets the hot CPU loops are compiled for; [`simd`] says which this
+/// processor runs. Every tier computes the same bits: the kernels fix their lane layout and
+/// summation order in code and fuse a multiply-add only where they write `mul_add`, so the
+/// vector width changes the speed, not the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    /// Whatever the target's baseline allows (SSE2 on x86-64).
+    Portable,
+    /// AVX2 and FMA: 4 f64 or 8 f32 lanes.
+    Avx2,
+    /// AVX-512 (F, VL, DQ, BW) with FMA: 8 f64 or 16 f32 lanes.
+    Avx512,
+}
+
+impl Simd {
+    /// Lanes of one vector register of `f64` at this tier.
+    pub fn f64_lanes(self) -> usize {
+        match self {
+            Simd::Portable => 2,
+            Simd::Avx2 => 4,
+            Simd::Avx512 => 8,
+        }
+    }
+
+    /// The tier's name: `portable`, `avx2` or `avx512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Portable => "portable",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+        }
+    }
+}
+
+/// Runs a block compiled three times, with AVX-512, with AVX2 and FMA, and portably, choosing
+/// at run time by `$simd` (a [`Simd`], usually [`simd`]): the one way the hot CPU kernels get
+/// their SIMD twins. The block sees only its named arguments (`name: Type = value`), which
+/// become the parameters of inner `#[target_feature]` functions:
+/// `simd_dispatch!(simd(), (a: &[f64] = xs, n: usize = 4) -> f64 { body(a, n) })`, optionally
+/// generic over one type parameter named before the arguments (`<R: Real>`, which must be in
+/// scope at the call site); whatever it calls must be `#[inline(always)]` for the features to
+/// reach it (a closure handed to another function, such as `LocalKey::with`, would be compiled
+/// without them).
 macro_rules! simd_dispatch {
-    ($simd:expr, ( $($arg:ident : $ty:ty = $val:expr),* $(,)? ) -> $ret:ty $body:block) => {{
+    ($simd:expr, $(<$g:ident : $bound:path>)? ( $($arg:ident : $ty:ty = $val:expr),* $(,)? ) -> $ret:ty $body:block) => {{
         #[inline(always)]
         #[allow(clippy::too_many_arguments)]
-        fn portable($($arg: $ty),*) -> $ret $body
+        fn portable$(<$g: $bound>)?($($arg: $ty),*) -> $ret $body
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn fast($($arg: $ty),*) -> $ret {
-            portable($($arg),*)
+        unsafe fn avx2$(<$g: $bound>)?($($arg: $ty),*) -> $ret {
+            portable$(::<$g>)?($($arg),*)
         }
         #[cfg(target_arch = "x86_64")]
-        let out = if $simd {
-            // SAFETY: `$simd` holds only when the processor reports AVX2 and FMA.
-            unsafe { fast($($val),*) }
-        } else {
-            portable($($val),*)
+        #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx512$(<$g: $bound>)?($($arg: $ty),*) -> $ret {
+            portable$(::<$g>)?($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        let out = match $simd {
+            // SAFETY: `simd()` reports a tier only when the processor has its features.
+            $crate::math::Simd::Avx512 => unsafe { avx512$(::<$g>)?($($val),*) },
+            // SAFETY: as above.
+            $crate::math::Simd::Avx2 => unsafe { avx2$(::<$g>)?($($val),*) },
+            $crate::math::Simd::Portable => portable$(::<$g>)?($($val),*),
         };
         #[cfg(not(target_arch = "x86_64"))]
         let out = {
-            let _ = $simd;
-            portable($($val),*)
+            let _: $crate::math::Simd = $simd;
+            portable$(::<$g>)?($($val),*)
         };
         out
     }};
 }
 pub(crate) use simd_dispatch;
 
-/// Whether the processor has AVX2 and FMA (checked once): the hot CPU loops are compiled a
-/// second time for them and dispatched at run time.
-pub fn has_avx2_fma() -> bool {
+/// The best [`Simd`] tier this processor runs (checked once). The environment variable
+/// `GPSAMP_SIMD=avx2` or `=portable` caps it, to compare tiers on one machine.
+pub fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let best = detect();
+        match std::env::var("GPSAMP_SIMD").ok().as_deref() {
+            Some("portable") => Simd::Portable,
+            Some("avx2") if best == Simd::Avx512 => Simd::Avx2,
+            _ => best,
+        }
+    })
+}
+
+fn detect() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        static SIMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *SIMD.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let avx512 = avx2
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512bw");
+        if avx512 {
+            Simd::Avx512
+        } else if avx2 {
+            Simd::Avx2
+        } else {
+            Simd::Portable
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        Simd::Portable
     }
+}
+
+/// Whether the processor has AVX2 and FMA (so [`simd`] is not [`Simd::Portable`]).
+pub fn has_avx2_fma() -> bool {
+    simd() != Simd::Portable
 }
 
 /// `e^x`, branch-free, within a few ulp over [-708, 709]; arguments outside are clamped
@@ -122,6 +193,184 @@ pub fn ln(x: f64) -> f64 {
     p = p.mul_add(s2, 1.0 / 3.0);
     p = p.mul_add(s2, 1.0);
     e.mul_add(LN2_HI, (2.0 * s).mul_add(p, e * LN2_LO))
+}
+
+const LOG2E_F32: f32 = std::f32::consts::LOG2_E;
+const LN2_HI_F32: f32 = 0.693_145_75; // 16 significant bits: n * LN2_HI_F32 is exact
+const LN2_LO_F32: f32 = 1.428_606_8e-6;
+const ROUND_MAGIC_F32: f32 = 12_582_912.0; // 1.5 * 2^23
+
+/// `e^x` in f32, branch-free, within 2 ulp over [-87, 88]; arguments outside are clamped (so
+/// `exp_f32(-inf)` is about 1.6e-38, not 0). NaN stays NaN.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc.mul_add(LOG2E_F32, ROUND_MAGIC_F32);
+    let n = t - ROUND_MAGIC_F32;
+    let r = n.mul_add(-LN2_HI_F32, xc);
+    let r = n.mul_add(-LN2_LO_F32, r);
+    // Taylor series of degree 7 on |r| <= ln2/2: truncation error below 6e-9.
+    let mut p: f32 = 1.0 / 5_040.0;
+    p = p.mul_add(r, 1.0 / 720.0);
+    p = p.mul_add(r, 1.0 / 120.0);
+    p = p.mul_add(r, 1.0 / 24.0);
+    p = p.mul_add(r, 1.0 / 6.0);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
+    let scale = f32::from_bits((t.to_bits().wrapping_add(127)) << 23);
+    p * scale
+}
+
+/// Natural log in f32 of a positive, normal `x`, branch-free (the atanh series of [`ln`]);
+/// the same domain as [`ln`].
+#[inline(always)]
+pub fn ln_f32(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32 - 127;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let big = m > std::f32::consts::SQRT_2;
+    let m = if big { m * 0.5 } else { m };
+    let e = (e + i32::from(big)) as f32;
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut p: f32 = 1.0 / 9.0;
+    p = p.mul_add(s2, 1.0 / 7.0);
+    p = p.mul_add(s2, 1.0 / 5.0);
+    p = p.mul_add(s2, 1.0 / 3.0);
+    p = p.mul_add(s2, 1.0);
+    e.mul_add(LN2_HI_F32, (2.0 * s).mul_add(p, e * LN2_LO_F32))
+}
+
+/// The floating-point type a CPU kernel computes in: `f64` (the reference) or `f32` (twice
+/// the lanes). Kernels written once over `R: Real` sum per-lane partials in `R` and, when
+/// [`Real::WIDEN_SUMS`] says so, fold them into `f64` every few blocks, which keeps an f32 log
+/// density accurate over millions of points.
+pub trait Real:
+    Copy
+    + PartialOrd
+    + std::fmt::Debug
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::MulAssign
+    + bytemuck::Pod
+    + Send
+    + Sync
+    + 'static
+{
+    /// Whether lane partial sums are folded into `f64` (false for `f64` itself, whose
+    /// kernels keep the summation order they have always had).
+    const WIDEN_SUMS: bool;
+    /// Zero.
+    const ZERO: Self;
+    /// One.
+    const ONE: Self;
+    /// Rounds an `f64` to this type.
+    fn of(v: f64) -> Self;
+    /// Widens to `f64`.
+    fn wide(self) -> f64;
+    /// `self * a + b` with one rounding.
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    /// The larger of two values (as `f64::max`).
+    fn max(self, o: Self) -> Self;
+    /// The smaller of two values (as `f64::min`).
+    fn min(self, o: Self) -> Self;
+    /// Absolute value.
+    fn abs(self) -> Self;
+    /// [`exp`] or [`exp_f32`].
+    fn exp(self) -> Self;
+    /// [`ln`] or [`ln_f32`].
+    fn ln(self) -> Self;
+    /// The data columns of `data` in this type.
+    fn columns(data: &crate::data::DataBatch) -> (&[Self], &[Self]);
+}
+
+impl Real for f64 {
+    const WIDEN_SUMS: bool = false;
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    #[inline(always)]
+    fn of(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn wide(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        f64::max(self, o)
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        f64::min(self, o)
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    #[inline(always)]
+    fn exp(self) -> Self {
+        exp(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        ln(self)
+    }
+    #[inline(always)]
+    fn columns(data: &crate::data::DataBatch) -> (&[Self], &[Self]) {
+        (data.x(), data.y())
+    }
+}
+
+impl Real for f32 {
+    const WIDEN_SUMS: bool = true;
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    #[inline(always)]
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn wide(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        f32::max(self, o)
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        f32::min(self, o)
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn exp(self) -> Self {
+        exp_f32(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        ln_f32(self)
+    }
+    #[inline(always)]
+    fn columns(data: &crate::data::DataBatch) -> (&[Self], &[Self]) {
+        data.columns_f32()
+    }
 }
 
 /// `log(1 + e^x)` computed without overflow.

@@ -13,7 +13,7 @@ use gpsamp::{Backend, Model};
 
 #[test]
 fn custom_family_samples_on_both_backends() {
-    let mut backends = vec![Backend::Cpu];
+    let mut backends = vec![Backend::cpu()];
     if let Some(ctx) = common::gpu() {
         backends.push(Backend::Gpu(ctx));
     }

@@ -215,7 +215,7 @@ fn mdn_model_json_never_panics_and_locates_errors() {
         &y,
         Some(sim),
         &cfg,
-        &gpsamp::Backend::Cpu,
+        &gpsamp::Backend::cpu(),
         &mut |_| {},
     )
     .unwrap();

@@ -166,13 +166,24 @@ fn extreme_points_are_finite_on_the_cpu() {
             for i in 0..d {
                 let mut th = truths[0].clone();
                 th[i] = v;
-                let lp = m.log_density(&data, 0, &th, &mut g, &mut s);
-                assert!(lp.is_finite(), "{}: theta[{i}] = {v}: logp {lp}", m.name());
-                assert!(
-                    g.iter().all(|x| x.is_finite()),
-                    "{}: theta[{i}] = {v}: grad {g:?}",
-                    m.name()
-                );
+                // Both precisions of the CPU kernel.
+                for f32 in [false, true] {
+                    let lp = if f32 {
+                        m.log_density_f32(&data, 0, &th, &mut g, &mut s)
+                    } else {
+                        m.log_density(&data, 0, &th, &mut g, &mut s)
+                    };
+                    assert!(
+                        lp.is_finite(),
+                        "{} (f32 {f32}): theta[{i}] = {v}: logp {lp}",
+                        m.name()
+                    );
+                    assert!(
+                        g.iter().all(|x| x.is_finite()),
+                        "{} (f32 {f32}): theta[{i}] = {v}: grad {g:?}",
+                        m.name()
+                    );
+                }
             }
         }
     }

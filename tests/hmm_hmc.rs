@@ -98,7 +98,7 @@ fn hmc_on_tutorial(backend: &gpsamp::Backend) -> (Vec<f64>, Vec<f64>, usize) {
 
 #[test]
 fn hmc_on_the_tutorial_hmm_mixes_and_recovers() {
-    let mut backends = vec![gpsamp::Backend::Cpu];
+    let mut backends = vec![gpsamp::Backend::cpu()];
     if let Some(ctx) = gpu() {
         backends.push(gpsamp::Backend::Gpu(ctx));
     }
@@ -162,7 +162,7 @@ fn hmc_on_the_hmm_is_calibrated() {
     };
     let t0 = std::time::Instant::now();
     let recs = study
-        .run(0..datasets, &gpsamp::Backend::Cpu, &mut |_, _| {})
+        .run(0..datasets, &gpsamp::Backend::cpu(), &mut |_, _| {})
         .unwrap();
     let rep = report(&study.settings(), &recs);
     eprintln!(

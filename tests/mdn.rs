@@ -103,7 +103,16 @@ fn cpu_train(
     sim: Simulator,
     cfg: &TrainConfig,
 ) -> gpsamp::mdn::train::Trained {
-    train(shape, theta, y, Some(sim), cfg, &Backend::Cpu, &mut |_| {}).unwrap()
+    train(
+        shape,
+        theta,
+        y,
+        Some(sim),
+        cfg,
+        &Backend::cpu(),
+        &mut |_| {},
+    )
+    .unwrap()
 }
 
 /// The notebook's network trained on `n` pairs of `sim` for `epochs`.
@@ -165,7 +174,7 @@ fn gamma_poisson_posteriors_are_within_tv_005() {
 #[test]
 fn central_intervals_cover_at_their_level() {
     let sim = BETA_2_5;
-    let t = fit(sim, 300_000, 5, 10, &Backend::Cpu);
+    let t = fit(sim, 300_000, 5, 10, &Backend::cpu());
     let (th, yy) = sim.simulate(2000, 99);
     let levels = [0.5, 0.8, 0.95];
     let cov = coverage(&t.model, &th, &yy, &levels);
@@ -366,7 +375,7 @@ fn gpu_gradient_and_losses_match_the_cpu() {
 fn gpu_training_matches_cpu_training() {
     let Some(ctx) = common::gpu() else { return };
     let sim = BETA_2_5;
-    let cpu = fit(sim, 50_000, 3, 3, &Backend::Cpu);
+    let cpu = fit(sim, 50_000, 3, 3, &Backend::cpu());
     let gpu = fit(sim, 50_000, 3, 3, &Backend::Gpu(ctx));
     // Same pairs, order and schedule: only f32 summation order differs.
     for (c, g) in cpu.history.iter().zip(&gpu.history) {

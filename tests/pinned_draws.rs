@@ -1,15 +1,17 @@
 //! Draws pinned bit for bit: short `gpsamp sample` runs of several families whose
 //! `draws.npy` and `sample_stats.npy` must hash to the values recorded before the
-//! architecture refactor (issue 13), on the CPU backend (with AVX2 + FMA, which the CPU
-//! kernels dispatch to at run time) and on lavapipe. A change that moves one bit of one draw
-//! fails here: refactors must not change results; a change that means to (a new sampler
-//! default, say) updates the hashes and says why in its commit.
+//! architecture refactor (issue 13), on the CPU backend in f64 and on lavapipe; and the f32
+//! CPU kernels' runs, recorded when they were added (issue 17). The CPU runs are repeated on
+//! every SIMD tier the processor has (`GPSAMP_SIMD` caps it), which must give the same bits:
+//! the kernels fix their lanes and summation order in code. A change that moves one bit of
+//! one draw fails here: refactors must not change results; a change that means to (a new
+//! sampler default, say) updates the hashes and says why in its commit.
 //!
 //! Print the current hashes with `cargo test --release --test pinned_draws -- --nocapture`.
 
 mod common;
 
-use common::{gpsamp_in, TempDir};
+use common::{gpsamp_in_env, TempDir};
 
 /// (name, command-line arguments after `sample`).
 const RUNS: &[(&str, &[&str])] = &[
@@ -57,13 +59,19 @@ const RUNS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// FNV-1a over the bytes of the run's two arrays.
-fn hash_run(backend: &str, args: &[&str]) -> Option<String> {
+/// FNV-1a over the bytes of the run's two arrays. `cpu` is the CPU backend's (precision,
+/// SIMD tier).
+fn hash_run(backend: &str, cpu: Option<(&str, &str)>, args: &[&str]) -> Option<String> {
     let t = TempDir::new("pinned");
     let mut full = vec!["sample", "--seed", "11", "--quiet", "--backend", backend];
+    let mut env = Vec::new();
+    if let Some((precision, simd)) = cpu {
+        full.extend_from_slice(&["--precision", precision]);
+        env.push(("GPSAMP_SIMD", simd));
+    }
     full.extend_from_slice(args);
     full.extend_from_slice(&["--out", "fit"]);
-    let (code, _, err) = gpsamp_in(&t.0, &full);
+    let (code, _, err) = gpsamp_in_env(&t.0, &full, &env);
     assert_eq!(code, 0, "{full:?}: {err}");
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for f in ["draws.npy", "sample_stats.npy"] {
@@ -74,36 +82,41 @@ fn hash_run(backend: &str, args: &[&str]) -> Option<String> {
     Some(format!("{h:016x}"))
 }
 
-fn check(backend: &str, pinned: &[(&str, &str)]) {
+fn check(backend: &str, cpu: Option<(&str, &str)>, pinned: &[(&str, &str)]) {
     let mut bad = Vec::new();
     for (name, args) in RUNS {
-        let got = hash_run(backend, args).unwrap();
-        eprintln!("{backend} {name}: {got}");
-        let want = pinned.iter().find(|(n, _)| n == name).unwrap().1;
+        let Some(&(_, want)) = pinned.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let got = hash_run(backend, cpu, args).unwrap();
+        eprintln!("{backend} {cpu:?} {name}: {got}");
         if got != want {
             bad.push(format!("{name}: {got}, pinned {want}"));
         }
     }
     assert!(
         bad.is_empty(),
-        "{backend} draws changed:\n{}",
+        "{backend} {cpu:?} draws changed:\n{}",
         bad.join("\n")
     );
 }
 
+/// The SIMD tiers to run: every cap of `GPSAMP_SIMD` (a cap above what the processor has
+/// runs its best tier again).
+const TIERS: [&str; 3] = ["avx512", "avx2", "portable"];
+
 #[test]
-fn cpu_draws_are_pinned() {
-    #[cfg(target_arch = "x86_64")]
-    let simd = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
-    if !simd {
-        eprintln!(
-            "\n!!! SKIPPING pinned CPU draws: they were recorded with AVX2 + FMA kernels !!!\n"
-        );
-        return;
+fn cpu_f64_draws_are_pinned_on_every_simd_tier() {
+    for simd in TIERS {
+        check("cpu", Some(("f64", simd)), CPU);
     }
-    check("cpu", CPU);
+}
+
+#[test]
+fn cpu_f32_draws_are_pinned_on_every_simd_tier() {
+    for simd in TIERS {
+        check("cpu", Some(("f32", simd)), CPU_F32);
+    }
 }
 
 #[test]
@@ -118,13 +131,22 @@ fn lavapipe_draws_are_pinned() {
         );
         return;
     }
-    check("gpu", LAVAPIPE);
+    check("gpu", None, LAVAPIPE);
 }
 
 // Recorded on 2026-11-26 at commit "README: the output-folder rules..." (before issue 13).
 const CPU: &[(&str, &str)] = &[
     ("glm", "737f6c76ba49df75"),
     ("mixglm", "37bf59701d85d183"),
+    ("hmm", "1c3cbc34bbb1c94f"),
+    ("eiv", "b36246dcab19aeb4"),
+];
+
+// Recorded on 2026-11-26 when the f32 CPU kernels were added (issue 17). The HMM and the
+// errors-in-variables model have no f32 kernel: in f32 they give their f64 draws.
+const CPU_F32: &[(&str, &str)] = &[
+    ("glm", "4d0bd9f46e4728f6"),
+    ("mixglm", "07984b200c2ad753"),
     ("hmm", "1c3cbc34bbb1c94f"),
     ("eiv", "b36246dcab19aeb4"),
 ];

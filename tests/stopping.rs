@@ -16,7 +16,7 @@ fn run(model: &MixGlm, cfg: &Config) -> (MemorySink, RunReport) {
     let sim = gpsamp::tutorial::for_model(model, 0).unwrap();
     let data = Arc::new(DataBatch::new(model.features(), &[sim.data]).unwrap());
     let m: Arc<dyn Model> = Arc::new(model.clone());
-    let mut integ = hmc::integrator(&Backend::Cpu, m, data, cfg.chains, cfg.seed).unwrap();
+    let mut integ = hmc::integrator(&Backend::cpu(), m, data, cfg.chains, cfg.seed).unwrap();
     let mut sink = MemorySink::default();
     let rep = hmc::sample(
         integ.as_mut(),
@@ -267,7 +267,7 @@ fn studies_record_each_datasets_warmup_and_an_ensemble_ends_it_early() {
         batch: 1,
         alpha: 0.001,
     };
-    let recs = study.run(0..3, &Backend::Cpu, &mut |_, _| {}).unwrap();
+    let recs = study.run(0..3, &Backend::cpu(), &mut |_, _| {}).unwrap();
     assert!(recs.iter().all(|r| r.warmup_iterations <= 1000));
     assert!(
         recs.iter().any(|r| r.warmup_iterations < 1000),

@@ -36,7 +36,7 @@ fn study(generator: MixGlm, fit: MixGlm, points: usize, datasets: usize, draws: 
 fn gaussian_glm_is_calibrated() {
     let m = MixGlm::glm(Likelihood::Gaussian, 2, Priors::default()).unwrap();
     let s = study(m.clone(), m, 50, 1000, 300);
-    let recs = s.run(0..1000, &Backend::Cpu, &mut |_, _| {}).unwrap();
+    let recs = s.run(0..1000, &Backend::cpu(), &mut |_, _| {}).unwrap();
     let rep = report(&s.settings(), &recs);
     assert_eq!(
         rep.settings.quantities,
@@ -56,7 +56,7 @@ fn mixture_of_regressions_is_calibrated() {
     // Components sorted by intercept in truth and draws alike (a label-free summary).
     let m = MixGlm::new(2, 1, Likelihood::Gaussian, Priors::default()).unwrap();
     let s = study(m.clone(), m, 100, 1000, 300);
-    let recs = s.run(0..1000, &Backend::Cpu, &mut |_, _| {}).unwrap();
+    let recs = s.run(0..1000, &Backend::cpu(), &mut |_, _| {}).unwrap();
     let rep = report(&s.settings(), &recs);
     assert!(rep.pass, "{}", gpsamp::study::io::summary_table(&rep));
 }
@@ -71,7 +71,7 @@ fn a_misspecified_prior_is_detected() {
     };
     let fit = MixGlm::glm(Likelihood::Gaussian, 1, narrow).unwrap();
     let s = study(truth, fit, 10, 1000, 200);
-    let recs = s.run(0..1000, &Backend::Cpu, &mut |_, _| {}).unwrap();
+    let recs = s.run(0..1000, &Backend::cpu(), &mut |_, _| {}).unwrap();
     let rep = report(&s.settings(), &recs);
     let beta = &rep.quantities[0];
     assert_eq!(beta.quantity, "beta[0]");
@@ -87,16 +87,16 @@ fn a_misspecified_prior_is_detected() {
 fn a_dataset_gets_the_same_record_in_any_batch_and_thread_count() {
     let m = MixGlm::glm(Likelihood::Bernoulli, 1, Priors::default()).unwrap();
     let mut s = study(m.clone(), m, 30, 12, 100);
-    let all = s.run(0..12, &Backend::Cpu, &mut |_, _| {}).unwrap();
+    let all = s.run(0..12, &Backend::cpu(), &mut |_, _| {}).unwrap();
     s.batch = 5;
-    let part = s.run(7..12, &Backend::Cpu, &mut |_, _| {}).unwrap();
+    let part = s.run(7..12, &Backend::cpu(), &mut |_, _| {}).unwrap();
     assert_eq!(&all[7..], &part[..]);
     // ... and with any number of threads.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap();
-    let single = pool.install(|| s.run(0..12, &Backend::Cpu, &mut |_, _| {}).unwrap());
+    let single = pool.install(|| s.run(0..12, &Backend::cpu(), &mut |_, _| {}).unwrap());
     assert_eq!(all, single);
     if let Some(ctx) = common::gpu() {
         let gpu = Backend::Gpu(ctx);

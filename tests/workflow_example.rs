@@ -21,7 +21,7 @@ fn names(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn the_example_writes_what_the_cli_writes() {
     let t = TempDir::new("workflow");
-    workflow::run(&t.join("api"), &gpsamp::Backend::Cpu).unwrap();
+    workflow::run(&t.join("api"), &gpsamp::Backend::cpu()).unwrap();
     let (code, _, err) = gpsamp_in(
         &t.0,
         &[

@@ -1,21 +1,40 @@
-//! The CPU backend: the f64 reference, parallel over chains with rayon.
+//! The CPU backend: the f64 reference (or the f32 kernels), parallel over chains with rayon.
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::backend::Evaluator;
+use crate::backend::{Evaluator, Precision};
 use crate::data::DataBatch;
 use crate::error::Result;
 use crate::math::LOGP_NEG_INF;
 use crate::model::Model;
 
-/// Batch log density + gradient on the CPU (f64), one task per chain.
+/// Batch log density + gradient on the CPU (f64 unless [`CpuEvaluator::with_precision`]
+/// says f32), one task per chain.
 pub struct CpuEvaluator {
     model: Arc<dyn Model>,
     data: Arc<DataBatch>,
     chains_per_dataset: usize,
     constants: Vec<f64>,
+    precision: Precision,
+}
+
+/// One chain's log density in `precision` (how the CPU engines call a model).
+#[inline]
+pub fn log_density(
+    precision: Precision,
+    model: &dyn Model,
+    data: &DataBatch,
+    b: usize,
+    theta: &[f64],
+    grad: &mut [f64],
+    scratch: &mut Vec<f64>,
+) -> f64 {
+    match precision {
+        Precision::F64 => model.log_density(data, b, theta, grad, scratch),
+        Precision::F32 => model.log_density_f32(data, b, theta, grad, scratch),
+    }
 }
 
 impl CpuEvaluator {
@@ -39,7 +58,14 @@ impl CpuEvaluator {
             data,
             chains_per_dataset,
             constants,
+            precision: Precision::F64,
         })
+    }
+
+    /// The same evaluator computing in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 }
 
@@ -53,17 +79,22 @@ impl Evaluator for CpuEvaluator {
     }
 
     fn backend(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!(
+            "cpu ({} threads, {})",
+            rayon::current_num_threads(),
+            self.precision.name()
+        )
     }
 
     fn eval(&mut self, theta: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()> {
         crate::backend::check_lengths(self, theta, logp, grad)?;
         let d = self.dim();
-        let (model, data, cpd, consts) = (
+        let (model, data, cpd, consts, prec) = (
             &self.model,
             &self.data,
             self.chains_per_dataset,
             &self.constants,
+            self.precision,
         );
         theta
             .par_chunks(d)
@@ -72,7 +103,7 @@ impl Evaluator for CpuEvaluator {
             .enumerate()
             .for_each_init(Vec::new, |scratch, (c, ((th, g), lp))| {
                 let b = c / cpd;
-                let v = model.log_density(data, b, th, g, scratch);
+                let v = log_density(prec, model.as_ref(), data, b, th, g, scratch);
                 *lp = if v <= LOGP_NEG_INF {
                     LOGP_NEG_INF
                 } else {

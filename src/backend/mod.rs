@@ -1,4 +1,4 @@
-//! Backends: `cpu` (native Rust, f64, parallel over chains) and `gpu` (wgpu, f32, on the
+//! Backends: `cpu` (native Rust, f64 or f32, parallel over chains) and `gpu` (wgpu, f32, on the
 //! [`crate::device`] runtime) behind one [`Evaluator`] trait, so engines and tests are written
 //! once for both. [`Backend::select`] implements `--backend auto|gpu|cpu`. Engines put
 //! themselves on a [`Backend`] (`hmc::integrator`, `hmm::em::fit`, `mdn::train::train`,
@@ -61,16 +61,59 @@ pub enum BackendKind {
     Cpu,
 }
 
+/// The arithmetic of the CPU backend's log densities (`--precision`). The GPU computes in
+/// f32 whatever this says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Single precision: data and per-point arithmetic in f32 on twice the SIMD lanes, sums
+    /// over points folded into f64 ([`crate::Model::log_density_f32`]); families without an
+    /// f32 kernel compute in f64.
+    F32,
+    /// Double precision: the reference every other kernel is tested against.
+    F64,
+}
+
+impl Precision {
+    /// `f32` or `f64`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        }
+    }
+}
+
+impl Default for Precision {
+    /// The CPU backend's default precision (see the README's measurements).
+    fn default() -> Self {
+        Precision::F32
+    }
+}
+
 /// A chosen backend.
 #[derive(Clone)]
 pub enum Backend {
-    /// Native CPU.
-    Cpu,
+    /// Native CPU, computing log densities in the given precision.
+    Cpu(Precision),
     /// A GPU device.
     Gpu(Arc<GpuContext>),
 }
 
 impl Backend {
+    /// The CPU backend in the default [`Precision`].
+    pub fn cpu() -> Self {
+        Backend::Cpu(Precision::default())
+    }
+
+    /// This backend with its CPU log densities in `precision` (the GPU is unchanged).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        match self {
+            Backend::Cpu(_) => Backend::Cpu(precision),
+            gpu => gpu,
+        }
+    }
+
     /// Resolves `kind` (see [`Backend::select_noted`] for why `auto` picked what it did).
     pub fn select(kind: BackendKind) -> Result<Self> {
         Ok(Self::select_noted(kind)?.0)
@@ -80,7 +123,7 @@ impl Backend {
     /// why it fell back to the CPU backend.
     pub fn select_noted(kind: BackendKind) -> Result<(Self, Option<String>)> {
         Ok(match kind {
-            BackendKind::Cpu => (Backend::Cpu, None),
+            BackendKind::Cpu => (Backend::cpu(), None),
             BackendKind::Gpu => (Backend::Gpu(GpuContext::new()?), None),
             BackendKind::Auto => match GpuContext::new() {
                 Ok(ctx) if ctx.summary.device_type != "Cpu" => {
@@ -91,14 +134,14 @@ impl Backend {
                     (Backend::Gpu(ctx), Some(note))
                 }
                 Ok(ctx) => (
-                    Backend::Cpu,
+                    Backend::cpu(),
                     Some(format!(
                         "only a software GPU adapter ({}) exists; falling back to the CPU backend (use --backend gpu to force it)",
                         ctx.summary.name
                     )),
                 ),
                 Err(e) => (
-                    Backend::Cpu,
+                    Backend::cpu(),
                     Some(format!("{e}; falling back to the CPU backend")),
                 ),
             },
@@ -108,7 +151,11 @@ impl Backend {
     /// `cpu` or `gpu (adapter name)`.
     pub fn describe(&self) -> String {
         match self {
-            Backend::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+            Backend::Cpu(p) => format!(
+                "cpu ({} threads, {})",
+                rayon::current_num_threads(),
+                p.name()
+            ),
             Backend::Gpu(ctx) => format!("gpu ({})", ctx.summary.name),
         }
     }
@@ -121,7 +168,9 @@ impl Backend {
         chains_per_dataset: usize,
     ) -> Result<Box<dyn Evaluator>> {
         Ok(match self {
-            Backend::Cpu => Box::new(CpuEvaluator::new(model, data, chains_per_dataset)?),
+            Backend::Cpu(p) => {
+                Box::new(CpuEvaluator::new(model, data, chains_per_dataset)?.with_precision(*p))
+            }
             Backend::Gpu(ctx) => Box::new(GpuEvaluator::new(
                 ctx.clone(),
                 model.as_ref(),

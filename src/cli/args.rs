@@ -33,6 +33,25 @@ pub fn select_backend(arg: BackendArg, quiet: bool) -> anyhow::Result<gpsamp::Ba
     Ok(backend)
 }
 
+/// `--precision`: the arithmetic of the CPU backend's log densities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// Single precision on twice the SIMD lanes, sums over points folded into f64 (glm, gmm
+    /// and mixglm; the other families compute in f64).
+    F32,
+    /// Double precision, the reference.
+    F64,
+}
+
+impl From<PrecisionArg> for gpsamp::backend::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Self::F32,
+            PrecisionArg::F64 => Self::F64,
+        }
+    }
+}
+
 /// Which model family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModelKind {

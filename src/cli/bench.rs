@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gpsamp::backend::GpuEvaluator;
-use gpsamp::backend::{Backend, CpuEvaluator, Evaluator};
+use gpsamp::backend::{Backend, CpuEvaluator, Evaluator, Precision};
 use gpsamp::device::{AdapterSummary, GpuContext};
 use gpsamp::rng::{host_rng, Purpose};
 use gpsamp::{DataBatch, Likelihood, MixGlm, Model, Priors};
@@ -33,6 +33,11 @@ pub struct Args {
     /// nested R-hat for 64 chains or more, below 1.01), as `sample --target-ess`.
     #[arg(long, default_value_t = 10_000.0)]
     target_ess: f64,
+    /// Precisions of the CPU backend in the time-to-reliable-posterior rows (`f32`, `f64` or
+    /// both); the sampler, study, MDN and EM rows use the first, the evaluation rows always
+    /// show both. Default: both, or `f32` alone with --quick.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32,f64")]
+    precision: Vec<super::args::PrecisionArg>,
     /// Chain counts of the time-to-reliable-posterior rows; 0 skips them.
     #[arg(long, value_delimiter = ',', default_value = "4,1024")]
     reliable_chains: Vec<usize>,
@@ -172,11 +177,18 @@ struct Floor {
     flops_per_transcendental: f64,
     cores: usize,
     ghz: f64,
+    /// The SIMD tier the kernels ran on (`portable`, `avx2`, `avx512`).
+    simd: String,
+    /// f64 lanes per FMA pipe and cycle (f32: twice as many).
     f64_lanes: usize,
+    /// f64 peak of the machine; f32 peak is twice this.
     peak_gflops: f64,
     floor_evals_per_sec: f64,
     best_cpu_evals_per_sec: f64,
     fraction_of_floor: f64,
+    best_cpu_f32_evals_per_sec: f64,
+    /// Best f32 evaluations per second against twice the f64 floor.
+    fraction_of_f32_floor: f64,
 }
 
 #[derive(Serialize)]
@@ -238,6 +250,9 @@ fn quicken(a: &mut Args, given: &dyn Fn(&str) -> bool) {
     if !given("chains") {
         a.chains = vec![1024];
     }
+    if !given("precision") {
+        a.precision = vec![super::args::PrecisionArg::F32];
+    }
     if !given("families") {
         a.families = vec!["mixglm".into()];
     }
@@ -293,7 +308,7 @@ pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
     };
     let progress = !a.quiet && std::io::stderr().is_terminal();
-    let per_family = a.chains.len() * (1 + if ctx.is_some() { 2 } else { 0 });
+    let per_family = a.chains.len() * (2 + if ctx.is_some() { 2 } else { 0 });
     let bar = if progress {
         indicatif::ProgressBar::new((fams.len() * per_family) as u64)
     } else {
@@ -306,19 +321,41 @@ pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
 
     // Time to a reliable posterior first: the headline.
     let software = ctx.as_ref().is_some_and(|c| c.summary.device_type == "Cpu");
-    let backends: Vec<Backend> = std::iter::once(Backend::Cpu)
-        .chain(ctx.iter().map(|c| Backend::Gpu(c.clone())))
+    // The reliable rows run the CPU in every --precision; the other engines in the first.
+    let mut reliable_backends: Vec<Backend> = Vec::new();
+    for p in &a.precision {
+        let b = Backend::Cpu((*p).into());
+        if !reliable_backends
+            .iter()
+            .any(|x| x.describe() == b.describe())
+        {
+            reliable_backends.push(b);
+        }
+    }
+    let gpus = ctx.iter().map(|c| Backend::Gpu(c.clone()));
+    let backends: Vec<Backend> = reliable_backends
+        .first()
+        .cloned()
+        .into_iter()
+        .chain(gpus.clone())
         .collect();
+    reliable_backends.extend(gpus);
     let on_software = |b: &Backend| software && matches!(b, Backend::Gpu(_));
     let mut reliable = Vec::new();
     for model in ["glm", "mixglm", "hmm"] {
         for &chains in a.reliable_chains.iter().filter(|&&c| c > 0) {
-            for backend in &backends {
+            for backend in &reliable_backends {
                 // Mixglm and the HMM at 1 024 chains take 35 s to 100 s each on two cores
                 // (more when warmup keeps its whole schedule): not in --quick.
                 let skip = chains > 64
                     && (on_software(backend)
-                        || (a.quick && model != "glm" && matches!(backend, Backend::Cpu)));
+                        || (a.quick && model != "glm" && matches!(backend, Backend::Cpu(_))))
+                    // The HMM has no f32 kernel: its f32 row would repeat the f64 one.
+                    || (model == "hmm"
+                        && matches!(backend, Backend::Cpu(Precision::F32))
+                        && reliable_backends
+                            .iter()
+                            .any(|b| matches!(b, Backend::Cpu(Precision::F64))));
                 if skip {
                     continue;
                 }
@@ -358,14 +395,20 @@ pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                     seconds: secs,
                 });
             };
-            bar.set_message(format!("{name} x {chains} chains: cpu"));
-            let mut cpu = CpuEvaluator::new(model.clone(), data.clone(), chains)?;
-            let t = timed(a.seconds, || {
-                cpu.eval(&theta, &mut logp, &mut grad)?;
-                Ok(1)
-            })?;
-            push(cpu.backend(), "end-to-end", t);
-            bar.inc(1);
+            for precision in [Precision::F64, Precision::F32] {
+                bar.set_message(format!(
+                    "{name} x {chains} chains: cpu {}",
+                    precision.name()
+                ));
+                let mut cpu = CpuEvaluator::new(model.clone(), data.clone(), chains)?
+                    .with_precision(precision);
+                let t = timed(a.seconds, || {
+                    cpu.eval(&theta, &mut logp, &mut grad)?;
+                    Ok(1)
+                })?;
+                push(cpu.backend(), "end-to-end", t);
+                bar.inc(1);
+            }
             if let Some(ctx) = &ctx {
                 bar.set_message(format!("{name} x {chains} chains: gpu"));
                 let mut gpu = GpuEvaluator::new(ctx.clone(), model.as_ref(), &data, chains, None)
@@ -744,33 +787,51 @@ fn cpu_ghz() -> f64 {
         .map_or(3.0, |mhz| mhz / 1000.0)
 }
 
-fn f64_lanes() -> usize {
-    #[cfg(target_arch = "x86_64")]
+/// Lanes of f64 one FMA pipe retires per cycle at the tier the kernels run on. AMD's Zen 4
+/// (family 25) executes a 512-bit instruction as two 256-bit halves, so AVX-512 counts as
+/// AVX2 there: the floor is the hardware's, not the instruction width's.
+fn f64_lanes() -> (usize, &'static str) {
+    let simd = gpsamp::math::simd();
+    let mut lanes = simd.f64_lanes();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    if simd == gpsamp::math::Simd::Avx512
+        && field("vendor_id").as_deref() == Some("AuthenticAMD")
+        && field("cpu family").as_deref() == Some("25")
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return 4;
-        }
+        lanes = 4;
     }
-    2
+    (lanes, simd.name())
 }
 
 /// The arithmetic floor: every flop at the SIMD width the kernel is compiled for, two FMA
 /// pipes per core, all cores busy; an exp/log counted as 20 flops (a degree-13 polynomial
-/// plus range reduction, as in `math::exp`).
+/// plus range reduction, as in `math::exp`). The f32 kernels have twice the lanes (and
+/// cheaper exp/log, still counted as 20 flops), so their floor is twice as high.
 fn floor(model: &MixGlm, n: usize, rows: &[Row]) -> Floor {
     let (fl, tr) = model.cost_per_point();
     let per_tr = 20.0;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let ghz = cpu_ghz();
-    let lanes = f64_lanes();
+    let (lanes, simd) = f64_lanes();
     let peak = cores as f64 * ghz * lanes as f64 * 2.0 * 2.0;
     let work = n as f64 * (fl + per_tr * tr);
     let floor = peak * 1e9 / work;
-    let best = rows
-        .iter()
-        .filter(|r| r.family == "mixglm" && r.backend.starts_with("cpu"))
-        .map(|r| r.evals_per_sec)
-        .fold(0.0, f64::max);
+    let best = |p: &str| {
+        rows.iter()
+            .filter(|r| {
+                r.family == "mixglm" && r.backend.starts_with("cpu") && r.backend.contains(p)
+            })
+            .map(|r| r.evals_per_sec)
+            .fold(0.0, f64::max)
+    };
+    let (b64, b32) = (best("f64"), best("f32"));
     Floor {
         family: "mixglm (K=2, P=1)".into(),
         n,
@@ -779,11 +840,14 @@ fn floor(model: &MixGlm, n: usize, rows: &[Row]) -> Floor {
         flops_per_transcendental: per_tr,
         cores,
         ghz,
+        simd: simd.into(),
         f64_lanes: lanes,
         peak_gflops: peak,
         floor_evals_per_sec: floor,
-        best_cpu_evals_per_sec: best,
-        fraction_of_floor: best / floor,
+        best_cpu_evals_per_sec: b64,
+        fraction_of_floor: b64 / floor,
+        best_cpu_f32_evals_per_sec: b32,
+        fraction_of_f32_floor: b32 / (2.0 * floor),
     }
 }
 
@@ -848,8 +912,8 @@ fn render(r: &Report) -> String {
     let _ = writeln!(s, "log density + gradient evaluations per second (one evaluation = one chain's full pass over its data)");
     let _ = writeln!(
         s,
-        "{:<14} {:>6} {:>7}  {:>14} {:>14} {:>14}",
-        "family", "N", "chains", "cpu", "gpu", "gpu resident"
+        "{:<14} {:>6} {:>7}  {:>14} {:>14} {:>14} {:>14}",
+        "family", "N", "chains", "cpu f64", "cpu f32", "gpu", "gpu resident"
     );
     let mut keys: Vec<(String, usize, usize)> = Vec::new();
     for row in &r.rows {
@@ -858,13 +922,17 @@ fn render(r: &Report) -> String {
             keys.push(k);
         }
     }
-    let cell = |k: &(String, usize, usize), cpu: bool, mode: &str| {
+    // `cpu` picks the CPU rows of that precision, `None` the GPU rows.
+    let cell = |k: &(String, usize, usize), cpu: Option<&str>, mode: &str| {
         r.rows
             .iter()
             .find(|x| {
                 x.family == k.0
                     && x.chains == k.2
-                    && x.backend.starts_with("cpu") == cpu
+                    && match cpu {
+                        Some(p) => x.backend.starts_with("cpu") && x.backend.contains(p),
+                        None => !x.backend.starts_with("cpu"),
+                    }
                     && x.mode == mode
             })
             .map_or("-".to_string(), |x| format!("{:.3e}", x.evals_per_sec))
@@ -872,13 +940,14 @@ fn render(r: &Report) -> String {
     for k in &keys {
         let _ = writeln!(
             s,
-            "{:<14} {:>6} {:>7}  {:>14} {:>14} {:>14}",
+            "{:<14} {:>6} {:>7}  {:>14} {:>14} {:>14} {:>14}",
             k.0,
             k.1,
             k.2,
-            cell(k, true, "end-to-end"),
-            cell(k, false, "end-to-end"),
-            cell(k, false, "resident"),
+            cell(k, Some("f64"), "end-to-end"),
+            cell(k, Some("f32"), "end-to-end"),
+            cell(k, None, "end-to-end"),
+            cell(k, None, "resident"),
         );
     }
     if !r.sampler.is_empty() {
@@ -979,8 +1048,8 @@ fn render(r: &Report) -> String {
         let _ = writeln!(
             s,
             "\nCPU floor for {} at N = {}: {:.0} flops + {:.0} exp/log per evaluation ({} flops each); \
-             {} cores x {:.2} GHz x {} f64 lanes x 2 FMA pipes x 2 = {:.1} GFLOP/s -> {:.3e} evals/s. \
-             Best CPU: {:.3e} evals/s = {:.1}% of the floor.",
+             {} cores x {:.2} GHz x {} f64 lanes ({}) x 2 FMA pipes x 2 = {:.1} GFLOP/s -> {:.3e} evals/s in f64, \
+             twice that in f32. Best CPU: f64 {:.3e} evals/s = {:.1}% of its floor; f32 {:.3e} evals/s = {:.1}% of its floor ({:.2}x f64).",
             f.family,
             f.n,
             f.flops_per_eval,
@@ -989,10 +1058,14 @@ fn render(r: &Report) -> String {
             f.cores,
             f.ghz,
             f.f64_lanes,
+            f.simd,
             f.peak_gflops,
             f.floor_evals_per_sec,
             f.best_cpu_evals_per_sec,
-            100.0 * f.fraction_of_floor
+            100.0 * f.fraction_of_floor,
+            f.best_cpu_f32_evals_per_sec,
+            100.0 * f.fraction_of_f32_floor,
+            f.best_cpu_f32_evals_per_sec / f.best_cpu_evals_per_sec
         );
     }
     s

@@ -23,6 +23,10 @@ pub struct Args {
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     backend: super::args::BackendArg,
+    /// Arithmetic of the CPU backend (f32: single precision on twice the SIMD lanes, sums
+    /// in f64; glm, gmm and mixglm only). The GPU computes in f32 either way.
+    #[arg(long, value_enum, default_value = "f64")]
+    precision: super::args::PrecisionArg,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -57,7 +61,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         a.params.clone()
     };
     let theta = model.unconstrain(&params).context("--params")?;
-    let backend = super::args::select_backend(a.backend, a.json)?;
+    let backend =
+        super::args::select_backend(a.backend, a.json)?.with_precision(a.precision.into());
     let b = data.n_datasets();
     let d = model.dim();
     let mut eval = backend.evaluator(Arc::new(model.clone()), data.clone(), 1)?;

@@ -105,6 +105,11 @@ pub struct Args {
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     backend: super::args::BackendArg,
+    /// Arithmetic of the CPU backend's log densities: f32 (single precision on twice the
+    /// SIMD lanes, sums over points in f64; glm, gmm and mixglm, the other families compute
+    /// in f64) or f64 (the reference). The GPU computes in f32 either way.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: super::args::PrecisionArg,
     /// Output folder: created if missing; replaced, once the run has succeeded, only when
     /// it holds an earlier `gpsamp sample` output (or is empty, or with --force).
     #[arg(long)]
@@ -324,7 +329,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
-    let backend = super::args::select_backend(a.backend, a.quiet)?;
+    let backend =
+        super::args::select_backend(a.backend, a.quiet)?.with_precision(a.precision.into());
     let job = SampleJob {
         config: cfg,
         keep: a.keep.clone(),

@@ -65,6 +65,11 @@ pub struct Args {
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     backend: super::args::BackendArg,
+    /// Arithmetic of the CPU backend's log densities: f32 (single precision on twice the
+    /// SIMD lanes, sums over points in f64; glm, gmm and mixglm, the other families compute
+    /// in f64) or f64 (the reference). The GPU computes in f32 either way.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: super::args::PrecisionArg,
     /// Output folder: created if missing; replaced, once the study has finished, only when
     /// it holds an earlier study (`gpsamp sbc` or `gpsamp merge`), is empty, or with --force.
     #[arg(long)]
@@ -154,7 +159,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         },
         ..Config::default()
     };
-    let backend = super::args::select_backend(a.backend, a.quiet)?;
+    let backend =
+        super::args::select_backend(a.backend, a.quiet)?.with_precision(a.precision.into());
     let study = Study {
         generator: model,
         fit,

@@ -1,6 +1,7 @@
 //! The CPU twin of `shaders/hmc_transition.wgsl`: one HMC transition per chain (momentum
 //! from Philox, leapfrog with a diagonal inverse mass, Metropolis accept from Philox),
-//! parallel over chains with rayon, f64.
+//! parallel over chains with rayon; positions and momenta in f64, log densities in the
+//! backend's precision.
 
 // The leapfrog loops index several arrays of length D in step, as the WGSL twin does.
 #![allow(clippy::needless_range_loop)]
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::{Integrator, StepOut, Tuning, MAX_ENERGY_ERROR};
+use crate::backend::cpu::log_density;
+use crate::backend::Precision;
 use crate::data::DataBatch;
 use crate::error::Result;
 use crate::math::LOGP_NEG_INF;
@@ -23,6 +26,7 @@ pub struct CpuIntegrator {
     chains_per_dataset: usize,
     seed: u64,
     chain_offset: u32,
+    precision: Precision,
     q: Vec<f64>,
     logp: Vec<f64>,
     grad: Vec<f64>,
@@ -45,10 +49,17 @@ impl CpuIntegrator {
             chains_per_dataset,
             seed,
             chain_offset: 0,
+            precision: Precision::F64,
             q: vec![0.0; n * d],
             logp: vec![0.0; n],
             grad: vec![0.0; n * d],
         })
+    }
+
+    /// The same integrator computing log densities in `precision` (f64 unless set).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 }
 
@@ -64,7 +75,7 @@ struct Work {
 /// One transition of one chain; the shape of the WGSL kernel's `main`.
 #[allow(clippy::too_many_arguments)]
 fn transition(
-    model: &dyn Model,
+    (precision, model): (Precision, &dyn Model),
     data: &DataBatch,
     b: usize,
     stream_chain: u32,
@@ -99,7 +110,7 @@ fn transition(
             w.p[i] += 0.5 * eps * w.g1[i];
             w.q1[i] += eps * m[i] * w.p[i];
         }
-        lp1 = model.log_density(data, b, &w.q1, &mut w.g1, &mut w.scratch);
+        lp1 = log_density(precision, model, data, b, &w.q1, &mut w.g1, &mut w.scratch);
         for i in 0..d {
             w.p[i] += 0.5 * eps * w.g1[i];
         }
@@ -143,14 +154,19 @@ impl Integrator for CpuIntegrator {
     fn set_positions(&mut self, q: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()> {
         let d = self.dim();
         self.q.copy_from_slice(q);
-        let (model, data, cpd) = (&self.model, &self.data, self.chains_per_dataset);
+        let (model, data, cpd, prec) = (
+            &self.model,
+            &self.data,
+            self.chains_per_dataset,
+            self.precision,
+        );
         self.q
             .par_chunks(d)
             .zip(self.grad.par_chunks_mut(d))
             .zip(self.logp.par_iter_mut())
             .enumerate()
             .for_each_init(Vec::new, |s, (c, ((q, g), lp))| {
-                *lp = model.log_density(data, c / cpd, q, g, s);
+                *lp = log_density(prec, model.as_ref(), data, c / cpd, q, g, s);
             });
         logp.copy_from_slice(&self.logp);
         grad.copy_from_slice(&self.grad);
@@ -161,7 +177,7 @@ impl Integrator for CpuIntegrator {
         let d = self.dim();
         out.resize(self.n_chains(), d);
         let (model, data, cpd, seed, off) = (
-            &self.model,
+            (self.precision, self.model.as_ref()),
             &self.data,
             self.chains_per_dataset,
             self.seed,
@@ -182,7 +198,7 @@ impl Integrator for CpuIntegrator {
                 |w, (c, (((((((q, g), lp), pr), ve), a), dv), en))| {
                     let b = c / cpd;
                     transition(
-                        model.as_ref(),
+                        model,
                         data,
                         b,
                         off + c as u32,

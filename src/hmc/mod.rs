@@ -308,7 +308,9 @@ pub fn integrator(
 ) -> Result<Box<dyn Integrator>> {
     use crate::backend::Backend;
     Ok(match backend {
-        Backend::Cpu => Box::new(CpuIntegrator::new(model, data, chains_per_dataset, seed)?),
+        Backend::Cpu(p) => {
+            Box::new(CpuIntegrator::new(model, data, chains_per_dataset, seed)?.with_precision(*p))
+        }
         Backend::Gpu(ctx) => Box::new(GpuIntegrator::new(
             ctx.clone(),
             model.as_ref(),

@@ -228,7 +228,7 @@ fn estep_sequences(
     data: &DataBatch,
     seqs: &[std::ops::Range<usize>],
 ) -> Stats {
-    crate::math::simd_dispatch!(crate::math::has_avx2_fma(), (spec: &HmmSpec = spec,
+    crate::math::simd_dispatch!(crate::math::simd(), (spec: &HmmSpec = spec,
                                                               prm: &HmmParams = prm,
                                                               data: &DataBatch = data,
                                                               seqs: &[std::ops::Range<usize>] = seqs)

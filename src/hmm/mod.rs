@@ -641,7 +641,7 @@ pub fn fit_em(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<em::EmFit>> {
     match backend {
-        crate::backend::Backend::Cpu => em::fit_cpu_with_progress(spec, cfg, data, progress),
+        crate::backend::Backend::Cpu(_) => em::fit_cpu_with_progress(spec, cfg, data, progress),
         crate::backend::Backend::Gpu(ctx) => {
             gpu::fit_gpu_with_progress(ctx.clone(), spec, cfg, data, progress)
         }

@@ -413,7 +413,7 @@ pub fn train(
                 steps_per_epoch,
             )?)
         }
-        crate::backend::Backend::Cpu => None,
+        crate::backend::Backend::Cpu(_) => None,
     };
     let total_steps = (steps_per_epoch * cfg.epochs) as f64;
     let t0 = Instant::now();

@@ -453,7 +453,7 @@ impl Model for Hmm {
         // `LocalKey::with` would be compiled without the target features.
         FB.with(|fb| {
             let mut fb = fb.borrow_mut();
-            math::simd_dispatch!(math::has_avx2_fma(), (m: &Hmm = self,
+            math::simd_dispatch!(math::simd(), (m: &Hmm = self,
                                                          data: &DataBatch = data,
                                                          b: usize = b,
                                                          theta: &[f64] = theta,

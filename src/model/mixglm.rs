@@ -18,7 +18,7 @@
 use super::{f, Model, Priors};
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
-use crate::math::{self, exp, ln, POISSON_ETA_MAX};
+use crate::math::{self, Real, POISSON_ETA_MAX};
 
 /// The likelihood of a GLM component.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,48 +113,170 @@ const LIK_POISSON: u8 = 2;
 /// Per-point terms of one component at linear predictor `eta`: the log weight plus the
 /// log likelihood, its derivative in `eta`, and (Gaussian) its derivative in `log sigma`.
 #[inline(always)]
-fn point_terms<const LIK: u8>(eta: f64, y: f64, lw: f64, u: f64, invs: f64) -> (f64, f64, f64) {
+fn point_terms<R: Real, const LIK: u8>(eta: R, y: R, lw: R, u: R, invs: R) -> (R, R, R) {
     if LIK == LIK_GAUSSIAN {
         let z = (y - eta) * invs;
         let z2 = z * z;
-        ((-0.5f64).mul_add(z2, lw - u), z * invs, z2 - 1.0)
+        (R::of(-0.5).mul_add(z2, lw - u), z * invs, z2 - R::ONE)
     } else if LIK == LIK_BERNOULLI {
-        let e = exp(-eta.abs());
-        let r = 1.0 / (1.0 + e);
-        let sp = eta.max(0.0) + ln(1.0 + e);
+        let e = R::exp(-eta.abs());
+        let r = R::ONE / (R::ONE + e);
+        let sp = eta.max(R::ZERO) + R::ln(R::ONE + e);
         (
             y.mul_add(eta, lw - sp),
-            y - if eta >= 0.0 { r } else { e * r },
-            0.0,
+            y - if eta >= R::ZERO { r } else { e * r },
+            R::ZERO,
         )
     } else {
-        let ec = exp(eta.min(POISSON_ETA_MAX));
-        let mu = ec * (1.0 + (eta - POISSON_ETA_MAX).max(0.0));
-        (y.mul_add(eta, lw - mu), y - ec, 0.0)
+        let cap = R::of(POISSON_ETA_MAX);
+        let ec = R::exp(eta.min(cap));
+        let mu = ec * (R::ONE + (eta - cap).max(R::ZERO));
+        (y.mul_add(eta, lw - mu), y - ec, R::ZERO)
     }
 }
 
 /// [`point_terms`] over a row of points: `a` holds eta on entry and the terms on exit.
 #[inline(always)]
-fn row_terms<const LIK: u8>(
-    a: &mut [f64],
-    g: &mut [f64],
-    h: &mut [f64],
-    y: &[f64],
-    lw: f64,
-    u: f64,
-    invs: f64,
+fn row_terms<R: Real, const LIK: u8>(
+    a: &mut [R],
+    g: &mut [R],
+    h: &mut [R],
+    y: &[R],
+    lw: R,
+    u: R,
+    invs: R,
 ) {
     for i in 0..a.len().min(g.len()).min(h.len()).min(y.len()) {
-        (a[i], g[i], h[i]) = point_terms::<LIK>(a[i], y[i], lw, u, invs);
+        (a[i], g[i], h[i]) = point_terms::<R, LIK>(a[i], y[i], lw, u, invs);
+    }
+}
+
+/// Adds the lane partial sums `acc` into their f64 twins `wide` and clears them (the f32
+/// kernels' fold, every [`FOLD`] blocks).
+#[inline(always)]
+fn widen<R: Real>(acc: &mut [R], wide: &mut [f64]) {
+    for (a, w) in acc.iter_mut().zip(wide.iter_mut()) {
+        *w += a.wide();
+        *a = R::ZERO;
+    }
+}
+
+/// The total of one accumulator's lanes: its f64 fold plus what is left in the lanes.
+#[inline(always)]
+fn lane_total<R: Real>(acc: &[R], wide: &[f64]) -> f64 {
+    if R::WIDEN_SUMS {
+        acc.iter().zip(wide).map(|(a, w)| w + a.wide()).sum()
+    } else {
+        acc.iter().map(|a| a.wide()).sum()
     }
 }
 
 /// Points per block of the vectorised CPU loop.
 const BLOCK: usize = 32;
-/// Blocks between folds of the running product of log-sum-exp sums into one log: each factor
-/// is in [1, K], so a lane's product of 16 factors stays below K^16, finite for K <= 64.
+/// Blocks between folds: of the running product of log-sum-exp sums into one log (each factor
+/// is in [1, K], so a lane's product of 16 factors stays below K^16, finite in f32 for
+/// K <= 64), and, in f32, of the lane partial sums into f64.
 const FOLD: usize = 16;
+
+/// Accumulator rows of the fixed kernel: [lp | R (K) | beta (K*P) | alpha (K) | sig (K)],
+/// BLOCK lanes each; sized for the largest shape it takes (K <= 3, P <= 2, K*P <= 3).
+const ROWS: usize = 1 + 3 * 3 + 3;
+
+/// One block of the fixed-shape kernel: the block's columns and the chain's parameters in
+/// `R`.
+struct FixedBlock<R, const K: usize, const P: usize> {
+    x: [[R; BLOCK]; P],
+    y: [R; BLOCK],
+    beta: [[R; 4]; K],
+    alpha: [R; K],
+    lw: [R; K],
+    u: [R; K],
+    invs: [R; K],
+    sig: bool,
+}
+
+impl<R: Real, const K: usize, const P: usize> FixedBlock<R, K, P> {
+    /// First rows of R, beta, alpha and sigma in the accumulator array.
+    const ROWS_AT: (usize, usize, usize, usize) = (1, 1 + K, 1 + K + K * P, 1 + 2 * K + K * P);
+
+    /// Adds the block's points to the lanes of `acc` (and their log-sum-exp sums to
+    /// `prod`). Each pass runs over the [`BLOCK`] points innermost, with the component and
+    /// feature loops outside it, so it vectorises; the lanes see their points in the same
+    /// order and with the same operations whatever the vector width.
+    #[inline(always)]
+    fn run<const LIK: u8>(&self, acc: &mut [[R; BLOCK]; ROWS], prod: &mut [R; BLOCK]) {
+        let (ar, ab, aa, asg) = Self::ROWS_AT;
+        let y = &self.y;
+        let mut a = [[R::ZERO; BLOCK]; K];
+        let mut g = [[R::ZERO; BLOCK]; K];
+        let mut h = [[R::ZERO; BLOCK]; K];
+        for kk in 0..K {
+            let mut eta = [self.alpha[kk]; BLOCK];
+            for j in 0..P {
+                let (xj, bj) = (&self.x[j], self.beta[kk][j]);
+                for i in 0..BLOCK {
+                    eta[i] = bj.mul_add(xj[i], eta[i]);
+                }
+            }
+            let (lw, u, invs) = (self.lw[kk], self.u[kk], self.invs[kk]);
+            for i in 0..BLOCK {
+                (a[kk][i], g[kk][i], h[kk][i]) = point_terms::<R, LIK>(eta[i], y[i], lw, u, invs);
+            }
+        }
+        if K == 1 {
+            for i in 0..BLOCK {
+                acc[0][i] += a[0][i];
+            }
+        } else {
+            // Log-sum-exp over components; `a` becomes the responsibilities.
+            let mut m = a[0];
+            for kk in 1..K {
+                for i in 0..BLOCK {
+                    m[i] = m[i].max(a[kk][i]);
+                }
+            }
+            let mut sum = [R::ZERO; BLOCK];
+            for kk in 0..K {
+                for i in 0..BLOCK {
+                    a[kk][i] = R::exp(a[kk][i] - m[i]);
+                    sum[i] += a[kk][i];
+                }
+            }
+            for i in 0..BLOCK {
+                acc[0][i] += m[i];
+                prod[i] *= sum[i];
+                sum[i] = R::ONE / sum[i];
+            }
+            for kk in 0..K {
+                for i in 0..BLOCK {
+                    let r = a[kk][i] * sum[i];
+                    a[kk][i] = if r > R::ZERO { r } else { R::ZERO };
+                    acc[ar + kk][i] += a[kk][i];
+                }
+            }
+        }
+        for kk in 0..K {
+            for i in 0..BLOCK {
+                let r = if K == 1 { R::ONE } else { a[kk][i] };
+                let rg = if r > R::ZERO { r * g[kk][i] } else { R::ZERO };
+                g[kk][i] = rg;
+                acc[aa + kk][i] += rg;
+            }
+            for j in 0..P {
+                let (xj, c) = (&self.x[j], ab + kk * P + j);
+                for i in 0..BLOCK {
+                    acc[c][i] = g[kk][i].mul_add(xj[i], acc[c][i]);
+                }
+            }
+            if self.sig {
+                for i in 0..BLOCK {
+                    let r = if K == 1 { R::ONE } else { a[kk][i] };
+                    acc[asg + kk][i] += if r > R::ZERO { r * h[kk][i] } else { R::ZERO };
+                }
+            }
+        }
+    }
+}
 
 impl MixGlm {
     /// The general family: K components, P features, one likelihood.
@@ -349,26 +471,28 @@ impl MixGlm {
     /// Accumulates one dataset's points into `tot`: the fixed-size kernel for the common
     /// small shapes (everything in registers), the general blocked loop otherwise.
     #[inline(always)]
-    fn accumulate(
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate<R: Real>(
         &self,
         data: &DataBatch,
         b: usize,
         theta: &[f64],
         lw: &[f64],
         tot: &mut [f64],
-        scratch: &mut [f64],
+        wide: &mut [f64],
+        work: &mut [R],
     ) {
         macro_rules! fixed {
             ($k:literal, $p:literal) => {
                 match self.lik {
                     Likelihood::Gaussian => {
-                        self.accumulate_fixed::<$k, $p, LIK_GAUSSIAN>(data, b, theta, lw, tot)
+                        self.accumulate_fixed::<R, $k, $p, LIK_GAUSSIAN>(data, b, theta, lw, tot)
                     }
                     Likelihood::Bernoulli => {
-                        self.accumulate_fixed::<$k, $p, LIK_BERNOULLI>(data, b, theta, lw, tot)
+                        self.accumulate_fixed::<R, $k, $p, LIK_BERNOULLI>(data, b, theta, lw, tot)
                     }
                     Likelihood::Poisson => {
-                        self.accumulate_fixed::<$k, $p, LIK_POISSON>(data, b, theta, lw, tot)
+                        self.accumulate_fixed::<R, $k, $p, LIK_POISSON>(data, b, theta, lw, tot)
                     }
                 }
             };
@@ -380,15 +504,15 @@ impl MixGlm {
             (2, 1) => fixed!(2, 1),
             (3, 0) => fixed!(3, 0),
             (3, 1) => fixed!(3, 1),
-            _ => self.accumulate_blocked(data, b, theta, lw, tot, scratch),
+            _ => self.accumulate_blocked(data, b, theta, lw, tot, wide, work),
         }
     }
 
-    /// The per-point kernel with K, P and the likelihood fixed at compile time, so the
-    /// component and feature loops unroll and the loop over points vectorises with every
-    /// intermediate in registers; per-lane accumulators live in a small stack array.
+    /// The kernel with K, P and the likelihood fixed at compile time: per-point rows and
+    /// per-lane accumulators live in small stack arrays, and every loop over a block's
+    /// points is innermost, so it vectorises ([`FixedBlock::run`]).
     #[inline(always)]
-    fn accumulate_fixed<const K: usize, const P: usize, const LIK: u8>(
+    fn accumulate_fixed<R: Real, const K: usize, const P: usize, const LIK: u8>(
         &self,
         data: &DataBatch,
         b: usize,
@@ -400,144 +524,137 @@ impl MixGlm {
         let gaussian = LIK == LIK_GAUSSIAN;
         let range = data.range(b);
         let n_total = data.n_total();
-        let (xs, ys) = (data.x(), data.y());
-        let mut beta = [[0.0f64; 4]; K];
-        let mut alpha = [0.0f64; K];
-        let mut u = [0.0f64; K];
-        let mut invs = [0.0f64; K];
-        let mut lwk = [0.0f64; K];
+        let (xs, ys) = R::columns(data);
+        let mut beta = [[R::ZERO; 4]; K];
+        let mut alpha = [R::ZERO; K];
+        let mut u = [R::ZERO; K];
+        let mut invs = [R::ZERO; K];
+        let mut lwk = [R::ZERO; K];
         for kk in 0..K {
             for j in 0..P {
-                beta[kk][j] = theta[l.off_beta + kk * P + j];
+                beta[kk][j] = R::of(theta[l.off_beta + kk * P + j]);
             }
-            alpha[kk] = theta[l.off_alpha + kk];
-            lwk[kk] = lw[kk];
+            alpha[kk] = R::of(theta[l.off_alpha + kk]);
+            lwk[kk] = R::of(lw[kk]);
             if gaussian {
-                u[kk] = self.log_sigma(&l, theta, kk);
-                invs[kk] = (-u[kk]).exp();
+                let us = self.log_sigma(&l, theta, kk);
+                u[kk] = R::of(us);
+                invs[kk] = R::of((-us).exp());
             }
         }
-        // Accumulator rows: [lp | R (K) | beta (K*P) | alpha (K) | sig (K)], BLOCK lanes each;
-        // sized for the largest shape `accumulate` sends here (K <= 3, P <= 2, K*P <= 3).
-        const ROWS: usize = 1 + 3 * 3 + 3;
         debug_assert!(K <= 3 && P <= 2 && 1 + K + K * P + 2 * K <= ROWS);
-        let mut acc = [[0.0f64; BLOCK]; ROWS];
-        let mut prod = [1.0f64; BLOCK];
-        let (ar, ab) = (1, 1 + K);
-        let aa = ab + K * P;
-        let asg = aa + K;
+        let mut acc = [[R::ZERO; BLOCK]; ROWS];
+        let mut wide = [[0.0f64; BLOCK]; ROWS];
+        let mut prod = [R::ONE; BLOCK];
+        let (ar, ab, aa, asg) = FixedBlock::<R, K, P>::ROWS_AT;
         let mut blocks = 0usize;
         let mut n0 = range.start;
+        // The last, partial block runs as a full one on zero-padded copies of its points
+        // (finite terms for every likelihood); the lanes past its points are then restored.
+        let mut pad_y = [R::ZERO; BLOCK];
+        let mut pad_x = [[R::ZERO; BLOCK]; P];
+        let full = |v: &[R]| -> [R; BLOCK] { v.try_into().expect("a full block") };
         while n0 < range.end {
             let len = BLOCK.min(range.end - n0);
-            let y = &ys[n0..n0 + len];
-            let x: [&[f64]; P] =
-                std::array::from_fn(|j| &xs[j * n_total + n0..j * n_total + n0 + len]);
-            for i in 0..len {
-                let mut a = [0.0f64; K];
-                let mut g = [0.0f64; K];
-                let mut h = [0.0f64; K];
-                for kk in 0..K {
-                    let mut eta = alpha[kk];
-                    for j in 0..P {
-                        eta = beta[kk][j].mul_add(x[j][i], eta);
-                    }
-                    (a[kk], g[kk], h[kk]) = point_terms::<LIK>(eta, y[i], lwk[kk], u[kk], invs[kk]);
+            let col = |j: usize| &xs[j * n_total + n0..j * n_total + n0 + len];
+            let block = |x: [[R; BLOCK]; P], y: [R; BLOCK]| FixedBlock::<R, K, P> {
+                x,
+                y,
+                beta,
+                alpha,
+                lw: lwk,
+                u,
+                invs,
+                sig: l.sig,
+            };
+            if len == BLOCK {
+                block(
+                    std::array::from_fn(|j| full(col(j))),
+                    full(&ys[n0..n0 + len]),
+                )
+                .run::<LIK>(&mut acc, &mut prod);
+            } else {
+                pad_y[..len].copy_from_slice(&ys[n0..n0 + len]);
+                for j in 0..P {
+                    pad_x[j][..len].copy_from_slice(col(j));
                 }
-                let mut r = [1.0f64; K];
-                if K == 1 {
-                    acc[0][i] += a[0];
-                } else {
-                    let mut m = a[0];
-                    for kk in 1..K {
-                        m = m.max(a[kk]);
-                    }
-                    let mut sum = 0.0;
-                    for kk in 0..K {
-                        r[kk] = exp(a[kk] - m);
-                        sum += r[kk];
-                    }
-                    acc[0][i] += m;
-                    prod[i] *= sum;
-                    let inv = 1.0 / sum;
-                    for kk in 0..K {
-                        r[kk] = if r[kk] * inv > 0.0 { r[kk] * inv } else { 0.0 };
-                        acc[ar + kk][i] += r[kk];
-                    }
+                let (keep, keep_prod) = (acc, prod);
+                block(pad_x, pad_y).run::<LIK>(&mut acc, &mut prod);
+                for c in 0..ROWS {
+                    acc[c][len..].copy_from_slice(&keep[c][len..]);
                 }
-                for kk in 0..K {
-                    let rg = if r[kk] > 0.0 { r[kk] * g[kk] } else { 0.0 };
-                    acc[aa + kk][i] += rg;
-                    for j in 0..P {
-                        acc[ab + kk * P + j][i] = rg.mul_add(x[j][i], acc[ab + kk * P + j][i]);
-                    }
-                    if l.sig {
-                        acc[asg + kk][i] += if r[kk] > 0.0 { r[kk] * h[kk] } else { 0.0 };
-                    }
-                }
+                prod[len..].copy_from_slice(&keep_prod[len..]);
             }
-            if K > 1 {
-                blocks += 1;
-                if blocks.is_multiple_of(FOLD) {
+            blocks += 1;
+            if blocks.is_multiple_of(FOLD) {
+                if K > 1 {
                     for i in 0..BLOCK {
-                        acc[0][i] += ln(prod[i]);
-                        prod[i] = 1.0;
+                        acc[0][i] += R::ln(prod[i]);
+                        prod[i] = R::ONE;
                     }
+                }
+                if R::WIDEN_SUMS {
+                    // All rows at once: one contiguous loop (unused rows hold zeros).
+                    widen(acc.as_flattened_mut(), wide.as_flattened_mut());
                 }
             }
             n0 += len;
         }
         if K > 1 {
             for i in 0..BLOCK {
-                acc[0][i] += ln(prod[i]);
+                acc[0][i] += R::ln(prod[i]);
             }
         }
         // Map the fixed row layout onto the accumulator layout.
-        tot[0] = acc[0].iter().sum();
+        let total = |c: usize| lane_total(&acc[c], &wide[c]);
+        tot[0] = total(0);
         for kk in 0..K {
             if K > 1 {
-                tot[l.a_r + kk] = acc[ar + kk].iter().sum();
+                tot[l.a_r + kk] = total(ar + kk);
             }
             for j in 0..P {
-                tot[l.a_beta + kk * P + j] = acc[ab + kk * P + j].iter().sum();
+                tot[l.a_beta + kk * P + j] = total(ab + kk * P + j);
             }
-            tot[l.a_alpha + kk] = acc[aa + kk].iter().sum();
+            tot[l.a_alpha + kk] = total(aa + kk);
             if l.sig {
-                tot[l.a_sig + kk] = acc[asg + kk].iter().sum();
+                tot[l.a_sig + kk] = total(asg + kk);
             }
         }
     }
 
     /// The general blocked loop over one dataset's points (any K and P); accumulates into
-    /// `tot`.
+    /// `tot`, folding the lanes into `wide` (`nacc * BLOCK`) when `R` widens its sums.
     #[inline(always)]
-    fn accumulate_blocked(
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate_blocked<R: Real>(
         &self,
         data: &DataBatch,
         b: usize,
         theta: &[f64],
         lw: &[f64],
         tot: &mut [f64],
-        scratch: &mut [f64],
+        wide: &mut [f64],
+        work: &mut [R],
     ) {
         let l = self.layout();
         let (k, p) = (l.k, l.p);
         let range = data.range(b);
         let n_total = data.n_total();
-        let xs = data.x();
-        let ys = data.y();
+        let (xs, ys) = R::columns(data);
         let kb = k * BLOCK;
-        scratch.fill(0.0);
-        let (acc, rest) = scratch.split_at_mut(l.nacc * BLOCK);
+        work.fill(R::ZERO);
+        wide.fill(0.0);
+        let (acc, rest) = work.split_at_mut(l.nacc * BLOCK);
         let (a_all, rest) = rest.split_at_mut(kb);
         let (g_all, rest) = rest.split_at_mut(kb);
         let (h_all, rest) = rest.split_at_mut(kb);
         let (m, rest) = rest.split_at_mut(BLOCK);
         let (inv, prod) = rest.split_at_mut(BLOCK);
-        prod.fill(1.0);
+        prod.fill(R::ONE);
         let beta = &theta[l.off_beta..l.off_alpha];
         let alpha = &theta[l.off_alpha..l.off_alpha + k];
         let mut blocks = 0usize;
+        let mut nblk = 0usize;
         let mut n0 = range.start;
         while n0 < range.end {
             let len = BLOCK.min(range.end - n0);
@@ -545,27 +662,28 @@ impl MixGlm {
             for kk in 0..k {
                 let a = &mut a_all[kk * BLOCK..kk * BLOCK + len];
                 let g = &mut g_all[kk * BLOCK..kk * BLOCK + len];
-                a.fill(alpha[kk]);
+                a.fill(R::of(alpha[kk]));
                 for j in 0..p {
                     let xj = &xs[j * n_total + n0..j * n_total + n0 + len];
-                    let bj = beta[kk * p + j];
+                    let bj = R::of(beta[kk * p + j]);
                     for i in 0..len {
                         a[i] = bj.mul_add(xj[i], a[i]);
                     }
                 }
                 let (u, invs) = if self.lik == Likelihood::Gaussian {
                     let u = self.log_sigma(&l, theta, kk);
-                    (u, (-u).exp())
+                    (R::of(u), R::of((-u).exp()))
                 } else {
-                    (0.0, 0.0)
+                    (R::ZERO, R::ZERO)
                 };
                 let h = &mut h_all[kk * BLOCK..kk * BLOCK + len];
+                let lwk = R::of(lw[kk]);
                 match self.lik {
-                    Likelihood::Gaussian => row_terms::<LIK_GAUSSIAN>(a, g, h, y, lw[kk], u, invs),
+                    Likelihood::Gaussian => row_terms::<R, LIK_GAUSSIAN>(a, g, h, y, lwk, u, invs),
                     Likelihood::Bernoulli => {
-                        row_terms::<LIK_BERNOULLI>(a, g, h, y, lw[kk], u, invs)
+                        row_terms::<R, LIK_BERNOULLI>(a, g, h, y, lwk, u, invs)
                     }
-                    Likelihood::Poisson => row_terms::<LIK_POISSON>(a, g, h, y, lw[kk], u, invs),
+                    Likelihood::Poisson => row_terms::<R, LIK_POISSON>(a, g, h, y, lwk, u, invs),
                 }
             }
             let (acc_lp, acc_rest) = acc.split_at_mut(BLOCK);
@@ -581,24 +699,24 @@ impl MixGlm {
                         m[i] = m[i].max(a[i]);
                     }
                 }
-                inv[..len].fill(0.0);
+                inv[..len].fill(R::ZERO);
                 for kk in 0..k {
                     let a = &mut a_all[kk * BLOCK..kk * BLOCK + len];
                     for i in 0..len {
-                        a[i] = exp(a[i] - m[i]);
+                        a[i] = R::exp(a[i] - m[i]);
                         inv[i] += a[i];
                     }
                 }
                 for i in 0..len {
                     acc_lp[i] += m[i];
                     prod[i] *= inv[i];
-                    inv[i] = 1.0 / inv[i];
+                    inv[i] = R::ONE / inv[i];
                 }
                 blocks += 1;
                 if blocks.is_multiple_of(FOLD) {
                     for i in 0..BLOCK {
-                        acc_lp[i] += ln(prod[i]);
-                        prod[i] = 1.0;
+                        acc_lp[i] += R::ln(prod[i]);
+                        prod[i] = R::ONE;
                     }
                 }
             }
@@ -614,8 +732,8 @@ impl MixGlm {
                     (row(l.a_r + kk), row(l.a_alpha + kk), row(l.a_sig + kk));
                 let acc_al = &mut acc_rest[al_row..al_row + len];
                 for i in 0..len {
-                    let r = if k > 1 { e[i] * inv[i] } else { 1.0 };
-                    let rg = if r > 0.0 { r * g[i] } else { 0.0 };
+                    let r = if k > 1 { e[i] * inv[i] } else { R::ONE };
+                    let rg = if r > R::ZERO { r * g[i] } else { R::ZERO };
                     e[i] = r;
                     g[i] = rg;
                     acc_al[i] += rg;
@@ -623,13 +741,13 @@ impl MixGlm {
                 if k > 1 {
                     let acc_r = &mut acc_rest[r_row..r_row + len];
                     for i in 0..len {
-                        acc_r[i] += if e[i] > 0.0 { e[i] } else { 0.0 };
+                        acc_r[i] += if e[i] > R::ZERO { e[i] } else { R::ZERO };
                     }
                 }
                 if l.sig {
                     let acc_s = &mut acc_rest[s_row..s_row + len];
                     for i in 0..len {
-                        acc_s[i] += if e[i] > 0.0 { e[i] * h[i] } else { 0.0 };
+                        acc_s[i] += if e[i] > R::ZERO { e[i] * h[i] } else { R::ZERO };
                     }
                 }
                 for j in 0..p {
@@ -641,52 +759,70 @@ impl MixGlm {
                     }
                 }
             }
+            nblk += 1;
+            if R::WIDEN_SUMS && nblk.is_multiple_of(FOLD) {
+                widen(acc, wide);
+            }
             n0 += len;
         }
         if k > 1 {
             for i in 0..BLOCK {
-                acc[i] += ln(prod[i]);
+                acc[i] += R::ln(prod[i]);
             }
         }
         for (c, t) in tot.iter_mut().enumerate() {
-            *t = acc[c * BLOCK..(c + 1) * BLOCK].iter().sum();
+            let lanes = c * BLOCK..(c + 1) * BLOCK;
+            *t = if R::WIDEN_SUMS {
+                lane_total(&acc[lanes.clone()], &wide[lanes])
+            } else {
+                lane_total(&acc[lanes], &[])
+            };
         }
     }
 
-    fn log_density_impl(
+    /// The log density in `R` on the `simd` tier (see [`Model::log_density`]).
+    #[allow(clippy::too_many_arguments)]
+    fn log_density_impl<R: Real>(
         &self,
         data: &DataBatch,
         b: usize,
         theta: &[f64],
         grad: &mut [f64],
         scratch: &mut Vec<f64>,
-        simd: bool,
+        simd: math::Simd,
     ) -> f64 {
         let l = self.layout();
         let mut lw = [0.0f64; 64];
         self.log_weights(theta, &mut lw[..l.k]);
         // Every accumulator total is assigned, and the blocked loop zeroes its own working
-        // rows: only grow the buffer, never re-zero it.
-        let need = l.nacc + Self::work_len(&l);
+        // rows: only grow the buffer, never re-zero it. The working rows are `R`s carved
+        // from the same f64 buffer.
+        let wide_len = if R::WIDEN_SUMS { l.nacc * BLOCK } else { 0 };
+        let work_len = Self::work_len(&l);
+        let work_f64 = (work_len * std::mem::size_of::<R>()).div_ceil(8);
+        let need = l.nacc + wide_len + work_f64;
         if scratch.len() < need {
             scratch.resize(need, 0.0);
         }
-        let (tot, scratch) = scratch[..need].split_at_mut(l.nacc);
-        math::simd_dispatch!(simd, (m: &MixGlm = self,
+        let (tot, rest) = scratch[..need].split_at_mut(l.nacc);
+        let (wide, work) = rest.split_at_mut(wide_len);
+        let work: &mut [R] = &mut bytemuck::cast_slice_mut(work)[..work_len];
+        math::simd_dispatch!(simd, <R: Real> (m: &MixGlm = self,
                                     data: &DataBatch = data,
                                     b: usize = b,
                                     theta: &[f64] = theta,
                                     lw: &[f64] = &lw[..l.k],
                                     tot: &mut [f64] = tot,
-                                    scratch: &mut [f64] = scratch)
+                                    wide: &mut [f64] = wide,
+                                    work: &mut [R] = work)
          -> () {
-            m.accumulate(data, b, theta, lw, tot, scratch)
+            m.accumulate::<R>(data, b, theta, lw, tot, wide, work)
         });
         let lp = self.finish(tot, data.range(b).len(), theta, &lw[..l.k], grad);
         math::sanitize(lp, grad)
     }
 
-    /// The same log density on the portable (non-AVX2) path; for tests of the dispatch.
+    /// The same log density on the portable (non-SIMD) path; for tests of the dispatch.
     pub fn log_density_portable(
         &self,
         data: &DataBatch,
@@ -695,7 +831,19 @@ impl MixGlm {
         grad: &mut [f64],
         scratch: &mut Vec<f64>,
     ) -> f64 {
-        self.log_density_impl(data, b, theta, grad, scratch, false)
+        self.log_density_impl::<f64>(data, b, theta, grad, scratch, math::Simd::Portable)
+    }
+
+    /// [`Model::log_density_f32`] on the portable (non-SIMD) path; for tests of the dispatch.
+    pub fn log_density_f32_portable(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> f64 {
+        self.log_density_impl::<f32>(data, b, theta, grad, scratch, math::Simd::Portable)
     }
 }
 
@@ -849,7 +997,22 @@ impl Model for MixGlm {
         grad: &mut [f64],
         scratch: &mut Vec<f64>,
     ) -> f64 {
-        self.log_density_impl(data, b, theta, grad, scratch, math::has_avx2_fma())
+        self.log_density_impl::<f64>(data, b, theta, grad, scratch, math::simd())
+    }
+
+    fn log_density_f32(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> f64 {
+        self.log_density_impl::<f32>(data, b, theta, grad, scratch, math::simd())
+    }
+
+    fn has_f32_kernel(&self) -> bool {
+        true
     }
 
     fn constant(&self, data: &DataBatch, b: usize) -> f64 {

@@ -66,6 +66,26 @@ pub trait Model: Send + Sync {
         scratch: &mut Vec<f64>,
     ) -> f64;
 
+    /// [`Model::log_density`] computed in single precision: the data and the per-point
+    /// arithmetic in f32 (twice the SIMD lanes), the sums over points folded into f64 every
+    /// few hundred points. Families without an f32 kernel ([`Model::has_f32_kernel`] false)
+    /// compute in f64.
+    fn log_density_f32(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> f64 {
+        self.log_density(data, b, theta, grad, scratch)
+    }
+
+    /// Whether [`Model::log_density_f32`] has its own f32 kernel.
+    fn has_f32_kernel(&self) -> bool {
+        false
+    }
+
     /// The part of the log density of dataset `b` that does not depend on the parameters
     /// (normalising constants of likelihood and priors).
     fn constant(&self, data: &DataBatch, b: usize) -> f64;

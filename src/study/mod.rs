@@ -153,7 +153,7 @@ pub use crate::labels::canonical_order;
 /// (memory for the draws, and enough chains to fill a device); it does not change results.
 pub fn default_batch(backend: &Backend, chains: usize) -> usize {
     let chains_per_batch = match backend {
-        Backend::Cpu => 4096,
+        Backend::Cpu(_) => 4096,
         Backend::Gpu(_) => 65536,
     };
     (chains_per_batch / chains.max(1)).max(1)

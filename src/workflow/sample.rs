@@ -97,7 +97,7 @@ pub fn sample_to_dir(
     }
     let adapter = match backend {
         Backend::Gpu(ctx) => Some(ctx.summary.clone()),
-        Backend::Cpu => None,
+        Backend::Cpu(_) => None,
     };
     let constants: Vec<f64> = (0..n_datasets).map(|b| model.constant(&data, b)).collect();
     let mut sink = NpySink::create(

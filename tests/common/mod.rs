@@ -177,9 +177,19 @@ impl Drop for TempDir {
 
 /// Runs the gpsamp binary in folder `cwd`: (exit code, stdout, stderr).
 pub fn gpsamp_in(cwd: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    gpsamp_in_env(cwd, args, &[])
+}
+
+/// [`gpsamp_in`] with extra environment variables.
+pub fn gpsamp_in_env(
+    cwd: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpsamp"))
         .current_dir(cwd)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
