@@ -205,6 +205,21 @@ impl<R: Real, const K: usize, const P: usize> FixedBlock<R, K, P> {
     /// order and with the same operations whatever the vector width.
     #[inline(always)]
     fn run<const LIK: u8>(&self, acc: &mut [[R; BLOCK]; ROWS], prod: &mut [R; BLOCK]) {
+        // Whether the scales are parameters, fixed at compile time: a run-time flag inside
+        // the fused loop became a masked store, which AMD's Zen 4 executes slowly.
+        if self.sig {
+            self.run_with::<LIK, true>(acc, prod);
+        } else {
+            self.run_with::<LIK, false>(acc, prod);
+        }
+    }
+
+    #[inline(always)]
+    fn run_with<const LIK: u8, const SIG: bool>(
+        &self,
+        acc: &mut [[R; BLOCK]; ROWS],
+        prod: &mut [R; BLOCK],
+    ) {
         let (ar, ab, aa, asg) = Self::ROWS_AT;
         let y = &self.y;
         let mut a = [[R::ZERO; BLOCK]; K];
@@ -268,7 +283,7 @@ impl<R: Real, const K: usize, const P: usize> FixedBlock<R, K, P> {
                     acc[c][i] = g[kk][i].mul_add(xj[i], acc[c][i]);
                 }
             }
-            if self.sig {
+            if SIG {
                 for i in 0..BLOCK {
                     let r = if K == 1 { R::ONE } else { a[kk][i] };
                     acc[asg + kk][i] += if r > R::ZERO { r * h[kk][i] } else { R::ZERO };
@@ -547,6 +562,8 @@ impl MixGlm {
         let mut wide = [[0.0f64; BLOCK]; ROWS];
         let mut prod = [R::ONE; BLOCK];
         let (ar, ab, aa, asg) = FixedBlock::<R, K, P>::ROWS_AT;
+        // Accumulator rows in use.
+        let used = asg + if l.sig { K } else { 0 };
         let mut blocks = 0usize;
         let mut n0 = range.start;
         // The last, partial block runs as a full one on zero-padded copies of its points
@@ -580,7 +597,7 @@ impl MixGlm {
                 }
                 let (keep, keep_prod) = (acc, prod);
                 block(pad_x, pad_y).run::<LIK>(&mut acc, &mut prod);
-                for c in 0..ROWS {
+                for c in 0..used {
                     acc[c][len..].copy_from_slice(&keep[c][len..]);
                 }
                 prod[len..].copy_from_slice(&keep_prod[len..]);
@@ -594,8 +611,11 @@ impl MixGlm {
                     }
                 }
                 if R::WIDEN_SUMS {
-                    // All rows at once: one contiguous loop (unused rows hold zeros).
-                    widen(acc.as_flattened_mut(), wide.as_flattened_mut());
+                    // The rows in use at once: one contiguous loop.
+                    widen(
+                        &mut acc.as_flattened_mut()[..used * BLOCK],
+                        &mut wide.as_flattened_mut()[..used * BLOCK],
+                    );
                 }
             }
             n0 += len;
