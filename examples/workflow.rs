@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use gpsamp::hmc::Config;
 use gpsamp::io::output::OutputDir;
-use gpsamp::study::io::StudyFile;
-use gpsamp::study::{default_batch, sbc, Study};
-use gpsamp::workflow::{sample_to_dir, write_study, SampleJob, STUDY};
+use gpsamp::study::{default_batch, Study};
+use gpsamp::workflow::{sample_to_dir, study_to_dir, SampleJob, STUDY};
 use gpsamp::{Backend, BackendKind, DataBatch, Likelihood, MixGlm, Model, Priors};
 
 /// Writes `out/fit` and `out/study` on `backend`.
@@ -72,31 +71,21 @@ pub fn run(out: &Path, backend: &Backend) -> Result<(), Box<dyn std::error::Erro
         batch: default_batch(backend, 4),
         alpha: 0.001,
     };
-    let t0 = std::time::Instant::now();
-    let records = study.run(0..study.datasets, backend, &mut |_, _| {})?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let settings = study.settings();
-    let rep = sbc::report(&settings, &records);
-    let file = StudyFile {
-        settings,
-        first: 0,
-        end: records.len(),
-    };
-    let meta = serde_json::json!({
-        "gpsamp": env!("CARGO_PKG_VERSION"),
-        "backend": backend.describe(),
-        "seconds": seconds,
-        "datasets_per_second": records.len() as f64 / seconds,
-        "shard": null,
-        "batch": study.batch,
-    });
     let dir = OutputDir::create("out", &out.join("study"), STUDY, false, &[])?;
-    write_study(dir.path(), &file, &records, &rep, &meta)?;
+    let run = study_to_dir(
+        &study,
+        0..study.datasets,
+        None,
+        backend,
+        dir.path(),
+        &mut |_, _| {},
+    )?;
     dir.commit()?;
     println!(
-        "{} datasets in {seconds:.1} s: {}",
-        records.len(),
-        if rep.pass {
+        "{} datasets in {:.1} s: {}",
+        run.datasets,
+        run.seconds,
+        if run.report.pass {
             "calibrated"
         } else {
             "NOT calibrated"

@@ -3,12 +3,11 @@
 //! writer of a study folder shared with `gpsamp merge`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use gpsamp::hmc::Config;
 use gpsamp::study::io::{summary_table, StudyFile};
-use gpsamp::study::sbc::{report, Report};
+use gpsamp::study::sbc::Report;
 use gpsamp::study::{default_batch, DatasetRecord, Study};
 
 use gpsamp::io::output::OutputDir;
@@ -213,34 +212,24 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             backend.describe()
         );
     }
-    let t0 = Instant::now();
-    let records = study.run(range.clone(), &backend, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    let run = gpsamp::workflow::study_to_dir(
+        &study,
+        range.clone(),
+        a.shard.as_deref(),
+        &backend,
+        out.path(),
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
     bar.finish_and_clear();
-    let seconds = t0.elapsed().as_secs_f64();
-    let settings = study.settings();
-    let rep = report(&settings, &records);
-    let file = StudyFile {
-        settings,
-        first: range.start,
-        end: range.end,
-    };
-    let meta = serde_json::json!({
-        "gpsamp": env!("CARGO_PKG_VERSION"),
-        "backend": backend.describe(),
-        "seconds": seconds,
-        "datasets_per_second": range.len() as f64 / seconds,
-        "shard": a.shard,
-        "batch": study.batch,
-    });
-    write_study(out, &file, &records, &rep, meta)?;
+    out.commit()?;
+    let rep = run.report;
     if !a.quiet {
         out!("{}", summary_table(&rep));
         eprintln!(
-            "{} datasets in {seconds:.1} s ({:.1} datasets/s); wrote {}",
-            range.len(),
-            range.len() as f64 / seconds,
+            "{} datasets in {:.1} s ({:.1} datasets/s); wrote {}",
+            run.datasets,
+            run.seconds,
+            run.datasets as f64 / run.seconds,
             a.out.display()
         );
     }

@@ -9,7 +9,7 @@ pub mod study;
 
 pub use em::{em_to_dir, EmJob, EmRun};
 pub use sample::{em_init_centers, sample_to_dir, SampleJob, SampleRun};
-pub use study::{write_study, STUDY};
+pub use study::{study_to_dir, write_study, StudyRun, STUDY};
 
 /// Writes `text` to `path`, the error naming the file.
 pub(crate) fn write_text(path: &std::path::Path, text: &[u8]) -> crate::Result<()> {
