@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use gpsamp::mdn::eval::{accuracy, coverage, plot_densities, Accuracy};
+use gpsamp::mdn::eval::{accuracy, coverage, Accuracy};
 use gpsamp::mdn::sim::{read_pairs, Simulator};
-use gpsamp::mdn::train::{train, MdnModel, TrainConfig};
-use gpsamp::mdn::Shape;
+use gpsamp::mdn::train::{MdnModel, TrainConfig};
+use gpsamp::workflow::mdn::default_eval_y;
+use gpsamp::workflow::{train_to_dir, MdnJob, Pairs};
 
 use gpsamp::io::output::OutputDir;
 
@@ -169,17 +170,6 @@ fn simulator(a: &TrainArgs) -> anyhow::Result<Option<Simulator>> {
     Ok(Some(sim))
 }
 
-fn accuracy_csv(acc: &[Accuracy]) -> String {
-    let mut s = String::from("y,tv,kl,exact_mean,mdn_mean\n");
-    for a in acc {
-        s.push_str(&format!(
-            "{},{},{},{},{}\n",
-            a.y, a.tv, a.kl, a.exact_mean, a.mdn_mean
-        ));
-    }
-    s
-}
-
 fn print_accuracy(acc: &[Accuracy]) -> anyhow::Result<()> {
     outln!(
         "{:>8} {:>9} {:>9} {:>11} {:>11}",
@@ -223,41 +213,42 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             &format!("{} simulated pairs", a.sims),
         )?;
     }
-    let t0 = std::time::Instant::now();
-    let (theta, y, t_dim, y_dim) = match (&sim, a.simulator.strip_prefix("csv:")) {
-        (Some(s), _) => {
-            if a.sims < 2 {
-                bail!("--sims must be at least 2");
-            }
-            let (t, y) = s.simulate(a.sims, a.seed);
-            (t, y, 1, 1)
-        }
+    let pairs = match (sim, a.simulator.strip_prefix("csv:")) {
+        (Some(simulator), _) => Pairs::Simulate {
+            simulator,
+            sims: a.sims,
+            seed: a.seed,
+        },
         (None, Some(file)) => {
-            let (t, y) = read_pairs(std::path::Path::new(file), &a.theta_cols, &a.y_cols)?;
-            (t, y, a.theta_cols.len(), a.y_cols.len())
+            let (theta, y) = read_pairs(std::path::Path::new(file), &a.theta_cols, &a.y_cols)?;
+            Pairs::Given {
+                theta,
+                y,
+                theta_dim: a.theta_cols.len(),
+                y_dim: a.y_cols.len(),
+            }
         }
         (None, None) => unreachable!("simulator() names one"),
     };
-    let sim_seconds = t0.elapsed().as_secs_f64();
-    let shape = Shape {
-        input: y_dim,
+    let job = MdnJob {
+        pairs,
         hidden: a.hidden.clone(),
-        k: a.components,
-        theta: t_dim,
-    };
-    shape.validate()?;
-    let cfg = TrainConfig {
-        epochs: a.epochs,
-        batch: a.batch,
-        lr: a.lr,
-        val_frac: a.val_frac,
-        patience: a.patience,
-        grouped: a.grouped,
-        seed: a.seed,
+        components: a.components,
+        config: TrainConfig {
+            epochs: a.epochs,
+            batch: a.batch,
+            lr: a.lr,
+            val_frac: a.val_frac,
+            patience: a.patience,
+            grouped: a.grouped,
+            seed: a.seed,
+        },
+        source: a.simulator.clone(),
+        eval_y: a.eval_y.clone(),
     };
     let bar = super::progress_bar(a.quiet, a.epochs as u64, "{bar:30} epoch {pos}/{len} {msg}");
     let backend = super::args::select_backend(a.backend, a.quiet)?;
-    let trained = train(&shape, &theta, &y, sim, &cfg, &backend, &mut |s| {
+    let run = train_to_dir(&job, &backend, out.path(), &mut |s| {
         bar.set_position(s.epoch as u64);
         bar.set_message(format!(
             "train {:.4} val {:.4} lr {:.1e}",
@@ -265,63 +256,25 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         ));
     })?;
     bar.finish_and_clear();
-    let train_seconds = trained.history.last().map_or(0.0, |h| h.seconds);
-    let partial = out.path().to_path_buf();
-    trained.model.save(&partial.join("model.json"))?;
-    let info = serde_json::json!({
-        "backend": backend.describe(),
-        "simulator": a.simulator,
-        "pairs": y.len() / y_dim,
-        "settings": cfg,
-        "best_epoch": trained.best_epoch,
-        "simulation_seconds": sim_seconds,
-        "training_seconds": train_seconds,
-        "pairs_per_second": trained.pairs_per_sec,
-        "history": trained.history,
-    });
-    std::fs::write(
-        partial.join("training.json"),
-        serde_json::to_string_pretty(&info)? + "\n",
-    )?;
-    let mut acc = Vec::new();
-    if let Some(s) = &sim {
-        let ys = if a.eval_y.is_empty() {
-            default_eval_y(s)
-        } else {
-            a.eval_y.clone()
-        };
-        acc = accuracy(&trained.model, s, &ys)?;
-        std::fs::write(partial.join("accuracy.csv"), accuracy_csv(&acc))?;
-        plot_densities(&partial.join("density.svg"), &trained.model, s, &ys)?;
-    }
     out.commit()?;
     if !a.quiet {
+        let t = &run.trained;
         eprintln!(
-            "trained on {} pairs: {} epochs in {train_seconds:.1} s ({:.3e} pairs/s; simulation {sim_seconds:.2} s), best epoch {} (validation loss {:.4}); wrote {}",
-            y.len() / y_dim,
-            trained.history.len(),
-            trained.pairs_per_sec,
-            trained.best_epoch,
-            trained.history[trained.best_epoch - 1].val_loss,
+            "trained on {} pairs: {} epochs in {:.1} s ({:.3e} pairs/s; simulation {:.2} s), best epoch {} (validation loss {:.4}); wrote {}",
+            run.pairs,
+            t.history.len(),
+            run.training_seconds,
+            t.pairs_per_sec,
+            run.simulation_seconds,
+            t.best_epoch,
+            t.history[t.best_epoch - 1].val_loss,
             a.out.display()
         );
-        if !acc.is_empty() {
-            print_accuracy(&acc)?;
+        if !run.accuracy.is_empty() {
+            print_accuracy(&run.accuracy)?;
         }
     }
     Ok(())
-}
-
-/// y values the notebook looks at: 10, 30, 60, 80, 90 of 100 trials, or the matching
-/// counts for an exposure.
-fn default_eval_y(s: &Simulator) -> Vec<f64> {
-    match s {
-        Simulator::BetaBinomial { trials, .. } => [0.1, 0.3, 0.6, 0.8, 0.9]
-            .iter()
-            .map(|f| (f * *trials as f64).round())
-            .collect(),
-        Simulator::GammaPoisson { .. } => vec![10.0, 30.0, 50.0, 70.0, 90.0],
-    }
 }
 
 fn load(dir: &std::path::Path) -> anyhow::Result<MdnModel> {

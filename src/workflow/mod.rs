@@ -4,10 +4,12 @@
 //! workflow → CLI (and, later, Python); nothing here prints.
 
 pub mod em;
+pub mod mdn;
 pub mod sample;
 pub mod study;
 
 pub use em::{em_to_dir, EmJob, EmRun};
+pub use mdn::{train_to_dir, MdnJob, MdnRun, Pairs};
 pub use sample::{em_init_centers, sample_to_dir, SampleJob, SampleRun};
 pub use study::{study_to_dir, write_study, StudyRun, STUDY};
 
