@@ -41,7 +41,15 @@ pub mod study;
 pub mod tutorial;
 pub mod workflow;
 
-pub use backend::{Backend, BackendKind, Evaluator};
+// What a library user needs most, at the crate root: backends, data, models, the sampler's
+// settings, and the workflow functions that write the folders the CLI writes.
+pub use backend::{Backend, BackendKind, Evaluator, Precision};
 pub use data::{DataBatch, Dataset};
 pub use error::{Error, Result};
+pub use hmc::{Config, RunReport};
 pub use model::{Eiv, EivVariant, Hmm, HmmPriors, Likelihood, MixGlm, Model, Priors, ScalePrior};
+pub use study::Study;
+pub use workflow::{
+    em_to_dir, sample_to_dir, study_to_dir, train_to_dir, EmJob, EmRun, MdnJob, MdnRun, SampleJob,
+    SampleRun, StudyRun,
+};
