@@ -208,32 +208,45 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Checks the settings.
+    /// Checks the settings; an [`Error::Config`] names the flag of the first bad one.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Invalid(m.into()));
+        // Each setting maps to the flag that sets it, so a caller can point at it.
+        let bad = |flag: &str, m: &str| {
+            Err(Error::Config {
+                flag: flag.into(),
+                message: m.into(),
+            })
+        };
         if self.chains == 0 {
-            return bad("--chains must be at least 1");
+            return bad("--chains", "must be at least 1");
         }
         if self.draws == 0 {
-            return bad("--draws must be at least 1");
+            return bad("--draws", "must be at least 1");
         }
         if self.thin == 0 {
-            return bad("--thin must be at least 1");
+            return bad("--thin", "must be at least 1");
         }
         if self.target_accept.is_some_and(|t| !(t > 0.0 && t < 1.0)) {
-            return bad("--target-accept must be in (0, 1)");
+            return bad("--target-accept", "must be in (0, 1)");
         }
         if !(self.chain_offset as usize).is_multiple_of(self.chains) {
-            return bad("chain_offset must be a multiple of --chains");
+            return bad("chain_offset", "must be a multiple of --chains");
         }
         if self.superchain_size == 0 || !self.chains.is_multiple_of(self.superchain_size) {
-            return bad("--superchain-size must divide --chains");
+            return bad("--superchain-size", "must divide --chains");
         }
         if self.target_ess.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-            return bad("--target-ess must be a positive number");
+            return bad("--target-ess", "must be a positive number");
         }
-        if !(self.init_radius > 0.0 && self.step_size > 0.0) || self.max_steps == 0 {
-            return bad("init radius, step size and max steps must be positive");
+        // NaN fails both.
+        if self.init_radius.is_nan() || self.init_radius <= 0.0 {
+            return bad("init_radius", "must be positive");
+        }
+        if self.step_size.is_nan() || self.step_size <= 0.0 {
+            return bad("step_size", "must be positive");
+        }
+        if self.max_steps == 0 {
+            return bad("--max-steps", "must be at least 1");
         }
         Ok(())
     }
@@ -320,4 +333,49 @@ pub fn integrator(
             None,
         )?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_name_their_flag() {
+        let flag_of = |cfg: Config| match cfg.validate() {
+            Err(Error::Config { flag, .. }) => flag,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let ok = Config::default();
+        assert!(ok.validate().is_ok());
+        assert_eq!(
+            flag_of(Config {
+                chains: 0,
+                ..ok.clone()
+            }),
+            "--chains"
+        );
+        assert_eq!(
+            flag_of(Config {
+                thin: 0,
+                ..ok.clone()
+            }),
+            "--thin"
+        );
+        assert_eq!(
+            flag_of(Config {
+                chains: 6,
+                superchain_size: 4,
+                ..ok.clone()
+            }),
+            "--superchain-size"
+        );
+        assert_eq!(
+            flag_of(Config {
+                target_ess: Some(f64::NAN),
+                ..ok.clone()
+            }),
+            "--target-ess"
+        );
+        assert_eq!(flag_of(Config { max_steps: 0, ..ok }), "--max-steps");
+    }
 }
