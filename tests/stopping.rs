@@ -288,3 +288,38 @@ fn studies_record_each_datasets_warmup_and_an_ensemble_ends_it_early() {
         recs
     );
 }
+
+#[test]
+fn sbc_with_the_adaptive_warmup_end_is_calibrated_and_ends_early_often() {
+    // The Bernoulli GLM from its prior, 150 datasets fitted one at a time by 64 chains,
+    // warmup at most 500 and ending when adapted (as `gpsamp sbc` runs it without
+    // --warmup): a third of the datasets end early here (46 of 150), so calibration checks
+    // the early end, not only the full schedule. Deterministic: the CPU draws are the same
+    // bits on every SIMD tier.
+    let model = MixGlm::glm(Likelihood::Bernoulli, 1, Priors::default()).unwrap();
+    let study = gpsamp::study::Study {
+        generator: Arc::new(model.clone()),
+        fit: Arc::new(model),
+        points: 100,
+        datasets: 150,
+        config: Config {
+            chains: 64,
+            superchain_size: 4,
+            warmup: 500,
+            adaptive_warmup: true,
+            draws: 20,
+            seed: 0,
+            ..Config::default()
+        },
+        batch: 1,
+        alpha: 0.001,
+    };
+    let recs = study.run(0..150, &Backend::cpu(), &mut |_, _| {}).unwrap();
+    let rep = gpsamp::study::sbc::report(&study.settings(), &recs);
+    assert!(
+        rep.warmup_ended_early >= 30,
+        "only {} of 150 datasets ended warmup early",
+        rep.warmup_ended_early
+    );
+    assert!(rep.pass, "{:#?}", rep.quantities);
+}
