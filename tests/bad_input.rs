@@ -419,3 +419,43 @@ fn group_keys_reach_the_outputs() {
     assert_eq!(meta["groups"], serde_json::json!(["north", "south"]));
     assert_eq!(meta["group_column"], "site");
 }
+
+#[test]
+fn model_and_sampler_settings_errors_are_typed_with_their_flag() {
+    use gpsamp::{Config, Eiv, EivVariant, Error, Likelihood, MixGlm, Priors};
+    let flag = |e: Error| match e {
+        Error::Config { flag, .. } => flag,
+        other => panic!("expected a config error, got {other:?}"),
+    };
+    let p = Priors::default();
+    let g = Likelihood::Gaussian;
+    assert_eq!(flag(MixGlm::new(0, 1, g, p).unwrap_err()), "--components");
+    assert_eq!(flag(MixGlm::new(65, 1, g, p).unwrap_err()), "--components");
+    assert_eq!(flag(MixGlm::glm(g, 0, p).unwrap_err()), "--features");
+    let bern = MixGlm::glm(Likelihood::Bernoulli, 1, p).unwrap();
+    assert_eq!(
+        flag(bern.with_fixed_sigma(1.0).unwrap_err()),
+        "--sigma-fixed"
+    );
+    let glm = MixGlm::glm(g, 1, p).unwrap();
+    assert_eq!(
+        flag(glm.with_fixed_sigma(-1.0).unwrap_err()),
+        "--sigma-fixed"
+    );
+    let eiv = |w: Vec<f64>| Eiv::new(w, EivVariant::Shared, false);
+    assert_eq!(flag(eiv(vec![]).unwrap_err()), "--w");
+    assert_eq!(flag(eiv(vec![1.0, f64::NAN]).unwrap_err()), "--w");
+    assert_eq!(
+        flag(eiv(vec![1.0]).unwrap().with_systems(0).unwrap_err()),
+        "--system"
+    );
+    assert_eq!(
+        flag(gpsamp::hmm::HmmSpec::gaussian(0, 1).unwrap_err()),
+        "--states"
+    );
+    let cfg = Config {
+        draws: 0,
+        ..Config::default()
+    };
+    assert_eq!(flag(cfg.validate().unwrap_err()), "--draws");
+}

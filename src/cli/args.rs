@@ -356,7 +356,7 @@ impl ModelArgs {
         }
         let m = self.build_free(p)?;
         match self.sigma_fixed {
-            Some(s) => Ok(m.with_fixed_sigma(s).context("--sigma-fixed")?),
+            Some(s) => Ok(m.with_fixed_sigma(s)?),
             None => Ok(m),
         }
     }

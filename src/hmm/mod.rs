@@ -62,14 +62,16 @@ impl HmmSpec {
     /// Checks the shape: K ≥ 1, D ≥ 1, and D = 1 for Bernoulli emissions.
     pub fn new(k: usize, kind: EmissionKind, d: usize, p: usize) -> Result<Self> {
         if k < 1 {
-            return Err(Error::Invalid(format!(
-                "an HMM needs at least one state, got K = {k}"
-            )));
+            return Err(Error::Config {
+                flag: "--states".into(),
+                message: format!("an HMM needs at least one state, got K = {k}"),
+            });
         }
         if k > 64 {
-            return Err(Error::Invalid(format!(
-                "K = {k} states is more than gpsamp supports (64)"
-            )));
+            return Err(Error::Config {
+                flag: "--states".into(),
+                message: format!("K = {k} states is more than gpsamp supports (64)"),
+            });
         }
         if d < 1 || (kind == EmissionKind::Bernoulli && d != 1) {
             return Err(Error::Invalid(format!(

@@ -61,13 +61,16 @@ impl Eiv {
     /// The family for known weights `w` (M >= 1, at most 64).
     pub fn new(w: Vec<f64>, variant: EivVariant, obs_noise: bool) -> Result<Self> {
         if w.is_empty() || w.len() > 64 {
-            return Err(Error::Invalid(format!(
-                "--w: 1 to 64 weights are needed, got {}",
-                w.len()
-            )));
+            return Err(Error::Config {
+                flag: "--w".into(),
+                message: format!("1 to 64 weights are needed, got {}", w.len()),
+            });
         }
         if let Some(v) = w.iter().find(|v| !v.is_finite()) {
-            return Err(Error::Invalid(format!("--w: weight {v} is not finite")));
+            return Err(Error::Config {
+                flag: "--w".into(),
+                message: format!("weight {v} is not finite"),
+            });
         }
         Ok(Self {
             w,
@@ -97,16 +100,20 @@ impl Eiv {
     /// more input column after the M inputs: the system index, an integer in `0..s`.
     pub fn with_systems(mut self, s: usize) -> Result<Self> {
         if self.variant != EivVariant::Shared {
-            return Err(Error::Invalid(
-                "--system: pooling systems needs --variant shared".into(),
-            ));
+            return Err(Error::Config {
+                flag: "--system".into(),
+                message: "pooling systems needs --variant shared".into(),
+            });
         }
         if s == 0 || s * self.m() > 512 {
-            return Err(Error::Invalid(format!(
-                "--system: 1 to {} systems of {} weights are supported, got {s}",
-                512 / self.m(),
-                self.m()
-            )));
+            return Err(Error::Config {
+                flag: "--system".into(),
+                message: format!(
+                    "1 to {} systems of {} weights are supported, got {s}",
+                    512 / self.m(),
+                    self.m()
+                ),
+            });
         }
         self.systems = Some(s);
         Ok(self)

@@ -297,19 +297,22 @@ impl MixGlm {
     /// The general family: K components, P features, one likelihood.
     pub fn new(k: usize, p: usize, lik: Likelihood, priors: Priors) -> Result<Self> {
         if k < 1 {
-            return Err(Error::Invalid(
-                "the number of components must be at least 1".into(),
-            ));
+            return Err(Error::Config {
+                flag: "--components".into(),
+                message: "must be at least 1".into(),
+            });
         }
         if k > 64 {
-            return Err(Error::Invalid(format!(
-                "at most 64 components are supported, got {k}"
-            )));
+            return Err(Error::Config {
+                flag: "--components".into(),
+                message: format!("at most 64 components are supported, got {k}"),
+            });
         }
         if p > 256 {
-            return Err(Error::Invalid(format!(
-                "at most 256 features are supported, got {p}"
-            )));
+            return Err(Error::Config {
+                flag: "--features".into(),
+                message: format!("at most 256 features are supported, got {p}"),
+            });
         }
         priors.validate()?;
         let naming = if k == 1 {
@@ -333,7 +336,10 @@ impl MixGlm {
     /// the Gaussian likelihood, `sigma`.
     pub fn glm(lik: Likelihood, p: usize, priors: Priors) -> Result<Self> {
         if p < 1 {
-            return Err(Error::Invalid("a GLM needs at least one feature".into()));
+            return Err(Error::Config {
+                flag: "--features".into(),
+                message: "a GLM needs at least one feature".into(),
+            });
         }
         Self::new(1, p, lik, priors)
     }
@@ -349,9 +355,10 @@ impl MixGlm {
     /// `beta[k,j]`, `alpha[k]`, `sigma[k]`.
     pub fn mixreg(k: usize, p: usize, priors: Priors) -> Result<Self> {
         if p < 1 {
-            return Err(Error::Invalid(
-                "a mixture of regressions needs at least one feature".into(),
-            ));
+            return Err(Error::Config {
+                flag: "--features".into(),
+                message: "a mixture of regressions needs at least one feature".into(),
+            });
         }
         let mut m = Self::new(k, p, Likelihood::Gaussian, priors)?;
         m.naming = Naming::MixReg;
@@ -362,14 +369,16 @@ impl MixGlm {
     /// leave the parameter vector, as in the tutorial's Gaussian mixture with known sd.
     pub fn with_fixed_sigma(mut self, sigma: f64) -> Result<Self> {
         if self.lik != Likelihood::Gaussian {
-            return Err(Error::Invalid(
-                "only a Gaussian likelihood has a scale to fix".into(),
-            ));
+            return Err(Error::Config {
+                flag: "--sigma-fixed".into(),
+                message: "only a Gaussian likelihood has a scale to fix".into(),
+            });
         }
         if !(sigma > 0.0 && sigma.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "a fixed sigma must be positive and finite, got {sigma}"
-            )));
+            return Err(Error::Config {
+                flag: "--sigma-fixed".into(),
+                message: format!("must be positive and finite, got {sigma}"),
+            });
         }
         self.sigma_fixed = Some(sigma);
         Ok(self)
