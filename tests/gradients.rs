@@ -149,7 +149,7 @@ fn vectorised_and_portable_paths_agree() {
         let (mut g1, mut g2) = (vec![0.0; d], vec![0.0; d]);
         let mut s = Vec::new();
         let a = m.log_density(&data, 0, &theta, &mut g1, &mut s);
-        let b = m.log_density_portable(&data, 0, &theta, &mut g2, &mut s);
+        let b = m.log_density_portable::<f64>(&data, 0, &theta, &mut g2, &mut s);
         assert!(((a - b) / b).abs() < 1e-13, "{}: {a} vs {b}", m.name());
         assert!(common::rel_norm(&g1, &g2) < 1e-12, "{}", m.name());
     }

@@ -65,7 +65,7 @@ fn f32_simd_and_portable_paths_give_the_same_bits() {
         let (mut g1, mut g2) = (vec![0.0; d], vec![0.0; d]);
         let mut s = Vec::new();
         let a = m.log_density_f32(&data, 0, &theta, &mut g1, &mut s);
-        let b = m.log_density_f32_portable(&data, 0, &theta, &mut g2, &mut s);
+        let b = m.log_density_portable::<f32>(&data, 0, &theta, &mut g2, &mut s);
         assert_eq!(a.to_bits(), b.to_bits(), "{}: {a} vs {b}", m.name());
         assert_eq!(g1, g2, "{}", m.name());
     }

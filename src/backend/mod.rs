@@ -61,14 +61,15 @@ pub enum BackendKind {
     Cpu,
 }
 
-/// The arithmetic of the CPU backend's log densities (`--precision`). The GPU computes in
-/// f32 whatever this says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// The arithmetic of the CPU backend's log densities (`--precision`; the default, f32, is
+/// what the README's measurements justify). The GPU computes in f32 whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Single precision: data and per-point arithmetic in f32 on twice the SIMD lanes, sums
     /// over points folded into f64 ([`crate::Model::log_density_f32`]); families without an
     /// f32 kernel compute in f64.
+    #[default]
     F32,
     /// Double precision: the reference every other kernel is tested against.
     F64,
@@ -81,13 +82,6 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::F64 => "f64",
         }
-    }
-}
-
-impl Default for Precision {
-    /// The CPU backend's default precision (see the README's measurements).
-    fn default() -> Self {
-        Precision::F32
     }
 }
 
@@ -111,6 +105,16 @@ impl Backend {
         match self {
             Backend::Cpu(_) => Backend::Cpu(precision),
             gpu => gpu,
+        }
+    }
+
+    /// This backend as it computes `model`: f32 on the CPU falls back to f64 for a family
+    /// without an f32 kernel ([`Model::has_f32_kernel`]), so [`Backend::describe`] and the
+    /// outputs that record it say the arithmetic that ran.
+    pub fn for_model(self, model: &dyn Model) -> Self {
+        match self {
+            Backend::Cpu(Precision::F32) if !model.has_f32_kernel() => Backend::Cpu(Precision::F64),
+            other => other,
         }
     }
 

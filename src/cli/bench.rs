@@ -346,17 +346,14 @@ pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     for model in ["glm", "mixglm", "hmm"] {
         for &chains in a.reliable_chains.iter().filter(|&&c| c > 0) {
             for backend in &reliable_backends {
-                // The HMM at 1 024 chains takes about 140 s on two cores (f64: it has no f32
-                // kernel): not in --quick.
+                // The HMM at 1 024 chains takes about 140 s on two cores: not in --quick.
                 let skip = chains > 64
                     && (on_software(backend)
                         || (a.quick && model == "hmm" && matches!(backend, Backend::Cpu(_))))
-                    // The HMM has no f32 kernel: its f32 row would repeat the f64 one.
-                    || (model == "hmm"
-                        && matches!(backend, Backend::Cpu(Precision::F32))
-                        && reliable_backends
-                            .iter()
-                            .any(|b| matches!(b, Backend::Cpu(Precision::F64))));
+                    // A family without an f32 kernel runs f64 under either precision: once.
+                    || reliable.iter().any(|r: &ReliableRow| {
+                        r.model == model && r.chains == chains && r.backend == backend.describe()
+                    });
                 if skip {
                     continue;
                 }
@@ -680,6 +677,7 @@ fn bench_reliable(
         init_centers: centers,
         ..Config::default()
     };
+    let backend = &backend.clone().for_model(m.as_ref());
     let mut integ = hmc::integrator(backend, m.clone(), Arc::new(data), chains, cfg.seed)?;
     let mut sink = MemorySink::default();
     let rep = hmc::sample(
@@ -776,15 +774,19 @@ fn bench_sampler(
     })
 }
 
+/// A field of the first processor in `/proc/cpuinfo` (`cpu MHz`, `vendor_id`), if any.
+fn cpuinfo_field(name: &str) -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|v| v.trim().to_string())
+}
+
 fn cpu_ghz() -> f64 {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("cpu MHz"))
-                .and_then(|l| l.split(':').nth(1))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        })
+    cpuinfo_field("cpu MHz")
+        .and_then(|v| v.parse::<f64>().ok())
         .map_or(3.0, |mhz| mhz / 1000.0)
 }
 
@@ -794,17 +796,9 @@ fn cpu_ghz() -> f64 {
 fn f64_lanes() -> (usize, &'static str) {
     let simd = gpsamp::math::simd();
     let mut lanes = simd.f64_lanes();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|v| v.trim().to_string())
-    };
     if simd == gpsamp::math::Simd::Avx512
-        && field("vendor_id").as_deref() == Some("AuthenticAMD")
-        && field("cpu family").as_deref() == Some("25")
+        && cpuinfo_field("vendor_id").as_deref() == Some("AuthenticAMD")
+        && cpuinfo_field("cpu family").as_deref() == Some("25")
     {
         lanes = 4;
     }

@@ -329,8 +329,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
-    let backend =
-        super::args::select_backend(a.backend, a.quiet)?.with_precision(a.precision.into());
+    let backend = super::args::select_backend(a.backend, a.quiet)?
+        .with_precision(a.precision.into())
+        .for_model(model.as_ref());
     let job = SampleJob {
         config: cfg,
         keep: a.keep.clone(),

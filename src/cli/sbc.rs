@@ -158,8 +158,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         },
         ..Config::default()
     };
-    let backend =
-        super::args::select_backend(a.backend, a.quiet)?.with_precision(a.precision.into());
+    let backend = super::args::select_backend(a.backend, a.quiet)?
+        .with_precision(a.precision.into())
+        .for_model(fit.as_ref());
     let study = Study {
         generator: model,
         fit,

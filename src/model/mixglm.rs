@@ -683,7 +683,6 @@ impl MixGlm {
         let beta = &theta[l.off_beta..l.off_alpha];
         let alpha = &theta[l.off_alpha..l.off_alpha + k];
         let mut blocks = 0usize;
-        let mut nblk = 0usize;
         let mut n0 = range.start;
         while n0 < range.end {
             let len = BLOCK.min(range.end - n0);
@@ -741,8 +740,8 @@ impl MixGlm {
                     prod[i] *= inv[i];
                     inv[i] = R::ONE / inv[i];
                 }
-                blocks += 1;
-                if blocks.is_multiple_of(FOLD) {
+                // This is block `blocks + 1` (`blocks` counts the finished ones).
+                if (blocks + 1).is_multiple_of(FOLD) {
                     for i in 0..BLOCK {
                         acc_lp[i] += R::ln(prod[i]);
                         prod[i] = R::ONE;
@@ -788,8 +787,8 @@ impl MixGlm {
                     }
                 }
             }
-            nblk += 1;
-            if R::WIDEN_SUMS && nblk.is_multiple_of(FOLD) {
+            blocks += 1;
+            if R::WIDEN_SUMS && blocks.is_multiple_of(FOLD) {
                 widen(acc, wide);
             }
             n0 += len;
@@ -801,11 +800,8 @@ impl MixGlm {
         }
         for (c, t) in tot.iter_mut().enumerate() {
             let lanes = c * BLOCK..(c + 1) * BLOCK;
-            *t = if R::WIDEN_SUMS {
-                lane_total(&acc[lanes.clone()], &wide[lanes])
-            } else {
-                lane_total(&acc[lanes], &[])
-            };
+            // `wide` is empty when `R` does not widen.
+            *t = lane_total(&acc[lanes.clone()], wide.get(lanes).unwrap_or(&[]));
         }
     }
 
@@ -851,8 +847,9 @@ impl MixGlm {
         math::sanitize(lp, grad)
     }
 
-    /// The same log density on the portable (non-SIMD) path; for tests of the dispatch.
-    pub fn log_density_portable(
+    /// The log density in `R` (`f64`: [`Model::log_density`], `f32`:
+    /// [`Model::log_density_f32`]) on the portable (non-SIMD) path; for tests of the dispatch.
+    pub fn log_density_portable<R: Real>(
         &self,
         data: &DataBatch,
         b: usize,
@@ -860,19 +857,7 @@ impl MixGlm {
         grad: &mut [f64],
         scratch: &mut Vec<f64>,
     ) -> f64 {
-        self.log_density_impl::<f64>(data, b, theta, grad, scratch, math::Simd::Portable)
-    }
-
-    /// [`Model::log_density_f32`] on the portable (non-SIMD) path; for tests of the dispatch.
-    pub fn log_density_f32_portable(
-        &self,
-        data: &DataBatch,
-        b: usize,
-        theta: &[f64],
-        grad: &mut [f64],
-        scratch: &mut Vec<f64>,
-    ) -> f64 {
-        self.log_density_impl::<f32>(data, b, theta, grad, scratch, math::Simd::Portable)
+        self.log_density_impl::<R>(data, b, theta, grad, scratch, math::Simd::Portable)
     }
 }
 

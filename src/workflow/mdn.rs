@@ -105,7 +105,8 @@ pub fn train_to_dir(
     progress: &mut dyn FnMut(&EpochStats),
 ) -> Result<MdnRun> {
     let t0 = Instant::now();
-    let (simulated, simulator) = match &job.pairs {
+    let simulated;
+    let (theta, y, theta_dim, y_dim, simulator) = match &job.pairs {
         Pairs::Simulate {
             simulator,
             sims,
@@ -118,23 +119,15 @@ pub fn train_to_dir(
                 });
             }
             simulator.validate()?;
-            let (t, y) = simulator.simulate(*sims, *seed);
-            (Some((t, y)), Some(*simulator))
+            simulated = simulator.simulate(*sims, *seed);
+            (&simulated.0[..], &simulated.1[..], 1, 1, Some(*simulator))
         }
-        Pairs::Given { .. } => (None, None),
-    };
-    let (theta, y, theta_dim, y_dim) = match (&simulated, &job.pairs) {
-        (Some((t, y)), _) => (t.as_slice(), y.as_slice(), 1, 1),
-        (
-            None,
-            Pairs::Given {
-                theta,
-                y,
-                theta_dim,
-                y_dim,
-            },
-        ) => (theta.as_slice(), y.as_slice(), *theta_dim, *y_dim),
-        (None, Pairs::Simulate { .. }) => unreachable!("simulated above"),
+        Pairs::Given {
+            theta,
+            y,
+            theta_dim,
+            y_dim,
+        } => (&theta[..], &y[..], *theta_dim, *y_dim, None),
     };
     let simulation_seconds = t0.elapsed().as_secs_f64();
     let shape = Shape {

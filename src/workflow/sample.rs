@@ -68,6 +68,7 @@ pub fn sample_to_dir(
 ) -> Result<SampleRun> {
     let cfg = &job.config;
     cfg.validate()?;
+    let backend = &backend.clone().for_model(model.as_ref());
     let names = model.param_names();
     let keep: Vec<usize> = if job.keep.is_empty() {
         (0..names.len()).collect()

@@ -43,6 +43,7 @@ pub fn study_to_dir(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<StudyRun> {
     study.validate()?;
+    let backend = &backend.clone().for_model(study.fit.as_ref());
     if range.is_empty() || range.end > study.datasets {
         return Err(Error::Config {
             flag: "--shard".into(),
