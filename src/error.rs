@@ -17,6 +17,17 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Bad input data in an in-memory table (a DataFrame or dict of columns handed to the
+    /// library), located by column and row (0-based, as the table counts them).
+    #[error("column {column:?}{}: {message}", row.map(|r| format!(", row {r}")).unwrap_or_default())]
+    Table {
+        /// The column.
+        column: String,
+        /// The row, when one row is at fault.
+        row: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -368,6 +368,15 @@ impl Real for f32 {
     }
 }
 
+/// `log(sum(exp(v)))` without overflow; `-inf` for an empty slice or all `-inf`.
+pub fn log_sum_exp(v: &[f64]) -> f64 {
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + v.iter().map(|&x| (x - m).exp()).sum::<f64>().ln()
+}
+
 /// `log(1 + e^x)` computed without overflow.
 #[inline(always)]
 pub fn softplus(x: f64) -> f64 {

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use gpsamp::io::{read_csv, CsvSpec};
-use gpsamp::model::{Normal, ScalePrior};
-use gpsamp::{DataBatch, Likelihood, MixGlm, Priors};
+use gpsamp::workflow::spec::ModelSpec;
+use gpsamp::{DataBatch, MixGlm};
 
 /// `--backend`: what to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -168,58 +168,49 @@ pub struct ModelArgs {
     pub stickiness: f64,
 }
 
-fn call(flag: &str, text: &str) -> anyhow::Result<(String, Vec<f64>)> {
-    let t = text.trim().to_lowercase();
-    let (name, rest) = t
-        .split_once('(')
-        .with_context(|| format!("{flag}: expected NAME(ARGS), e.g. normal(0,1), got {text:?}"))?;
-    let args = rest
-        .strip_suffix(')')
-        .with_context(|| format!("{flag}: missing ')' in {text:?}"))?;
-    let vals = args
-        .split(',')
-        .map(|a| {
-            a.trim()
-                .parse::<f64>()
-                .with_context(|| format!("{flag}: {a:?} is not a number in {text:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((name.trim().to_string(), vals))
-}
-
-fn normal(flag: &str, text: &str) -> anyhow::Result<Normal> {
-    match call(flag, text)? {
-        (n, v) if n == "normal" && v.len() == 2 => {
-            Normal::new(v[0], v[1]).with_context(|| flag.to_string())
-        }
-        _ => bail!("{flag}: expected normal(MEAN,SD), got {text:?}"),
-    }
-}
-
-fn scale(flag: &str, text: &str) -> anyhow::Result<ScalePrior> {
-    let (n, v) = call(flag, text)?;
-    let p = match (n.as_str(), v.as_slice()) {
-        ("halfnormal", [sd]) => ScalePrior::HalfNormal { sd: *sd },
-        ("exponential", [rate]) => ScalePrior::Exponential { rate: *rate },
-        ("lognormal", [mu, sd]) => ScalePrior::LogNormal { mu: *mu, sd: *sd },
-        ("gamma", [shape, rate]) => ScalePrior::Gamma { shape: *shape, rate: *rate },
-        _ => bail!("{flag}: expected halfnormal(SD), exponential(RATE), lognormal(MU,SD) or gamma(SHAPE,RATE), got {text:?}"),
-    };
-    p.validate().with_context(|| flag.to_string())?;
-    Ok(p)
-}
-
 impl ModelArgs {
-    /// The priors the flags describe.
-    pub fn priors(&self) -> anyhow::Result<Priors> {
-        let p = Priors {
-            coef: normal("--prior-coef", &self.prior_coef)?,
-            intercept: normal("--prior-intercept", &self.prior_intercept)?,
-            scale: scale("--prior-sigma", &self.prior_sigma)?,
-            weights: self.prior_weights,
-        };
-        p.validate().context("--prior-weights")?;
-        Ok(p)
+    /// The library's settings for these flags.
+    pub fn spec(&self) -> ModelSpec {
+        use gpsamp::workflow::spec::{Emission as E, ModelKind as K};
+        ModelSpec {
+            model: match self.kind() {
+                ModelKind::Glm => K::Glm,
+                ModelKind::Gmm => K::Gmm,
+                ModelKind::Mixglm => K::Mixglm,
+                ModelKind::Eiv => K::Eiv,
+                ModelKind::Hmm => K::Hmm,
+                ModelKind::Glmhmm => K::Glmhmm,
+            },
+            family: match self.family {
+                Family::Gaussian => "gaussian",
+                Family::Bernoulli => "bernoulli",
+                Family::Poisson => "poisson",
+            }
+            .into(),
+            components: self.components,
+            sigma_fixed: self.sigma_fixed,
+            prior_coef: self.prior_coef.clone(),
+            prior_intercept: self.prior_intercept.clone(),
+            prior_sigma: self.prior_sigma.clone(),
+            prior_weights: self.prior_weights,
+            variant: match self.variant {
+                Variant::Shared => "shared",
+                Variant::PerObservation => "per-observation",
+            }
+            .into(),
+            w: self.w.clone(),
+            obs_noise: self.obs_noise,
+            prior_sigma_x: self.prior_sigma_x.clone(),
+            prior_sigma_w: self.prior_sigma_w.clone(),
+            prior_sigma_obs: self.prior_sigma_obs.clone(),
+            systems: self.systems,
+            states: self.states,
+            emission: match self.emission {
+                Emission::Gaussian => E::Gaussian,
+                Emission::Bernoulli => E::Bernoulli,
+            },
+            stickiness: self.stickiness,
+        }
     }
 
     /// Checks the settings after the command line and `--model-file` were merged (see
@@ -249,151 +240,27 @@ impl ModelArgs {
 
     /// The HMM shape for `p` inputs and `d` emission columns.
     pub fn hmm_spec(&self, p: usize, d: usize) -> anyhow::Result<gpsamp::hmm::HmmSpec> {
-        use gpsamp::hmm::HmmSpec;
-        if self.states < 1 {
-            bail!("--states must be at least 1, got {}", self.states);
-        }
-        Ok(match self.kind() {
-            ModelKind::Hmm => {
-                if p != 0 {
-                    bail!("--x: a Gaussian HMM takes no inputs (use --model glmhmm)");
-                }
-                HmmSpec::gaussian(self.states, d).context("--states")?
-            }
-            ModelKind::Glmhmm => {
-                if d != 1 {
-                    bail!("--y: a GLM-HMM has one emission column, got {d}");
-                }
-                match self.emission {
-                    Emission::Gaussian => HmmSpec::regression(self.states, p),
-                    Emission::Bernoulli => HmmSpec::bernoulli(self.states, p),
-                }
-                .context("--states")?
-            }
-            _ => bail!("--model: not an HMM"),
-        })
+        Ok(self.spec().hmm_spec(p, d)?)
     }
 
-    /// The HMM family for HMC. Priors: --prior-weights (Dirichlet concentration of the
-    /// initial distribution and transition rows), --stickiness, --prior-intercept (means and
-    /// biases; normal(0,5) when left at its default), --prior-coef (weights; normal(0,2) when
-    /// left at its default), --prior-sigma (halfnormal(2) when left at its default).
+    /// The HMM family for HMC (priors: [`ModelSpec::build_hmm`]).
     pub fn build_hmm(&self, p: usize, d: usize) -> anyhow::Result<gpsamp::Hmm> {
-        let spec = self.hmm_spec(p, d)?;
-        let dflt = gpsamp::HmmPriors::default();
-        let priors = gpsamp::HmmPriors {
-            initial: self.prior_weights,
-            transition: self.prior_weights,
-            stickiness: self.stickiness,
-            loc: if self.prior_intercept == "normal(0,1)" {
-                dflt.loc
-            } else {
-                normal("--prior-intercept", &self.prior_intercept)?
-            },
-            coef: if self.prior_coef == "normal(0,1)" {
-                dflt.coef
-            } else {
-                normal("--prior-coef", &self.prior_coef)?
-            },
-            scale: if self.prior_sigma == "halfnormal(1)" {
-                dflt.scale
-            } else {
-                scale("--prior-sigma", &self.prior_sigma)?
-            },
-        };
-        gpsamp::Hmm::new(spec, priors).context("--prior-weights / --stickiness")
+        Ok(self.spec().build_hmm(p, d)?)
     }
 
-    /// A model whose datasets a study simulates itself (so no data columns to read): any
-    /// family, HMMs included (`p` inputs for glmhmm, one emission dimension; each dataset is
-    /// one sequence).
+    /// A model whose datasets a study simulates itself ([`ModelSpec::build_simulated`]).
     pub fn build_simulated(&self, p: usize) -> anyhow::Result<std::sync::Arc<dyn gpsamp::Model>> {
-        match self.kind() {
-            ModelKind::Hmm => Ok(std::sync::Arc::new(self.build_hmm(0, 1)?)),
-            ModelKind::Glmhmm => Ok(std::sync::Arc::new(self.build_hmm(p, 1)?)),
-            _ => self.build_any(p),
-        }
+        Ok(self.spec().build_simulated(p)?)
     }
 
     /// Any model for `p` input columns, the errors-in-variables family included.
     pub fn build_any(&self, p: usize) -> anyhow::Result<std::sync::Arc<dyn gpsamp::Model>> {
-        if self.is_hmm() {
-            bail!(
-                "--model hmm/glmhmm reads sequences (--seq, --t); this command does not support it"
-            );
-        }
-        if self.kind() != ModelKind::Eiv {
-            return Ok(std::sync::Arc::new(self.build(p)?));
-        }
-        if self.w.is_empty() {
-            bail!("--w: the eiv model needs the known weights, e.g. --w 1.0,2.0,0.5");
-        }
-        if p != self.w.len() {
-            bail!(
-                "--w gives {} weights but --x names {p} input column(s)",
-                self.w.len()
-            );
-        }
-        let variant = match self.variant {
-            Variant::Shared => gpsamp::EivVariant::Shared,
-            Variant::PerObservation => gpsamp::EivVariant::PerObservation,
-        };
-        let mut m = gpsamp::Eiv::new(self.w.clone(), variant, self.obs_noise)?.with_priors(
-            scale("--prior-sigma-x", &self.prior_sigma_x)?,
-            scale("--prior-sigma-w", &self.prior_sigma_w)?,
-            scale("--prior-sigma-obs", &self.prior_sigma_obs)?,
-        )?;
-        if let Some(s) = self.systems {
-            m = m.with_systems(s)?;
-        }
-        Ok(std::sync::Arc::new(m))
+        Ok(self.spec().build_any(p)?)
     }
 
     /// The GLM-type model (glm, gmm, mixglm) for `p` input columns.
     pub fn build(&self, p: usize) -> anyhow::Result<MixGlm> {
-        if self.kind() == ModelKind::Eiv || self.is_hmm() {
-            bail!("--model {:?} is not a GLM-type model here", self.kind());
-        }
-        let m = self.build_free(p)?;
-        match self.sigma_fixed {
-            Some(s) => Ok(m.with_fixed_sigma(s)?),
-            None => Ok(m),
-        }
-    }
-
-    fn build_free(&self, p: usize) -> anyhow::Result<MixGlm> {
-        let lik = match self.family {
-            Family::Gaussian => Likelihood::Gaussian,
-            Family::Bernoulli => Likelihood::Bernoulli,
-            Family::Poisson => Likelihood::Poisson,
-        };
-        let priors = self.priors()?;
-        if self.components < 1 {
-            bail!("--components must be at least 1, got {}", self.components);
-        }
-        Ok(match self.kind() {
-            ModelKind::Glm => {
-                MixGlm::glm(lik, p, priors).context("--x: a GLM needs at least one input column")?
-            }
-            ModelKind::Gmm => {
-                if p != 0 {
-                    bail!("--x: a Gaussian mixture takes no input columns");
-                }
-                if self.family != Family::Gaussian {
-                    bail!("--family: a Gaussian mixture is gaussian");
-                }
-                MixGlm::gmm(self.components, priors)?
-            }
-            ModelKind::Mixglm => {
-                if p == 0 {
-                    bail!("--x: a mixture of regressions needs at least one input column");
-                }
-                MixGlm::new(self.components, p, lik, priors)?
-            }
-            ModelKind::Eiv | ModelKind::Hmm | ModelKind::Glmhmm => {
-                unreachable!("handled by build_any")
-            }
-        })
+        Ok(self.spec().build(p)?)
     }
 }
 

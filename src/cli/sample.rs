@@ -122,6 +122,10 @@ pub struct Args {
     /// draws.npy cut to them, meta.json saying how many (`draws_completed`).
     #[arg(long)]
     keep_partial: bool,
+    /// Also write log_lik.npy: every stored draw's log likelihood of each observation
+    /// (chains x draws x observations, f32; ArviZ's log_likelihood group, for PSIS-LOO).
+    #[arg(long)]
+    log_lik: bool,
     /// No progress bar or table (warnings still go to stderr).
     #[arg(long)]
     quiet: bool,
@@ -339,6 +343,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         source,
         truth,
         group_column: a.group.clone(),
+        log_lik: a.log_lik,
     };
     let total = a.draws * a.thin;
     let bar = progress_bar(a.quiet, (job.config.warmup + total) as u64);

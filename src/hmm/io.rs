@@ -11,6 +11,7 @@ use super::{EmissionKind, HmmParams, HmmSpec};
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
 use crate::io::csv::CsvReader;
+use crate::io::table::{Rows, Table, TableRows};
 
 /// Which columns hold what.
 #[derive(Clone, Debug)]
@@ -58,7 +59,17 @@ pub fn read_sequences_from(
     reader: impl std::io::Read,
     spec: &SeqSpec,
 ) -> Result<SeqData> {
-    let mut r = CsvReader::new(path, reader)?;
+    read_sequence_rows(CsvReader::new(path, reader)?, spec)
+}
+
+/// Sequences from an in-memory table, as [`read_sequences_from`] reads a file holding the
+/// same values; errors name the column and row.
+pub fn read_sequences_table(table: &Table<'_>, spec: &SeqSpec) -> Result<SeqData> {
+    read_sequence_rows(TableRows::new(table), spec)
+}
+
+/// The sequences `spec` selects from `r`.
+fn read_sequence_rows(mut r: impl Rows, spec: &SeqSpec) -> Result<SeqData> {
     if spec.y.is_empty() {
         return Err(r.err(1, "-", "no emission column given".into()));
     }
@@ -110,7 +121,8 @@ pub fn read_sequences_from(
                         line,
                         &spec.seq,
                         format!(
-                            "sequence {id:?} started on line {first} and resumes here after another sequence: rows of a sequence must be contiguous"
+                            "sequence {id:?} started on {} and resumes here after another sequence: rows of a sequence must be contiguous",
+                            r.place(first)
                         ),
                     ));
                 }
@@ -156,7 +168,7 @@ pub fn read_sequences_from(
         grp.t.push(t);
     }
     if groups.is_empty() {
-        return Err(r.err(2, "-", "the file has a header but no data rows".into()));
+        return Err(r.err(2, "-", "the input has a header but no data rows".into()));
     }
     let datasets: Vec<Dataset> = groups
         .iter()

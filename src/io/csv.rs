@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::data::{DataBatch, Dataset};
+use std::borrow::Cow;
+
+use super::table::{parse_number, Rows, Table, TableRows};
 use crate::error::{Error, Result};
 
 /// Which columns to read.
@@ -68,9 +71,10 @@ impl<R: std::io::Read> CsvReader<R> {
             line: 1,
         })
     }
+}
 
-    /// An error at `line` and `column`.
-    pub(crate) fn err(&self, line: usize, column: &str, message: String) -> Error {
+impl<R: std::io::Read> Rows for CsvReader<R> {
+    fn err(&self, line: usize, column: &str, message: String) -> Error {
         Error::Data {
             path: self.path.clone(),
             line,
@@ -79,8 +83,7 @@ impl<R: std::io::Read> CsvReader<R> {
         }
     }
 
-    /// The index of column `name`; an error listing the header otherwise.
-    pub(crate) fn column(&self, name: &str) -> Result<usize> {
+    fn column(&self, name: &str) -> Result<usize> {
         self.headers.iter().position(|h| h == name).ok_or_else(|| {
             self.err(
                 1,
@@ -93,8 +96,7 @@ impl<R: std::io::Read> CsvReader<R> {
         })
     }
 
-    /// Moves to the next row; false at the end of the file.
-    pub(crate) fn next_row(&mut self) -> Result<bool> {
+    fn next_row(&mut self) -> Result<bool> {
         match self.rdr.read_record(&mut self.record) {
             Ok(false) => return Ok(false),
             Ok(true) => {}
@@ -119,32 +121,36 @@ impl<R: std::io::Read> CsvReader<R> {
         Ok(true)
     }
 
-    /// The line of the current row.
-    pub(crate) fn line(&self) -> usize {
+    fn line(&self) -> usize {
         self.line
     }
 
-    /// Cell `i` of the current row, as text.
-    pub(crate) fn text(&self, i: usize) -> &str {
-        &self.record[i]
+    fn place(&self, line: usize) -> String {
+        format!("line {line}")
     }
 
-    /// Cell `i` (of column `name`) of the current row as a finite number.
-    pub(crate) fn number(&self, i: usize, name: &str) -> Result<f64> {
-        let cell = &self.record[i];
-        let v: f64 = cell
-            .parse()
-            .map_err(|_| self.err(self.line, name, format!("{cell:?} is not a number")))?;
-        if !v.is_finite() {
-            return Err(self.err(self.line, name, format!("{cell:?} is not a finite number")));
-        }
-        Ok(v)
+    fn text(&self, i: usize) -> Cow<'_, str> {
+        Cow::Borrowed(&self.record[i])
+    }
+
+    fn number(&self, i: usize, name: &str) -> Result<f64> {
+        parse_number(&self.record[i]).map_err(|m| self.err(self.line, name, m))
     }
 }
 
 /// Reads CSV text from any reader; `path` is only used in messages.
 pub fn read_csv_from(path: &Path, reader: impl std::io::Read, spec: &CsvSpec) -> Result<DataBatch> {
-    let mut r = CsvReader::new(path, reader)?;
+    read_rows(CsvReader::new(path, reader)?, spec)
+}
+
+/// Reads an in-memory table according to `spec`, as [`read_csv_from`] reads a file holding
+/// the same values; errors name the column and row.
+pub fn read_table(table: &Table<'_>, spec: &CsvSpec) -> Result<DataBatch> {
+    read_rows(TableRows::new(table), spec)
+}
+
+/// The datasets `spec` selects from `r`.
+fn read_rows(mut r: impl Rows, spec: &CsvSpec) -> Result<DataBatch> {
     let xi: Vec<usize> = spec.x.iter().map(|c| r.column(c)).collect::<Result<_>>()?;
     let yi = r.column(&spec.y)?;
     let gi = spec.group.as_deref().map(|g| r.column(g)).transpose()?;
@@ -172,7 +178,7 @@ pub fn read_csv_from(path: &Path, reader: impl std::io::Read, spec: &CsvSpec) ->
         datasets[b].y.push(r.number(yi, &spec.y)?);
     }
     if datasets.is_empty() {
-        return Err(r.err(2, "-", "the file has a header but no data rows".into()));
+        return Err(r.err(2, "-", "the input has a header but no data rows".into()));
     }
     let mut batch = DataBatch::new(xi.len(), &datasets)?;
     batch.x_names = spec.x.clone();

@@ -1054,6 +1054,49 @@ impl Model for MixGlm {
         c
     }
 
+    fn log_lik_pointwise(&self, data: &DataBatch, b: usize, theta: &[f64]) -> Option<Vec<f64>> {
+        let l = self.layout();
+        let mut lw = vec![0.0; l.k];
+        self.log_weights(theta, &mut lw);
+        let half_log_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+        let log_sigma: Vec<f64> = match self.lik {
+            Likelihood::Gaussian => (0..l.k).map(|k| self.log_sigma(&l, theta, k)).collect(),
+            _ => vec![0.0; l.k],
+        };
+        let range = data.range(b);
+        let y = &data.y()[range.clone()];
+        let mut terms = vec![0.0; l.k];
+        let out = range
+            .enumerate()
+            .map(|(i, n)| {
+                for (k, t) in terms.iter_mut().enumerate() {
+                    let eta = theta[l.off_alpha + k]
+                        + (0..l.p)
+                            .map(|j| theta[l.off_beta + k * l.p + j] * data.x_col(j)[n])
+                            .sum::<f64>();
+                    // The kernels' likelihoods ([`point_terms`]) with their constants.
+                    let ll = match self.lik {
+                        Likelihood::Gaussian => {
+                            let z = (y[i] - eta) * (-log_sigma[k]).exp();
+                            -0.5 * z * z - log_sigma[k] - half_log_2pi
+                        }
+                        Likelihood::Bernoulli => {
+                            y[i] * eta - (eta.max(0.0) + (-eta.abs()).exp().ln_1p())
+                        }
+                        Likelihood::Poisson => {
+                            let cap = POISSON_ETA_MAX;
+                            let mu = eta.min(cap).exp() * (1.0 + (eta - cap).max(0.0));
+                            y[i] * eta - mu - math::lgamma(y[i] + 1.0)
+                        }
+                    };
+                    *t = lw[k] + ll;
+                }
+                math::log_sum_exp(&terms)
+            })
+            .collect();
+        Some(out)
+    }
+
     fn wgsl(&self) -> String {
         let l = self.layout();
         let pr = &self.priors;

@@ -93,6 +93,14 @@ pub trait Model: Send + Sync {
     /// WGSL source for the GPU twin of [`Model::log_density`] (see the trait docs).
     fn wgsl(&self) -> String;
 
+    /// The log likelihood of every observation of dataset `b` at the unconstrained `theta`,
+    /// constants included, in data order: what PSIS-LOO and WAIC need (ArviZ's
+    /// `log_likelihood` group). `None` when the family does not define observations
+    /// (the default).
+    fn log_lik_pointwise(&self, _data: &DataBatch, _b: usize, _theta: &[f64]) -> Option<Vec<f64>> {
+        None
+    }
+
     /// Draws parameters from the prior and a dataset of `n` points given them; returns the
     /// unconstrained true parameters and the dataset.
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset);

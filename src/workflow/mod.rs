@@ -6,11 +6,13 @@
 pub mod em;
 pub mod mdn;
 pub mod sample;
+pub mod spec;
 pub mod study;
 
 pub use em::{em_to_dir, EmJob, EmRun};
 pub use mdn::{train_to_dir, MdnJob, MdnRun, Pairs};
 pub use sample::{em_init_centers, sample_to_dir, SampleJob, SampleRun};
+pub use spec::ModelSpec;
 pub use study::{study_to_dir, write_study, StudyRun, STUDY};
 
 /// Writes `text` to `path`, the error naming the file.

@@ -33,6 +33,8 @@ pub struct SampleJob {
     pub truth: Option<Vec<f64>>,
     /// The column that split the data into datasets, for `meta.json`.
     pub group_column: Option<String>,
+    /// Also write `log_lik.npy` ([`write_log_lik`]).
+    pub log_lik: bool,
 }
 
 /// What a finished (or interrupted and kept) run returns besides its folder.
@@ -177,6 +179,18 @@ pub fn sample_to_dir(
         256 << 20,
     )?;
     write_summary(dir, &summaries, &data)?;
+    let log_lik = if job.log_lik {
+        let shape = write_log_lik(dir, model.as_ref(), &data, cfg.chains)?;
+        if shape.is_none() {
+            notes.push(format!(
+                "no log_lik.npy: {} defines no pointwise log likelihood here (a family without one, a --keep subset, or datasets of different sizes)",
+                model.name()
+            ));
+        }
+        shape
+    } else {
+        None
+    };
     let meta = serde_json::json!({
         "format": "gpsamp-draws/1",
         "model": model.name(),
@@ -191,6 +205,7 @@ pub fn sample_to_dir(
         "group_column": job.group_column,
         "chains_per_dataset": cfg.chains,
         "sample_stats_columns": STAT_NAMES,
+        "log_lik_shape": log_lik,
         "settings": cfg,
         "seed": cfg.seed,
         "backend": backend.describe(),
@@ -214,6 +229,63 @@ pub fn sample_to_dir(
         notes,
         meta,
     })
+}
+
+/// Writes `log_lik.npy` into a sample folder: the pointwise log likelihood
+/// ([`Model::log_lik_pointwise`]) of every stored draw, chains × draws × observations, f32,
+/// ArviZ's `log_likelihood` group. `Ok(None)` (and no file) when the model defines none, the
+/// folder stores a subset of the parameters, or the datasets differ in size; otherwise the
+/// shape. A draw whose parameters cannot be mapped back (a weight rounded to 0 in f32) gets
+/// NaN.
+pub fn write_log_lik(
+    dir: &Path,
+    model: &dyn Model,
+    data: &DataBatch,
+    chains_per_dataset: usize,
+) -> Result<Option<[usize; 3]>> {
+    use rayon::prelude::*;
+    let (shape, draws) = crate::io::npy::read_f32(&dir.join("draws.npy"))?;
+    let [n_chains, n_draws, k] = shape[..] else {
+        return Err(Error::Invalid(format!(
+            "{}: draws.npy has shape {shape:?}, not chains x draws x params",
+            dir.display()
+        )));
+    };
+    let n = data.range(0).len();
+    let b_of = |c: usize| c / chains_per_dataset.max(1);
+    if k != model.param_names().len()
+        || (0..data.n_datasets()).any(|b| data.range(b).len() != n)
+        || b_of(n_chains.saturating_sub(1)) >= data.n_datasets()
+    {
+        return Ok(None);
+    }
+    let probe = model.unconstrain(&model.constrain(&vec![0.0; model.dim()]))?;
+    if model.log_lik_pointwise(data, 0, &probe).is_none() {
+        return Ok(None);
+    }
+    let path = dir.join("log_lik.npy");
+    let out = crate::io::npy::NpyWriter::create(&path, &[n_chains, n_draws, n])?;
+    (0..n_chains)
+        .into_par_iter()
+        .try_for_each(|c| -> Result<()> {
+            let mut block = vec![f32::NAN; n_draws * n];
+            for t in 0..n_draws {
+                let at = (c * n_draws + t) * k;
+                let params: Vec<f64> = draws[at..at + k].iter().map(|&v| f64::from(v)).collect();
+                if let Some(ll) = model
+                    .unconstrain(&params)
+                    .ok()
+                    .and_then(|th| model.log_lik_pointwise(data, b_of(c), &th))
+                {
+                    for (o, v) in block[t * n..(t + 1) * n].iter_mut().zip(ll) {
+                        *o = v as f32;
+                    }
+                }
+            }
+            out.write_at(c * n_draws * n, &block)
+        })?;
+    out.finish()?;
+    Ok(Some([n_chains, n_draws, n]))
 }
 
 /// Writes `summary.csv` and `summary.json` (ArviZ's columns plus `nested_r_hat`; a leading
