@@ -4,6 +4,7 @@
 //! `--coverage-sims` capped), every file a block reads made by an earlier line. `python`
 //! blocks run with the interpreter in `GPSAMP_PYTHON` (numpy, pandas and arviz installed;
 //! `.ci/run` makes one) and skip loudly without it unless `GPSAMP_REQUIRE_PYTHON=1`. The
+//! `py` blocks use the Python package and run in `python/tests/test_readme.py`. The
 //! `rust` block must match `examples/readme_logp.rs`, which this test compiles and runs. Skipped, and said so:
 //! the two commands (`bench` and the tests themselves, which other tests cover) and the Slurm
 //! script (it needs a cluster).
@@ -186,6 +187,9 @@ fn readme_examples_run_in_order() {
             "rust" => {
                 run_rust(&dir.0, &code);
                 ran += 1;
+            }
+            "py" => {
+                eprintln!("readme: the Python package's example runs in python/tests/test_readme.py (after the wheel is built)");
             }
             _ => {}
         }

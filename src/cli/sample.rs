@@ -301,11 +301,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     model.check_data(&data).with_context(|| source.clone())?;
     let superchain = a
         .superchain_size
-        .unwrap_or(if a.chains >= 16 && a.chains.is_multiple_of(4) {
-            4
-        } else {
-            1
-        });
+        .unwrap_or(gpsamp::workflow::default_superchain(a.chains));
     let cfg = Config {
         cancel: Some(super::interrupt_flag()),
         chains: a.chains,
@@ -343,7 +339,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         source,
         truth,
         group_column: a.group.clone(),
-        log_lik: a.log_lik,
+        log_lik: a.log_lik.then_some(u64::MAX),
     };
     let total = a.draws * a.thin;
     let bar = progress_bar(a.quiet, (job.config.warmup + total) as u64);

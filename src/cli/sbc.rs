@@ -149,13 +149,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         adaptive_warmup: a.warmup.is_none(),
         draws: a.draws,
         seed: a.seed,
-        // As `sample`: superchains of 4 from 16 chains (nested R-hat; the adaptive end of
-        // warmup from 64 chains judges mixing by it).
-        superchain_size: if a.chains_per_dataset >= 16 && a.chains_per_dataset.is_multiple_of(4) {
-            4
-        } else {
-            1
-        },
+        superchain_size: gpsamp::workflow::default_superchain(a.chains_per_dataset),
         ..Config::default()
     };
     let backend = super::args::select_backend(a.backend, a.quiet)?

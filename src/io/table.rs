@@ -1,5 +1,5 @@
 //! In-memory tables: named columns handed to the library by a program (the Python package's
-//! DataFrames and dicts), read by the same row readers as CSV files ([`Rows`]), so a table
+//! DataFrames and dicts), read by the same row readers as CSV files (`Rows`), so a table
 //! and the CSV file holding the same values give the same batch, and every error names the
 //! column and row ([`Error::Table`]).
 

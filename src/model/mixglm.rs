@@ -994,8 +994,12 @@ impl Model for MixGlm {
                 Likelihood::Poisson => y >= 0.0 && y.fract() == 0.0 && y < 1e9,
             };
             if !ok {
+                let b = data.offsets().partition_point(|&o| o <= n) - 1;
                 return Err(Error::Invalid(format!(
-                    "response value {y} (point {n}) is outside the {} likelihood's support",
+                    "column {:?}: value {y} (dataset {}, point {}) is outside the {} likelihood's support",
+                    data.y_name,
+                    data.dataset_name(b),
+                    n - data.offsets()[b],
                     self.lik.name()
                 )));
             }

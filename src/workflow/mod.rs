@@ -11,7 +11,9 @@ pub mod study;
 
 pub use em::{em_to_dir, EmJob, EmRun};
 pub use mdn::{train_to_dir, MdnJob, MdnRun, Pairs};
-pub use sample::{em_init_centers, sample_to_dir, SampleJob, SampleRun};
+pub use sample::{
+    default_superchain, em_init_centers, sample_to_dir, write_log_lik, SampleJob, SampleRun,
+};
 pub use spec::ModelSpec;
 pub use study::{study_to_dir, write_study, StudyRun, STUDY};
 

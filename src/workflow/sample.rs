@@ -17,6 +17,17 @@ use crate::model::Model;
 
 use super::sig;
 
+/// Chains per superchain when none is asked for: 4 when `chains` is a multiple of 4 and at
+/// least 16 (nested R-hat, and the adaptive end of warmup from 64 chains, judge mixing by
+/// superchains), else 1. `sample` and `sbc` use it, from the CLI and from Python.
+pub fn default_superchain(chains: usize) -> usize {
+    if chains >= 16 && chains.is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
+}
+
 /// What to run and record, beyond the sampler's [`Config`].
 #[derive(Clone, Debug, Default)]
 pub struct SampleJob {
@@ -33,8 +44,9 @@ pub struct SampleJob {
     pub truth: Option<Vec<f64>>,
     /// The column that split the data into datasets, for `meta.json`.
     pub group_column: Option<String>,
-    /// Also write `log_lik.npy` ([`write_log_lik`]).
-    pub log_lik: bool,
+    /// Also write `log_lik.npy` ([`write_log_lik`]) when it holds at most this many values
+    /// (chains × draws kept × observations; `None`: never).
+    pub log_lik: Option<u64>,
 }
 
 /// What a finished (or interrupted and kept) run returns besides its folder.
@@ -179,7 +191,16 @@ pub fn sample_to_dir(
         256 << 20,
     )?;
     write_summary(dir, &summaries, &data)?;
-    let log_lik = if job.log_lik {
+    let n_obs = data.range(0).len() as u64;
+    let size = (n_chains as u64)
+        .saturating_mul(n_kept as u64)
+        .saturating_mul(n_obs);
+    let log_lik = if let Some(limit) = job.log_lik.filter(|&l| size > l) {
+        notes.push(format!(
+            "no log_lik.npy: it would hold {size} values, more than the {limit} allowed"
+        ));
+        None
+    } else if job.log_lik.is_some() {
         let shape = write_log_lik(dir, model.as_ref(), &data, cfg.chains)?;
         if shape.is_none() {
             notes.push(format!(

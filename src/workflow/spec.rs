@@ -16,12 +16,12 @@ use crate::{Eiv, EivVariant, Hmm, HmmPriors, Likelihood, MixGlm, Model, Priors};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
-    /// Generalised linear model: beta[j], alpha (and sigma for gaussian).
+    /// Generalised linear model: `beta[j]`, `alpha` (and `sigma` for gaussian).
     #[default]
     Glm,
-    /// 1-D Gaussian mixture: weights[k], mu[k], sigma[k].
+    /// 1-D Gaussian mixture: `weights[k]`, `mu[k]`, `sigma[k]`.
     Gmm,
-    /// Mixture of regressions: weights[k], beta[k,j], alpha[k] (and sigma[k] for gaussian).
+    /// Mixture of regressions: `weights[k]`, `beta[k,j]`, `alpha[k]` (and `sigma[k]` for gaussian).
     Mixglm,
     /// Errors-in-variables dot product.
     Eiv,

@@ -1,0 +1,203 @@
+"""The Python package against the CLI and ArviZ: the same seed gives the CLI's draws and
+study tables, ArviZ accepts the InferenceData, Ctrl-C stops a run within a second, bad input
+raises ValueError naming the column or keyword.
+
+The CLI binary is ``$GPSAMP_BIN``, else ``target/release/gpsamp`` of this checkout (built by
+the README's test command before these tests run).
+"""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gpsamp
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("GPSAMP_BIN", str(ROOT / "target" / "release" / "gpsamp"))
+
+
+def cli(*args):
+    r = subprocess.run([BIN, *args, "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def tutorial(tmp_path_factory):
+    """The tutorial's mixture of two regressions (N = 1 000), as a DataFrame and a CSV."""
+    rng = np.random.default_rng(7)
+    n = 1000
+    x = rng.uniform(0, 10, n)
+    z = rng.random(n) < 0.3
+    y = np.where(z, 0.8 * x + 1.0 + rng.normal(0, 1, n), -0.5 * x - 1.0 + rng.normal(0, 2, n))
+    df = pd.DataFrame({"x": x, "y": y})
+    path = tmp_path_factory.mktemp("data") / "tut.csv"
+    df.to_csv(path, index=False)
+    return df, path
+
+
+def test_sample_gives_the_cli_draws_and_arviz_accepts_them(tutorial, tmp_path):
+    import arviz as az
+
+    df, path = tutorial
+    idata = gpsamp.sample("mixglm", df, x=["x"], y="y", components=2, chains=4, draws=500,
+                          seed=3, backend="cpu", progress=False)
+    out = tmp_path / "cli"
+    cli("sample", "--model", "mixglm", "--components", "2", "--data", str(path), "--x", "x",
+        "--chains", "4", "--draws", "500", "--seed", "3", "--backend", "cpu", "--out", str(out))
+    draws = np.load(out / "draws.npy")
+    post = idata.posterior
+    assert post.sizes["chain"] == 4 and post.sizes["draw"] == 500
+    np.testing.assert_array_equal(post["weights"].values[..., 1], draws[..., 1])
+    np.testing.assert_array_equal(post["beta"].values[..., 1, 0], draws[..., 3])
+    np.testing.assert_array_equal(post["sigma"].values[..., 0], draws[..., 6])
+    stats = np.load(out / "sample_stats.npy")
+    np.testing.assert_array_equal(idata.sample_stats["lp"].values, stats[..., 0])
+    for name in ["lp", "acceptance_rate", "diverging", "energy", "n_steps", "step_size"]:
+        assert name in idata.sample_stats
+    assert idata.sample_stats["diverging"].dtype == bool
+
+    summary = az.summary(idata, round_to="none")
+    cli_summary = pd.read_csv(out / "summary.csv")
+    # ArviZ's summary of our draws agrees with the CLI's summary (its own ArviZ twin); ArviZ
+    # sums the f32 draws in f32.
+    for col, rtol in [("mean", 1e-5), ("sd", 1e-4), ("ess_bulk", 1e-3), ("r_hat", 1e-5)]:
+        np.testing.assert_allclose(summary[col].values, cli_summary[col].values, rtol=rtol)
+    assert (summary["r_hat"] < 1.01).all()
+    axes = az.plot_trace(idata, var_names=["weights", "sigma"])
+    assert axes.shape[0] == 2
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo) and (loo.pareto_k.values < 0.7).mean() > 0.99
+    # The pointwise log likelihood sums to the log likelihood part of lp: check one draw
+    # against the model directly (Gaussian components, weights, constants included).
+    w = post["weights"].values[0, 0]
+    b = post["beta"].values[0, 0, :, 0]
+    a = post["alpha"].values[0, 0]
+    s = post["sigma"].values[0, 0]
+    dens = sum(w[k] * np.exp(-0.5 * ((df.y - a[k] - b[k] * df.x) / s[k]) ** 2)
+               / (s[k] * np.sqrt(2 * np.pi)) for k in range(2))
+    ll = idata.log_likelihood["y"].values[0, 0]
+    np.testing.assert_allclose(ll, np.log(dens), rtol=1e-4, atol=1e-4)
+
+
+def test_groups_become_a_dataset_dimension(tutorial):
+    df, _ = tutorial
+    d = df.assign(g=np.where(np.arange(len(df)) < 500, "a", "b"))
+    idata = gpsamp.sample("glm", d, x=["x"], y="y", group="g", chains=4, draws=200, seed=1,
+                          backend="cpu", progress=False)
+    assert list(idata.posterior["dataset"].values) == ["a", "b"]
+    assert idata.posterior["beta"].dims[:3] == ("chain", "draw", "dataset")
+    assert idata.log_likelihood["y"].shape == (4, 200, 2, 500)
+
+
+def test_sbc_tables_are_the_cli_csvs(tmp_path):
+    args = dict(datasets=12, n=40, chains_per_dataset=4, warmup=150, draws=100, seed=5)
+    res = gpsamp.sbc("glm", backend="cpu", progress=False, out=tmp_path / "py", **args)
+    out = tmp_path / "cli"
+    cli("sbc", "--model", "glm", "--datasets", "12", "--n", "40", "--chains-per-dataset", "4",
+        "--warmup", "150", "--draws", "100", "--seed", "5", "--backend", "cpu", "--out", str(out))
+    pd.testing.assert_frame_equal(res.datasets, pd.read_csv(out / "datasets.csv"))
+    pd.testing.assert_frame_equal(res.summary, pd.read_csv(out / "summary.csv"))
+    assert res.datasets["dataset"].nunique() == 12 and isinstance(res.calibrated, bool)
+
+
+def test_ctrl_c_interrupts_sampling_within_a_second(tutorial):
+    df, _ = tutorial
+    sent = []
+
+    def interrupt():
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(1.0, interrupt)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        gpsamp.sample("mixglm", df, x=["x"], y="y", chains=256, warmup=100000, draws=100000,
+                      backend="cpu", progress=False, log_likelihood=False)
+    stopped = time.monotonic()
+    timer.cancel()
+    assert sent and stopped - sent[0] < 1.0, f"stopped {stopped - sent[0]:.2f} s after Ctrl-C"
+
+
+def test_bad_input_raises_value_error_naming_the_column_or_keyword(tutorial):
+    df, _ = tutorial
+    bad = df.copy()
+    bad.loc[17, "y"] = np.nan
+    with pytest.raises(ValueError, match=r'column "y", row 17: NaN is not a finite number'):
+        gpsamp.sample("glm", bad, x=["x"], y="y", progress=False)
+    with pytest.raises(ValueError, match=r"column 'z' not found; the data has: x, y"):
+        gpsamp.sample("glm", df, x=["z"], y="y", progress=False)
+    words = df.assign(y=df.y.astype(str))
+    words.loc[3, "y"] = "abc"
+    with pytest.raises(ValueError, match=r'column "y", row 3: "abc" is not a number'):
+        gpsamp.sample("glm", words, x=["x"], y="y", progress=False)
+    binary = df.assign(y=(df.y > 0).astype(float) * 2)
+    with pytest.raises(ValueError, match=r'column "y": value 2 .* bernoulli'):
+        gpsamp.sample("glm", binary, x=["x"], y="y", family="bernoulli", progress=False)
+    with pytest.raises(ValueError, match="compnents"):
+        gpsamp.sample("mixglm", df, x=["x"], y="y", compnents=3, progress=False)
+    with pytest.raises(ValueError, match="prior_sigma"):
+        gpsamp.sample("glm", df, x=["x"], y="y", priors={"sigma": "halfnormal(-1)"},
+                      progress=False)
+    with pytest.raises(ValueError, match="chains"):
+        gpsamp.sample("glm", df, x=["x"], y="y", chains=0, progress=False)
+
+
+def test_out_keeps_the_folder_and_never_replaces_a_foreign_one(tutorial, tmp_path):
+    df, _ = tutorial
+    mine = tmp_path / "fit"
+    gpsamp.sample("glm", df, x=["x"], y="y", draws=50, out=mine, progress=False)
+    assert (mine / "draws.npy").exists() and (mine / "meta.json").exists()
+    # An earlier output of the same command is replaced; a folder gpsamp did not write is not.
+    gpsamp.sample("glm", df, x=["x"], y="y", draws=60, out=mine, progress=False)
+    assert np.load(mine / "draws.npy").shape[1] == 60
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("mine")
+    with pytest.raises(ValueError, match="out"):
+        gpsamp.sample("glm", df, x=["x"], y="y", draws=50, out=foreign, progress=False)
+    assert (foreign / "thesis.tex").read_text() == "mine"
+
+
+def test_devices_lists_adapters():
+    devs = gpsamp.devices()
+    assert isinstance(devs, list)
+    assert all("name" in d and "backend" in d for d in devs)
+
+
+def test_em_gives_the_cli_fit_and_hmm_sampling_runs(tmp_path):
+    sim = tmp_path / "hmm.csv"
+    subprocess.run([BIN, "simulate", "--model", "hmm", "--states", "3", "--sequences", "4",
+                    "--steps", "150", "--seed", "2", "--out", str(sim)], check=True,
+                   capture_output=True)
+    df = pd.read_csv(sim)
+    fit = gpsamp.em("hmm", df, y="y", states=3, seed=1, backend="cpu", progress=False)
+    out = tmp_path / "cli"
+    cli("em", "--model", "hmm", "--states", "3", "--data", str(sim), "--seed", "1",
+        "--backend", "cpu", "--out", str(out))
+    cli_params = __import__("json").loads((out / "params.json").read_text())["datasets"]
+    assert fit.params[0]["means"] == cli_params[0]["means"]
+    assert fit.log_likelihood[0] == cli_params[0]["log_likelihood"]
+    pd.testing.assert_frame_equal(fit.states, pd.read_csv(out / "states.csv"))
+    np.testing.assert_array_equal(fit.posteriors, np.load(out / "posteriors.npy"))
+    # The Viterbi path recovers the simulated states (states sorted by mean, as simulated).
+    assert (fit.states["state"].values == df["state"].values).mean() > 0.9
+    # HMC of the same HMM from the same table, chains started around the EM fit.
+    idata = gpsamp.sample("hmm", df, y="y", states=3, chains=4, warmup=200, draws=200,
+                          backend="cpu", progress=False)
+    means = idata.posterior["mean"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(np.sort(means), np.sort(fit.params[0]["means"]), atol=0.3)
+
+
+def test_fit_warnings_are_gpsamp_warnings(tutorial):
+    df, _ = tutorial
+    # 4 chains x 20 draws cannot reach a bulk ESS of 100.
+    with pytest.warns(gpsamp.GpsampWarning, match="bulk ESS"):
+        gpsamp.sample("glm", df, x=["x"], y="y", draws=20, progress=False)
