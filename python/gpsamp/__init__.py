@@ -34,7 +34,7 @@ import numpy as np
 from . import _gpsamp
 
 __version__ = _gpsamp.__version__
-__all__ = ["sample", "sbc", "em", "devices", "SbcResult", "EmResult", "GpsampWarning", "__version__"]
+__all__ = ["sample", "sbc", "em", "mdn", "devices", "SbcResult", "EmResult", "GpsampWarning", "__version__"]
 
 # A log likelihood array larger than this (chains x draws x observations) is not computed
 # unless asked for with log_likelihood=True: 50 million f32 values, 200 MB.
@@ -375,3 +375,6 @@ def em(model: str = "hmm", data: Any = None, *, y: str | Sequence[str] = "y",
 def devices() -> list[dict]:
     """The GPU adapters wgpu sees (empty: the CPU backend is used)."""
     return json.loads(_gpsamp.devices())
+
+
+from . import mdn  # noqa: E402  (uses _Progress above)

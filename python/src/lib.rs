@@ -551,6 +551,129 @@ fn em(
     Ok(v.to_string())
 }
 
+/// Trains a mixture density network on pairs from a built-in simulator (`beta-binomial`,
+/// `gamma-poisson`, with `prior` and `trials`) or given (`theta`, `y`: row-major, `theta_dim`
+/// and `y_dim` per pair), written to the folder `out` as `gpsamp mdn train` writes it;
+/// returns the training summary as JSON. Training is not cancellable mid-run: Ctrl-C is
+/// raised when it ends.
+#[pyfunction]
+#[pyo3(signature = (out, *, simulator="beta-binomial".to_string(), prior=Vec::new(),
+    trials=100.0, sims=1_000_000, theta=None, y=None, theta_dim=1, y_dim=1, components=8,
+    hidden=vec![24, 25, 16], epochs=20, batch=512, lr=3e-3, val_frac=0.05, patience=0,
+    grouped=false, seed=0, eval_y=Vec::new(), backend="auto".to_string(), progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn mdn_train(
+    py: Python<'_>,
+    out: PathBuf,
+    simulator: String,
+    prior: Vec<f64>,
+    trials: f64,
+    sims: usize,
+    theta: Option<Vec<f64>>,
+    y: Option<Vec<f64>>,
+    theta_dim: usize,
+    y_dim: usize,
+    components: usize,
+    hidden: Vec<usize>,
+    epochs: usize,
+    batch: usize,
+    lr: f64,
+    val_frac: f64,
+    patience: usize,
+    grouped: bool,
+    seed: u64,
+    eval_y: Vec<f64>,
+    backend: String,
+    progress: Option<Bound<'_, PyAny>>,
+) -> PyResult<String> {
+    use gpsamp::mdn::sim::Simulator;
+    use gpsamp::mdn::train::TrainConfig;
+    use gpsamp::workflow::{MdnJob, Pairs};
+    let (pairs, source) = match (theta, y) {
+        (Some(theta), Some(y)) => (
+            Pairs::Given {
+                theta,
+                y,
+                theta_dim,
+                y_dim,
+            },
+            "python".to_string(),
+        ),
+        (None, None) => {
+            let sim = Simulator::from_settings(&simulator, &prior, trials)
+                .map_err(py_err)?
+                .ok_or_else(|| {
+                    PyValueError::new_err("simulator: give theta= and y= for pairs of your own")
+                })?;
+            (
+                Pairs::Simulate {
+                    simulator: sim,
+                    sims,
+                    seed,
+                },
+                simulator,
+            )
+        }
+        _ => {
+            return Err(PyValueError::new_err(
+                "theta, y: give both (pairs of your own) or neither (a built-in simulator)",
+            ))
+        }
+    };
+    let job = MdnJob {
+        pairs,
+        hidden,
+        components,
+        config: TrainConfig {
+            epochs,
+            batch,
+            lr,
+            val_frac,
+            patience,
+            grouped,
+            seed,
+        },
+        source,
+        eval_y,
+    };
+    let (backend, _) = self::backend(&backend, "f32")?;
+    let dir = output(&out, "mdn-train")?;
+    let status = Mutex::new(Status::default());
+    let cancel = AtomicBool::new(false);
+    let run = run_cancellable(py, progress.as_ref(), &cancel, &status, || {
+        workflow::train_to_dir(&job, &backend, dir.path(), &mut |s| {
+            report(&status, "epochs", s.epoch, epochs)
+        })
+    })?;
+    dir.commit().map_err(py_err)?;
+    let t = &run.trained;
+    Ok(serde_json::json!({
+        "pairs": run.pairs,
+        "simulation_seconds": run.simulation_seconds,
+        "training_seconds": run.training_seconds,
+        "best_epoch": t.best_epoch,
+        "history": t.history,
+        "accuracy": run.accuracy,
+    })
+    .to_string())
+}
+
+/// The posterior mixtures an MDN (a folder written by `mdn train`, or its `model.json`)
+/// gives for the observations `y` (`input` values each), as JSON: a list of
+/// `{weights, means, sds}`.
+#[pyfunction]
+fn mdn_predict(model: PathBuf, y: Vec<f64>) -> PyResult<String> {
+    let path = if model.is_dir() {
+        model.join("model.json")
+    } else {
+        model
+    };
+    let m = gpsamp::mdn::train::MdnModel::load(&path).map_err(py_err)?;
+    let mixes = m.predict_checked(&y).map_err(py_err)?;
+    serde_json::to_string(&serde_json::json!({"input": m.shape.input, "mixtures": mixes}))
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
 /// The GPU adapters wgpu sees, as JSON (name, backend, device type, driver, limits).
 #[pyfunction]
 fn devices() -> PyResult<String> {
@@ -564,6 +687,8 @@ fn _gpsamp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sample, m)?)?;
     m.add_function(wrap_pyfunction!(sbc, m)?)?;
     m.add_function(wrap_pyfunction!(em, m)?)?;
+    m.add_function(wrap_pyfunction!(mdn_train, m)?)?;
+    m.add_function(wrap_pyfunction!(mdn_predict, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -201,3 +201,30 @@ def test_fit_warnings_are_gpsamp_warnings(tutorial):
     # 4 chains x 20 draws cannot reach a bulk ESS of 100.
     with pytest.warns(gpsamp.GpsampWarning, match="bulk ESS"):
         gpsamp.sample("glm", df, x=["x"], y="y", draws=20, progress=False)
+
+
+def test_mdn_train_and_predict_match_the_cli(tmp_path):
+    import json
+
+    net = gpsamp.mdn.train("beta-binomial", sims=20000, epochs=3, seed=2, backend="cpu",
+                           progress=False)
+    out = tmp_path / "cli"
+    cli("mdn", "train", "--simulator", "beta-binomial", "--sims", "20000", "--epochs", "3",
+        "--seed", "2", "--backend", "cpu", "--out", str(out))
+    mine = json.loads((net.folder / "model.json").read_text())
+    assert mine["params"] == json.loads((out / "model.json").read_text())["params"]
+    assert len(net.history) == 3 and set(net.accuracy.columns) >= {"y", "tv", "kl"}
+    post = net.predict([10, 30, 60])
+    r = subprocess.run([BIN, "mdn", "predict", "--model", str(out), "--y", "10,30,60", "--json"],
+                       capture_output=True, text=True, check=True)
+    ref = json.loads(r.stdout)
+    np.testing.assert_allclose(post.weights, [m["weights"] for m in ref], rtol=1e-12)
+    np.testing.assert_allclose(post.means[..., 0], [m["means"] for m in ref], rtol=1e-12)
+    # The Beta(2, 5) prior with y of 100 trials: posterior mean (2 + y) / 107.
+    exact = (2 + np.array([10, 30, 60])) / 107
+    np.testing.assert_allclose(post.mean()[:, 0], exact, atol=0.03)
+    grid = np.linspace(0.001, 0.999, 999)
+    mass = post.pdf(grid).sum(axis=1) * (grid[1] - grid[0])
+    np.testing.assert_allclose(mass, 1, atol=0.02)
+    with pytest.raises(ValueError, match="y 101"):
+        net.predict([101])

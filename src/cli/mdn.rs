@@ -133,41 +133,7 @@ pub struct EvalArgs {
 
 /// Parses `--simulator` with `--prior` and `--trials`.
 fn simulator(a: &TrainArgs) -> anyhow::Result<Option<Simulator>> {
-    let prior = |default: [f64; 2]| -> anyhow::Result<(f64, f64)> {
-        match a.prior.as_slice() {
-            [] => Ok((default[0], default[1])),
-            [p, q] => Ok((*p, *q)),
-            other => bail!("--prior: expected two numbers A,B, got {other:?}"),
-        }
-    };
-    let sim = match a.simulator.as_str() {
-        "beta-binomial" => {
-            let (p, q) = prior([2.0, 5.0])?;
-            if a.trials < 1.0 || a.trials.fract() != 0.0 {
-                bail!(
-                    "--trials: a whole number of trials is needed, got {}",
-                    a.trials
-                );
-            }
-            Simulator::BetaBinomial {
-                a: p,
-                b: q,
-                trials: a.trials as u64,
-            }
-        }
-        "gamma-poisson" => {
-            let (p, q) = prior([2.0, 3.0])?;
-            Simulator::GammaPoisson {
-                shape: p,
-                rate: q,
-                exposure: a.trials,
-            }
-        }
-        s if s.starts_with("csv:") => return Ok(None),
-        other => bail!("--simulator: beta-binomial, gamma-poisson or csv:FILE, got {other:?}"),
-    };
-    sim.validate()?;
-    Ok(Some(sim))
+    Ok(Simulator::from_settings(&a.simulator, &a.prior, a.trials)?)
 }
 
 fn print_accuracy(acc: &[Accuracy]) -> anyhow::Result<()> {
@@ -289,21 +255,7 @@ fn load(dir: &std::path::Path) -> anyhow::Result<MdnModel> {
 fn run_predict(a: PredictArgs) -> anyhow::Result<()> {
     let model = load(&a.model)?;
     let d = model.shape.input;
-    if !a.y.len().is_multiple_of(d) {
-        bail!(
-            "--y: the model takes {d} values per observation, got {}",
-            a.y.len()
-        );
-    }
-    if let Some(v) = a.y.iter().find(|v| !v.is_finite()) {
-        bail!("--y: {v} is not a finite number");
-    }
-    if let Some(s) = &model.simulator {
-        for &y in &a.y {
-            s.check_y(y)?;
-        }
-    }
-    let mixes = model.predict(&a.y);
+    let mixes = model.predict_checked(&a.y)?;
     let scalar = model.shape.theta == 1;
     if a.json {
         let out: Vec<serde_json::Value> =

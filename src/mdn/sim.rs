@@ -39,6 +39,60 @@ pub enum Simulator {
 }
 
 impl Simulator {
+    /// The simulator `name` (`beta-binomial`, `gamma-poisson`) with its `prior` (two numbers:
+    /// A,B of Beta(A, B), or SHAPE,RATE of Gamma; empty: the notebook's Beta(2, 5) or
+    /// Gamma(2, 3)) and `trials` (binomial trials, or Poisson exposure), validated; `None` for
+    /// `csv:FILE` (pairs given). Errors name the flag (`--simulator`, `--prior`, `--trials`).
+    pub fn from_settings(name: &str, prior: &[f64], trials: f64) -> Result<Option<Self>> {
+        let config = |flag: &str, message: String| Error::Config {
+            flag: flag.into(),
+            message,
+        };
+        let prior = |default: [f64; 2]| -> Result<(f64, f64)> {
+            match prior {
+                [] => Ok((default[0], default[1])),
+                [p, q] => Ok((*p, *q)),
+                other => Err(config(
+                    "--prior",
+                    format!("expected two numbers A,B, got {other:?}"),
+                )),
+            }
+        };
+        let sim = match name {
+            "beta-binomial" => {
+                let (p, q) = prior([2.0, 5.0])?;
+                if trials < 1.0 || trials.fract() != 0.0 {
+                    return Err(config(
+                        "--trials",
+                        format!("a whole number of trials is needed, got {trials}"),
+                    ));
+                }
+                Simulator::BetaBinomial {
+                    a: p,
+                    b: q,
+                    trials: trials as u64,
+                }
+            }
+            "gamma-poisson" => {
+                let (p, q) = prior([2.0, 3.0])?;
+                Simulator::GammaPoisson {
+                    shape: p,
+                    rate: q,
+                    exposure: trials,
+                }
+            }
+            s if s.starts_with("csv:") => return Ok(None),
+            other => {
+                return Err(config(
+                    "--simulator",
+                    format!("beta-binomial, gamma-poisson or csv:FILE, got {other:?}"),
+                ))
+            }
+        };
+        sim.validate()?;
+        Ok(Some(sim))
+    }
+
     /// Checks the prior and design.
     pub fn validate(&self) -> Result<()> {
         let ok = match *self {

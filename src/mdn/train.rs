@@ -148,6 +148,31 @@ impl MdnModel {
     /// Format version written by this build.
     pub const VERSION: u32 = 1;
 
+    /// [`MdnModel::predict`] after checking `y`: whole observations of the model's input
+    /// size, finite, and possible under the simulator it was trained on (errors name `--y`).
+    pub fn predict_checked(&self, y: &[f64]) -> Result<Vec<UnitMixture>> {
+        let d = self.shape.input;
+        let config = |message: String| Error::Config {
+            flag: "--y".into(),
+            message,
+        };
+        if !y.len().is_multiple_of(d) {
+            return Err(config(format!(
+                "the model takes {d} values per observation, got {}",
+                y.len()
+            )));
+        }
+        if let Some(v) = y.iter().find(|v| !v.is_finite()) {
+            return Err(config(format!("{v} is not a finite number")));
+        }
+        if let Some(s) = &self.simulator {
+            for &v in y {
+                s.check_y(v)?;
+            }
+        }
+        Ok(self.predict(y))
+    }
+
     /// Mixtures for inputs `y` (`n x input`, own units).
     pub fn predict(&self, y: &[f64]) -> Vec<UnitMixture> {
         let st = &self.standardise;
