@@ -228,3 +228,26 @@ def test_mdn_train_and_predict_match_the_cli(tmp_path):
     np.testing.assert_allclose(mass, 1, atol=0.02)
     with pytest.raises(ValueError, match="y 101"):
         net.predict([101])
+
+
+def test_the_gil_is_released_while_sampling(tutorial):
+    df, _ = tutorial
+    ticks = []
+    done = threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.01)
+
+    th = threading.Thread(target=count)
+    th.start()
+    t0 = time.monotonic()
+    gpsamp.sample("mixglm", df, x=["x"], y="y", chains=64, draws=300, backend="cpu",
+                  progress=False, log_likelihood=False)
+    elapsed = time.monotonic() - t0
+    done.set()
+    th.join()
+    # Another Python thread kept running: at least a third of the 10 ms ticks it could make.
+    during = [t for t in ticks if t0 <= t <= t0 + elapsed]
+    assert elapsed > 0.3 and len(during) > elapsed / 0.01 / 3, (elapsed, len(during))
