@@ -14,7 +14,7 @@ mod common;
 #[path = "../examples/readme_logp.rs"]
 mod readme_logp;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// (language, code) of every fenced block, in order.
@@ -83,7 +83,7 @@ fn run_sh(dir: &Path, code: &str) {
                 eprintln!("readme: not run here (needs JAX and NumPyro): {t}");
                 continue;
             }
-            let Some(py) = python() else {
+            let Some(py) = common::python("the README's Python blocks") else {
                 eprintln!("readme: block skipped (its data step needs GPSAMP_PYTHON)");
                 return;
             };
@@ -106,19 +106,6 @@ fn run_sh(dir: &Path, code: &str) {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
-}
-
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("GPSAMP_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            if std::env::var("GPSAMP_REQUIRE_PYTHON").as_deref() == Ok("1") {
-                panic!("GPSAMP_REQUIRE_PYTHON=1 but GPSAMP_PYTHON is not set");
-            }
-            eprintln!("\n!!! SKIPPING the README's Python blocks: set GPSAMP_PYTHON to a python with numpy, pandas and arviz !!!\n");
-            None
-        }
-    }
 }
 
 fn run_python(dir: &Path, py: &Path, code: &str) {
@@ -167,7 +154,7 @@ fn readme_examples_run_in_order() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let dir = common::TempDir::new("readme");
-    let py = python();
+    let py = common::python("the README's Python blocks");
     let mut ran = 0;
     for (lang, code) in blocks(&readme) {
         match lang.as_str() {

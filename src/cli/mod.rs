@@ -24,6 +24,7 @@ mod bench;
 mod devices;
 mod em;
 mod logp;
+mod loo;
 mod mdn;
 mod merge;
 mod model_file;
@@ -142,6 +143,9 @@ enum Command {
     Bench(bench::Args),
     /// Log density and gradient of a model on a CSV file at given parameter values.
     Logp(logp::Args),
+    /// PSIS-LOO of sample folders written with --log-lik, and ArviZ's compare table for
+    /// several.
+    Loo(loo::Args),
     /// Posterior sampling with ensemble HMC (many chains adapted together).
     Sample(sample::Args),
     /// Draw datasets from a model's prior and write them as CSV.
@@ -180,6 +184,7 @@ pub fn run() -> anyhow::Result<()> {
             bench::run(a, sub)
         }
         Command::Logp(a) => logp::run(a),
+        Command::Loo(a) => loo::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Sbc(a) => sbc::run(a),

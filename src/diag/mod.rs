@@ -5,6 +5,7 @@
 //! Draws of one parameter come as `chains x draws` (`&[Vec<f64>]`).
 
 pub mod align;
+pub mod loo;
 
 use rustfft::{num_complex::Complex, FftPlanner};
 

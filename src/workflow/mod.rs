@@ -4,12 +4,14 @@
 //! workflow → CLI (and, later, Python); nothing here prints.
 
 pub mod em;
+pub mod loo;
 pub mod mdn;
 pub mod sample;
 pub mod spec;
 pub mod study;
 
 pub use em::{em_to_dir, EmJob, EmRun};
+pub use loo::loo_dir;
 pub use mdn::{train_to_dir, MdnJob, MdnRun, Pairs};
 pub use sample::{
     default_superchain, em_init_centers, sample_to_dir, write_log_lik, SampleJob, SampleRun,

@@ -247,3 +247,19 @@ pub fn tiny_mdn(t: &TempDir) -> serde_json::Value {
     assert_eq!(code, 0, "{err}");
     serde_json::from_str(&std::fs::read_to_string(t.join("net/model.json")).unwrap()).unwrap()
 }
+
+/// The Python interpreter in `GPSAMP_PYTHON` (numpy, pandas and arviz installed; `.ci/run`
+/// makes one), or `None` with a loud message naming `what` is skipped; a failure instead when
+/// `GPSAMP_REQUIRE_PYTHON=1`.
+pub fn python(what: &str) -> Option<std::path::PathBuf> {
+    match std::env::var_os("GPSAMP_PYTHON") {
+        Some(p) => Some(std::path::PathBuf::from(p)),
+        None => {
+            if std::env::var("GPSAMP_REQUIRE_PYTHON").as_deref() == Ok("1") {
+                panic!("GPSAMP_REQUIRE_PYTHON=1 but GPSAMP_PYTHON is not set");
+            }
+            eprintln!("\n!!! SKIPPING {what}: set GPSAMP_PYTHON to a python with numpy, pandas and arviz !!!\n");
+            None
+        }
+    }
+}

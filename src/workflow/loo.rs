@@ -1,0 +1,67 @@
+//! `loo` as a library function: PSIS-LOO of every dataset of a sample folder written with
+//! `log_lik.npy` ([`crate::diag::loo`]), and the comparison table of several folders.
+
+use std::path::Path;
+
+use crate::diag::loo::{loo, relative_efficiency, Loo};
+use crate::error::{Error, Result};
+use crate::io::npy::read_f32;
+
+/// PSIS-LOO of each dataset of the sample folder `dir`: (dataset name, result).
+pub fn loo_dir(dir: &Path) -> Result<Vec<(String, Loo)>> {
+    let bad = |message: String| Error::Invalid(format!("{}: {message}", dir.display()));
+    let meta_path = dir.join("meta.json");
+    let text = std::fs::read_to_string(&meta_path).map_err(|source| Error::Io {
+        path: meta_path.clone(),
+        source,
+    })?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("meta.json: {e}")))?;
+    if meta["format"] != "gpsamp-draws/1" {
+        return Err(bad("not a folder written by `gpsamp sample`".into()));
+    }
+    let ll_path = dir.join("log_lik.npy");
+    if !ll_path.exists() {
+        return Err(bad(
+            "no log_lik.npy: sample with --log-lik (gpsamp sample) to store the pointwise log likelihood".into(),
+        ));
+    }
+    let (shape, ll) = read_f32(&ll_path)?;
+    let (dshape, draws) = read_f32(&dir.join("draws.npy"))?;
+    let cpd = meta["chains_per_dataset"].as_u64().unwrap_or(0) as usize;
+    let groups: Vec<String> = serde_json::from_value(meta["groups"].clone()).unwrap_or_default();
+    let ([n_chains, n_draws, n_obs], [dc, dd, k]) = (&shape[..], &dshape[..]) else {
+        return Err(bad(
+            "log_lik.npy or draws.npy is not chains x draws x ...".into()
+        ));
+    };
+    let (n_chains, n_draws, n_obs, k) = (*n_chains, *n_draws, *n_obs, *k);
+    if cpd == 0 || n_chains != *dc || n_draws != *dd || n_chains % cpd != 0 {
+        return Err(bad(format!(
+            "log_lik.npy {shape:?} does not match draws.npy {dshape:?} with {cpd} chains per dataset"
+        )));
+    }
+    (0..n_chains / cpd)
+        .map(|b| {
+            let chains = b * cpd..(b + 1) * cpd;
+            let flat: Vec<f64> = ll[chains.start * n_draws * n_obs..chains.end * n_draws * n_obs]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let params: Vec<Vec<Vec<f64>>> = (0..k)
+                .map(|j| {
+                    chains
+                        .clone()
+                        .map(|c| {
+                            (0..n_draws)
+                                .map(|t| f64::from(draws[(c * n_draws + t) * k + j]))
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            let name = groups.get(b).cloned().unwrap_or_else(|| b.to_string());
+            Ok((name, loo(&flat, n_obs, relative_efficiency(&params))))
+        })
+        .collect()
+}

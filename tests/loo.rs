@@ -1,0 +1,190 @@
+//! PSIS-LOO and the comparison table against ArviZ 0.23 on committed fixtures
+//! (`tests/fixtures/loo/make_fixtures.py`: three models of 20 points with two outliers,
+//! 4 chains × 75 AR(1) draws, one model with Pareto k above the threshold), and `gpsamp loo`
+//! on sample folders against `az.loo` on the same files.
+
+mod common;
+
+use gpsamp::diag::loo::{compare, loo, relative_efficiency};
+
+fn close(a: f64, b: f64, rel: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= rel * (1.0 + b.abs()),
+        "{what}: gpsamp {a}, ArviZ {b}"
+    );
+}
+
+#[test]
+fn loo_and_compare_equal_arviz() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/loo/loo.json"
+    ))
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut fits = Vec::new();
+    let mut warned = 0;
+    for (name, m) in doc["models"].as_object().unwrap() {
+        let mu: Vec<Vec<f64>> = serde_json::from_value(m["mu"].clone()).unwrap();
+        let ll: Vec<Vec<Vec<f64>>> = serde_json::from_value(m["log_lik"].clone()).unwrap();
+        let n_obs = ll[0][0].len();
+        let flat: Vec<f64> = ll.iter().flatten().flatten().copied().collect();
+        let r_eff = relative_efficiency(&[mu]);
+        let got = loo(&flat, n_obs, r_eff);
+        let want = &m["expected"];
+        let f = |k: &str| want[k].as_f64().unwrap();
+        close(got.elpd_loo, f("elpd_loo"), 1e-9, "elpd_loo");
+        close(got.se, f("se"), 1e-9, "se");
+        close(got.p_loo, f("p_loo"), 1e-8, "p_loo");
+        close(got.good_k, f("good_k"), 1e-12, "good_k");
+        assert_eq!(got.warning, want["warning"].as_bool().unwrap(), "{name}");
+        warned += usize::from(got.warning);
+        for (i, (k, wk)) in got
+            .pareto_k
+            .iter()
+            .zip(want["pareto_k"].as_array().unwrap())
+            .enumerate()
+        {
+            close(
+                *k,
+                wk.as_f64().unwrap(),
+                1e-9,
+                &format!("{name} pareto_k[{i}]"),
+            );
+        }
+        for (a, b) in got.loo_i.iter().zip(want["loo_i"].as_array().unwrap()) {
+            close(*a, b.as_f64().unwrap(), 1e-9, "loo_i");
+        }
+        fits.push((name.clone(), got));
+    }
+    assert_eq!(warned, 1, "the normal model's outliers have k above good_k");
+    let table = compare(&fits).unwrap();
+    for (row, want) in table.iter().zip(doc["compare"].as_array().unwrap()) {
+        assert_eq!(row.model, want["model"].as_str().unwrap());
+        assert_eq!(row.rank as u64, want["rank"].as_u64().unwrap());
+        close(
+            row.elpd_diff,
+            want["elpd_diff"].as_f64().unwrap(),
+            1e-9,
+            "elpd_diff",
+        );
+        close(row.dse, want["dse"].as_f64().unwrap(), 1e-9, "dse");
+        close(row.se, want["se"].as_f64().unwrap(), 1e-9, "se");
+        // ArviZ maximises with SLSQP (tolerance about 1e-6); ours is a fixed point.
+        assert!(
+            (row.weight - want["weight"].as_f64().unwrap()).abs() < 1e-4,
+            "{}: weight {} against ArviZ {}",
+            row.model,
+            row.weight,
+            want["weight"]
+        );
+    }
+}
+
+#[test]
+fn loo_command_ranks_fits_and_equals_arviz_on_their_folders() {
+    let dir = common::TempDir::new("loo");
+    // A mixture of two regressions, fitted with K = 1 and K = 2.
+    let data = dir.s("sim.csv");
+    let sim = [
+        "simulate",
+        "--model",
+        "mixglm",
+        "--components",
+        "2",
+        "--n",
+        "600",
+        "--seed",
+        "3",
+        "--out",
+        &data,
+    ];
+    let (ok, _, err) = common::gpsamp(&sim);
+    assert!(ok, "{err}");
+    for (k, name) in [("1", "k1"), ("2", "k2")] {
+        let out = dir.s(name);
+        let args = [
+            "sample",
+            "--model",
+            "mixglm",
+            "--components",
+            k,
+            "--data",
+            &data,
+            "--x",
+            "x0",
+            "--chains",
+            "4",
+            "--draws",
+            "400",
+            "--backend",
+            "cpu",
+            "--log-lik",
+            "--quiet",
+            "--out",
+            &out,
+        ];
+        let (ok, _, err) = common::gpsamp(&args);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = common::gpsamp(&["loo", &dir.s("k1"), &dir.s("k2"), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let table = &v["compare"][0];
+    assert_eq!(
+        table[0]["model"],
+        dir.s("k2"),
+        "the mixture predicts better: {table}"
+    );
+    assert!(table[1]["elpd_diff"].as_f64().unwrap() > 4.0 * table[1]["dse"].as_f64().unwrap());
+    let fit = &v["fits"][1]["datasets"][0];
+    assert_eq!(fit["pareto_k"].as_array().unwrap().len(), 600);
+    // Without log_lik.npy: a clear error naming the flag to use.
+    let (ok, _, err) = common::gpsamp(&[
+        "sample",
+        "--model",
+        "glm",
+        "--chains",
+        "4",
+        "--draws",
+        "50",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        &dir.s("plain"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = common::gpsamp(&["loo", &dir.s("plain")]);
+    assert!(!ok && err.contains("--log-lik"), "{err}");
+
+    let Some(py) = common::python("az.loo on the sample folders") else {
+        return;
+    };
+    let script = format!(
+        r#"
+import json, numpy as np, arviz as az
+d = np.load("{0}/draws.npy").astype(np.float64)
+ll = np.load("{0}/log_lik.npy").astype(np.float64)
+names = json.load(open("{0}/meta.json"))["param_names"]
+idata = az.from_dict(posterior={{n: d[..., i] for i, n in enumerate(names)}},
+                     log_likelihood={{"y": ll}})
+l = az.loo(idata, pointwise=True)
+print(json.dumps([float(l.elpd_loo), float(l.se), float(l.p_loo), l.pareto_k.values.tolist()]))
+"#,
+        dir.s("k2")
+    );
+    let r = std::process::Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let az: (f64, f64, f64, Vec<f64>) = serde_json::from_slice(&r.stdout).unwrap();
+    close(fit["elpd_loo"].as_f64().unwrap(), az.0, 1e-9, "elpd_loo");
+    close(fit["se"].as_f64().unwrap(), az.1, 1e-8, "se");
+    close(fit["p_loo"].as_f64().unwrap(), az.2, 1e-7, "p_loo");
+    for (a, b) in fit["pareto_k"].as_array().unwrap().iter().zip(&az.3) {
+        close(a.as_f64().unwrap(), *b, 1e-7, "pareto_k");
+    }
+}
