@@ -252,3 +252,132 @@ fn cli_sbc_runs_on_a_glm_hmm() {
         assert!(summary.contains(name), "{name} missing from {summary}");
     }
 }
+
+/// Reads an f32 .npy written by gpsamp as f64.
+fn npy(path: &std::path::Path) -> (Vec<usize>, Vec<f64>) {
+    let (shape, v) = gpsamp::io::npy::read_f32(path).unwrap();
+    (shape, v.into_iter().map(f64::from).collect())
+}
+
+#[test]
+fn decoding_under_given_parameters_reproduces_the_fit_and_decodes_new_sequences() {
+    let d = tmp("decode");
+    let s = |p: &str| d.s(p);
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "hmm",
+        "--sequences",
+        "3",
+        "--steps",
+        "150",
+        "--seed",
+        "4",
+        "--out",
+        &s("train.csv"),
+    ]);
+    gpsamp_ok(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &s("train.csv"),
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        &s("fit"),
+    ]);
+    // Decoding the training data under the fitted parameters gives what em wrote.
+    gpsamp_ok(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &s("train.csv"),
+        "--params",
+        &s("fit/params.json"),
+        "--decode",
+        "--quiet",
+        "--out",
+        &s("dec"),
+    ]);
+    let read = |p: &str| std::fs::read_to_string(d.join(p)).unwrap();
+    assert_eq!(read("dec/states.csv"), read("fit/states.csv"));
+    let (shape, smoothed) = npy(&d.join("dec/posteriors.npy"));
+    assert_eq!(smoothed, npy(&d.join("fit/posteriors.npy")).1);
+    let params: serde_json::Value = serde_json::from_str(&read("fit/params.json")).unwrap();
+    let fitted = params["datasets"][0]["log_likelihood"].as_f64().unwrap();
+    let total: f64 = read("dec/sequences.csv")
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (total - fitted).abs() < 1e-9 * fitted.abs(),
+        "{total} vs {fitted}"
+    );
+    // Filtered probabilities sum to 1 per row and equal the smoothed ones at the last step
+    // of every sequence (nothing comes after it).
+    let (_, filt) = npy(&d.join("dec/filtered.npy"));
+    let k = shape[1];
+    for row in filt.chunks(k) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    }
+    for end in [149, 299, 449] {
+        for j in 0..k {
+            let (f, g) = (filt[end * k + j], smoothed[end * k + j]);
+            assert!((f - g).abs() < 1e-5, "step {end} state {j}: {f} vs {g}");
+        }
+    }
+    // New sequences from the same HMM, decoded under the truth file: the Viterbi path
+    // recovers the simulated states.
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "hmm",
+        "--sequences",
+        "2",
+        "--steps",
+        "200",
+        "--seed",
+        "9",
+        "--out",
+        &s("new.csv"),
+    ]);
+    gpsamp_ok(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &s("new.csv"),
+        "--params",
+        &s("new.truth.json"),
+        "--quiet",
+        "--out",
+        &s("dec-new"),
+    ]);
+    let truth: Vec<usize> = read("new.csv")
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    let path: Vec<usize> = read("dec-new/states.csv")
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(agreement(&truth, &path, k) > 0.9);
+    // --decode without --params is refused by the parser.
+    let (ok, _, err) = common::gpsamp(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &s("new.csv"),
+        "--decode",
+        "--out",
+        &s("x"),
+    ]);
+    assert!(!ok && err.contains("--params"), "{err}");
+}

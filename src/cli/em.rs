@@ -102,6 +102,15 @@ pub struct Args {
     /// without it states are sorted by their first mean or bias.
     #[arg(long)]
     truth: Option<PathBuf>,
+    /// Decode --data under these parameters instead of fitting (a params.json of `gpsamp em`,
+    /// or a `simulate` .truth.json; one set for all datasets or one per dataset): writes
+    /// states.csv (Viterbi path), posteriors.npy (smoothed state probabilities),
+    /// filtered.npy (filtered) and sequences.csv (each sequence's log likelihood).
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Decode only (with --params; --params implies it).
+    #[arg(long, requires = "params")]
+    decode: bool,
     /// Seed of the initialisations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -172,6 +181,7 @@ fn read_truth(path: &std::path::Path, spec: &HmmSpec) -> anyhow::Result<Vec<HmmP
 pub fn run(a: Args) -> anyhow::Result<()> {
     let inputs: Vec<&Path> = std::iter::once(a.data.as_path())
         .chain(a.truth.as_deref())
+        .chain(a.params.as_deref())
         .chain(a.model_file.as_deref())
         .collect();
     let out = OutputDir::create("--out", &a.out, "em", a.force, &inputs)?;
@@ -214,6 +224,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             binary: spec.kind == EmissionKind::Bernoulli,
         },
     )?;
+    if let Some(path) = &a.params {
+        let params = read_truth(path, &spec).context("--params")?;
+        let d = gpsamp::workflow::em::decode_to_dir(&spec, &all, &params, out.path())?;
+        out.commit()?;
+        if !a.quiet {
+            for (b, lls) in d.log_likelihoods.iter().enumerate() {
+                outln!(
+                    "dataset {:?}: {} sequence(s), log likelihood {:.3} under {}",
+                    all.groups[b],
+                    lls.len(),
+                    lls.iter().sum::<f64>(),
+                    path.display()
+                );
+            }
+            eprintln!(
+                "wrote {}/{{states.csv, posteriors.npy, filtered.npy, sequences.csv}}",
+                a.out.display()
+            );
+        }
+        return Ok(());
+    }
     let (train, test): (SeqData, Option<SeqData>) = if a.holdout > 0 {
         let (tr, te) = all.split_holdout(a.holdout)?;
         (tr, Some(te))

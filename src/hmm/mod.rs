@@ -598,6 +598,31 @@ pub fn posteriors(spec: &HmmSpec, prm: &HmmParams, data: &DataBatch, b: usize) -
     (out, ll)
 }
 
+/// Filtered state probabilities P(z_t | y_1..t) of every row of dataset `b` (rows × K, the
+/// normalised forward messages), and the log likelihood of each of its sequences.
+pub fn filtered(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    b: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let k = spec.k;
+    let mut out = Vec::with_capacity(data.range(b).len() * k);
+    let mut lls = Vec::new();
+    let mut s = FbScratch::default();
+    for seq in sequences(data, b) {
+        let t_len = seq.len();
+        let ll = log_likelihood(spec, prm, data, seq, &mut s);
+        if ll.is_finite() {
+            out.extend_from_slice(&s.alpha[..t_len * k]);
+        } else {
+            out.extend(std::iter::repeat_n(f64::NAN, t_len * k));
+        }
+        lls.push(ll);
+    }
+    (out, lls)
+}
+
 /// The state permutation that best matches path `a` to reference path `reference` (both
 /// with labels below `k`): `perm[r]` is the label of `a` that becomes label `r` (Hungarian
 /// matching on the overlap counts).

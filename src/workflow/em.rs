@@ -43,6 +43,109 @@ pub struct EmRun {
     pub params_json: serde_json::Value,
 }
 
+/// Sequences decoded under given parameters: the Viterbi path of every row (and as
+/// `states.csv`: `[group,]seq,t,state`), smoothed and filtered state probabilities (rows ×
+/// K), and the log likelihood of every sequence.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// Viterbi state of every row.
+    pub paths: Vec<usize>,
+    /// `states.csv`.
+    pub states_csv: String,
+    /// Smoothed state probabilities P(z_t | y_1..T), rows × K.
+    pub posteriors: Vec<f32>,
+    /// Filtered state probabilities P(z_t | y_1..t), rows × K.
+    pub filtered: Vec<f32>,
+    /// Per dataset, the log likelihood of each of its sequences.
+    pub log_likelihoods: Vec<Vec<f64>>,
+}
+
+/// Decodes every sequence of `data` under `params` (one set for all datasets, or one per
+/// dataset).
+pub fn decode(spec: &HmmSpec, data: &SeqData, params: &[HmmParams]) -> Decoded {
+    let batch = &data.batch;
+    let k = spec.k;
+    let grouped = !batch.groups.is_empty();
+    let mut states_csv = String::new();
+    if grouped {
+        states_csv.push_str("group,");
+    }
+    states_csv.push_str("seq,t,state\n");
+    let mut posteriors: Vec<f32> = Vec::with_capacity(batch.n_total() * k);
+    let mut filtered: Vec<f32> = Vec::with_capacity(batch.n_total() * k);
+    let mut paths = vec![0usize; batch.n_total()];
+    let mut log_likelihoods = Vec::new();
+    for b in 0..batch.n_datasets() {
+        let prm = &params[b.min(params.len() - 1)];
+        for (si, seq) in hmm::sequences(batch, b).into_iter().enumerate() {
+            let r = seq.clone();
+            hmm::viterbi(spec, prm, batch, seq, &mut paths[r.clone()]);
+            for n in r {
+                if grouped {
+                    states_csv.push_str(&format!("{},", data.groups[b]));
+                }
+                states_csv.push_str(&format!(
+                    "{},{},{}\n",
+                    data.seq_ids[b][si], data.t[n], paths[n]
+                ));
+            }
+        }
+        let (g, _) = hmm::posteriors(spec, prm, batch, b);
+        posteriors.extend(g.iter().map(|&v| v as f32));
+        let (f, lls) = hmm::filtered(spec, prm, batch, b);
+        filtered.extend(f.iter().map(|&v| v as f32));
+        log_likelihoods.push(lls);
+    }
+    Decoded {
+        paths,
+        states_csv,
+        posteriors,
+        filtered,
+        log_likelihoods,
+    }
+}
+
+/// Decodes `data` under given parameters (no fitting) and writes `states.csv` (Viterbi),
+/// `posteriors.npy` (smoothed), `filtered.npy` and `sequences.csv` (`[group,]seq,n_obs,
+/// log_likelihood`) into `dir`; `params` holds one set for all datasets or one per dataset.
+pub fn decode_to_dir(
+    spec: &HmmSpec,
+    data: &SeqData,
+    params: &[HmmParams],
+    dir: &Path,
+) -> Result<Decoded> {
+    let n = data.batch.n_datasets();
+    if params.is_empty() || (params.len() != 1 && params.len() != n) {
+        return Err(Error::Config {
+            flag: "--params".into(),
+            message: format!("{} parameter sets for {n} datasets", params.len()),
+        });
+    }
+    let d = decode(spec, data, params);
+    let grouped = !data.batch.groups.is_empty();
+    let mut seq_csv = String::from(if grouped { "group," } else { "" });
+    seq_csv.push_str("seq,n_obs,log_likelihood\n");
+    for b in 0..n {
+        for (si, r) in hmm::sequences(&data.batch, b).into_iter().enumerate() {
+            if grouped {
+                seq_csv.push_str(&format!("{},", data.groups[b]));
+            }
+            seq_csv.push_str(&format!(
+                "{},{},{}\n",
+                data.seq_ids[b][si],
+                r.len(),
+                d.log_likelihoods[b][si]
+            ));
+        }
+    }
+    let rows = data.batch.n_total();
+    super::write_text(&dir.join("states.csv"), d.states_csv.as_bytes())?;
+    super::write_text(&dir.join("sequences.csv"), seq_csv.as_bytes())?;
+    crate::io::npy::write_f32(&dir.join("posteriors.npy"), &[rows, spec.k], &d.posteriors)?;
+    crate::io::npy::write_f32(&dir.join("filtered.npy"), &[rows, spec.k], &d.filtered)?;
+    Ok(d)
+}
+
 /// The relabelling that sorts states by their first location (mean or bias).
 pub fn canonical(spec: &HmmSpec, prm: &HmmParams) -> Vec<usize> {
     let mut order: Vec<usize> = (0..spec.k).collect();
@@ -92,32 +195,14 @@ pub fn em_to_dir(
         .collect();
 
     // Decoding on the training data.
-    let k = spec.k;
-    let grouped = !data.groups.is_empty();
-    let mut states_csv = String::new();
-    if grouped {
-        states_csv.push_str("group,");
-    }
-    states_csv.push_str("seq,t,state\n");
-    let mut posteriors: Vec<f32> = Vec::with_capacity(data.n_total() * k);
-    let mut paths = vec![0usize; data.n_total()];
-    for (b, f) in fits.iter().enumerate() {
-        for (si, seq) in hmm::sequences(data, b).into_iter().enumerate() {
-            let r = seq.clone();
-            hmm::viterbi(spec, &f.params, data, seq, &mut paths[r.clone()]);
-            for n in r {
-                if grouped {
-                    states_csv.push_str(&format!("{},", train.groups[b]));
-                }
-                states_csv.push_str(&format!(
-                    "{},{},{}\n",
-                    train.seq_ids[b][si], train.t[n], paths[n]
-                ));
-            }
-        }
-        let (g, _) = hmm::posteriors(spec, &f.params, data, b);
-        posteriors.extend(g.iter().map(|&v| v as f32));
-    }
+    let params: Vec<HmmParams> = fits.iter().map(|f| f.params.clone()).collect();
+    let decoded = decode(spec, train, &params);
+    let (k, states_csv, paths, posteriors) = (
+        spec.k,
+        decoded.states_csv,
+        decoded.paths,
+        decoded.posteriors,
+    );
 
     // Held-out log likelihood in bits per observation (and, for Bernoulli emissions, the
     // gain over a constant-probability model fitted to the training responses).
