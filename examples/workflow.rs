@@ -31,6 +31,7 @@ pub fn run(out: &Path, backend: &Backend) -> Result<(), Box<dyn std::error::Erro
         },
         source: format!("simulated: {}", sim.description),
         truth: Some(sim.truth.clone()),
+        plots: true,
         ..SampleJob::default()
     };
     let dir = OutputDir::create("out", &out.join("fit"), "sample", false, &[])?;

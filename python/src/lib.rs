@@ -278,7 +278,7 @@ fn prepare(
     chains=4, warmup=None, draws=1000, thin=1, seed=0, target_accept=None, target_ess=None,
     superchain_size=None, init_steps=200, max_steps=1024, init="auto".to_string(),
     keep=Vec::new(), backend="auto".to_string(), precision="f32".to_string(), log_lik=None,
-    progress=None))]
+    plots=false, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn sample(
     py: Python<'_>,
@@ -305,6 +305,7 @@ fn sample(
     backend: String,
     precision: String,
     log_lik: Option<u64>,
+    plots: bool,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<String> {
     let spec = ModelSpec::from_json(model).map_err(py_err)?;
@@ -341,6 +342,7 @@ fn sample(
         truth: None,
         group_column: group,
         log_lik,
+        plots,
     };
     let dir = output(&out, "sample")?;
     let status = Mutex::new(Status::default());

@@ -122,6 +122,9 @@ pub struct Args {
     /// draws.npy cut to them, meta.json saying how many (`draws_completed`).
     #[arg(long)]
     keep_partial: bool,
+    /// Skip the figures (trace.svg, rank.svg, posterior.svg of the first dataset).
+    #[arg(long)]
+    no_plots: bool,
     /// Also write log_lik.npy: every stored draw's log likelihood of each observation
     /// (chains x draws x observations, f32; ArviZ's log_likelihood group, for PSIS-LOO).
     #[arg(long)]
@@ -340,6 +343,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         truth,
         group_column: a.group.clone(),
         log_lik: a.log_lik.then_some(u64::MAX),
+        plots: !a.no_plots,
     };
     let total = a.draws * a.thin;
     let bar = progress_bar(a.quiet, (job.config.warmup + total) as u64);

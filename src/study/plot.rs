@@ -17,12 +17,12 @@ const BAND: RGBColor = RGBColor(210, 210, 210);
 const BAR: RGBColor = RGBColor(70, 110, 180);
 const BAD: RGBColor = RGBColor(200, 50, 40);
 
-fn plot_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
+pub(crate) fn plot_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
     move |e| Error::Invalid(format!("{}: could not draw: {e}", path.display()))
 }
 
 /// Draws one panel per quantity into `path`.
-fn panels(
+pub(crate) fn panels(
     path: &Path,
     names: &[String],
     mut draw: impl FnMut(&DrawingArea<SVGBackend, Shift>, usize) -> Result<()>,

@@ -6,6 +6,7 @@
 pub mod em;
 pub mod loo;
 pub mod mdn;
+pub mod plot;
 pub mod sample;
 pub mod spec;
 pub mod study;

@@ -44,6 +44,9 @@ pub struct SampleJob {
     pub truth: Option<Vec<f64>>,
     /// The column that split the data into datasets, for `meta.json`.
     pub group_column: Option<String>,
+    /// Draw `trace.svg`, `rank.svg` and `posterior.svg` of the first dataset
+    /// ([`super::plot::write_fit_plots`]).
+    pub plots: bool,
     /// Also write `log_lik.npy` ([`write_log_lik`]) when it holds at most this many values
     /// (chains × draws kept × observations; `None`: never).
     pub log_lik: Option<u64>,
@@ -212,8 +215,45 @@ pub fn sample_to_dir(
     } else {
         None
     };
+    let figures = if job.plots && n_kept > 0 {
+        let k = kept_names.len();
+        let block =
+            crate::io::npy::NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_kept, k])?;
+        let mut flat = vec![0f32; cfg.chains * n_kept * k];
+        block.read_at(0, &mut flat)?;
+        let draws: Vec<Vec<Vec<f64>>> = (0..k)
+            .map(|j| {
+                (0..cfg.chains)
+                    .map(|c| {
+                        (0..n_kept)
+                            .map(|t| f64::from(flat[(c * n_kept + t) * k + j]))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let truth: Option<Vec<f64>> = job
+            .truth
+            .as_ref()
+            .filter(|t| t.len() == names.len())
+            .map(|t| keep.iter().map(|&i| t[i]).collect());
+        let fit = super::plot::FitDraws {
+            names: &kept_names,
+            draws,
+            truth: truth.as_deref(),
+            label: if n_datasets > 1 {
+                format!("dataset {}", data.dataset_name(0))
+            } else {
+                String::new()
+            },
+        };
+        super::plot::write_fit_plots(dir, &fit)?
+    } else {
+        Vec::new()
+    };
     let meta = serde_json::json!({
         "format": "gpsamp-draws/1",
+        "figures": figures,
         "model": model.name(),
         "param_names": kept_names,
         "all_param_names": names,

@@ -1,0 +1,280 @@
+//! The figures of a sample folder, one panel per parameter (SVG): `trace.svg` (up to 8
+//! chains as lines, and for larger ensembles the 5–95% band and median of all chains at each
+//! iteration), `rank.svg` (rank histograms of up to 8 chains against the uniform count) and
+//! `posterior.svg` (the pooled marginal density, its 94% HDI, the posterior mean, and the
+//! truth when the data were simulated).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::Result;
+use crate::study::plot::{panels, plot_err};
+
+/// Chains drawn as lines.
+const SHOWN: usize = 8;
+/// Points per line at most (longer traces are thinned for the figure).
+const POINTS: usize = 500;
+const MEAN: RGBColor = RGBColor(40, 40, 40);
+const TRUTH: RGBColor = RGBColor(200, 50, 40);
+const FILL: RGBColor = RGBColor(70, 110, 180);
+
+/// One dataset's draws: `draws[p][c]` holds parameter p's draws of chain c.
+pub struct FitDraws<'a> {
+    /// Parameter names.
+    pub names: &'a [String],
+    /// Per parameter, per chain, the draws.
+    pub draws: Vec<Vec<Vec<f64>>>,
+    /// The true values, when known.
+    pub truth: Option<&'a [f64]>,
+    /// What the figures' titles add (the dataset's name when there are several).
+    pub label: String,
+}
+
+impl FitDraws<'_> {
+    fn title(&self, p: usize) -> String {
+        if self.label.is_empty() {
+            self.names[p].clone()
+        } else {
+            format!("{} ({})", self.names[p], self.label)
+        }
+    }
+}
+
+fn colour(c: usize) -> RGBColor {
+    let (r, g, b) = Palette99::pick(c).rgb();
+    RGBColor(r, g, b)
+}
+
+fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = v
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
+            (l.min(x), h.max(x))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-9 * (1.0 + lo.abs()));
+    (lo - pad, hi + pad)
+}
+
+/// Writes `trace.svg`, `rank.svg` and `posterior.svg` into `dir`; returns their names.
+pub fn write_fit_plots(dir: &Path, fit: &FitDraws<'_>) -> Result<Vec<String>> {
+    let k = fit.names.len();
+    let n_chains = fit.draws.first().map_or(0, Vec::len);
+    let n_draws = fit
+        .draws
+        .first()
+        .and_then(|c| c.first())
+        .map_or(0, Vec::len);
+    if k == 0 || n_chains == 0 || n_draws == 0 {
+        return Ok(Vec::new());
+    }
+    let stride = n_draws.div_ceil(POINTS).max(1);
+    let shown = n_chains.min(SHOWN);
+    let chains_note = if n_chains > SHOWN {
+        format!("{SHOWN} of {n_chains} chains; black: 5, 50, 95% of all")
+    } else {
+        format!("{n_chains} chains")
+    };
+
+    // Traces.
+    let path = dir.join("trace.svg");
+    panels(&path, fit.names, |area, p| {
+        let chains = &fit.draws[p];
+        let (lo, hi) = range(chains.iter().flatten().copied());
+        let mut ch = ChartBuilder::on(area)
+            .caption(fit.title(p), ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..n_draws as f64, lo..hi)
+            .map_err(plot_err(&path))?;
+        ch.configure_mesh()
+            .disable_mesh()
+            .x_labels(6)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_desc(format!("draw ({chains_note})"))
+            .y_desc("value")
+            .draw()
+            .map_err(plot_err(&path))?;
+        for (c, draws) in chains.iter().take(shown).enumerate() {
+            ch.draw_series(LineSeries::new(
+                (0..n_draws).step_by(stride).map(|t| (t as f64, draws[t])),
+                colour(c).mix(0.7).stroke_width(1),
+            ))
+            .map_err(plot_err(&path))?;
+        }
+        if n_chains > SHOWN {
+            let mut col = vec![0.0; n_chains];
+            let q: Vec<(f64, f64, f64, f64)> = (0..n_draws)
+                .step_by(stride)
+                .map(|t| {
+                    for (v, c) in col.iter_mut().zip(chains) {
+                        *v = c[t];
+                    }
+                    col.sort_unstable_by(|a, b| a.total_cmp(b));
+                    let at = |f: f64| crate::diag::quantile_sorted(&col, f);
+                    (t as f64, at(0.05), at(0.5), at(0.95))
+                })
+                .collect();
+            for (line, width) in [(1usize, 1u32), (2, 2), (3, 1)] {
+                let pick = |v: &(f64, f64, f64, f64)| match line {
+                    1 => v.1,
+                    2 => v.2,
+                    _ => v.3,
+                };
+                ch.draw_series(LineSeries::new(
+                    q.iter().map(|v| (v.0, pick(v))),
+                    MEAN.stroke_width(width),
+                ))
+                .map_err(plot_err(&path))?;
+            }
+        }
+        Ok(())
+    })?;
+
+    // Rank histograms: under mixing, each chain's ranks among the pooled draws are uniform.
+    let bins = 20usize.min(n_draws.max(1));
+    let path = dir.join("rank.svg");
+    panels(&path, fit.names, |area, p| {
+        let chains = &fit.draws[p];
+        let mut pooled: Vec<f64> = chains.iter().flatten().copied().collect();
+        pooled.sort_unstable_by(|a, b| a.total_cmp(b));
+        let total = pooled.len() as f64;
+        let counts: Vec<Vec<f64>> = chains
+            .iter()
+            .take(shown)
+            .map(|draws| {
+                let mut h = vec![0.0; bins];
+                for &v in draws {
+                    let r = pooled.partition_point(|&x| x < v) as f64 / total;
+                    h[((r * bins as f64) as usize).min(bins - 1)] += 1.0;
+                }
+                h
+            })
+            .collect();
+        let expect = n_draws as f64 / bins as f64;
+        let top = counts.iter().flatten().fold(expect, |m, &v| m.max(v)) * 1.15;
+        let mut ch = ChartBuilder::on(area)
+            .caption(fit.title(p), ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..1.0, 0.0..top)
+            .map_err(plot_err(&path))?;
+        ch.configure_mesh()
+            .disable_mesh()
+            .x_desc(format!(
+                "rank among all draws ({})",
+                chains_note.split(';').next().unwrap_or("")
+            ))
+            .y_desc("draws per bin")
+            .draw()
+            .map_err(plot_err(&path))?;
+        ch.draw_series(LineSeries::new(
+            [(0.0, expect), (1.0, expect)],
+            MEAN.stroke_width(1),
+        ))
+        .map_err(plot_err(&path))?;
+        for (c, h) in counts.iter().enumerate() {
+            let steps = h.iter().enumerate().flat_map(|(i, &v)| {
+                [
+                    (i as f64 / bins as f64, v),
+                    ((i + 1) as f64 / bins as f64, v),
+                ]
+            });
+            ch.draw_series(LineSeries::new(steps, colour(c).mix(0.8)))
+                .map_err(plot_err(&path))?;
+        }
+        Ok(())
+    })?;
+
+    // Marginal densities (Gaussian kernel, Silverman's bandwidth, on at most 20 000 draws).
+    let path = dir.join("posterior.svg");
+    panels(&path, fit.names, |area, p| {
+        let all: Vec<f64> = fit.draws[p].iter().flatten().copied().collect();
+        let step = all.len().div_ceil(20_000).max(1);
+        let x: Vec<f64> = all.iter().step_by(step).copied().collect();
+        let n = x.len() as f64;
+        let mean = x.iter().sum::<f64>() / n;
+        let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let (hdi_lo, hdi_hi) = crate::diag::hdi(&all, 0.94);
+        let truth = fit.truth.and_then(|t| t.get(p).copied());
+        let h = 1.06 * sd.max(1e-12 * (1.0 + mean.abs())) * n.powf(-0.2);
+        let (dlo, dhi) = range(all.iter().copied());
+        let lo = truth.map_or(dlo - 3.0 * h, |t| t.min(dlo - 3.0 * h));
+        let hi = truth.map_or(dhi + 3.0 * h, |t| t.max(dhi + 3.0 * h));
+        let grid: Vec<f64> = (0..160)
+            .map(|i| lo + (hi - lo) * i as f64 / 159.0)
+            .collect();
+        let dens: Vec<f64> = grid
+            .iter()
+            .map(|&g| {
+                x.iter()
+                    .map(|&v| (-0.5 * ((g - v) / h).powi(2)).exp())
+                    .sum::<f64>()
+                    / (n * h * (2.0 * std::f64::consts::PI).sqrt())
+            })
+            .collect();
+        let top = dens.iter().fold(0.0f64, |m, &d| m.max(d)).max(1e-300) * 1.15;
+        let mut ch = ChartBuilder::on(area)
+            .caption(fit.title(p), ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(lo..hi, 0.0..top)
+            .map_err(plot_err(&path))?;
+        ch.configure_mesh()
+            .disable_mesh()
+            .x_desc("value (shaded: 94% HDI)")
+            .y_desc("density")
+            .draw()
+            .map_err(plot_err(&path))?;
+        let inside: Vec<(f64, f64)> = grid
+            .iter()
+            .zip(&dens)
+            .filter(|(&g, _)| g >= hdi_lo && g <= hdi_hi)
+            .map(|(&g, &d)| (g, d))
+            .collect();
+        if let (Some(a), Some(b)) = (inside.first(), inside.last()) {
+            let poly: Vec<(f64, f64)> = std::iter::once((a.0, 0.0))
+                .chain(inside.iter().copied())
+                .chain(std::iter::once((b.0, 0.0)))
+                .collect();
+            ch.draw_series(std::iter::once(Polygon::new(poly, FILL.mix(0.25).filled())))
+                .map_err(plot_err(&path))?;
+        }
+        ch.draw_series(LineSeries::new(
+            grid.iter().copied().zip(dens.iter().copied()),
+            FILL.stroke_width(2),
+        ))
+        .map_err(plot_err(&path))?
+        .label("posterior")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], FILL.stroke_width(2)));
+        ch.draw_series(LineSeries::new([(mean, 0.0), (mean, top)], MEAN))
+            .map_err(plot_err(&path))?
+            .label("mean")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], MEAN));
+        if let Some(t) = truth {
+            ch.draw_series(LineSeries::new([(t, 0.0), (t, top)], TRUTH.stroke_width(2)))
+                .map_err(plot_err(&path))?
+                .label("truth")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], TRUTH.stroke_width(2)));
+        }
+        ch.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 11))
+            .draw()
+            .map_err(plot_err(&path))?;
+        Ok(())
+    })?;
+    Ok(vec![
+        "trace.svg".into(),
+        "rank.svg".into(),
+        "posterior.svg".into(),
+    ])
+}

@@ -1,0 +1,65 @@
+//! The figures of a sample folder: trace, rank and posterior plots are written and listed in
+//! meta.json, name the parameters, mark the truth of simulated data, say how many chains of
+//! a large ensemble they draw, and `--no-plots` skips them.
+
+mod common;
+
+#[test]
+fn sample_draws_trace_rank_and_posterior_figures() {
+    let dir = common::TempDir::new("plots");
+    let (ok, _, err) = common::gpsamp(&[
+        "sample",
+        "--model",
+        "glm",
+        "--chains",
+        "64",
+        "--warmup",
+        "200",
+        "--draws",
+        "100",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        &dir.s("fit"),
+    ]);
+    assert!(ok, "{err}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fit/meta.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["figures"],
+        serde_json::json!(["trace.svg", "rank.svg", "posterior.svg"])
+    );
+    for f in ["trace.svg", "rank.svg", "posterior.svg"] {
+        let svg = std::fs::read_to_string(dir.join("fit").join(f)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{f}"
+        );
+        for name in ["beta[0]", "alpha", "sigma"] {
+            assert!(svg.contains(name), "{f} has no panel {name}");
+        }
+    }
+    let trace = std::fs::read_to_string(dir.join("fit/trace.svg")).unwrap();
+    assert!(trace.contains("8 of 64 chains"));
+    let post = std::fs::read_to_string(dir.join("fit/posterior.svg")).unwrap();
+    assert!(post.contains("truth") && post.contains("94% HDI"));
+
+    let (ok, _, err) = common::gpsamp(&[
+        "sample",
+        "--model",
+        "glm",
+        "--chains",
+        "4",
+        "--draws",
+        "50",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        &dir.s("bare"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(!dir.join("bare/trace.svg").exists());
+}
