@@ -1,6 +1,7 @@
 //! The figures of a sample folder: trace, rank and posterior plots are written and listed in
 //! meta.json, name the parameters, mark the truth of simulated data, say how many chains of
-//! a large ensemble they draw, and `--no-plots` skips them.
+//! a large ensemble they draw, `--no-plots` skips them, and `gpsamp plot DIR` redraws the
+//! same figures.
 
 mod common;
 
@@ -62,4 +63,26 @@ fn sample_draws_trace_rank_and_posterior_figures() {
     ]);
     assert!(ok, "{err}");
     assert!(!dir.join("bare/trace.svg").exists());
+    // `gpsamp plot` draws them afterwards: the same figures a run with plots writes.
+    let (ok, out, err) = common::gpsamp(&["plot", &dir.s("bare")]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3);
+    let (ok, _, err) = common::gpsamp(&["plot", &dir.s("fit")]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("fit/trace.svg")).unwrap(),
+        trace
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("fit/posterior.svg")).unwrap(),
+        post
+    );
+    // Not a sample folder: refused, nothing written.
+    std::fs::create_dir(dir.join("mine")).unwrap();
+    let (ok, _, err) = common::gpsamp(&["plot", &dir.s("mine")]);
+    assert!(
+        !ok && err.contains("not a folder written by `gpsamp sample`"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.join("mine")).unwrap().count(), 0);
 }

@@ -28,6 +28,7 @@ mod loo;
 mod mdn;
 mod merge;
 mod model_file;
+mod plot;
 mod sample;
 mod sbc;
 mod simulate;
@@ -146,6 +147,8 @@ enum Command {
     /// PSIS-LOO of sample folders written with --log-lik, and ArviZ's compare table for
     /// several.
     Loo(loo::Args),
+    /// Redraw the figures of a sample folder (trace, rank and posterior plots).
+    Plot(plot::Args),
     /// Posterior sampling with ensemble HMC (many chains adapted together).
     Sample(sample::Args),
     /// Draw datasets from a model's prior and write them as CSV.
@@ -185,6 +188,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Logp(a) => logp::run(a),
         Command::Loo(a) => loo::run(a),
+        Command::Plot(a) => plot::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Sbc(a) => sbc::run(a),

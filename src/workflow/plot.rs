@@ -8,7 +8,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::study::plot::{panels, plot_err};
 
 /// Chains drawn as lines.
@@ -277,4 +277,107 @@ pub fn write_fit_plots(dir: &Path, fit: &FitDraws<'_>) -> Result<Vec<String>> {
         "rank.svg".into(),
         "posterior.svg".into(),
     ])
+}
+
+/// Draws the figures of the first dataset of the sample folder `dir` into the folder `to`:
+/// `sizes` is [all chains, draws kept, chains per dataset] of its `draws.npy`, `label` the
+/// dataset's name when there are several.
+pub fn draw_first_dataset(
+    dir: &Path,
+    to: &Path,
+    names: &[String],
+    truth: Option<&[f64]>,
+    sizes: [usize; 3],
+    label: Option<String>,
+) -> Result<Vec<String>> {
+    let [n_chains, n_kept, cpd] = sizes;
+    let k = names.len();
+    let block = crate::io::npy::NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_kept, k])?;
+    let mut flat = vec![0f32; cpd * n_kept * k];
+    block.read_at(0, &mut flat)?;
+    let draws: Vec<Vec<Vec<f64>>> = (0..k)
+        .map(|j| {
+            (0..cpd)
+                .map(|c| {
+                    (0..n_kept)
+                        .map(|t| f64::from(flat[(c * n_kept + t) * k + j]))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let fit = FitDraws {
+        names,
+        draws,
+        truth,
+        label: label.map(|l| format!("dataset {l}")).unwrap_or_default(),
+    };
+    write_fit_plots(to, &fit)
+}
+
+/// Redraws the figures of the sample folder `dir` (`gpsamp plot DIR`): each file is drawn
+/// beside the folder's files and then renamed over the old one, so a failure leaves the old
+/// figures. Refuses folders `gpsamp sample` did not write.
+pub fn redraw(dir: &Path) -> Result<Vec<String>> {
+    let bad = |m: String| Error::Invalid(format!("{}: {m}", dir.display()));
+    if crate::io::output::marker_command(dir).as_deref() != Some("sample") {
+        return Err(bad("not a folder written by `gpsamp sample`".into()));
+    }
+    let meta_path = dir.join("meta.json");
+    let text = std::fs::read_to_string(&meta_path).map_err(|source| Error::Io {
+        path: meta_path.clone(),
+        source,
+    })?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("meta.json: {e}")))?;
+    let names: Vec<String> = serde_json::from_value(meta["param_names"].clone())
+        .map_err(|e| bad(format!("meta.json param_names: {e}")))?;
+    let all: Vec<String> =
+        serde_json::from_value(meta["all_param_names"].clone()).unwrap_or_else(|_| names.clone());
+    let shape: Vec<usize> = serde_json::from_value(meta["draws_shape"].clone())
+        .map_err(|e| bad(format!("meta.json draws_shape: {e}")))?;
+    let cpd = meta["chains_per_dataset"].as_u64().unwrap_or(0) as usize;
+    let [n_chains, n_kept, k] = shape[..] else {
+        return Err(bad(
+            "meta.json draws_shape is not [chains, draws, params]".into()
+        ));
+    };
+    if k != names.len() || cpd == 0 || cpd > n_chains {
+        return Err(bad("meta.json does not describe draws.npy".into()));
+    }
+    let truth: Option<Vec<f64>> = serde_json::from_value::<Vec<f64>>(meta["truth"].clone())
+        .ok()
+        .filter(|t| t.len() == all.len())
+        .map(|t| {
+            names
+                .iter()
+                .filter_map(|n| all.iter().position(|a| a == n).map(|i| t[i]))
+                .collect()
+        });
+    let groups: Vec<String> = serde_json::from_value(meta["groups"].clone()).unwrap_or_default();
+    let label = (groups.len() > 1).then(|| groups[0].clone());
+    let tmp = dir.join(format!(".gpsamp-plot-{}", std::process::id()));
+    std::fs::create_dir(&tmp).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    let drawn = draw_first_dataset(
+        dir,
+        &tmp,
+        &names,
+        truth.as_deref(),
+        [n_chains, n_kept, cpd],
+        label,
+    );
+    let moved = drawn.and_then(|files| {
+        for f in &files {
+            std::fs::rename(tmp.join(f), dir.join(f)).map_err(|source| Error::Io {
+                path: dir.join(f),
+                source,
+            })?;
+        }
+        Ok(files)
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    moved
 }

@@ -216,38 +216,20 @@ pub fn sample_to_dir(
         None
     };
     let figures = if job.plots && n_kept > 0 {
-        let k = kept_names.len();
-        let block =
-            crate::io::npy::NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_kept, k])?;
-        let mut flat = vec![0f32; cfg.chains * n_kept * k];
-        block.read_at(0, &mut flat)?;
-        let draws: Vec<Vec<Vec<f64>>> = (0..k)
-            .map(|j| {
-                (0..cfg.chains)
-                    .map(|c| {
-                        (0..n_kept)
-                            .map(|t| f64::from(flat[(c * n_kept + t) * k + j]))
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
         let truth: Option<Vec<f64>> = job
             .truth
             .as_ref()
             .filter(|t| t.len() == names.len())
             .map(|t| keep.iter().map(|&i| t[i]).collect());
-        let fit = super::plot::FitDraws {
-            names: &kept_names,
-            draws,
-            truth: truth.as_deref(),
-            label: if n_datasets > 1 {
-                format!("dataset {}", data.dataset_name(0))
-            } else {
-                String::new()
-            },
-        };
-        super::plot::write_fit_plots(dir, &fit)?
+        let label = (n_datasets > 1).then(|| data.dataset_name(0));
+        super::plot::draw_first_dataset(
+            dir,
+            dir,
+            &kept_names,
+            truth.as_deref(),
+            [n_chains, n_kept, cfg.chains],
+            label,
+        )?
     } else {
         Vec::new()
     };
