@@ -10,16 +10,7 @@ use crate::io::npy::read_f32;
 /// PSIS-LOO of each dataset of the sample folder `dir`: (dataset name, result).
 pub fn loo_dir(dir: &Path) -> Result<Vec<(String, Loo)>> {
     let bad = |message: String| Error::Invalid(format!("{}: {message}", dir.display()));
-    let meta_path = dir.join("meta.json");
-    let text = std::fs::read_to_string(&meta_path).map_err(|source| Error::Io {
-        path: meta_path.clone(),
-        source,
-    })?;
-    let meta: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("meta.json: {e}")))?;
-    if meta["format"] != "gpsamp-draws/1" {
-        return Err(bad("not a folder written by `gpsamp sample`".into()));
-    }
+    let meta = super::read_sample_meta(dir)?;
     let ll_path = dir.join("log_lik.npy");
     if !ll_path.exists() {
         return Err(bad(

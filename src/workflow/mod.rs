@@ -28,6 +28,23 @@ pub(crate) fn write_text(path: &std::path::Path, text: &[u8]) -> crate::Result<(
     })
 }
 
+/// The `meta.json` of the sample folder `dir`; an error naming the folder when it is missing,
+/// not JSON, or not of a folder `gpsamp sample` wrote.
+pub fn read_sample_meta(dir: &std::path::Path) -> crate::Result<serde_json::Value> {
+    let bad = |m: String| crate::Error::Invalid(format!("{}: {m}", dir.display()));
+    let path = dir.join("meta.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| crate::Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("meta.json: {e}")))?;
+    if meta["format"] != "gpsamp-draws/1" {
+        return Err(bad("not a folder written by `gpsamp sample`".into()));
+    }
+    Ok(meta)
+}
+
 /// Pretty JSON of `v`.
 pub(crate) fn json_pretty<T: serde::Serialize + ?Sized>(v: &T) -> crate::Result<String> {
     serde_json::to_string_pretty(v).map_err(|e| crate::Error::Invalid(format!("JSON: {e}")))

@@ -323,13 +323,7 @@ pub fn redraw(dir: &Path) -> Result<Vec<String>> {
     if crate::io::output::marker_command(dir).as_deref() != Some("sample") {
         return Err(bad("not a folder written by `gpsamp sample`".into()));
     }
-    let meta_path = dir.join("meta.json");
-    let text = std::fs::read_to_string(&meta_path).map_err(|source| Error::Io {
-        path: meta_path.clone(),
-        source,
-    })?;
-    let meta: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("meta.json: {e}")))?;
+    let meta = super::read_sample_meta(dir)?;
     let names: Vec<String> = serde_json::from_value(meta["param_names"].clone())
         .map_err(|e| bad(format!("meta.json param_names: {e}")))?;
     let all: Vec<String> =
