@@ -183,26 +183,13 @@ pub fn summarize_npy(
     let mut out: Vec<Vec<SummaryRow>> = vec![Vec::new(); n_datasets];
     let per_param = chains_per_dataset * n_draws * 8;
     let group = (budget_bytes / per_param.max(1)).clamp(1, k.max(1));
-    let mut block = vec![0f32; n_draws * k];
+    let mut block = Vec::new();
     for (b, rows_b) in out.iter_mut().enumerate() {
         let mut start = 0;
         while start < k {
             let end = (start + group).min(k);
-            let mut cols: Vec<Vec<Vec<f64>>> =
-                vec![Vec::with_capacity(chains_per_dataset); end - start];
-            for c in b * chains_per_dataset..(b + 1) * chains_per_dataset {
-                w.read_at(c * n_draws * k, &mut block)?;
-                for (g, col) in cols.iter_mut().enumerate() {
-                    col.push(
-                        block
-                            .iter()
-                            .skip(start + g)
-                            .step_by(k)
-                            .map(|&v| f64::from(v))
-                            .collect(),
-                    );
-                }
-            }
+            let chains = b * chains_per_dataset..(b + 1) * chains_per_dataset;
+            let cols = read_chains(&w, chains, n_draws, k, start..end, &mut block)?;
             // One parameter at a time: the diagnostics parallelise inside.
             let rows: Vec<SummaryRow> = cols
                 .iter()
@@ -214,6 +201,35 @@ pub fn summarize_npy(
         }
     }
     Ok(out)
+}
+
+/// Parameters `params` of chains `chains` of a `draws.npy` (open as `w`, chains × `n_draws`
+/// × `k`), as f64: `out[p][c]` holds the draws of parameter `params.start + p` in chain
+/// `chains.start + c`. `block` is reused working memory (one chain's draws).
+pub fn read_chains(
+    w: &NpyWriter,
+    chains: std::ops::Range<usize>,
+    n_draws: usize,
+    k: usize,
+    params: std::ops::Range<usize>,
+    block: &mut Vec<f32>,
+) -> Result<Vec<Vec<Vec<f64>>>> {
+    block.resize(n_draws * k, 0.0);
+    let mut cols: Vec<Vec<Vec<f64>>> = vec![Vec::with_capacity(chains.len()); params.len()];
+    for c in chains {
+        w.read_at(c * n_draws * k, block)?;
+        for (g, col) in cols.iter_mut().enumerate() {
+            col.push(
+                block
+                    .iter()
+                    .skip(params.start + g)
+                    .step_by(k)
+                    .map(|&v| f64::from(v))
+                    .collect(),
+            );
+        }
+    }
+    Ok(cols)
 }
 
 /// A sink that keeps every draw in memory: unconstrained positions (draws x chains x D)

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use crate::diag::loo::{loo, relative_efficiency, Loo};
 use crate::error::{Error, Result};
-use crate::io::npy::read_f32;
+use crate::hmc::sink::read_chains;
+use crate::io::npy::{read_f32, NpyWriter};
 
 /// PSIS-LOO of each dataset of the sample folder `dir`: (dataset name, result).
 pub fn loo_dir(dir: &Path) -> Result<Vec<(String, Loo)>> {
@@ -18,7 +19,8 @@ pub fn loo_dir(dir: &Path) -> Result<Vec<(String, Loo)>> {
         ));
     }
     let (shape, ll) = read_f32(&ll_path)?;
-    let (dshape, draws) = read_f32(&dir.join("draws.npy"))?;
+    let dshape: Vec<usize> = serde_json::from_value(meta["draws_shape"].clone())
+        .map_err(|e| bad(format!("meta.json draws_shape: {e}")))?;
     let cpd = meta["chains_per_dataset"].as_u64().unwrap_or(0) as usize;
     let groups: Vec<String> = serde_json::from_value(meta["groups"].clone()).unwrap_or_default();
     let ([n_chains, n_draws, n_obs], [dc, dd, k]) = (&shape[..], &dshape[..]) else {
@@ -32,6 +34,8 @@ pub fn loo_dir(dir: &Path) -> Result<Vec<(String, Loo)>> {
             "log_lik.npy {shape:?} does not match draws.npy {dshape:?} with {cpd} chains per dataset"
         )));
     }
+    let w = NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_draws, k])?;
+    let mut block = Vec::new();
     (0..n_chains / cpd)
         .map(|b| {
             let chains = b * cpd..(b + 1) * cpd;
@@ -39,18 +43,7 @@ pub fn loo_dir(dir: &Path) -> Result<Vec<(String, Loo)>> {
                 .iter()
                 .map(|&v| f64::from(v))
                 .collect();
-            let params: Vec<Vec<Vec<f64>>> = (0..k)
-                .map(|j| {
-                    chains
-                        .clone()
-                        .map(|c| {
-                            (0..n_draws)
-                                .map(|t| f64::from(draws[(c * n_draws + t) * k + j]))
-                                .collect()
-                        })
-                        .collect()
-                })
-                .collect();
+            let params = read_chains(&w, chains, n_draws, k, 0..k, &mut block)?;
             let name = groups.get(b).cloned().unwrap_or_else(|| b.to_string());
             Ok((name, loo(&flat, n_obs, relative_efficiency(&params))))
         })

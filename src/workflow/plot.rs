@@ -292,20 +292,8 @@ pub fn draw_first_dataset(
 ) -> Result<Vec<String>> {
     let [n_chains, n_kept, cpd] = sizes;
     let k = names.len();
-    let block = crate::io::npy::NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_kept, k])?;
-    let mut flat = vec![0f32; cpd * n_kept * k];
-    block.read_at(0, &mut flat)?;
-    let draws: Vec<Vec<Vec<f64>>> = (0..k)
-        .map(|j| {
-            (0..cpd)
-                .map(|c| {
-                    (0..n_kept)
-                        .map(|t| f64::from(flat[(c * n_kept + t) * k + j]))
-                        .collect()
-                })
-                .collect()
-        })
-        .collect();
+    let w = crate::io::npy::NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_kept, k])?;
+    let draws = crate::hmc::sink::read_chains(&w, 0..cpd, n_kept, k, 0..k, &mut Vec::new())?;
     let fit = FitDraws {
         names,
         draws,

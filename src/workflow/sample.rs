@@ -302,8 +302,10 @@ pub fn write_log_lik(
     {
         return Ok(None);
     }
-    let probe = model.unconstrain(&model.constrain(&vec![0.0; model.dim()]))?;
-    if model.log_lik_pointwise(data, 0, &probe).is_none() {
+    if model
+        .log_lik_pointwise(data, 0, &vec![0.0; model.dim()])
+        .is_none()
+    {
         return Ok(None);
     }
     let path = dir.join("log_lik.npy");
