@@ -71,6 +71,8 @@ pub fn run(out: &Path, backend: &Backend) -> Result<(), Box<dyn std::error::Erro
         },
         batch: default_batch(backend, 4),
         alpha: 0.001,
+        design: gpsamp::study::Design::Prior,
+        given: None,
     };
     let dir = OutputDir::create("out", &out.join("study"), STUDY, false, &[])?;
     let run = study_to_dir(

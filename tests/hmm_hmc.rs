@@ -159,6 +159,8 @@ fn hmc_on_the_hmm_is_calibrated() {
         },
         batch: 200,
         alpha: 0.001,
+        design: gpsamp::study::Design::Prior,
+        given: None,
     };
     let t0 = std::time::Instant::now();
     let recs = study

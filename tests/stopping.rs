@@ -266,6 +266,8 @@ fn studies_record_each_datasets_warmup_and_an_ensemble_ends_it_early() {
         },
         batch: 1,
         alpha: 0.001,
+        design: gpsamp::study::Design::Prior,
+        given: None,
     };
     let recs = study.run(0..3, &Backend::cpu(), &mut |_, _| {}).unwrap();
     assert!(recs.iter().all(|r| r.warmup_iterations <= 1000));
@@ -313,6 +315,8 @@ fn sbc_with_the_adaptive_warmup_end_is_calibrated_and_ends_early_often() {
         },
         batch: 1,
         alpha: 0.001,
+        design: gpsamp::study::Design::Prior,
+        given: None,
     };
     let recs = study.run(0..150, &Backend::cpu(), &mut |_, _| {}).unwrap();
     let rep = gpsamp::study::sbc::report(&study.settings(), &recs);

@@ -29,6 +29,8 @@ fn study(generator: MixGlm, fit: MixGlm, points: usize, datasets: usize, draws: 
         },
         batch: 512,
         alpha: 0.001,
+        design: gpsamp::study::Design::Prior,
+        given: None,
     }
 }
 

@@ -418,6 +418,8 @@ fn sbc(
         },
         batch: batch.unwrap_or_else(|| gpsamp::study::default_batch(&backend, chains_per_dataset)),
         alpha,
+        design: gpsamp::study::Design::Prior,
+        given: None,
     };
     study.validate().map_err(py_err)?;
     let dir = output(&out, workflow::STUDY)?;

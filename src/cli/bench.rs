@@ -551,6 +551,8 @@ fn bench_study(backend: &Backend, datasets: usize) -> anyhow::Result<StudyRow> {
         },
         batch: gpsamp::study::default_batch(backend, 4),
         alpha: 0.001,
+        design: gpsamp::study::Design::Prior,
+        given: None,
     };
     let t0 = std::time::Instant::now();
     let records = study.run(0..datasets, backend, &mut |_, _| {})?;

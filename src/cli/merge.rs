@@ -102,8 +102,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "merged_from": a.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
     });
     write_study(out, &file, &records, &rep, meta)?;
+    let prior = rep.settings.design.is_prior();
     if !a.quiet {
-        out!("{}", summary_table(&rep));
+        if prior {
+            out!("{}", summary_table(&rep));
+        } else {
+            let cells = gpsamp::study::design::cell_report(&rep.settings, &records);
+            out!("{}", gpsamp::study::design::cells_table(&cells));
+        }
         eprintln!(
             "merged {} folders ({} datasets) into {}",
             a.dirs.len(),
@@ -111,7 +117,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.out.display()
         );
     }
-    if a.strict && !rep.pass {
+    if a.strict && prior && !rep.pass {
         bail!(
             "--strict: ranks are not uniform at alpha {}",
             rep.settings.alpha

@@ -32,6 +32,7 @@ mod plot;
 mod sample;
 mod sbc;
 mod simulate;
+mod study;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -156,6 +157,10 @@ enum Command {
     /// Simulation study: fit many datasets simulated from the prior; calibration (SBC) and
     /// parameter recovery, optionally one shard of it.
     Sbc(sbc::Args),
+    /// Recovery and power studies at chosen values: a grid of parameter values and sample
+    /// sizes, or your own simulated datasets with their truths (bias, RMSE, coverage,
+    /// power per cell).
+    Study(study::Args),
     /// Batched EM for HMMs and GLM-HMMs: restarts x datasets in one batch, Viterbi paths,
     /// state posteriors and held-out log likelihood.
     Em(em::Args),
@@ -192,6 +197,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Sample(a) => sample::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Sbc(a) => sbc::run(a),
+        Command::Study(a) => study::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Em(a) => em::run(a),
         Command::Mdn(c) => mdn::run(c),

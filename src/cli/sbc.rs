@@ -28,28 +28,6 @@ pub struct Args {
     /// Datasets in the study (all shards together).
     #[arg(long, default_value_t = 1000)]
     datasets: usize,
-    /// Chains per dataset.
-    #[arg(long, default_value_t = 4)]
-    chains_per_dataset: usize,
-    /// Warmup iterations. Without it: at most 500, and with 64 chains or more per dataset a
-    /// batch's warmup ends as soon as all its datasets' ensembles are adapted (as in
-    /// `sample`; datasets.csv records each length).
-    #[arg(long)]
-    warmup: Option<usize>,
-    /// Draws kept per chain.
-    #[arg(long, default_value_t = 500)]
-    draws: usize,
-    /// Seed: dataset i is simulated from (seed, i), as `gpsamp simulate` does, and its
-    /// chains draw the same numbers in any batch or shard.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Datasets fitted together (default: 4 096 chains' worth on the CPU, 65 536 on a GPU).
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Run only the i-th of n equal slices of the datasets (1-based, e.g. 3/8), for one
-    /// node of a cluster; `gpsamp merge` combines the shards' folders.
-    #[arg(long)]
-    shard: Option<String>,
     /// Fit a differently specified model (a TOML file with the keys of --model-file, e.g.
     /// `prior_coef = "normal(0,0.5)"`) to the data simulated from the flags' model: the
     /// study should then fail, which shows it can.
@@ -61,25 +39,74 @@ pub struct Args {
     /// Exit non-zero when a uniformity test fails.
     #[arg(long)]
     strict: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// The sampler, batching, sharding and output flags shared by `gpsamp sbc` and
+/// `gpsamp study`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Chains per dataset.
+    #[arg(long, default_value_t = 4)]
+    pub chains_per_dataset: usize,
+    /// Warmup iterations. Without it: at most 500, and with 64 chains or more per dataset a
+    /// batch's warmup ends as soon as all its datasets' ensembles are adapted (as in
+    /// `sample`; datasets.csv records each length).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Draws kept per chain.
+    #[arg(long, default_value_t = 500)]
+    pub draws: usize,
+    /// Seed: dataset i is simulated from (seed, i), as `gpsamp simulate` does, and its
+    /// chains draw the same numbers in any batch or shard.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Datasets fitted together (default: 4 096 chains' worth on the CPU, 65 536 on a GPU).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Run only the i-th of n equal slices of the datasets (1-based, e.g. 3/8), for one
+    /// node of a cluster; `gpsamp merge` combines the shards' folders.
+    #[arg(long)]
+    pub shard: Option<String>,
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
-    backend: super::args::BackendArg,
+    pub backend: super::args::BackendArg,
     /// Arithmetic of the CPU backend's log densities: f32 (single precision on twice the
     /// SIMD lanes, sums over points in f64; glm, gmm and mixglm, the other families compute
     /// in f64) or f64 (the reference). The GPU computes in f32 either way.
     #[arg(long, value_enum, default_value = "f32")]
-    precision: super::args::PrecisionArg,
+    pub precision: super::args::PrecisionArg,
     /// Output folder: created if missing; replaced, once the study has finished, only when
-    /// it holds an earlier study (`gpsamp sbc` or `gpsamp merge`), is empty, or with --force.
+    /// it holds an earlier study (`gpsamp sbc`, `gpsamp study` or `gpsamp merge`), is empty,
+    /// or with --force.
     #[arg(long)]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Replace --out even when it is a folder gpsamp did not write (never the working
     /// directory, a folder above it, or a folder holding an input).
     #[arg(long)]
-    force: bool,
+    pub force: bool,
     /// No progress bar or table.
     #[arg(long)]
-    quiet: bool,
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    /// The sampler settings of every dataset's fit.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        if self.chains_per_dataset == 0 {
+            bail!("--chains-per-dataset must be at least 1");
+        }
+        Ok(Config {
+            chains: self.chains_per_dataset,
+            warmup: self.warmup.unwrap_or(500),
+            adaptive_warmup: self.warmup.is_none(),
+            draws: self.draws,
+            seed: self.seed,
+            superchain_size: gpsamp::workflow::default_superchain(self.chains_per_dataset),
+            ..Config::default()
+        })
+    }
 }
 
 /// Parses `--shard i/n` into the half-open range of datasets it covers.
@@ -125,7 +152,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         .into_iter()
         .chain(a.fit_model_file.as_deref())
         .collect();
-    let out = OutputDir::create("--out", &a.out, STUDY, a.force, &inputs)?;
+    let out = OutputDir::create("--out", &a.run.out, STUDY, a.run.force, &inputs)?;
     let p = match a.model.kind() {
         ModelKind::Gmm => 0,
         ModelKind::Eiv => a.model.w.len(),
@@ -140,36 +167,54 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("--fit-model-file {}", path.display()))?
         }
     };
-    if a.chains_per_dataset == 0 {
-        bail!("--chains-per-dataset must be at least 1");
-    }
-    let cfg = Config {
-        chains: a.chains_per_dataset,
-        warmup: a.warmup.unwrap_or(500),
-        adaptive_warmup: a.warmup.is_none(),
-        draws: a.draws,
-        seed: a.seed,
-        superchain_size: gpsamp::workflow::default_superchain(a.chains_per_dataset),
-        ..Config::default()
-    };
-    let backend = super::args::select_backend(a.backend, a.quiet)?
-        .with_precision(a.precision.into())
-        .for_model(fit.as_ref());
     let study = Study {
         generator: model,
         fit,
         points: a.n,
         datasets: a.datasets,
-        config: cfg,
-        batch: a
-            .batch
-            .unwrap_or_else(|| default_batch(&backend, a.chains_per_dataset)),
+        config: a.run.config()?,
+        batch: 1,
         alpha: a.alpha,
+        design: gpsamp::study::Design::Prior,
+        given: None,
     };
+    let rep = run_study(study, &a.run, out, "sbc")?;
+    if a.strict && !rep.pass {
+        let failed: Vec<&str> = rep
+            .quantities
+            .iter()
+            .filter(|q| !q.pass)
+            .map(|q| q.quantity.as_str())
+            .collect();
+        bail!(
+            "--strict: ranks are not uniform at alpha {} for {}",
+            a.alpha,
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Fits the datasets of `study` (its shard when `--shard` is given) on the flags' backend,
+/// writes the folder into `out` and prints the report: the uniformity table of a prior
+/// study, the per-cell table of a study at chosen values. `batch` is replaced by the flag
+/// or the backend's default.
+pub fn run_study(
+    mut study: Study,
+    a: &RunArgs,
+    out: OutputDir,
+    command: &str,
+) -> anyhow::Result<Report> {
+    let backend = super::args::select_backend(a.backend, a.quiet)?
+        .with_precision(a.precision.into())
+        .for_model(study.fit.as_ref());
+    study.batch = a
+        .batch
+        .unwrap_or_else(|| default_batch(&backend, a.chains_per_dataset));
     study.validate()?;
     let range = match &a.shard {
-        Some(s) => shard_range(s, a.datasets)?,
-        None => 0..a.datasets,
+        Some(s) => shard_range(s, study.datasets)?,
+        None => 0..study.datasets,
     };
     // Records kept for the report: one per dataset, a few hundred bytes per quantity.
     let n_q = study.fit.param_names().len() as u64 + 1;
@@ -184,7 +229,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     if range.is_empty() {
         bail!(
             "--shard {}: this shard holds no datasets",
-            a.shard.unwrap_or_default()
+            a.shard.clone().unwrap_or_default()
         );
     }
     let bar = super::progress_bar(
@@ -193,14 +238,17 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         "{bar:30} {pos}/{len} datasets {rate} eta {eta}",
     );
     if !a.quiet {
+        let n = match study.design.cells() {
+            [] => format!("N {}", study.points),
+            cells => format!("{} cells", cells.len()),
+        };
         eprintln!(
-            "gpsamp sbc: {} on {} dataset(s) {}..{} of {}, N {}, {} chains, {} + {} draws, backend {}",
+            "gpsamp {command}: {} on {} dataset(s) {}..{} of {}, {n}, {} chains, {} + {} draws, backend {}",
             study.fit.name(),
             range.len(),
             range.start,
             range.end,
-            a.datasets,
-            a.n,
+            study.datasets,
             a.chains_per_dataset,
             study.config.warmup,
             a.draws,
@@ -217,9 +265,12 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     )?;
     bar.finish_and_clear();
     out.commit()?;
-    let rep = run.report;
     if !a.quiet {
-        out!("{}", summary_table(&rep));
+        if study.design.is_prior() {
+            out!("{}", summary_table(&run.report));
+        } else {
+            out!("{}", gpsamp::study::design::cells_table(&run.cells));
+        }
         eprintln!(
             "{} datasets in {:.1} s ({:.1} datasets/s); wrote {}",
             run.datasets,
@@ -228,18 +279,5 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             a.out.display()
         );
     }
-    if a.strict && !rep.pass {
-        let failed: Vec<&str> = rep
-            .quantities
-            .iter()
-            .filter(|q| !q.pass)
-            .map(|q| q.quantity.as_str())
-            .collect();
-        bail!(
-            "--strict: ranks are not uniform at alpha {} for {}",
-            a.alpha,
-            failed.join(", ")
-        );
-    }
-    Ok(())
+    Ok(run.report)
 }

@@ -73,6 +73,13 @@ impl<R: std::io::Read> CsvReader<R> {
     }
 }
 
+impl<R: std::io::Read> CsvReader<R> {
+    /// The header's column names, in order.
+    pub(crate) fn headers(&self) -> Vec<String> {
+        self.headers.iter().map(str::to_string).collect()
+    }
+}
+
 impl<R: std::io::Read> Rows for CsvReader<R> {
     fn err(&self, line: usize, column: &str, message: String) -> Error {
         Error::Data {

@@ -154,6 +154,18 @@ fn row_terms<R: Real, const LIK: u8>(
 /// Adds the lane partial sums `acc` into their f64 twins `wide` and clears them (the f32
 /// kernels' fold, every [`FOLD`] blocks).
 #[inline(always)]
+/// `p` input columns of `n` standard-normal values each: the inputs of simulated datasets.
+pub fn standard_normal_inputs(p: usize, n: usize, rng: &mut rand::rngs::StdRng) -> Vec<Vec<f64>> {
+    use rand::RngExt;
+    (0..p)
+        .map(|_| {
+            (0..n)
+                .map(|_| rng.sample::<f64, _>(rand_distr::StandardNormal))
+                .collect()
+        })
+        .collect()
+}
+
 fn widen<R: Real>(acc: &mut [R], wide: &mut [f64]) {
     for (a, w) in acc.iter_mut().zip(wide.iter_mut()) {
         *w += a.wide();
@@ -443,6 +455,52 @@ impl MixGlm {
             lw[j] = z[j] - lse;
         }
         lw[k - 1] = -lse;
+    }
+
+    /// Responses at inputs `x` (columns) given the unconstrained `theta`, its mixture weights
+    /// `w` and log scales: the label of each point, then its response.
+    fn draw_y(
+        &self,
+        theta: &[f64],
+        w: &[f64],
+        log_sigma: &[f64],
+        x: &[Vec<f64>],
+        n: usize,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Vec<f64> {
+        use rand::RngExt;
+        use rand_distr::{Bernoulli, Distribution, Poisson, StandardNormal};
+        let l = self.layout();
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let u: f64 = rng.random();
+            let mut kk = 0;
+            let mut cum = w[0];
+            while u > cum && kk + 1 < l.k {
+                kk += 1;
+                cum += w[kk];
+            }
+            let eta = theta[l.off_alpha + kk]
+                + (0..l.p)
+                    .map(|j| theta[l.off_beta + kk * l.p + j] * x[j][i])
+                    .sum::<f64>();
+            y.push(match self.lik {
+                Likelihood::Gaussian => {
+                    eta + log_sigma[kk].exp() * rng.sample::<f64, _>(StandardNormal)
+                }
+                Likelihood::Bernoulli => {
+                    let pr = 1.0 / (1.0 + (-eta).exp());
+                    f64::from(u8::from(
+                        Bernoulli::new(pr).expect("p in [0,1]").sample(rng),
+                    ))
+                }
+                Likelihood::Poisson => {
+                    let lam = eta.min(20.0).exp();
+                    Poisson::new(lam).map(|d| d.sample(rng)).unwrap_or(0.0)
+                }
+            });
+        }
+        y
     }
 
     /// Adds the priors to the summed accumulators and maps them to the gradient.
@@ -1149,8 +1207,7 @@ impl Model for MixGlm {
     }
 
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
-        use rand::RngExt;
-        use rand_distr::{Bernoulli, Distribution, Gamma, Normal, Poisson, StandardNormal};
+        use rand_distr::{Distribution, Gamma, Normal};
         let l = self.layout();
         let pr = &self.priors;
         let mut theta = vec![0.0; l.dim];
@@ -1187,43 +1244,43 @@ impl Model for MixGlm {
                 }
             }
         }
-        let x: Vec<Vec<f64>> = (0..l.p)
-            .map(|_| {
-                (0..n)
-                    .map(|_| rng.sample::<f64, _>(StandardNormal))
-                    .collect()
+        let x = standard_normal_inputs(l.p, n, rng);
+        let y = self.draw_y(&theta, &w, &log_sigma, &x, n, rng);
+        (theta, Dataset { x, y })
+    }
+
+    fn simulate_given(
+        &self,
+        theta: &[f64],
+        n: usize,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Option<Dataset> {
+        let x = standard_normal_inputs(self.p, n, rng);
+        let y = self.predict_y(theta, &x, n, rng)?;
+        Some(Dataset { x, y })
+    }
+
+    fn predict_y(
+        &self,
+        theta: &[f64],
+        x: &[Vec<f64>],
+        n: usize,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Option<Vec<f64>> {
+        let l = self.layout();
+        if theta.len() != l.dim || x.len() != l.p || x.iter().any(|c| c.len() != n) {
+            return None;
+        }
+        let mut lw = vec![0.0; l.k];
+        self.log_weights(theta, &mut lw);
+        let w: Vec<f64> = lw.iter().map(|v| v.exp()).collect();
+        let log_sigma: Vec<f64> = (0..l.k)
+            .map(|k| match self.lik {
+                Likelihood::Gaussian => self.log_sigma(&l, theta, k),
+                _ => 0.0,
             })
             .collect();
-        let mut y = Vec::with_capacity(n);
-        for i in 0..n {
-            let u: f64 = rng.random();
-            let mut kk = 0;
-            let mut cum = w[0];
-            while u > cum && kk + 1 < l.k {
-                kk += 1;
-                cum += w[kk];
-            }
-            let eta = theta[l.off_alpha + kk]
-                + (0..l.p)
-                    .map(|j| theta[l.off_beta + kk * l.p + j] * x[j][i])
-                    .sum::<f64>();
-            y.push(match self.lik {
-                Likelihood::Gaussian => {
-                    eta + log_sigma[kk].exp() * rng.sample::<f64, _>(StandardNormal)
-                }
-                Likelihood::Bernoulli => {
-                    let pr = 1.0 / (1.0 + (-eta).exp());
-                    f64::from(u8::from(
-                        Bernoulli::new(pr).expect("p in [0,1]").sample(rng),
-                    ))
-                }
-                Likelihood::Poisson => {
-                    let lam = eta.min(20.0).exp();
-                    Poisson::new(lam).map(|d| d.sample(rng)).unwrap_or(0.0)
-                }
-            });
-        }
-        (theta, Dataset { x, y })
+        Some(self.draw_y(theta, &w, &log_sigma, x, n, rng))
     }
 
     fn label_groups(&self) -> Option<Vec<Vec<usize>>> {

@@ -105,6 +105,32 @@ pub trait Model: Send + Sync {
     /// unconstrained true parameters and the dataset.
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset);
 
+    /// Draws a dataset of `n` points given the unconstrained `theta` (inputs drawn as
+    /// [`Model::simulate`] draws them): the data of a study at chosen parameter values.
+    /// `None` when the family cannot (the default).
+    fn simulate_given(
+        &self,
+        _theta: &[f64],
+        _n: usize,
+        _rng: &mut rand::rngs::StdRng,
+    ) -> Option<Dataset> {
+        None
+    }
+
+    /// Draws the responses of `n` points with inputs `x` (one column per input) given the
+    /// unconstrained `theta`: one posterior predictive replicate when `theta` is a posterior
+    /// draw. `None` when the family has no responses given inputs (the default) or the
+    /// shapes do not fit.
+    fn predict_y(
+        &self,
+        _theta: &[f64],
+        _x: &[Vec<f64>],
+        _n: usize,
+        _rng: &mut rand::rngs::StdRng,
+    ) -> Option<Vec<f64>> {
+        None
+    }
+
     /// The default target of the ensemble's harmonic-mean acceptance probability. 0.651 is
     /// optimal for a fixed trajectory length on well-conditioned targets; a family whose
     /// posterior has regions of high curvature (a hierarchical scale near zero) asks for

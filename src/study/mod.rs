@@ -8,6 +8,7 @@
 //! study can be rerun alone and gives the same records, which is what makes `--shard` and
 //! `merge` exact.
 
+pub mod design;
 pub mod io;
 pub mod plot;
 pub mod sbc;
@@ -24,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::hmc::{self, Config, MemorySink};
 use crate::model::Model;
 use crate::rng::{host_rng, Purpose};
+pub use design::{Cell, Design, Given};
 
 /// The quantity added to the parameters in every study: the log likelihood of the dataset
 /// (the fitted model's log density less its prior and Jacobian terms, without constants).
@@ -52,6 +54,11 @@ pub struct Study {
     pub batch: usize,
     /// Level of the uniformity tests.
     pub alpha: f64,
+    /// Where the truths come from: the prior (SBC), a grid of chosen values, or the
+    /// user's datasets (whose data is in [`Study::given`]).
+    pub design: Design,
+    /// The user's datasets and truths of a [`Design::Datasets`] study.
+    pub given: Option<Arc<Given>>,
 }
 
 /// What identifies a study: everything that determines its records and report.
@@ -78,6 +85,9 @@ pub struct Settings {
     pub seed: u64,
     /// Level of the uniformity tests.
     pub alpha: f64,
+    /// Where the truths come from (absent from the files of prior studies).
+    #[serde(default, skip_serializing_if = "Design::is_prior")]
+    pub design: Design,
 }
 
 /// One quantity of one dataset.
@@ -149,6 +159,15 @@ pub fn simulate_dataset(
 
 pub use crate::labels::canonical_order;
 
+/// `name=value` pairs joined by spaces, for messages and tables.
+pub fn show_values(values: &[(String, f64)]) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Datasets per batch that keep a batch near 4 096 chains on the CPU and 65 536 on a GPU
 /// (memory for the draws, and enough chains to fill a device); it does not change results.
 pub fn default_batch(backend: &Backend, chains: usize) -> usize {
@@ -181,6 +200,43 @@ impl Study {
         if self.datasets * self.config.chains > u32::MAX as usize {
             return Err(Error::Invalid("too many datasets x chains".into()));
         }
+        if let Some(n) = self.design.datasets() {
+            if n != self.datasets {
+                return Err(Error::Invalid(format!(
+                    "the design has {n} datasets but the study {}",
+                    self.datasets
+                )));
+            }
+        }
+        match (&self.design, &self.given) {
+            (Design::Datasets { cell_of, .. }, Some(g)) if g.data.len() == cell_of.len() => {}
+            (Design::Datasets { .. }, _) => {
+                return Err(Error::Invalid(
+                    "a study of given datasets needs their data and truths".into(),
+                ))
+            }
+            (Design::Grid { cells, .. }, _) => {
+                let names = self.generator.param_names();
+                for c in cells {
+                    if let Some((bad, _)) = c.values.iter().find(|(k, _)| !names.contains(k)) {
+                        return Err(Error::Config {
+                            flag: "--grid".into(),
+                            message: format!(
+                                "{bad} is not a parameter of {} (its parameters: {})",
+                                self.generator.name(),
+                                names.join(", ")
+                            ),
+                        });
+                    }
+                }
+                // Every cell must be simulable: a value outside its support, or a family
+                // that cannot simulate at chosen values, is refused before any fit.
+                for i in (0..self.datasets).step_by(self.datasets / cells.len().max(1)) {
+                    self.dataset(i)?;
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -199,6 +255,59 @@ impl Study {
             draws: self.config.draws,
             seed: self.config.seed,
             alpha: self.alpha,
+            design: self.design.clone(),
+        }
+    }
+
+    /// Constrained truth and data of dataset `i`: drawn from the prior
+    /// ([`simulate_dataset`]), simulated at its cell's chosen values (parameters the grid
+    /// does not name drawn from the prior, from the same stream `(seed, i)`), or given.
+    pub fn dataset(&self, i: usize) -> Result<(Vec<f64>, Dataset)> {
+        let seed = self.config.seed;
+        match &self.design {
+            Design::Prior => Ok(simulate_dataset(
+                self.generator.as_ref(),
+                self.points,
+                seed,
+                i,
+            )),
+            Design::Grid { cells, .. } => {
+                let g = self.generator.as_ref();
+                let cell = &cells[self.design.cell_of(i)];
+                let mut rng = host_rng(seed, i as u64, Purpose::Simulate);
+                let (theta, _) = g.simulate(0, &mut rng);
+                let mut truth = g.constrain(&theta);
+                let names = g.param_names();
+                for (name, v) in &cell.values {
+                    if let Some(j) = names.iter().position(|n| n == name) {
+                        truth[j] = *v;
+                    }
+                }
+                let bad = |message: String| Error::Config {
+                    flag: "--grid".into(),
+                    message,
+                };
+                let theta = g.unconstrain(&truth).map_err(|e| {
+                    bad(format!(
+                        "cell {} ({}): {e}",
+                        self.design.cell_of(i),
+                        show_values(&cell.values)
+                    ))
+                })?;
+                let data = g.simulate_given(&theta, cell.n, &mut rng).ok_or_else(|| {
+                    bad(format!(
+                        "{} cannot simulate data at chosen values",
+                        g.name()
+                    ))
+                })?;
+                Ok((truth, data))
+            }
+            Design::Datasets { .. } => {
+                let g = self.given.as_ref().ok_or_else(|| {
+                    Error::Invalid("a study of given datasets needs their data".into())
+                })?;
+                Ok((g.truths[i].clone(), g.data[i].clone()))
+            }
         }
     }
 
@@ -234,7 +343,9 @@ impl Study {
         let (truths, sets): (Vec<Vec<f64>>, Vec<Dataset>) = range
             .clone()
             .into_par_iter()
-            .map(|i| simulate_dataset(self.generator.as_ref(), self.points, seed, i))
+            .map(|i| self.dataset(i))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
             .unzip();
         let p = sets[0].x.len();
         let data = Arc::new(DataBatch::new(p, &sets)?);

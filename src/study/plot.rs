@@ -222,3 +222,118 @@ pub fn write_all(dir: &Path, report: &Report, records: &[DatasetRecord]) -> Resu
         Ok(())
     })
 }
+
+/// Writes the figures of a study at chosen values into `dir`: `power.svg` (the share of
+/// replicates whose 95% interval excludes the null, against the points per dataset, one
+/// line per combination of the other chosen values) and `cell_coverage.svg` (each cell's
+/// 95% interval coverage with the binomial 95% range around 0.95), one panel per quantity.
+pub fn write_cells(dir: &Path, cells: &[super::design::CellReport]) -> Result<()> {
+    let mut names: Vec<String> = Vec::new();
+    for c in cells {
+        if !names.contains(&c.quantity) {
+            names.push(c.quantity.clone());
+        }
+    }
+    // Lines: the cells' chosen values other than n, in order of first appearance.
+    let mut lines: Vec<String> = Vec::new();
+    for c in cells {
+        let key = super::show_values(&c.values);
+        if !lines.contains(&key) {
+            lines.push(key);
+        }
+    }
+    let line_of = |c: &super::design::CellReport| {
+        let key = super::show_values(&c.values);
+        lines.iter().position(|l| *l == key).unwrap_or(0)
+    };
+    let n_min = cells.iter().map(|c| c.n).min().unwrap_or(1).max(1) as f64;
+    let n_max = cells.iter().map(|c| c.n).max().unwrap_or(1).max(1) as f64;
+    let (lo, hi) = (n_min / 1.3, n_max * 1.3);
+    const LINES: [RGBColor; 6] = [
+        BAR,
+        BAD,
+        RGBColor(60, 150, 80),
+        RGBColor(230, 140, 20),
+        RGBColor(130, 80, 170),
+        RGBColor(90, 90, 90),
+    ];
+    let colour = |i: usize| LINES[i % LINES.len()];
+    let null = cells.first().map_or(0.0, |c| c.null);
+    for (file, y_desc) in [
+        ("power.svg", format!("power (95% interval excludes {null})")),
+        ("cell_coverage.svg", "95% interval coverage".to_string()),
+    ] {
+        let path = dir.join(file);
+        let coverage = file == "cell_coverage.svg";
+        panels(&path, &names, |area, q| {
+            let rows: Vec<_> = cells.iter().filter(|c| c.quantity == names[q]).collect();
+            let (y0, y1) = if coverage {
+                let m = rows.iter().map(|c| c.coverage[2]).fold(0.8f64, f64::min);
+                (m - 0.02, 1.01)
+            } else {
+                (-0.02, 1.02)
+            };
+            let mut ch = ChartBuilder::on(area)
+                .caption(&names[q], ("sans-serif", 16))
+                .margin(8)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d((lo..hi).log_scale(), y0..y1)
+                .map_err(plot_err(&path))?;
+            ch.configure_mesh()
+                .disable_mesh()
+                .x_labels(6)
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .x_desc("points per dataset (n)")
+                .y_desc(y_desc.as_str())
+                .draw()
+                .map_err(plot_err(&path))?;
+            if coverage {
+                // The binomial 95% range of a cell's coverage at the nominal 0.95.
+                let reps = rows.iter().map(|c| c.replicates).min().unwrap_or(1).max(1);
+                let se = (0.95 * 0.05 / reps as f64).sqrt() * 1.96;
+                ch.draw_series(std::iter::once(Rectangle::new(
+                    [(lo, 0.95 - se), (hi, (0.95 + se).min(1.0))],
+                    BAND.filled(),
+                )))
+                .map_err(plot_err(&path))?;
+                ch.draw_series(LineSeries::new([(lo, 0.95), (hi, 0.95)], BLACK.mix(0.5)))
+                    .map_err(plot_err(&path))?;
+            }
+            for (l, label) in lines.iter().enumerate() {
+                let mut pts: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|c| line_of(c) == l)
+                    .map(|c| {
+                        let v = if coverage { c.coverage[2] } else { c.power };
+                        (c.n.max(1) as f64, v)
+                    })
+                    .collect();
+                if pts.is_empty() {
+                    continue;
+                }
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let col = colour(l);
+                ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+                    .map_err(plot_err(&path))?
+                    .label(if label.is_empty() { "all" } else { label })
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2))
+                    });
+                ch.draw_series(pts.iter().map(|&p| Circle::new(p, 3, col.filled())))
+                    .map_err(plot_err(&path))?;
+            }
+            if lines.len() > 1 && q == 0 {
+                ch.configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK.mix(0.3))
+                    .label_font(("sans-serif", 11))
+                    .position(SeriesLabelPosition::LowerRight)
+                    .draw()
+                    .map_err(plot_err(&path))?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::study::design::{cell_report, cells_csv, CellReport};
 use crate::study::io::{datasets_csv, summary_csv, StudyFile};
 use crate::study::sbc::{report, Report};
 use crate::study::{plot, DatasetRecord, Study};
@@ -28,6 +29,8 @@ pub struct StudyRun {
     pub seconds: f64,
     /// The contents of `meta.json`.
     pub meta: serde_json::Value,
+    /// The per-cell report of a study at chosen values (empty for a prior design).
+    pub cells: Vec<CellReport>,
 }
 
 /// Fits datasets `range` of `study` on `backend` and writes the study's folder into `dir` (an
@@ -58,6 +61,7 @@ pub fn study_to_dir(
     let seconds = t0.elapsed().as_secs_f64();
     let settings = study.settings();
     let rep = report(&settings, &records);
+    let cells = cell_report(&settings, &records);
     let file = StudyFile {
         settings,
         first: range.start,
@@ -77,12 +81,17 @@ pub fn study_to_dir(
         datasets: range.len(),
         seconds,
         meta,
+        cells,
     })
 }
 
 /// Writes a study's files into `dir` (an existing folder: an
 /// [`crate::io::output::OutputDir`]'s temporary, say). `meta` goes to `meta.json`, the only
-/// file that differs between runs of the same study.
+/// file that differs between runs of the same study. A prior (SBC) study writes the
+/// uniformity report (`summary.csv`, `summary.json`, rank and ECDF figures); a study at
+/// chosen values writes the per-cell report instead (`cells.csv`, `cells.json`,
+/// `power.svg`, `cell_coverage.svg`): ranks of the truth need not be uniform at fixed
+/// values.
 pub fn write_study(
     dir: &Path,
     file: &StudyFile,
@@ -93,8 +102,14 @@ pub fn write_study(
     let put = |name: &str, text: String| super::write_text(&dir.join(name), text.as_bytes());
     put("study.json", super::json_pretty(file)? + "\n")?;
     put("datasets.csv", datasets_csv(&file.settings, records))?;
+    put("meta.json", super::json_pretty(meta)? + "\n")?;
+    if !file.settings.design.is_prior() {
+        let cells = cell_report(&file.settings, records);
+        put("cells.csv", cells_csv(&cells))?;
+        put("cells.json", super::json_pretty(&cells)? + "\n")?;
+        return plot::write_cells(dir, &cells);
+    }
     put("summary.csv", summary_csv(rep))?;
     put("summary.json", super::json_pretty(rep)? + "\n")?;
-    put("meta.json", super::json_pretty(meta)? + "\n")?;
     plot::write_all(dir, rep, records)
 }

@@ -263,3 +263,32 @@ pub fn python(what: &str) -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// Parses the SVG file at `path` as XML and checks that its text elements include every
+/// string of `texts` (titles, axis labels, legends); returns all of its text.
+#[allow(dead_code)]
+pub fn assert_svg(path: &std::path::Path, texts: &[&str]) -> String {
+    let svg = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc = roxmltree::Document::parse(&svg)
+        .unwrap_or_else(|e| panic!("{} is not well-formed XML: {e}", path.display()));
+    assert_eq!(
+        doc.root_element().tag_name().name(),
+        "svg",
+        "{}",
+        path.display()
+    );
+    let all: String = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for t in texts {
+        assert!(
+            all.contains(t),
+            "{} has no text {t:?}; its texts: {all}",
+            path.display()
+        );
+    }
+    all
+}
