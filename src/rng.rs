@@ -48,6 +48,8 @@ pub enum Purpose {
     Simulate = 3,
     /// Anything else (tests, jitter).
     Other = 4,
+    /// Posterior predictive replicates (`y_rep.npy`, `gpsamp predict`).
+    Predict = 5,
 }
 
 /// A stream address: four Philox words for each `index` at fixed `(seed, chain, iteration,

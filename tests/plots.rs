@@ -29,18 +29,22 @@ fn sample_draws_trace_rank_and_posterior_figures() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("fit/meta.json")).unwrap()).unwrap();
     assert_eq!(
         meta["figures"],
-        serde_json::json!(["trace.svg", "rank.svg", "posterior.svg"])
+        serde_json::json!(["trace.svg", "rank.svg", "posterior.svg", "ppc.svg"])
     );
-    for f in ["trace.svg", "rank.svg", "posterior.svg"] {
-        let svg = std::fs::read_to_string(dir.join("fit").join(f)).unwrap();
-        assert!(
-            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
-            "{f}"
-        );
-        for name in ["beta[0]", "alpha", "sigma"] {
-            assert!(svg.contains(name), "{f} has no panel {name}");
-        }
+    // Each parses as SVG and has its panel titles and axis labels.
+    for (f, axes) in [
+        ("trace.svg", ["draw (8 of 64 chains", "value"]),
+        ("rank.svg", ["rank", "draws per bin"]),
+        ("posterior.svg", ["value", "density"]),
+    ] {
+        let mut want = vec!["beta[0]", "alpha", "sigma"];
+        want.extend(axes);
+        common::assert_svg(&dir.join("fit").join(f), &want);
     }
+    common::assert_svg(
+        &dir.join("fit/ppc.svg"),
+        &["density of y", "y against x0", "density", "observed y"],
+    );
     let trace = std::fs::read_to_string(dir.join("fit/trace.svg")).unwrap();
     assert!(trace.contains("8 of 64 chains"));
     let post = std::fs::read_to_string(dir.join("fit/posterior.svg")).unwrap();

@@ -194,6 +194,9 @@ def _load_sample(folder: Path, result: dict, observed: dict[str, np.ndarray]):
     elif B == 1 and observed:
         groups["observed_data"] = observed
         dims[y_name] = ["obs"]
+    if (folder / "y_rep.npy").exists() and y_name is not None:
+        groups["posterior_predictive"] = {y_name: _by_dataset(np.load(folder / "y_rep.npy"), B, C)}
+        dims[y_name] = lead + ["obs"]
     attrs = {"gpsamp_version": meta["gpsamp_version"], "model": meta["model"],
              "seed": meta["seed"], "backend": meta["backend"],
              "warmup_iterations": meta["report"]["warmup_iterations"],
@@ -220,7 +223,7 @@ def sample(model: str = "glm", data: Any = None, *, x: Sequence[str] | None = No
            init_steps: int = 200, max_steps: int = 1024, init: str = "auto",
            keep: Sequence[str] | None = None, backend: str = "auto", precision: str = "f32",
            log_likelihood: bool | str = "auto", out: str | os.PathLike | None = None,
-           progress: bool = True, plots: bool = False,
+           progress: bool = True, plots: bool = False, y_rep: bool = False,
            priors: Mapping[str, Any] | None = None, **model_settings: Any):
     """Ensemble HMC of a built-in family on your data; returns ``arviz.InferenceData``.
 
@@ -235,7 +238,9 @@ def sample(model: str = "glm", data: Any = None, *, x: Sequence[str] | None = No
     early once an ensemble of 64 or more chains is adapted).
     ``log_likelihood``: store the pointwise log likelihood (for ``az.loo``); "auto" does when
     it holds at most 50 million values (chains x draws kept x observations). ``out``: also keep the folder ``gpsamp sample``
-    writes there (``plots=True`` adds its figures). Warnings about the fit are issued as :class:`GpsampWarning`.
+    writes there (``plots=True`` adds its figures). ``y_rep=True`` adds a posterior
+    predictive replicate of the data per draw (the ``posterior_predictive`` group, for
+    ``az.plot_ppc``). Warnings about the fit are issued as :class:`GpsampWarning`.
     """
     if data is None:
         raise ValueError("data: give a DataFrame or a dict of columns")
@@ -259,7 +264,8 @@ def sample(model: str = "glm", data: Any = None, *, x: Sequence[str] | None = No
                 warmup=warmup, draws=draws, thin=thin, seed=seed, target_accept=target_accept,
                 target_ess=target_ess, superchain_size=superchain_size, init_steps=init_steps,
                 max_steps=max_steps, init=init, keep=list(keep or []), backend=backend,
-                precision=precision, log_lik=log_lik_limit, plots=plots, progress=bar.callback))
+                precision=precision, log_lik=log_lik_limit, plots=plots, y_rep=y_rep,
+                progress=bar.callback))
         finally:
             bar.close()
         _warn(result, quiet=not progress)

@@ -278,7 +278,7 @@ fn prepare(
     chains=4, warmup=None, draws=1000, thin=1, seed=0, target_accept=None, target_ess=None,
     superchain_size=None, init_steps=200, max_steps=1024, init="auto".to_string(),
     keep=Vec::new(), backend="auto".to_string(), precision="f32".to_string(), log_lik=None,
-    plots=false, progress=None))]
+    plots=false, y_rep=false, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn sample(
     py: Python<'_>,
@@ -306,6 +306,7 @@ fn sample(
     precision: String,
     log_lik: Option<u64>,
     plots: bool,
+    y_rep: bool,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<String> {
     let spec = ModelSpec::from_json(model).map_err(py_err)?;
@@ -343,6 +344,8 @@ fn sample(
         group_column: group,
         log_lik,
         plots,
+        y_rep,
+        model_spec: Some(spec.clone()),
     };
     let dir = output(&out, "sample")?;
     let status = Mutex::new(Status::default());

@@ -48,10 +48,11 @@ def test_sample_gives_the_cli_draws_and_arviz_accepts_them(tutorial, tmp_path):
 
     df, path = tutorial
     idata = gpsamp.sample("mixglm", df, x=["x"], y="y", components=2, chains=4, draws=500,
-                          seed=3, backend="cpu", progress=False)
+                          seed=3, backend="cpu", progress=False, y_rep=True)
     out = tmp_path / "cli"
     cli("sample", "--model", "mixglm", "--components", "2", "--data", str(path), "--x", "x",
-        "--chains", "4", "--draws", "500", "--seed", "3", "--backend", "cpu", "--out", str(out))
+        "--chains", "4", "--draws", "500", "--seed", "3", "--backend", "cpu", "--y-rep",
+        "--out", str(out))
     draws = np.load(out / "draws.npy")
     post = idata.posterior
     assert post.sizes["chain"] == 4 and post.sizes["draw"] == 500
@@ -85,6 +86,10 @@ def test_sample_gives_the_cli_draws_and_arviz_accepts_them(tutorial, tmp_path):
                / (s[k] * np.sqrt(2 * np.pi)) for k in range(2))
     ll = idata.log_likelihood["y"].values[0, 0]
     np.testing.assert_allclose(ll, np.log(dens), rtol=1e-4, atol=1e-4)
+    # The posterior predictive group is the CLI's y_rep.npy, and ArviZ draws its PPC.
+    np.testing.assert_array_equal(idata.posterior_predictive["y"].values,
+                                  np.load(out / "y_rep.npy"))
+    az.plot_ppc(idata, num_pp_samples=20)
 
 
 def test_groups_become_a_dataset_dimension(tutorial):

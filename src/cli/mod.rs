@@ -29,6 +29,7 @@ mod mdn;
 mod merge;
 mod model_file;
 mod plot;
+mod predict;
 mod sample;
 mod sbc;
 mod simulate;
@@ -150,6 +151,8 @@ enum Command {
     Loo(loo::Args),
     /// Redraw the figures of a sample folder (trace, rank and posterior plots).
     Plot(plot::Args),
+    /// Posterior predictive draws and intervals for new inputs from a sample folder.
+    Predict(predict::Args),
     /// Posterior sampling with ensemble HMC (many chains adapted together).
     Sample(sample::Args),
     /// Draw datasets from a model's prior and write them as CSV.
@@ -194,6 +197,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Logp(a) => logp::run(a),
         Command::Loo(a) => loo::run(a),
         Command::Plot(a) => plot::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Sbc(a) => sbc::run(a),

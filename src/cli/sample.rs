@@ -122,9 +122,14 @@ pub struct Args {
     /// draws.npy cut to them, meta.json saying how many (`draws_completed`).
     #[arg(long)]
     keep_partial: bool,
-    /// Skip the figures (trace.svg, rank.svg, posterior.svg of the first dataset).
+    /// Skip the figures (trace.svg, rank.svg, posterior.svg and the posterior predictive
+    /// overlay ppc.svg of the first dataset).
     #[arg(long)]
     no_plots: bool,
+    /// Also write y_rep.npy: a posterior predictive replicate of the data for every stored
+    /// draw (chains x draws x observations, f32; ArviZ's posterior_predictive group).
+    #[arg(long)]
+    y_rep: bool,
     /// Also write log_lik.npy: every stored draw's log likelihood of each observation
     /// (chains x draws x observations, f32; ArviZ's log_likelihood group, for PSIS-LOO).
     #[arg(long)]
@@ -344,6 +349,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         group_column: a.group.clone(),
         log_lik: a.log_lik.then_some(u64::MAX),
         plots: !a.no_plots,
+        y_rep: a.y_rep,
+        model_spec: Some(a.model.spec()),
     };
     let total = a.draws * a.thin;
     let bar = progress_bar(a.quiet, (job.config.warmup + total) as u64);
@@ -398,10 +405,27 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 .target_accept
                 .unwrap_or_else(|| model.target_accept()),
         )?;
-        outln!(
-            "wrote {}/{{draws.npy, sample_stats.npy, summary.csv, summary.json, meta.json}}",
-            a.out.display()
-        );
+        let mut files: Vec<String> = [
+            "draws.npy",
+            "sample_stats.npy",
+            "summary.csv",
+            "summary.json",
+            "meta.json",
+        ]
+        .map(String::from)
+        .into();
+        for (key, file) in [
+            ("log_lik_shape", "log_lik.npy"),
+            ("y_rep_shape", "y_rep.npy"),
+        ] {
+            if !run.meta[key].is_null() {
+                files.push(file.into());
+            }
+        }
+        if let Some(f) = run.meta["figures"].as_array() {
+            files.extend(f.iter().filter_map(|v| v.as_str()).map(String::from));
+        }
+        outln!("wrote {}/{{{}}}", a.out.display(), files.join(", "));
     }
     // Warnings reach stderr whatever --quiet says.
     for w in &run.warnings {

@@ -178,7 +178,7 @@ pub fn summarize_npy(
     budget_bytes: usize,
 ) -> Result<Vec<Vec<SummaryRow>>> {
     let k = names.len();
-    let w = NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_draws, k])?;
+    let w = NpyWriter::open_read(&dir.join("draws.npy"), &[n_chains, n_draws, k])?;
     let n_datasets = n_chains / chains_per_dataset;
     let mut out: Vec<Vec<SummaryRow>> = vec![Vec::new(); n_datasets];
     let per_param = chains_per_dataset * n_draws * 8;

@@ -34,7 +34,7 @@ pub fn read_csv(path: &Path, spec: &CsvSpec) -> Result<DataBatch> {
 /// An open CSV file with a header line, whose every error names the file, the line (the
 /// header is line 1) and the column; shared by [`read_csv_from`] and the HMM sequence
 /// reader (`hmm::io`).
-pub(crate) struct CsvReader<R: std::io::Read> {
+pub struct CsvReader<R: std::io::Read> {
     path: std::path::PathBuf,
     rdr: csv::Reader<R>,
     headers: csv::StringRecord,
@@ -44,7 +44,7 @@ pub(crate) struct CsvReader<R: std::io::Read> {
 
 impl<R: std::io::Read> CsvReader<R> {
     /// Reads the header line of `reader`; `path` is only used in messages.
-    pub(crate) fn new(path: &Path, reader: R) -> Result<Self> {
+    pub fn new(path: &Path, reader: R) -> Result<Self> {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
@@ -75,7 +75,7 @@ impl<R: std::io::Read> CsvReader<R> {
 
 impl<R: std::io::Read> CsvReader<R> {
     /// The header's column names, in order.
-    pub(crate) fn headers(&self) -> Vec<String> {
+    pub fn headers(&self) -> Vec<String> {
         self.headers.iter().map(str::to_string).collect()
     }
 }

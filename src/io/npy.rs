@@ -63,11 +63,21 @@ impl NpyWriter {
     /// Opens an existing array of `shape` written by [`NpyWriter::create`] for reading and
     /// writing in place.
     pub fn open(path: &Path, shape: &[usize]) -> Result<Self> {
+        Self::open_with(path, shape, true)
+    }
+
+    /// Opens an existing array of `shape` written by [`NpyWriter::create`] for reading only
+    /// (so a read-only folder can be summarised, plotted and compared).
+    pub fn open_read(path: &Path, shape: &[usize]) -> Result<Self> {
+        Self::open_with(path, shape, false)
+    }
+
+    fn open_with(path: &Path, shape: &[usize], write: bool) -> Result<Self> {
         let h = header(shape);
         let len: usize = shape.iter().product();
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(write)
             .open(path)
             .map_err(io_err(path))?;
         let size = file.metadata().map_err(io_err(path))?.len();
@@ -140,8 +150,9 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     w.finish()
 }
 
-/// Reads an f32 `.npy` file written by this module: (shape, data).
-pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+/// Reads the header of an f32 `.npy` file written by this module: (shape, the file open
+/// at the first value).
+fn read_header_open(path: &Path) -> Result<(Vec<usize>, File)> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let mut pre = [0u8; 10];
     f.read_exact(&mut pre).map_err(io_err(path))?;
@@ -167,10 +178,21 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         .and_then(|r| r.split(')').next())
         .unwrap_or("");
     let shape: Vec<usize> = s.split(',').filter_map(|d| d.trim().parse().ok()).collect();
-    let n: usize = shape.iter().product();
-    let mut data = vec![0f32; n];
     f.seek(SeekFrom::Start(10 + hl as u64))
         .map_err(io_err(path))?;
+    Ok((shape, f))
+}
+
+/// The shape of an f32 `.npy` file written by this module, without reading its values.
+pub fn read_shape(path: &Path) -> Result<Vec<usize>> {
+    Ok(read_header_open(path)?.0)
+}
+
+/// Reads an f32 `.npy` file written by this module: (shape, data).
+pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let (shape, mut f) = read_header_open(path)?;
+    let n: usize = shape.iter().product();
+    let mut data = vec![0f32; n];
     f.read_exact(bytemuck::cast_slice_mut(&mut data))
         .map_err(io_err(path))?;
     Ok((shape, data))

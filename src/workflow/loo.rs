@@ -34,7 +34,7 @@ pub fn loo_dir(dir: &Path) -> Result<Vec<(String, Loo)>> {
             "log_lik.npy {shape:?} does not match draws.npy {dshape:?} with {cpd} chains per dataset"
         )));
     }
-    let w = NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_draws, k])?;
+    let w = NpyWriter::open_read(&dir.join("draws.npy"), &[n_chains, n_draws, k])?;
     let mut block = Vec::new();
     (0..n_chains / cpd)
         .map(|b| {

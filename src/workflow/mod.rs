@@ -7,6 +7,7 @@ pub mod em;
 pub mod loo;
 pub mod mdn;
 pub mod plot;
+pub mod predict;
 pub mod sample;
 pub mod spec;
 pub mod study;
@@ -14,6 +15,7 @@ pub mod study;
 pub use em::{em_to_dir, EmJob, EmRun};
 pub use loo::loo_dir;
 pub use mdn::{train_to_dir, MdnJob, MdnRun, Pairs};
+pub use predict::{predict_to_dir, write_y_rep, PredictRun};
 pub use sample::{
     default_superchain, em_init_centers, sample_to_dir, write_log_lik, SampleJob, SampleRun,
 };
@@ -33,9 +35,15 @@ pub(crate) fn write_text(path: &std::path::Path, text: &[u8]) -> crate::Result<(
 pub fn read_sample_meta(dir: &std::path::Path) -> crate::Result<serde_json::Value> {
     let bad = |m: String| crate::Error::Invalid(format!("{}: {m}", dir.display()));
     let path = dir.join("meta.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| crate::Error::Io {
-        path: path.clone(),
-        source,
+    let text = std::fs::read_to_string(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            bad("no meta.json: not a folder written by `gpsamp sample`".into())
+        } else {
+            crate::Error::Io {
+                path: path.clone(),
+                source,
+            }
+        }
     })?;
     let meta: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("meta.json: {e}")))?;

@@ -292,7 +292,7 @@ pub fn draw_first_dataset(
 ) -> Result<Vec<String>> {
     let [n_chains, n_kept, cpd] = sizes;
     let k = names.len();
-    let w = crate::io::npy::NpyWriter::open(&dir.join("draws.npy"), &[n_chains, n_kept, k])?;
+    let w = crate::io::npy::NpyWriter::open_read(&dir.join("draws.npy"), &[n_chains, n_kept, k])?;
     let draws = crate::hmc::sink::read_chains(&w, 0..cpd, n_kept, k, 0..k, &mut Vec::new())?;
     let fit = FitDraws {
         names,
@@ -362,4 +362,216 @@ pub fn redraw(dir: &Path) -> Result<Vec<String>> {
     });
     let _ = std::fs::remove_dir_all(&tmp);
     moved
+}
+
+/// What the posterior predictive overlay draws: one dataset's responses (and its first
+/// input), replicates of them from posterior draws, and the fitted regression lines.
+pub struct Ppc<'a> {
+    /// The observed responses.
+    pub y: &'a [f64],
+    /// The first input column with its name, for regressions.
+    pub x: Option<(&'a str, &'a [f64])>,
+    /// The response column's name.
+    pub y_name: &'a str,
+    /// Replicated responses, one row per posterior draw (NaN rows are skipped).
+    pub reps: Vec<Vec<f64>>,
+    /// Lines `(label, intercept, slope)` at the posterior means (one per mixture component).
+    pub lines: Vec<(String, f64, f64)>,
+    /// What the title adds (the dataset's name when there are several).
+    pub label: String,
+}
+
+/// A Gaussian kernel density estimate of `v` on `grid` (Silverman's bandwidth).
+fn kde(v: &[f64], grid: &[f64]) -> Vec<f64> {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let mut sorted = v.clone();
+    sorted.sort_unstable_by(|a, b| a.total_cmp(b));
+    let iqr = if sorted.is_empty() {
+        0.0
+    } else {
+        crate::diag::quantile_sorted(&sorted, 0.75) - crate::diag::quantile_sorted(&sorted, 0.25)
+    };
+    let spread = if iqr > 0.0 { sd.min(iqr / 1.34) } else { sd };
+    let h = (0.9 * spread * n.powf(-0.2)).max(1e-9 * (1.0 + mean.abs()));
+    let c = 1.0 / (n * h * (2.0 * std::f64::consts::PI).sqrt());
+    grid.iter()
+        .map(|&g| {
+            c * v
+                .iter()
+                .map(|&x| (-0.5 * ((g - x) / h).powi(2)).exp())
+                .sum::<f64>()
+        })
+        .collect()
+}
+
+/// Writes `ppc.svg`: the density of the observed responses against the densities of
+/// replicated ones, and for regressions the responses against the first input with the
+/// fitted lines and the 5–95% band of the replicates. Returns the file's name.
+pub fn write_ppc(dir: &Path, ppc: &Ppc<'_>) -> Result<String> {
+    let path = dir.join("ppc.svg");
+    let reps: Vec<&Vec<f64>> = ppc
+        .reps
+        .iter()
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+        .collect();
+    let suffix = if ppc.label.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", ppc.label)
+    };
+    let names = match ppc.x {
+        Some((x_name, _)) => vec![
+            format!("density of {}{suffix}", ppc.y_name),
+            format!("{} against {x_name}{suffix}", ppc.y_name),
+        ],
+        None => vec![format!("density of {}{suffix}", ppc.y_name)],
+    };
+    let (lo, hi) = range(
+        ppc.y
+            .iter()
+            .copied()
+            .chain(reps.iter().flat_map(|r| r.iter().copied())),
+    );
+    panels(&path, &names, |area, q| {
+        if q == 0 {
+            let grid: Vec<f64> = (0..=120)
+                .map(|i| lo + (hi - lo) * i as f64 / 120.0)
+                .collect();
+            let dens: Vec<Vec<f64>> = reps.iter().map(|r| kde(r, &grid)).collect();
+            let obs = kde(ppc.y, &grid);
+            let top = dens
+                .iter()
+                .flatten()
+                .chain(&obs)
+                .copied()
+                .fold(0.0f64, f64::max)
+                * 1.08;
+            let mut ch = ChartBuilder::on(area)
+                .caption(&names[0], ("sans-serif", 15))
+                .margin(8)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(lo..hi, 0.0..top.max(1e-12))
+                .map_err(plot_err(&path))?;
+            ch.configure_mesh()
+                .disable_mesh()
+                .x_desc(ppc.y_name)
+                .y_desc("density")
+                .draw()
+                .map_err(plot_err(&path))?;
+            for (i, d) in dens.iter().enumerate() {
+                let s = ch
+                    .draw_series(LineSeries::new(
+                        grid.iter().copied().zip(d.iter().copied()),
+                        FILL.mix(0.25).stroke_width(1),
+                    ))
+                    .map_err(plot_err(&path))?;
+                if i == 0 {
+                    s.label(format!("{} replicates (y_rep)", reps.len()))
+                        .legend(|(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 16, y)], FILL.stroke_width(2))
+                        });
+                }
+            }
+            ch.draw_series(LineSeries::new(
+                grid.iter().copied().zip(obs),
+                MEAN.stroke_width(2),
+            ))
+            .map_err(plot_err(&path))?
+            .label("observed y")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], MEAN.stroke_width(2)));
+            ch.configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK.mix(0.3))
+                .label_font(("sans-serif", 11))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(plot_err(&path))?;
+            return Ok(());
+        }
+        let Some((x_name, x)) = ppc.x else {
+            return Ok(());
+        };
+        let (xl, xh) = range(x.iter().copied());
+        let mut ch = ChartBuilder::on(area)
+            .caption(&names[1], ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(xl..xh, lo..hi)
+            .map_err(plot_err(&path))?;
+        ch.configure_mesh()
+            .disable_mesh()
+            .x_desc(x_name)
+            .y_desc(ppc.y_name)
+            .draw()
+            .map_err(plot_err(&path))?;
+        // The replicates' 5-95% band over 24 bins of x with equal counts.
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        order.sort_unstable_by(|&a, &b| x[a].total_cmp(&x[b]));
+        let bins = 24.min(order.len());
+        if bins > 1 && !reps.is_empty() {
+            let mut upper = Vec::new();
+            let mut lower = Vec::new();
+            for b in 0..bins {
+                let idx = &order[b * order.len() / bins..(b + 1) * order.len() / bins];
+                if idx.is_empty() {
+                    continue;
+                }
+                let xm = idx.iter().map(|&i| x[i]).sum::<f64>() / idx.len() as f64;
+                let mut v: Vec<f64> = reps
+                    .iter()
+                    .flat_map(|r| idx.iter().map(|&i| r[i]))
+                    .collect();
+                v.sort_unstable_by(|a, b| a.total_cmp(b));
+                lower.push((xm, crate::diag::quantile_sorted(&v, 0.05)));
+                upper.push((xm, crate::diag::quantile_sorted(&v, 0.95)));
+            }
+            lower.reverse();
+            ch.draw_series(std::iter::once(Polygon::new(
+                upper.into_iter().chain(lower).collect::<Vec<_>>(),
+                FILL.mix(0.18).filled(),
+            )))
+            .map_err(plot_err(&path))?
+            .label("5-95% of y_rep")
+            .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], FILL.mix(0.3).filled()));
+        }
+        let shown = x.len().min(3000);
+        ch.draw_series(
+            (0..shown)
+                .map(|i| i * x.len() / shown)
+                .map(|i| Circle::new((x[i], ppc.y[i]), 2, MEAN.mix(0.45).filled())),
+        )
+        .map_err(plot_err(&path))?
+        .label("observed")
+        .legend(|(x, y)| Circle::new((x + 8, y), 3, MEAN.filled()));
+        for (c, (label, a, b)) in ppc.lines.iter().enumerate() {
+            const COMPONENTS: [RGBColor; 4] = [
+                TRUTH,
+                RGBColor(60, 150, 80),
+                RGBColor(230, 140, 20),
+                RGBColor(130, 80, 170),
+            ];
+            let col = COMPONENTS[c % COMPONENTS.len()];
+            ch.draw_series(LineSeries::new(
+                [(xl, a + b * xl), (xh, a + b * xh)],
+                col.stroke_width(2),
+            ))
+            .map_err(plot_err(&path))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2)));
+        }
+        ch.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 11))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(plot_err(&path))?;
+        Ok(())
+    })?;
+    Ok("ppc.svg".into())
 }

@@ -50,6 +50,12 @@ pub struct SampleJob {
     /// Also write `log_lik.npy` ([`write_log_lik`]) when it holds at most this many values
     /// (chains × draws kept × observations; `None`: never).
     pub log_lik: Option<u64>,
+    /// Also write `y_rep.npy`, a posterior predictive replicate of the data for every draw
+    /// ([`super::predict::write_y_rep`]).
+    pub y_rep: bool,
+    /// The model's settings, recorded in `meta.json` so that `gpsamp predict` can rebuild
+    /// the model from the folder.
+    pub model_spec: Option<super::ModelSpec>,
 }
 
 /// What a finished (or interrupted and kept) run returns besides its folder.
@@ -215,7 +221,19 @@ pub fn sample_to_dir(
     } else {
         None
     };
-    let figures = if job.plots && n_kept > 0 {
+    let y_rep = if job.y_rep {
+        let shape = super::predict::write_y_rep(dir, model.as_ref(), &data, cfg.chains, cfg.seed)?;
+        if shape.is_none() {
+            notes.push(format!(
+                "no y_rep.npy: {} has no responses given inputs here (a family without them, a --keep subset, or datasets of different sizes)",
+                model.name()
+            ));
+        }
+        shape
+    } else {
+        None
+    };
+    let mut figures = if job.plots && n_kept > 0 {
         let truth: Option<Vec<f64>> = job
             .truth
             .as_ref()
@@ -233,6 +251,16 @@ pub fn sample_to_dir(
     } else {
         Vec::new()
     };
+    if job.plots && n_kept > 0 {
+        figures.extend(super::predict::draw_ppc(
+            dir,
+            dir,
+            model.as_ref(),
+            &data,
+            cfg.chains,
+            cfg.seed,
+        )?);
+    }
     let meta = serde_json::json!({
         "format": "gpsamp-draws/1",
         "figures": figures,
@@ -249,6 +277,10 @@ pub fn sample_to_dir(
         "chains_per_dataset": cfg.chains,
         "sample_stats_columns": STAT_NAMES,
         "log_lik_shape": log_lik,
+        "y_rep_shape": y_rep,
+        "model_spec": job.model_spec,
+        "x_columns": data.x_names,
+        "y_column": data.y_name,
         "settings": cfg,
         "seed": cfg.seed,
         "backend": backend.describe(),
