@@ -151,9 +151,6 @@ fn row_terms<R: Real, const LIK: u8>(
     }
 }
 
-/// Adds the lane partial sums `acc` into their f64 twins `wide` and clears them (the f32
-/// kernels' fold, every [`FOLD`] blocks).
-#[inline(always)]
 /// `p` input columns of `n` standard-normal values each: the inputs of simulated datasets.
 pub fn standard_normal_inputs(p: usize, n: usize, rng: &mut rand::rngs::StdRng) -> Vec<Vec<f64>> {
     use rand::RngExt;
@@ -166,6 +163,9 @@ pub fn standard_normal_inputs(p: usize, n: usize, rng: &mut rand::rngs::StdRng) 
         .collect()
 }
 
+/// Adds the lane partial sums `acc` into their f64 twins `wide` and clears them (the f32
+/// kernels' fold, every [`FOLD`] blocks).
+#[inline(always)]
 fn widen<R: Real>(acc: &mut [R], wide: &mut [f64]) {
     for (a, w) in acc.iter_mut().zip(wide.iter_mut()) {
         *w += a.wide();
