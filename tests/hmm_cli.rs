@@ -65,6 +65,42 @@ fn cli_simulate_em_round_trip() {
     assert!(post
         .chunks(3)
         .all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-4));
+    // The tutorial's figures: the objective per restart, emissions over the data, states
+    // over time; listed in params.json.
+    assert_eq!(
+        params["figures"],
+        serde_json::json!(["em_trace.svg", "emissions.svg", "states.svg"])
+    );
+    let restarts = format!("restart {} (best)", ds["restart"]);
+    common::assert_svg(
+        &out.join("em_trace.svg"),
+        &[
+            "penalised log likelihood",
+            "EM iteration",
+            &restarts,
+            "other restarts",
+        ],
+    );
+    common::assert_svg(
+        &out.join("emissions.svg"),
+        &[
+            "emission densities over the data",
+            "density",
+            "state 0",
+            "state 2",
+            "data",
+        ],
+    );
+    common::assert_svg(
+        &out.join("states.svg"),
+        &[
+            "sequence 0",
+            "Viterbi state",
+            "time step",
+            "smoothed state probabilities",
+            "P(state | all data)",
+        ],
+    );
 }
 
 #[test]
@@ -304,6 +340,12 @@ fn decoding_under_given_parameters_reproduces_the_fit_and_decodes_new_sequences(
     ]);
     let read = |p: &str| std::fs::read_to_string(d.join(p)).unwrap();
     assert_eq!(read("dec/states.csv"), read("fit/states.csv"));
+    // Decoding draws the states and emissions (no EM trace: nothing was fitted), the same
+    // figures as the fit's.
+    assert!(!d.join("dec/em_trace.svg").exists());
+    for f in ["states.svg", "emissions.svg"] {
+        assert_eq!(read(&format!("dec/{f}")), read(&format!("fit/{f}")), "{f}");
+    }
     let (shape, smoothed) = npy(&d.join("dec/posteriors.npy"));
     assert_eq!(smoothed, npy(&d.join("fit/posteriors.npy")).1);
     let params: serde_json::Value = serde_json::from_str(&read("fit/params.json")).unwrap();
@@ -380,4 +422,71 @@ fn decoding_under_given_parameters_reproduces_the_fit_and_decodes_new_sequences(
         &s("x"),
     ]);
     assert!(!ok && err.contains("--params"), "{err}");
+}
+
+#[test]
+fn em_figures_of_a_grouped_glm_hmm_name_the_dataset_and_input() {
+    let d = common::TempDir::new("glmhmm_figures");
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "glmhmm",
+        "--datasets",
+        "2",
+        "--sequences",
+        "2",
+        "--steps",
+        "100",
+        "--out",
+        &d.s("g.csv"),
+    ]);
+    gpsamp_ok(&[
+        "em",
+        "--model",
+        "glmhmm",
+        "--x",
+        "x0",
+        "--data",
+        &d.s("g.csv"),
+        "--group",
+        "dataset",
+        "--restarts",
+        "3",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        &d.s("fit"),
+    ]);
+    common::assert_svg(
+        &d.join("fit/emissions.svg"),
+        &[
+            "emissions by decoded state (dataset 0)",
+            "x0",
+            "state 0",
+            "state 2",
+        ],
+    );
+    common::assert_svg(&d.join("fit/em_trace.svg"), &["(dataset 0)", "restart"]);
+    // --no-plots draws none.
+    gpsamp_ok(&[
+        "em",
+        "--model",
+        "glmhmm",
+        "--x",
+        "x0",
+        "--data",
+        &d.s("g.csv"),
+        "--group",
+        "dataset",
+        "--restarts",
+        "1",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        &d.s("bare"),
+    ]);
+    assert!(!d.join("bare/states.svg").exists());
 }

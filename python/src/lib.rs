@@ -536,6 +536,7 @@ fn em(
         config: cfg,
         truth: None,
         source: "python".into(),
+        plots: false,
     };
     let total = train.batch.n_datasets() * restarts * max_iters;
     let dir = output(&out, "em")?;

@@ -125,6 +125,9 @@ pub struct Args {
     /// directory, a folder above it, or a folder holding an input).
     #[arg(long)]
     force: bool,
+    /// Skip the figures (em_trace.svg, emissions.svg, states.svg of the first dataset).
+    #[arg(long)]
+    no_plots: bool,
     /// No table (warnings still go to stderr).
     #[arg(long)]
     quiet: bool,
@@ -226,7 +229,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     )?;
     if let Some(path) = &a.params {
         let params = read_truth(path, &spec).context("--params")?;
-        let d = gpsamp::workflow::em::decode_to_dir(&spec, &all, &params, out.path())?;
+        let d = gpsamp::workflow::em::decode_to_dir(&spec, &all, &params, out.path(), !a.no_plots)?;
         out.commit()?;
         if !a.quiet {
             for (b, lls) in d.log_likelihoods.iter().enumerate() {
@@ -238,10 +241,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            eprintln!(
-                "wrote {}/{{states.csv, posteriors.npy, filtered.npy, sequences.csv}}",
-                a.out.display()
-            );
+            let mut files: Vec<String> = [
+                "states.csv",
+                "posteriors.npy",
+                "filtered.npy",
+                "sequences.csv",
+            ]
+            .map(String::from)
+            .into();
+            files.extend(d.figures.iter().cloned());
+            eprintln!("wrote {}/{{{}}}", a.out.display(), files.join(", "));
         }
         return Ok(());
     }
@@ -285,6 +294,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         config: cfg.clone(),
         truth: truth.clone(),
         source: a.data.display().to_string(),
+        plots: !a.no_plots,
     };
     let run = em_to_dir(&train, test.as_ref(), &backend, &job, out.path(), &|n| {
         bar.inc(n)
@@ -371,10 +381,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     out.commit()?;
     if !a.quiet {
-        eprintln!(
-            "wrote {}/{{params.json, states.csv, posteriors.npy}}",
-            a.out.display()
-        );
+        let mut files: Vec<String> = ["params.json", "states.csv", "posteriors.npy"]
+            .map(String::from)
+            .into();
+        if let Some(f) = run.params_json["figures"].as_array() {
+            files.extend(f.iter().filter_map(|v| v.as_str()).map(String::from));
+        }
+        eprintln!("wrote {}/{{{}}}", a.out.display(), files.join(", "));
     }
     Ok(())
 }

@@ -826,6 +826,8 @@ pub struct EmFit {
     pub restart: usize,
     /// Final penalised log likelihood of every restart.
     pub restart_objectives: Vec<f64>,
+    /// Penalised log likelihood per iteration of every restart (the winner's is `trace`).
+    pub restart_traces: Vec<Vec<f64>>,
     /// Whether the winner met the tolerance before the cap.
     pub converged: bool,
 }
@@ -1064,6 +1066,7 @@ pub fn best_fits(cfg: &EmConfig, jobs: Vec<Job>, n_datasets: usize) -> Vec<EmFit
             let best = (0..r)
                 .max_by(|&a, &b| objectives[a].total_cmp(&objectives[b]))
                 .expect("at least one restart");
+            let restart_traces = mine.iter().map(|j| j.trace.clone()).collect();
             let j = mine[best].clone();
             EmFit {
                 log_likelihood: j.loglik,
@@ -1072,6 +1075,7 @@ pub fn best_fits(cfg: &EmConfig, jobs: Vec<Job>, n_datasets: usize) -> Vec<EmFit
                 trace: j.trace,
                 restart: best,
                 restart_objectives: objectives,
+                restart_traces,
             }
         })
         .collect()

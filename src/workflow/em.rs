@@ -23,6 +23,9 @@ pub struct EmJob {
     pub truth: Option<Vec<HmmParams>>,
     /// Where the data came from, for `params.json`.
     pub source: String,
+    /// Draw `em_trace.svg`, `emissions.svg` and `states.svg` of the first dataset
+    /// ([`super::em_plot`]).
+    pub plots: bool,
 }
 
 /// A finished EM run.
@@ -58,6 +61,8 @@ pub struct Decoded {
     pub filtered: Vec<f32>,
     /// Per dataset, the log likelihood of each of its sequences.
     pub log_likelihoods: Vec<Vec<f64>>,
+    /// Figures written (by [`decode_to_dir`] when asked).
+    pub figures: Vec<String>,
 }
 
 /// Decodes every sequence of `data` under `params` (one set for all datasets, or one per
@@ -102,6 +107,7 @@ pub fn decode(spec: &HmmSpec, data: &SeqData, params: &[HmmParams]) -> Decoded {
         posteriors,
         filtered,
         log_likelihoods,
+        figures: Vec::new(),
     }
 }
 
@@ -113,6 +119,7 @@ pub fn decode_to_dir(
     data: &SeqData,
     params: &[HmmParams],
     dir: &Path,
+    plots: bool,
 ) -> Result<Decoded> {
     let n = data.batch.n_datasets();
     if params.is_empty() || (params.len() != 1 && params.len() != n) {
@@ -121,7 +128,7 @@ pub fn decode_to_dir(
             message: format!("{} parameter sets for {n} datasets", params.len()),
         });
     }
-    let d = decode(spec, data, params);
+    let mut d = decode(spec, data, params);
     let grouped = !data.batch.groups.is_empty();
     let mut seq_csv = String::from(if grouped { "group," } else { "" });
     seq_csv.push_str("seq,n_obs,log_likelihood\n");
@@ -143,7 +150,38 @@ pub fn decode_to_dir(
     super::write_text(&dir.join("sequences.csv"), seq_csv.as_bytes())?;
     crate::io::npy::write_f32(&dir.join("posteriors.npy"), &[rows, spec.k], &d.posteriors)?;
     crate::io::npy::write_f32(&dir.join("filtered.npy"), &[rows, spec.k], &d.filtered)?;
+    if plots {
+        d.figures = hmm_figures(spec, data, &params[0], &d.paths, &d.posteriors, None, dir)?;
+    }
     Ok(d)
+}
+
+/// Draws the figures of the first dataset of `data` decoded under `params` (and of its EM
+/// run when `fit` is given) into `dir`.
+fn hmm_figures(
+    spec: &HmmSpec,
+    data: &SeqData,
+    params: &HmmParams,
+    paths: &[usize],
+    posteriors: &[f32],
+    fit: Option<&EmFit>,
+    dir: &Path,
+) -> Result<Vec<String>> {
+    let dec = super::em_plot::Decoding {
+        spec,
+        params,
+        data: &data.batch,
+        b: 0,
+        paths,
+        posteriors,
+        seq_id: data.seq_ids[0].first().map_or("", String::as_str),
+        label: if data.batch.n_datasets() > 1 {
+            format!("dataset {}", data.groups[0])
+        } else {
+            String::new()
+        },
+    };
+    super::em_plot::write_hmm_plots(dir, &dec, fit)
 }
 
 /// The relabelling that sorts states by their first location (mean or bias).
@@ -260,7 +298,21 @@ pub fn em_to_dir(
             v
         })
         .collect();
+    let figures = if job.plots {
+        hmm_figures(
+            spec,
+            train,
+            &fits[0].params,
+            &paths,
+            &posteriors,
+            Some(&fits[0]),
+            dir,
+        )?
+    } else {
+        Vec::new()
+    };
     let params_json = serde_json::json!({
+        "figures": figures,
         "model": crate::model::Model::name(&crate::Hmm::new(*spec, crate::HmmPriors::default())?),
         "states": k,
         "data": job.source,

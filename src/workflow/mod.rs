@@ -4,6 +4,7 @@
 //! workflow → CLI (and, later, Python); nothing here prints.
 
 pub mod em;
+pub mod em_plot;
 pub mod loo;
 pub mod mdn;
 pub mod plot;
