@@ -188,3 +188,95 @@ print(json.dumps([float(l.elpd_loo), float(l.se), float(l.p_loo), l.pareto_k.val
         close(a.as_f64().unwrap(), *b, 1e-7, "pareto_k");
     }
 }
+
+/// Exact leave-one-out predictive densities of a conjugate normal regression with known
+/// sigma: prior alpha, beta ~ N(0, 1), y_i ~ N(alpha + beta x_i, sigma^2). Dropping point
+/// i subtracts its term from the posterior precision and shift; its predictive is
+/// N(x_i' m_-i, sigma^2 + x_i' V_-i x_i) with x_i = (1, x_i).
+fn exact_elpd_loo(x: &[f64], y: &[f64], sigma: f64) -> f64 {
+    let s2 = sigma * sigma;
+    // Precision (2x2, symmetric) and shift of the full posterior.
+    let (mut l00, mut l01, mut l11) = (1.0, 0.0, 1.0);
+    let (mut b0, mut b1) = (0.0, 0.0);
+    for (&xi, &yi) in x.iter().zip(y) {
+        l00 += 1.0 / s2;
+        l01 += xi / s2;
+        l11 += xi * xi / s2;
+        b0 += yi / s2;
+        b1 += xi * yi / s2;
+    }
+    x.iter()
+        .zip(y)
+        .map(|(&xi, &yi)| {
+            let (a00, a01, a11) = (l00 - 1.0 / s2, l01 - xi / s2, l11 - xi * xi / s2);
+            let (c0, c1) = (b0 - yi / s2, b1 - xi * yi / s2);
+            let det = a00 * a11 - a01 * a01;
+            let (v00, v01, v11) = (a11 / det, -a01 / det, a00 / det);
+            let (m0, m1) = (v00 * c0 + v01 * c1, v01 * c0 + v11 * c1);
+            let mean = m0 + m1 * xi;
+            let var = s2 + v00 + 2.0 * v01 * xi + v11 * xi * xi;
+            -0.5 * (2.0 * std::f64::consts::PI * var).ln() - 0.5 * (yi - mean).powi(2) / var
+        })
+        .sum()
+}
+
+#[test]
+fn psis_loo_of_a_conjugate_regression_matches_the_exact_leave_one_out() {
+    let dir = common::TempDir::new("loo_exact");
+    let data = dir.s("sim.csv");
+    let (ok, _, err) = common::gpsamp(&[
+        "simulate",
+        "--model",
+        "glm",
+        "--sigma-fixed",
+        "0.8",
+        "--n",
+        "80",
+        "--seed",
+        "11",
+        "--out",
+        &data,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = common::gpsamp(&[
+        "sample",
+        "--model",
+        "glm",
+        "--sigma-fixed",
+        "0.8",
+        "--data",
+        &data,
+        "--x",
+        "x0",
+        "--chains",
+        "8",
+        "--draws",
+        "1000",
+        "--log-lik",
+        "--no-plots",
+        "--quiet",
+        "--backend",
+        "cpu",
+        "--out",
+        &dir.s("fit"),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&data).unwrap();
+    let (x, y): (Vec<f64>, Vec<f64>) = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<f64> = l.split(',').map(|v| v.parse().unwrap()).collect();
+            (f[1], f[2])
+        })
+        .unzip();
+    let exact = exact_elpd_loo(&x, &y, 0.8);
+    let (ok, out, err) = common::gpsamp(&["loo", &dir.s("fit"), "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let got = v["fits"][0]["datasets"][0]["elpd_loo"].as_f64().unwrap();
+    assert!(
+        (got - exact).abs() < 0.01 * exact.abs(),
+        "PSIS-LOO {got} vs exact {exact}"
+    );
+}
