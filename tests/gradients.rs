@@ -191,7 +191,9 @@ fn extreme_points_are_finite_on_the_cpu() {
 
 #[test]
 fn bad_settings_are_rejected() {
-    assert!(MixGlm::glm(Likelihood::Gaussian, 0, Priors::default()).is_err());
+    // An intercept-only GLM is fine; no components is not.
+    let intercept = MixGlm::glm(Likelihood::Gaussian, 0, Priors::default()).unwrap();
+    assert_eq!(intercept.param_names(), ["alpha", "sigma"]);
     assert!(MixGlm::gmm(0, Priors::default()).is_err());
     let bad = Priors {
         scale: ScalePrior::HalfNormal { sd: -1.0 },

@@ -16,7 +16,8 @@ use gpsamp::io::output::OutputDir;
 use super::args::{DataArgs, ModelArgs, ModelKind};
 
 /// Where chains start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Where chains start (`--init`).
+#[derive(Clone, Debug)]
 enum InitKind {
     /// em for hmm/glmhmm, else random.
     Auto,
@@ -24,6 +25,25 @@ enum InitKind {
     Random,
     /// Around an EM fit of each dataset (hmm/glmhmm).
     Em,
+    /// Around the values in a JSON file.
+    File(PathBuf),
+}
+
+fn parse_init(text: &str) -> Result<InitKind, String> {
+    Ok(match text {
+        "auto" => InitKind::Auto,
+        "random" => InitKind::Random,
+        "em" => InitKind::Em,
+        path => {
+            let p = PathBuf::from(path);
+            if !p.is_file() {
+                return Err(format!(
+                    "expected auto, random, em, or a JSON file of parameter values; {path:?} is none of these"
+                ));
+            }
+            InitKind::File(p)
+        }
+    })
 }
 
 /// Options of `gpsamp sample`.
@@ -96,9 +116,18 @@ pub struct Args {
     init_steps: usize,
     /// Where chains start: random (uniform in (-2, 2) on the unconstrained scale), em (around
     /// an EM fit of each dataset, radius 0.5; HMMs only: their posteriors have minor modes
-    /// that random starts can settle in), or auto (em for hmm/glmhmm, else random).
-    #[arg(long, value_enum, default_value = "auto")]
+    /// that random starts can settle in), auto (em for hmm/glmhmm, else random), or a JSON
+    /// file of parameter values by name ({"alpha": 0.3, "beta[0]": 1}, a fit's summary.json,
+    /// or a truth file of `gpsamp simulate`): chains start within 0.1 of them on the
+    /// unconstrained scale, then take --init-steps Adam steps (0: start exactly there).
+    #[arg(long, default_value = "auto", value_parser = parse_init)]
     init: InitKind,
+    /// Continue from an earlier fit of the same model and data (its folder): reuse its step
+    /// size, trajectory length and mass matrix, and start each chain at the last draw of
+    /// the earlier one, so no warmup is needed (--warmup defaults to 0; give one to adapt
+    /// further from there).
+    #[arg(long)]
+    adapt_from: Option<PathBuf>,
     /// Cap on leapfrog steps per transition.
     #[arg(long, default_value_t = 1024)]
     max_steps: u32,
@@ -146,10 +175,15 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         .iter()
         .map(PathBuf::as_path)
         .chain(a.model.model_file.as_deref())
+        .chain(a.adapt_from.as_deref())
+        .chain(match &a.init {
+            InitKind::File(p) => Some(p.as_path()),
+            _ => None,
+        })
         .collect();
     // Checked before any work: a refused --out costs nothing.
     let out = OutputDir::create("--out", &a.out, "sample", a.force, &inputs)?;
-    if a.warmup == Some(0) {
+    if a.warmup == Some(0) && a.adapt_from.is_none() {
         eprintln!("gpsamp: warning: --warmup 0: the step size, trajectory length and mass matrix stay at their initial values, so the draws may mix badly");
     }
     let mut hmm_shape = (0usize, 1usize);
@@ -287,8 +321,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         }
     };
     let em_init = match a.init {
-        InitKind::Auto => a.model.is_hmm(),
-        InitKind::Random => false,
+        InitKind::Auto => a.model.is_hmm() && a.adapt_from.is_none(),
+        InitKind::Random | InitKind::File(_) => false,
         InitKind::Em if a.model.is_hmm() => true,
         InitKind::Em => bail!("--init em: only hmm/glmhmm have an EM fit to start from"),
     };
@@ -307,13 +341,29 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             .build_any(data.p() - usize::from(a.model.systems.is_some()))?
     };
     model.check_data(&data).with_context(|| source.clone())?;
+    let groups: Vec<String> = (0..data.n_datasets())
+        .map(|b| data.dataset_name(b))
+        .collect();
+    let mut init_radius = if init_centers.is_empty() { 2.0 } else { 0.5 };
+    if let InitKind::File(path) = &a.init {
+        init_centers = gpsamp::workflow::resume::read_init(path, model.as_ref(), &groups)?;
+        init_radius = 0.1;
+    }
+    let (adapted, start_positions) = match &a.adapt_from {
+        Some(dir) => {
+            gpsamp::workflow::resume::adapt_from(dir, model.as_ref(), data.n_datasets(), a.chains)?
+        }
+        None => (Vec::new(), Vec::new()),
+    };
     let superchain = a
         .superchain_size
         .unwrap_or(gpsamp::workflow::default_superchain(a.chains));
     let cfg = Config {
         cancel: Some(super::interrupt_flag()),
         chains: a.chains,
-        warmup: a.warmup.unwrap_or(1000),
+        warmup: a
+            .warmup
+            .unwrap_or(if a.adapt_from.is_some() { 0 } else { 1000 }),
         adaptive_warmup: a.warmup.is_none(),
         target_ess: a.target_ess,
         draws: a.draws,
@@ -323,8 +373,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         superchain_size: superchain,
         init_steps: a.init_steps,
         max_steps: a.max_steps,
-        init_radius: if init_centers.is_empty() { 2.0 } else { 0.5 },
+        init_radius,
         init_centers,
+        start_positions,
+        adapted,
         ..Config::default()
     };
     cfg.validate()?;

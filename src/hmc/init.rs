@@ -36,6 +36,36 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<Start
     let mut calls = 0u64;
     let d = integrator.dim();
     let n = integrator.n_chains();
+    if !cfg.start_positions.is_empty() {
+        if cfg.start_positions.len() != n * d {
+            return Err(Error::Config {
+                flag: "--adapt-from".into(),
+                message: format!(
+                    "{} starting values for {n} chains of dimension {d}",
+                    cfg.start_positions.len()
+                ),
+            });
+        }
+        let q = cfg.start_positions.clone();
+        let mut logp = vec![0.0; n];
+        let mut grad = vec![0.0; n * d];
+        integrator.set_positions(&q, &mut logp, &mut grad)?;
+        if let Some(c) = logp
+            .iter()
+            .position(|&lp| lp <= LOGP_NEG_INF || !lp.is_finite())
+        {
+            return Err(Error::Init {
+                chain: c,
+                message: "the given starting point has no finite log density".into(),
+            });
+        }
+        return Ok(Start {
+            q,
+            logp,
+            grad,
+            density_calls: 1,
+        });
+    }
     let mut q: Vec<f64> = (0..n)
         .flat_map(|c| initial_position(cfg, c, 0, d))
         .collect();

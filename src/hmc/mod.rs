@@ -168,6 +168,16 @@ pub struct Config {
     /// missing for a dataset: the origin.
     #[serde(skip)]
     pub init_centers: Vec<Vec<f64>>,
+    /// Unconstrained starting point of every chain of the batch (chains × D, dataset-major):
+    /// when given, the chains start exactly there, without random starts or Adam steps
+    /// (a run continued from an earlier one's last draws, `--adapt-from`).
+    #[serde(skip)]
+    pub start_positions: Vec<f64>,
+    /// Per dataset of the batch, adaptation to start from instead of the defaults (step
+    /// size, trajectory length, inverse mass matrix; `--adapt-from`): with no warmup they
+    /// are used as they are.
+    #[serde(skip)]
+    pub adapted: Vec<Adaptation>,
     /// Set from elsewhere (a signal handler, another thread) to stop the run: during warmup
     /// [`sample`] returns [`Error::Interrupted`]; during sampling it stops after the current
     /// batch and returns the draws so far ([`RunReport::draws_completed`]).
@@ -200,6 +210,8 @@ impl Default for Config {
             init_steps: 200,
             chain_offset: 0,
             init_centers: Vec::new(),
+            start_positions: Vec::new(),
+            adapted: Vec::new(),
             cancel: None,
             target_ess: None,
             adaptive_warmup: true,
@@ -250,6 +262,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A dataset's adaptation: what warmup tunes and [`DatasetReport`] records.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Adaptation {
+    /// Leapfrog step size.
+    pub step_size: f64,
+    /// Trajectory length (ChEES).
+    pub trajectory_length: f64,
+    /// Diagonal inverse mass matrix.
+    pub inv_mass: Vec<f64>,
 }
 
 /// Receives draws as sampling produces them.

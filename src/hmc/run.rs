@@ -87,13 +87,30 @@ pub fn sample(
     } = initialise(integrator, cfg)?;
 
     let target_accept = cfg.target_accept.unwrap_or_else(|| model.target_accept());
+    if !cfg.adapted.is_empty()
+        && (cfg.adapted.len() != n_datasets || cfg.adapted.iter().any(|a| a.inv_mass.len() != d))
+    {
+        return Err(Error::Config {
+            flag: "--adapt-from".into(),
+            message: format!(
+                "adaptation for {} dataset(s) of dimension {}, but this run has {n_datasets} of dimension {d}",
+                cfg.adapted.len(),
+                cfg.adapted.first().map_or(0, |a| a.inv_mass.len())
+            ),
+        });
+    }
     let mut states: Vec<DatasetState> = (0..n_datasets)
-        .map(|_| DatasetState {
-            da: DualAveraging::new(cfg.step_size, target_accept),
-            chees: ChEES::new(cfg.step_size * 10.0),
+        .map(|b| {
+            let pre = cfg.adapted.get(b);
+            let eps = pre.map_or(cfg.step_size, |a| a.step_size);
+            (pre, eps)
+        })
+        .map(|(pre, eps)| DatasetState {
+            da: DualAveraging::new(eps, target_accept),
+            chees: ChEES::new(pre.map_or(cfg.step_size * 10.0, |a| a.trajectory_length)),
             mass: (0..cfg.chains).map(|_| Welford::new(d)).collect(),
-            inv_mass: vec![1.0; d],
-            metric_adapted: false,
+            inv_mass: pre.map_or_else(|| vec![1.0; d], |a| a.inv_mass.clone()),
+            metric_adapted: pre.is_some(),
             divergences: 0,
             accept_sum: 0.0,
             steps_sum: 0.0,

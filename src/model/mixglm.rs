@@ -344,15 +344,9 @@ impl MixGlm {
         })
     }
 
-    /// A GLM with `p >= 1` features plus intercept: parameters `beta[j]`, `alpha` and, for
+    /// A GLM with `p` features (0: intercept only) plus intercept: parameters `beta[j]`, `alpha` and, for
     /// the Gaussian likelihood, `sigma`.
     pub fn glm(lik: Likelihood, p: usize, priors: Priors) -> Result<Self> {
-        if p < 1 {
-            return Err(Error::Config {
-                flag: "--features".into(),
-                message: "a GLM needs at least one feature".into(),
-            });
-        }
         Self::new(1, p, lik, priors)
     }
 

@@ -9,6 +9,7 @@ pub mod loo;
 pub mod mdn;
 pub mod plot;
 pub mod predict;
+pub mod resume;
 pub mod sample;
 pub mod spec;
 pub mod study;

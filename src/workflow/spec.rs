@@ -349,8 +349,8 @@ impl ModelSpec {
             ));
         }
         let m = match self.model {
-            ModelKind::Glm => MixGlm::glm(lik, p, priors)
-                .map_err(|_| config("--x", "a GLM needs at least one input column"))?,
+            // Without inputs: an intercept-only GLM (alpha, and sigma for gaussian).
+            ModelKind::Glm => MixGlm::glm(lik, p, priors)?,
             ModelKind::Gmm => {
                 if p != 0 {
                     return Err(config("--x", "a Gaussian mixture takes no input columns"));

@@ -66,6 +66,8 @@ pub fn families() -> Vec<MixGlm> {
         MixGlm::glm(Likelihood::Gaussian, 3, custom).unwrap(),
         MixGlm::glm(Likelihood::Bernoulli, 2, Priors::default()).unwrap(),
         MixGlm::glm(Likelihood::Poisson, 2, custom).unwrap(),
+        // Intercept only (no inputs).
+        MixGlm::glm(Likelihood::Bernoulli, 0, Priors::default()).unwrap(),
         MixGlm::gmm(1, ln).unwrap(),
         MixGlm::gmm(3, ex).unwrap(),
         MixGlm::mixreg(2, 1, Priors::default()).unwrap(),
