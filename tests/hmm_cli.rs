@@ -490,3 +490,86 @@ fn em_figures_of_a_grouped_glm_hmm_name_the_dataset_and_input() {
     ]);
     assert!(!d.join("bare/states.svg").exists());
 }
+
+#[test]
+fn logp_of_an_hmm_takes_a_params_file_or_values_and_the_gpu_agrees() {
+    let d = common::TempDir::new("logp_hmm");
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "glmhmm",
+        "--sequences",
+        "3",
+        "--steps",
+        "80",
+        "--out",
+        &d.s("g.csv"),
+    ]);
+    let truth = d.s("g.truth.json");
+    let data = d.s("g.csv");
+    let logp = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "logp", "--model", "glmhmm", "--x", "x0", "--data", &data, "--json",
+        ];
+        args.extend(extra);
+        let (ok, out, err) = common::gpsamp(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let from_file = logp(&["--params-file", &truth, "--backend", "cpu"]);
+    let lp = from_file["datasets"][0]["logp"].as_f64().unwrap();
+    assert!(lp.is_finite());
+    // The truth's values, given on the command line in the model's order, give the same.
+    let names = [
+        "initial[0]",
+        "initial[1]",
+        "initial[2]",
+        "transition[0,0]",
+        "transition[0,1]",
+        "transition[0,2]",
+        "transition[1,0]",
+        "transition[1,1]",
+        "transition[1,2]",
+        "transition[2,0]",
+        "transition[2,1]",
+        "transition[2,2]",
+        "bias[0]",
+        "bias[1]",
+        "bias[2]",
+        "weight[0,0]",
+        "weight[1,0]",
+        "weight[2,0]",
+        "sd[0]",
+        "sd[1]",
+        "sd[2]",
+    ];
+    let values: Vec<String> = names
+        .iter()
+        .map(|n| from_file["params"][n].as_f64().unwrap().to_string())
+        .collect();
+    let by_value = logp(&["--params", &values.join(","), "--backend", "cpu"]);
+    let lp2 = by_value["datasets"][0]["logp"].as_f64().unwrap();
+    assert!((lp2 - lp).abs() < 1e-9 * lp.abs(), "{lp2} vs {lp}");
+    let (ok, _, err) = common::gpsamp(&[
+        "logp",
+        "--model",
+        "glmhmm",
+        "--x",
+        "x0",
+        "--data",
+        &d.s("g.csv"),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(!ok && err.contains("--params-file"), "{err}");
+    if common::gpu().is_some() {
+        let gpu = logp(&["--params-file", &truth, "--backend", "gpu"]);
+        let (a, b) = (gpu["datasets"][0]["logp"].as_f64().unwrap(), lp);
+        assert!((a - b).abs() < 1e-4 * b.abs(), "gpu {a} vs cpu {b}");
+        let ga: Vec<f64> =
+            serde_json::from_value(gpu["datasets"][0]["grad_unconstrained"].clone()).unwrap();
+        let gb: Vec<f64> =
+            serde_json::from_value(from_file["datasets"][0]["grad_unconstrained"].clone()).unwrap();
+        assert!(common::rel_norm(&ga, &gb) < 1e-3, "{ga:?} vs {gb:?}");
+    }
+}

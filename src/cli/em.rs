@@ -167,18 +167,28 @@ fn spec_of(a: &Args) -> anyhow::Result<HmmSpec> {
 }
 
 /// Reads `--truth`: one parameter set per dataset (or one for all).
-fn read_truth(path: &std::path::Path, spec: &HmmSpec) -> anyhow::Result<Vec<HmmParams>> {
+/// HMM parameters from a JSON file: `gpsamp em`'s params.json (one set per dataset), a truth
+/// file of `gpsamp simulate`, or one set's keys; errors name `flag` and the file.
+pub fn read_hmm_params(
+    flag: &str,
+    path: &std::path::Path,
+    spec: &HmmSpec,
+) -> anyhow::Result<Vec<HmmParams>> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--truth: reading {}", path.display()))?;
+        .with_context(|| format!("{flag}: reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("--truth: {} is not JSON", path.display()))?;
+        .with_context(|| format!("{flag}: {} is not JSON", path.display()))?;
     let list: Vec<&serde_json::Value> = match v.get("truth").or_else(|| v.get("datasets")) {
         Some(serde_json::Value::Array(a)) => a.iter().collect(),
         _ => vec![&v],
     };
     list.into_iter()
-        .map(|x| params_from_json(spec, x).with_context(|| format!("--truth {}", path.display())))
+        .map(|x| params_from_json(spec, x).with_context(|| format!("{flag} {}", path.display())))
         .collect()
+}
+
+fn read_truth(path: &std::path::Path, spec: &HmmSpec) -> anyhow::Result<Vec<HmmParams>> {
+    read_hmm_params("--truth", path, spec)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
