@@ -573,3 +573,159 @@ fn logp_of_an_hmm_takes_a_params_file_or_values_and_the_gpu_agrees() {
         assert!(common::rel_norm(&ga, &gb) < 1e-3, "{ga:?} vs {gb:?}");
     }
 }
+
+#[test]
+fn sampled_state_paths_have_the_smoothed_marginals() {
+    let d = common::TempDir::new("ffbs");
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "hmm",
+        "--sequences",
+        "2",
+        "--steps",
+        "60",
+        "--seed",
+        "8",
+        "--out",
+        &d.s("h.csv"),
+    ]);
+    gpsamp_ok(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &d.s("h.csv"),
+        "--params",
+        &d.s("h.truth.json"),
+        "--decode",
+        "--sample-paths",
+        "4000",
+        "--seed",
+        "3",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        &d.s("dec"),
+    ]);
+    let (shape, paths) = npy(&d.join("dec/sampled_paths.npy"));
+    assert_eq!(shape, vec![4000, 120]);
+    let (_, smoothed) = npy(&d.join("dec/posteriors.npy"));
+    // Each row's share of draws in each state is its smoothed probability (binomial error
+    // of 4 000 draws: sd at most 0.008).
+    let mut worst = 0.0f64;
+    for row in 0..120 {
+        for s in 0..3 {
+            let share = (0..4000)
+                .filter(|&r| paths[r * 120 + row] == s as f64)
+                .count() as f64
+                / 4000.0;
+            worst = worst.max((share - smoothed[row * 3 + s]).abs());
+        }
+    }
+    assert!(worst < 0.035, "largest gap {worst}");
+    // Adjacent states of a draw follow the chain: pairs are distributed as the smoothed
+    // two-slice marginals, so a draw is not 120 independent marginal draws. Check one
+    // consequence: the share of draws that switch state between two steps is far below
+    // what independent draws from the marginals would give where both are uncertain.
+    let switch = |row: usize| {
+        (0..4000)
+            .filter(|&r| paths[r * 120 + row] != paths[r * 120 + row + 1])
+            .count() as f64
+            / 4000.0
+    };
+    let independent = |row: usize| {
+        1.0 - (0..3)
+            .map(|s| smoothed[row * 3 + s] * smoothed[(row + 1) * 3 + s])
+            .sum::<f64>()
+    };
+    let (obs, ind): (f64, f64) = (0..59)
+        .map(|r| (switch(r), independent(r)))
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    assert!(obs <= ind + 0.05, "switches {obs} vs independent {ind}");
+}
+
+#[test]
+fn hmc_fits_of_an_hmm_store_the_posterior_mean_state_probabilities() {
+    let d = common::TempDir::new("state_probs");
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "hmm",
+        "--sequences",
+        "2",
+        "--steps",
+        "150",
+        "--seed",
+        "5",
+        "--out",
+        &d.s("h.csv"),
+    ]);
+    gpsamp_ok(&[
+        "sample",
+        "--model",
+        "hmm",
+        "--data",
+        &d.s("h.csv"),
+        "--chains",
+        "8",
+        "--draws",
+        "200",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        &d.s("fit"),
+    ]);
+    gpsamp_ok(&[
+        "em",
+        "--model",
+        "hmm",
+        "--data",
+        &d.s("h.csv"),
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        &d.s("em"),
+    ]);
+    let (shape, probs) = npy(&d.join("fit/state_probs.npy"));
+    assert_eq!(shape, vec![300, 3]);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("fit/meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["state_probs_shape"], serde_json::json!([300, 3]));
+    for row in probs.chunks(3) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    }
+    // They recover the simulated states, and are close to the smoothed probabilities at
+    // the EM fit (the posterior of the parameters is narrow at 300 steps).
+    let text = std::fs::read_to_string(d.join("h.csv")).unwrap();
+    let states: Vec<usize> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    let argmax = |r: &[f64]| (0..3).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+    let right = probs
+        .chunks(3)
+        .zip(&states)
+        .filter(|(r, &s)| argmax(r) == s)
+        .count();
+    assert!(
+        right as f64 > 0.85 * 300.0,
+        "{right} of 300 states recovered"
+    );
+    let (_, em) = npy(&d.join("em/posteriors.npy"));
+    let gap = probs
+        .iter()
+        .zip(&em)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / probs.len() as f64;
+    assert!(
+        gap < 0.05,
+        "mean gap to the EM fit's smoothed probabilities: {gap}"
+    );
+}

@@ -125,6 +125,11 @@ pub struct Args {
     /// directory, a folder above it, or a folder holding an input).
     #[arg(long)]
     force: bool,
+    /// With --decode: also draw this many state paths of every sequence from their
+    /// posterior given --params (forward filtering, backward sampling) into
+    /// sampled_paths.npy (draws x rows, states as f32; seeded by --seed).
+    #[arg(long, default_value_t = 0, requires = "params")]
+    sample_paths: usize,
     /// Skip the figures (em_trace.svg, emissions.svg, states.svg of the first dataset).
     #[arg(long)]
     no_plots: bool,
@@ -239,7 +244,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     )?;
     if let Some(path) = &a.params {
         let params = read_truth(path, &spec).context("--params")?;
-        let d = gpsamp::workflow::em::decode_to_dir(&spec, &all, &params, out.path(), !a.no_plots)?;
+        let opts = gpsamp::workflow::em::DecodeOptions {
+            plots: !a.no_plots,
+            sample_paths: a.sample_paths,
+            seed: a.seed,
+        };
+        let d = gpsamp::workflow::em::decode_to_dir(&spec, &all, &params, out.path(), &opts)?;
         out.commit()?;
         if !a.quiet {
             for (b, lls) in d.log_likelihoods.iter().enumerate() {
@@ -259,6 +269,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ]
             .map(String::from)
             .into();
+            if a.sample_paths > 0 {
+                files.push("sampled_paths.npy".into());
+            }
             files.extend(d.figures.iter().cloned());
             eprintln!("wrote {}/{{{}}}", a.out.display(), files.join(", "));
         }

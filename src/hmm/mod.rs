@@ -623,6 +623,54 @@ pub fn filtered(
     (out, lls)
 }
 
+/// A state path of every sequence of dataset `b` drawn from its posterior given `prm`
+/// (forward filtering, backward sampling): `z_T` from the last filtered probabilities, then
+/// `z_t` with probability proportional to `P(z_t | y_1..t) A[z_t, z_t+1]`. Returns one state
+/// per row of the dataset (`usize::MAX` for a sequence with no finite likelihood).
+pub fn sample_paths(
+    spec: &HmmSpec,
+    prm: &HmmParams,
+    data: &DataBatch,
+    b: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> Vec<usize> {
+    use rand::RngExt;
+    let k = spec.k;
+    let (filt, lls) = filtered(spec, prm, data, b);
+    let mut out = vec![usize::MAX; data.range(b).len()];
+    let mut base = 0;
+    let mut w = vec![0.0; k];
+    for (seq, ll) in sequences(data, b).into_iter().zip(lls) {
+        let t_len = seq.len();
+        if ll.is_finite() {
+            let pick = |w: &[f64], rng: &mut rand::rngs::StdRng| -> usize {
+                let total: f64 = w.iter().sum();
+                let mut u = rng.random::<f64>() * total;
+                for (s, &v) in w.iter().enumerate() {
+                    if u < v {
+                        return s;
+                    }
+                    u -= v;
+                }
+                k - 1
+            };
+            let last = &filt[(base + t_len - 1) * k..(base + t_len) * k];
+            let mut z = pick(last, rng);
+            out[base + t_len - 1] = z;
+            for t in (0..t_len - 1).rev() {
+                let f = &filt[(base + t) * k..(base + t + 1) * k];
+                for (s, ws) in w.iter_mut().enumerate() {
+                    *ws = f[s] * prm.transition[s * k + z];
+                }
+                z = pick(&w, rng);
+                out[base + t] = z;
+            }
+        }
+        base += t_len;
+    }
+    out
+}
+
 /// The state permutation that best matches path `a` to reference path `reference` (both
 /// with labels below `k`): `perm[r]` is the label of `a` that becomes label `r` (Hungarian
 /// matching on the overlap counts).

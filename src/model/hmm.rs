@@ -379,6 +379,15 @@ impl Hmm {
 }
 
 impl Model for Hmm {
+    fn hidden_states(&self) -> usize {
+        self.spec.k
+    }
+
+    fn state_probabilities(&self, data: &DataBatch, b: usize, theta: &[f64]) -> Option<Vec<f64>> {
+        let prm = self.params(theta);
+        Some(crate::hmm::posteriors(&self.spec, &prm, data, b).0)
+    }
+
     fn name(&self) -> String {
         let s = &self.spec;
         match (s.kind, s.p) {

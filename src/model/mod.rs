@@ -105,6 +105,23 @@ pub trait Model: Send + Sync {
     /// unconstrained true parameters and the dataset.
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset);
 
+    /// The number of hidden states of a family with them (HMMs), whose
+    /// [`Model::state_probabilities`] are defined; 0 otherwise (the default).
+    fn hidden_states(&self) -> usize {
+        0
+    }
+
+    /// Smoothed state probabilities P(z_t | all data) of every row of dataset `b` (rows × K)
+    /// at the unconstrained `theta`, for a family with hidden states; `None` otherwise.
+    fn state_probabilities(
+        &self,
+        _data: &DataBatch,
+        _b: usize,
+        _theta: &[f64],
+    ) -> Option<Vec<f64>> {
+        None
+    }
+
     /// Draws a dataset of `n` points given the unconstrained `theta` (inputs drawn as
     /// [`Model::simulate`] draws them): the data of a study at chosen parameter values.
     /// `None` when the family cannot (the default).

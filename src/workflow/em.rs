@@ -111,6 +111,18 @@ pub fn decode(spec: &HmmSpec, data: &SeqData, params: &[HmmParams]) -> Decoded {
     }
 }
 
+/// What [`decode_to_dir`] writes besides the decoding.
+#[derive(Clone, Debug, Default)]
+pub struct DecodeOptions {
+    /// Draw `em_plot`'s states and emissions figures of the first dataset.
+    pub plots: bool,
+    /// State paths to draw from the posterior given the parameters (forward filtering,
+    /// backward sampling), written as `sampled_paths.npy` (draws × rows, f32 states).
+    pub sample_paths: usize,
+    /// Seed of the sampled paths.
+    pub seed: u64,
+}
+
 /// Decodes `data` under given parameters (no fitting) and writes `states.csv` (Viterbi),
 /// `posteriors.npy` (smoothed), `filtered.npy` and `sequences.csv` (`[group,]seq,n_obs,
 /// log_likelihood`) into `dir`; `params` holds one set for all datasets or one per dataset.
@@ -119,7 +131,7 @@ pub fn decode_to_dir(
     data: &SeqData,
     params: &[HmmParams],
     dir: &Path,
-    plots: bool,
+    opts: &DecodeOptions,
 ) -> Result<Decoded> {
     let n = data.batch.n_datasets();
     if params.is_empty() || (params.len() != 1 && params.len() != n) {
@@ -150,7 +162,31 @@ pub fn decode_to_dir(
     super::write_text(&dir.join("sequences.csv"), seq_csv.as_bytes())?;
     crate::io::npy::write_f32(&dir.join("posteriors.npy"), &[rows, spec.k], &d.posteriors)?;
     crate::io::npy::write_f32(&dir.join("filtered.npy"), &[rows, spec.k], &d.filtered)?;
-    if plots {
+    if opts.sample_paths > 0 {
+        // Draw r of dataset b from stream (seed, r * B + b): any subset redraws alike.
+        let mut paths = vec![0f32; opts.sample_paths * rows];
+        for (r, row) in paths.chunks_mut(rows).enumerate() {
+            let mut at = 0;
+            for b in 0..n {
+                let prm = &params[b.min(params.len() - 1)];
+                let mut rng = crate::rng::host_rng(
+                    opts.seed,
+                    (r * n + b) as u64,
+                    crate::rng::Purpose::Simulate,
+                );
+                for z in hmm::sample_paths(spec, prm, &data.batch, b, &mut rng) {
+                    row[at] = if z == usize::MAX { f32::NAN } else { z as f32 };
+                    at += 1;
+                }
+            }
+        }
+        crate::io::npy::write_f32(
+            &dir.join("sampled_paths.npy"),
+            &[opts.sample_paths, rows],
+            &paths,
+        )?;
+    }
+    if opts.plots {
         d.figures = hmm_figures(spec, data, &params[0], &d.paths, &d.posteriors, None, dir)?;
     }
     Ok(d)

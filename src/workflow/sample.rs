@@ -221,6 +221,7 @@ pub fn sample_to_dir(
     } else {
         None
     };
+    let state_probs = write_state_probs(dir, model.as_ref(), &data, cfg.chains)?;
     let y_rep = if job.y_rep {
         let shape = super::predict::write_y_rep(dir, model.as_ref(), &data, cfg.chains, cfg.seed)?;
         if shape.is_none() {
@@ -278,6 +279,7 @@ pub fn sample_to_dir(
         "sample_stats_columns": STAT_NAMES,
         "log_lik_shape": log_lik,
         "y_rep_shape": y_rep,
+        "state_probs_shape": state_probs,
         "model_spec": job.model_spec,
         "x_columns": data.x_names,
         "y_column": data.y_name,
@@ -363,6 +365,63 @@ pub fn write_log_lik(
         })?;
     out.finish()?;
     Ok(Some([n_chains, n_draws, n]))
+}
+
+/// Draws whose smoothed state probabilities [`write_state_probs`] averages, per dataset.
+const STATE_PROB_DRAWS: usize = 1000;
+
+/// Writes `state_probs.npy` into a sample folder of a family with hidden states (HMMs): the
+/// posterior mean over draws of the smoothed state probabilities P(z_t | y, theta) of every
+/// row (rows of all datasets × K, f32), averaged over at most 1 000 draws per dataset
+/// spread evenly over its chains. `Ok(None)` (and no file) for other families or a folder
+/// storing a subset of the parameters; otherwise the shape.
+pub fn write_state_probs(
+    dir: &Path,
+    model: &dyn Model,
+    data: &DataBatch,
+    chains_per_dataset: usize,
+) -> Result<Option<[usize; 2]>> {
+    use rayon::prelude::*;
+    let k = model.hidden_states();
+    if k == 0 {
+        return Ok(None);
+    }
+    let cpd = chains_per_dataset.max(1);
+    let names = model.param_names().len();
+    let mut out = Vec::with_capacity(data.n_total() * k);
+    for b in 0..data.n_datasets() {
+        let Ok((n_draws, draws)) = super::predict::dataset_draws(dir, model, b, cpd) else {
+            return Ok(None);
+        };
+        let total = cpd * n_draws;
+        let used = STATE_PROB_DRAWS.min(total).max(1);
+        let rows = data.range(b).len();
+        let sums: Vec<(Vec<f64>, usize)> = (0..used)
+            .into_par_iter()
+            .map(|i| {
+                let row = i * total / used;
+                let params: Vec<f64> = draws[row * names..(row + 1) * names]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                model
+                    .unconstrain(&params)
+                    .ok()
+                    .and_then(|th| model.state_probabilities(data, b, &th))
+                    .filter(|g| g.iter().all(|v| v.is_finite()))
+                    .map_or((vec![0.0; rows * k], 0), |g| (g, 1))
+            })
+            .collect();
+        let count: usize = sums.iter().map(|s| s.1).sum();
+        let mut mean = vec![0.0; rows * k];
+        for (g, _) in &sums {
+            mean.iter_mut().zip(g).for_each(|(m, v)| *m += v);
+        }
+        out.extend(mean.iter().map(|m| (m / count.max(1) as f64) as f32));
+    }
+    let shape = [data.n_total(), k];
+    crate::io::npy::write_f32(&dir.join("state_probs.npy"), &shape, &out)?;
+    Ok(Some(shape))
 }
 
 /// Writes `summary.csv` and `summary.json` (ArviZ's columns plus `nested_r_hat`; a leading
