@@ -44,8 +44,11 @@ pub struct Args {
     json: bool,
 }
 
+/// A model, its data, and the constrained parameter values for each dataset.
+type Setup = (Arc<dyn Model>, Arc<gpsamp::DataBatch>, Vec<Vec<f64>>);
+
 /// The model, data and (constrained) parameter values of each dataset of an HMM `logp`.
-fn hmm_setup(a: &Args) -> anyhow::Result<(Arc<dyn Model>, Arc<gpsamp::DataBatch>, Vec<Vec<f64>>)> {
+fn hmm_setup(a: &Args) -> anyhow::Result<Setup> {
     let ys: Vec<String> = a.data.y.split(',').map(|s| s.trim().to_string()).collect();
     let spec = gpsamp::hmm::io::SeqSpec {
         seq: a.seq.clone(),
@@ -87,7 +90,7 @@ fn hmm_setup(a: &Args) -> anyhow::Result<(Arc<dyn Model>, Arc<gpsamp::DataBatch>
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
-    let (model, data, per_dataset): (Arc<dyn Model>, _, Vec<Vec<f64>>) = if a.model.is_hmm() {
+    let (model, data, per_dataset): Setup = if a.model.is_hmm() {
         hmm_setup(&a)?
     } else {
         if a.params_file.is_some() {
