@@ -1,7 +1,7 @@
 //! Every example in the README runs as written, in order, in one fresh folder: each `sh`
 //! block with `cargo run --release --` standing for the gpsamp binary and sizes cut down
 //! (`--datasets`, `--sims`, `--epochs`, `--chains`, `--warmup`, `--draws`, `--restarts`,
-//! `--coverage-sims` capped), every file a block reads made by an earlier line. `python`
+//! `--coverage-sims`, `--replicates`, `--sample-paths` capped), every file a block reads made by an earlier line. `python`
 //! blocks run with the interpreter in `GPSAMP_PYTHON` (numpy, pandas and arviz installed;
 //! `.ci/run` makes one) and skip loudly without it unless `GPSAMP_REQUIRE_PYTHON=1`. The
 //! `py` blocks use the Python package and run in `python/tests/test_readme.py`. The
@@ -45,6 +45,8 @@ const CAPS: &[(&str, u64)] = &[
     ("--draws", 150),
     ("--restarts", 3),
     ("--coverage-sims", 200),
+    ("--replicates", 10),
+    ("--sample-paths", 10),
 ];
 
 /// `script` with every capped size flag cut down.

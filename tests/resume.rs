@@ -243,3 +243,56 @@ fn an_intercept_only_glm_matches_its_conjugate_posterior() {
     assert!(((m - mean) / e).abs() < 4.0, "mean {m} vs {mean}");
     assert!((sdev / sd - 1.0).abs() < 0.05, "sd {sdev} vs {sd}");
 }
+
+#[test]
+fn simulate_tutorial_writes_the_data_sample_fits_without_data() {
+    let dir = common::TempDir::new("tutorial_csv");
+    let (ok, _, err) = common::gpsamp(&[
+        "simulate",
+        "--model",
+        "mixglm",
+        "--components",
+        "2",
+        "--tutorial",
+        "--out",
+        &dir.s("tut.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let args = |extra: &[&str], out: &str| {
+        let mut v = vec![
+            "sample",
+            "--model",
+            "mixglm",
+            "--components",
+            "2",
+            "--chains",
+            "4",
+            "--warmup",
+            "100",
+            "--draws",
+            "50",
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--no-plots",
+            "--out",
+        ];
+        v.push(out);
+        v.extend(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (ok, _, err) = common::gpsamp(&a);
+        assert!(ok, "{err}");
+    };
+    run(args(&[], &dir.s("builtin")));
+    run(args(
+        &["--data", &dir.s("tut.csv"), "--x", "x0"],
+        &dir.s("file"),
+    ));
+    assert_eq!(
+        std::fs::read(dir.join("builtin/draws.npy")).unwrap(),
+        std::fs::read(dir.join("file/draws.npy")).unwrap()
+    );
+}

@@ -17,6 +17,11 @@ pub struct Args {
     /// Input columns to simulate (glm and mixglm), each standard normal.
     #[arg(long, default_value_t = 1)]
     features: usize,
+    /// Write the tutorial's dataset for the model instead (what `gpsamp sample` fits
+    /// without --data: the linear, logistic and Poisson regressions, the mixture of two
+    /// Gaussians, the mixture of two regressions; --seed as there), one dataset.
+    #[arg(long, conflicts_with_all = ["n", "datasets"])]
+    tutorial: bool,
     /// eiv shared: systems per dataset, each with its own b (a `system` column 0..S).
     #[arg(long)]
     systems: Option<usize>,
@@ -195,6 +200,17 @@ fn run_hmm(a: &Args, outs: Outputs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Appends dataset `b`'s rows (`b, x.., y`) to `csv`.
+fn push_rows(csv: &mut String, b: usize, d: &gpsamp::data::Dataset) {
+    for i in 0..d.len() {
+        csv.push_str(&b.to_string());
+        for col in &d.x {
+            csv.push_str(&format!(",{}", col[i]));
+        }
+        csv.push_str(&format!(",{}\n", d.y[i]));
+    }
+}
+
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
     let outs = Outputs::create(&a)?;
@@ -226,6 +242,35 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--n and --datasets must be at least 1");
     }
     let names = model.param_names();
+    if a.tutorial {
+        let probe = a.model.build(p)?;
+        let Some(sim) = gpsamp::tutorial::for_model(&probe, a.seed) else {
+            anyhow::bail!("--tutorial: no tutorial dataset for {}", model.name());
+        };
+        let d = &sim.data;
+        let mut csv = String::from("dataset");
+        for j in 0..p {
+            csv.push_str(&format!(",x{j}"));
+        }
+        csv.push_str(",y\n");
+        push_rows(&mut csv, 0, d);
+        let truth: std::collections::BTreeMap<_, _> = names
+            .iter()
+            .cloned()
+            .zip(sim.truth.iter().copied())
+            .collect();
+        let meta = serde_json::json!({"model": model.name(), "seed": a.seed, "n": d.len(),
+            "tutorial": sim.description, "truth": [truth]});
+        let truth_path = outs.truth_path.clone();
+        outs.write(&csv, meta)?;
+        eprintln!(
+            "wrote {} (the {}) and {}",
+            a.out.display(),
+            sim.description,
+            truth_path.display()
+        );
+        return Ok(());
+    }
     let mut csv = String::from("dataset");
     for j in 0..p {
         csv.push_str(&format!(",x{j}"));
@@ -238,13 +283,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     for b in 0..a.datasets {
         let mut rng = host_rng(a.seed, b as u64, Purpose::Simulate);
         let (theta, d) = model.simulate(a.n, &mut rng);
-        for i in 0..d.len() {
-            csv.push_str(&b.to_string());
-            for col in &d.x {
-                csv.push_str(&format!(",{}", col[i]));
-            }
-            csv.push_str(&format!(",{}\n", d.y[i]));
-        }
+        push_rows(&mut csv, b, &d);
         let values = model.constrain(&theta);
         truths.push(
             names
