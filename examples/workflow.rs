@@ -32,6 +32,9 @@ pub fn run(out: &Path, backend: &Backend) -> Result<(), Box<dyn std::error::Erro
         source: format!("simulated: {}", sim.description),
         truth: Some(sim.truth.clone()),
         plots: true,
+        // As the CLI does by default (here 1 024 x 100 x 1 000 values: over the limit, so
+        // none, and a note says why).
+        log_lik: Some(gpsamp::workflow::LOG_LIK_AUTO_LIMIT),
         ..SampleJob::default()
     };
     let dir = OutputDir::create("out", &out.join("fit"), "sample", false, &[])?;

@@ -729,3 +729,107 @@ fn hmc_fits_of_an_hmm_store_the_posterior_mean_state_probabilities() {
         "mean gap to the EM fit's smoothed probabilities: {gap}"
     );
 }
+
+/// The tutorial's switching regression (weights 1/-0.8/0.2, biases 2/0/-1, sds 1/0.8/1.5,
+/// transitions 0.5/0.4/0.1 rotated) on its sine input x_t = 4 sin(2 pi t / 50) + 5, 100 steps
+/// per sequence, simulated here with the test's own generator.
+fn sine_sequences(n_seq: usize, seed: u64) -> (String, Vec<usize>, Vec<(f64, f64)>) {
+    let (w, b, sd) = ([1.0, -0.8, 0.2], [2.0, 0.0, -1.0], [1.0, 0.8, 1.5]);
+    let a = [[0.5, 0.4, 0.1], [0.1, 0.5, 0.4], [0.4, 0.1, 0.5]];
+    let mut state = seed
+        .wrapping_mul(2862933555777941757)
+        .wrapping_add(3037000493);
+    let mut u = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut csv = String::from("seq,t,x0,y\n");
+    let (mut states, mut xy) = (Vec::new(), Vec::new());
+    for s in 0..n_seq {
+        let mut z = ((u() * 3.0) as usize).min(2);
+        for t in 0..100 {
+            if t > 0 {
+                let r = u();
+                z = if r < a[z][0] {
+                    0
+                } else if r < a[z][0] + a[z][1] {
+                    1
+                } else {
+                    2
+                };
+            }
+            let x = (2.0 * std::f64::consts::PI * t as f64 / 50.0).sin() * 4.0 + 5.0;
+            let (u1, u2) = (u(), u());
+            let e = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            let y = w[z] * x + b[z] + sd[z] * e;
+            csv.push_str(&format!("{s},{t},{x},{y}\n"));
+            states.push(z);
+            xy.push((x, y));
+        }
+    }
+    (csv, states, xy)
+}
+
+#[test]
+fn decoding_the_tutorial_sine_input_sequence_under_the_truth_recovers_its_states() {
+    let d = common::TempDir::new("sine");
+    // The default truth of `simulate --model glmhmm` is the tutorial's.
+    gpsamp_ok(&[
+        "simulate",
+        "--model",
+        "glmhmm",
+        "--sequences",
+        "1",
+        "--steps",
+        "2",
+        "--out",
+        &d.s("truth.csv"),
+    ]);
+    let (csv, states, xy) = sine_sequences(20, 7);
+    std::fs::write(d.join("sine.csv"), csv).unwrap();
+    gpsamp_ok(&[
+        "em",
+        "--model",
+        "glmhmm",
+        "--x",
+        "x0",
+        "--data",
+        &d.s("sine.csv"),
+        "--params",
+        &d.s("truth.truth.json"),
+        "--decode",
+        "--quiet",
+        "--out",
+        &d.s("dec"),
+    ]);
+    let path: Vec<usize> = std::fs::read_to_string(d.join("dec/states.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(path.len(), states.len());
+    let viterbi =
+        path.iter().zip(&states).filter(|(a, b)| a == b).count() as f64 / states.len() as f64;
+    // Each point alone: the state whose line explains it best, ignoring the sequence.
+    let (w, b, sd) = ([1.0, -0.8, 0.2], [2.0, 0.0, -1.0], [1.0, 0.8, 1.5]);
+    let alone = xy
+        .iter()
+        .zip(&states)
+        .filter(|&(&(x, y), &z)| {
+            let ll = |k: usize| -((y - w[k] * x - b[k]) / sd[k]).powi(2) / 2.0 - f64::ln(sd[k]);
+            (0..3).max_by(|&i, &j| ll(i).total_cmp(&ll(j))).unwrap() == z
+        })
+        .count() as f64
+        / states.len() as f64;
+    eprintln!(
+        "Viterbi agrees with the true path on {viterbi:.3} of 2 000 steps; points alone {alone:.3}"
+    );
+    assert!(viterbi > 0.75, "Viterbi agreement {viterbi}");
+    assert!(
+        viterbi > alone + 0.02,
+        "Viterbi {viterbi} vs points alone {alone}"
+    );
+}

@@ -139,7 +139,24 @@ fn loo_command_ranks_fits_and_equals_arviz_on_their_folders() {
     assert!(table[1]["elpd_diff"].as_f64().unwrap() > 4.0 * table[1]["dse"].as_f64().unwrap());
     let fit = &v["fits"][1]["datasets"][0];
     assert_eq!(fit["pareto_k"].as_array().unwrap().len(), 600);
-    // Without log_lik.npy: a clear error naming the flag to use.
+    // Without log_lik.npy (--no-log-lik): a clear error naming the flag to use. By default
+    // a fit this small writes it.
+    let (ok, _, err) = common::gpsamp(&[
+        "sample",
+        "--model",
+        "glm",
+        "--chains",
+        "4",
+        "--draws",
+        "50",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--no-log-lik",
+        "--out",
+        &dir.s("plain"),
+    ]);
+    assert!(ok, "{err}");
     let (ok, _, err) = common::gpsamp(&[
         "sample",
         "--model",
@@ -152,9 +169,10 @@ fn loo_command_ranks_fits_and_equals_arviz_on_their_folders() {
         "cpu",
         "--quiet",
         "--out",
-        &dir.s("plain"),
+        &dir.s("default"),
     ]);
     assert!(ok, "{err}");
+    assert!(dir.join("default/log_lik.npy").exists());
     let (ok, _, err) = common::gpsamp(&["loo", &dir.s("plain")]);
     assert!(!ok && err.contains("--log-lik"), "{err}");
 

@@ -159,10 +159,15 @@ pub struct Args {
     /// draw (chains x draws x observations, f32; ArviZ's posterior_predictive group).
     #[arg(long)]
     y_rep: bool,
-    /// Also write log_lik.npy: every stored draw's log likelihood of each observation
-    /// (chains x draws x observations, f32; ArviZ's log_likelihood group, for PSIS-LOO).
-    #[arg(long)]
+    /// Write log_lik.npy, every stored draw's log likelihood of each observation (chains x
+    /// draws x observations, f32; ArviZ's log_likelihood group, for PSIS-LOO), whatever its
+    /// size. Without it (or --no-log-lik) it is written when it holds at most 50 million
+    /// values (200 MB).
+    #[arg(long, conflicts_with = "no_log_lik")]
     log_lik: bool,
+    /// Never write log_lik.npy.
+    #[arg(long)]
+    no_log_lik: bool,
     /// No progress bar or table (warnings still go to stderr).
     #[arg(long)]
     quiet: bool,
@@ -399,7 +404,13 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         source,
         truth,
         group_column: a.group.clone(),
-        log_lik: a.log_lik.then_some(u64::MAX),
+        log_lik: if a.no_log_lik {
+            None
+        } else if a.log_lik {
+            Some(u64::MAX)
+        } else {
+            Some(gpsamp::workflow::LOG_LIK_AUTO_LIMIT)
+        },
         plots: !a.no_plots,
         y_rep: a.y_rep,
         model_spec: Some(a.model.spec()),

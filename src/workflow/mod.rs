@@ -20,6 +20,7 @@ pub use mdn::{train_to_dir, MdnJob, MdnRun, Pairs};
 pub use predict::{predict_to_dir, write_y_rep, PredictRun};
 pub use sample::{
     default_superchain, em_init_centers, sample_to_dir, write_log_lik, SampleJob, SampleRun,
+    LOG_LIK_AUTO_LIMIT,
 };
 pub use spec::ModelSpec;
 pub use study::{study_to_dir, write_study, StudyRun, STUDY};

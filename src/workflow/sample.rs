@@ -28,6 +28,10 @@ pub fn default_superchain(chains: usize) -> usize {
     }
 }
 
+/// The most values `log_lik.npy` holds when it is written by default (50 million f32
+/// values, 200 MB): larger ones are written only when asked for (`--log-lik`).
+pub const LOG_LIK_AUTO_LIMIT: u64 = 50_000_000;
+
 /// What to run and record, beyond the sampler's [`Config`].
 #[derive(Clone, Debug, Default)]
 pub struct SampleJob {
@@ -206,7 +210,7 @@ pub fn sample_to_dir(
         .saturating_mul(n_obs);
     let log_lik = if let Some(limit) = job.log_lik.filter(|&l| size > l) {
         notes.push(format!(
-            "no log_lik.npy: it would hold {size} values, more than the {limit} allowed"
+            "no log_lik.npy: it would hold {size} values, more than the {limit} written by default (--log-lik writes it anyway)"
         ));
         None
     } else if job.log_lik.is_some() {
