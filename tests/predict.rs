@@ -235,3 +235,51 @@ fn y_rep_is_reproducible_and_skipped_where_undefined() {
     assert!(!dir.join("h/y_rep.npy").exists());
     assert!(format!("{out}{err}").contains("no y_rep.npy"), "{out}{err}");
 }
+
+#[test]
+fn plot_redraws_the_predictive_check_while_the_data_file_is_there() {
+    let dir = common::TempDir::new("ppc_redraw");
+    let (ok, _, err) = common::gpsamp(&[
+        "simulate",
+        "--model",
+        "glm",
+        "--n",
+        "80",
+        "--out",
+        &dir.s("data.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let fit = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "sample",
+            "--model",
+            "glm",
+            "--data",
+            "data.csv",
+            "--x",
+            "x0",
+            "--chains",
+            "4",
+            "--draws",
+            "100",
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--out",
+            out,
+        ];
+        args.extend(extra);
+        let (code, _, err) = common::gpsamp_in(&dir.join(""), &args);
+        assert_eq!(code, 0, "{err}");
+    };
+    fit("with", &[]);
+    fit("bare", &["--no-plots"]);
+    assert!(!dir.join("bare/ppc.svg").exists());
+    let (code, out, err) = common::gpsamp_in(&dir.join(""), &["plot", "bare"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ppc.svg"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.join("bare/ppc.svg")).unwrap(),
+        std::fs::read(dir.join("with/ppc.svg")).unwrap()
+    );
+}

@@ -1,5 +1,6 @@
 //! `gpsamp plot DIR`: redraws the figures of a sample folder (trace.svg, rank.svg,
-//! posterior.svg), e.g. one written with `--no-plots` or by an older gpsamp.
+//! posterior.svg, and ppc.svg while its data file is readable), e.g. one written with
+//! `--no-plots` or by an older gpsamp.
 
 use std::path::PathBuf;
 

@@ -350,7 +350,11 @@ pub fn redraw(dir: &Path) -> Result<Vec<String>> {
         truth.as_deref(),
         [n_chains, n_kept, cpd],
         label,
-    );
+    )
+    .and_then(|mut files| {
+        files.extend(redraw_ppc(dir, &tmp, &meta, cpd)?);
+        Ok(files)
+    });
     let moved = drawn.and_then(|files| {
         for f in &files {
             std::fs::rename(tmp.join(f), dir.join(f)).map_err(|source| Error::Io {
@@ -362,6 +366,38 @@ pub fn redraw(dir: &Path) -> Result<Vec<String>> {
     });
     let _ = std::fs::remove_dir_all(&tmp);
     moved
+}
+
+/// Redraws `ppc.svg` of a sample folder into `to` when the folder records the model's
+/// settings and its data file is still readable at the path `meta.json` gives (the data are
+/// not copied into the folder); `Ok(None)` otherwise.
+fn redraw_ppc(
+    dir: &Path,
+    to: &Path,
+    meta: &serde_json::Value,
+    cpd: usize,
+) -> Result<Option<String>> {
+    let Ok(spec) = serde_json::from_value::<super::ModelSpec>(meta["model_spec"].clone()) else {
+        return Ok(None);
+    };
+    let (Some(path), Ok(x)) = (
+        meta["data"].as_str().map(std::path::PathBuf::from),
+        serde_json::from_value::<Vec<String>>(meta["x_columns"].clone()),
+    ) else {
+        return Ok(None);
+    };
+    if spec.is_hmm() || !path.is_file() {
+        return Ok(None);
+    }
+    let csv = crate::io::csv::CsvSpec {
+        x,
+        y: meta["y_column"].as_str().unwrap_or("y").to_string(),
+        group: meta["group_column"].as_str().map(String::from),
+    };
+    let data = crate::io::read_csv(&path, &csv)?;
+    let model = spec.build_any(data.p())?;
+    let seed = meta["seed"].as_u64().unwrap_or(0);
+    super::predict::draw_ppc(dir, to, model.as_ref(), &data, cpd, seed)
 }
 
 /// What the posterior predictive overlay draws: one dataset's responses (and its first
