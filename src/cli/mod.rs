@@ -149,7 +149,7 @@ enum Command {
     /// PSIS-LOO of sample folders written with --log-lik, and ArviZ's compare table for
     /// several.
     Loo(loo::Args),
-    /// Redraw the figures of a sample folder (trace, rank and posterior plots).
+    /// Redraw the figures of a sample folder (trace, rank, posterior and predictive plots).
     Plot(plot::Args),
     /// Posterior predictive draws and intervals for new inputs from a sample folder.
     Predict(predict::Args),
