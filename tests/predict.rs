@@ -283,3 +283,73 @@ fn plot_redraws_the_predictive_check_while_the_data_file_is_there() {
         std::fs::read(dir.join("with/ppc.svg")).unwrap()
     );
 }
+
+#[test]
+fn the_errors_in_variables_model_predicts_from_its_draws() {
+    let dir = common::TempDir::new("predict_eiv");
+    let (ok, _, err) = common::gpsamp(&[
+        "simulate",
+        "--model",
+        "eiv",
+        "--w",
+        "1,2,0.5",
+        "--n",
+        "300",
+        "--out",
+        &dir.s("eiv.csv"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = common::gpsamp(&[
+        "sample",
+        "--model",
+        "eiv",
+        "--w",
+        "1,2,0.5",
+        "--data",
+        &dir.s("eiv.csv"),
+        "--x",
+        "x0,x1,x2",
+        "--chains",
+        "8",
+        "--y-rep",
+        "--backend",
+        "cpu",
+        "--quiet",
+        "--out",
+        &dir.s("fit"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(dir.join("fit/y_rep.npy").exists() && dir.join("fit/ppc.svg").exists());
+    std::fs::write(dir.join("new.csv"), "x0,x1,x2\n1,0,0\n0,1,0\n").unwrap();
+    let (ok, _, err) = common::gpsamp(&[
+        "predict",
+        "--fit",
+        &dir.s("fit"),
+        "--data",
+        &dir.s("new.csv"),
+        "--out",
+        &dir.s("pred"),
+    ]);
+    assert!(ok, "{err}");
+    let means = summary_means(&dir.join("fit/summary.csv"));
+    let sx = means["sigma_x"];
+    // y = sum_j (x_j + a_j) w_j (1 + b_j): at x = e_j the mean is w_j (1 + b_j), the sd
+    // about sigma_x |w| (1 + b) over all j.
+    let spread = sx * (1.0f64 + 4.0 + 0.25).sqrt();
+    let mut rdr = csv::Reader::from_path(dir.join("pred/predictions.csv")).unwrap();
+    for (j, r) in rdr.records().enumerate() {
+        let r: Vec<f64> = r.unwrap().iter().map(|v| v.parse().unwrap()).collect();
+        let w = [1.0, 2.0][j];
+        let want = w * (1.0 + means[&format!("b[{j}]")]);
+        assert!(
+            (r[3] - want).abs() < 0.1,
+            "row {j}: mean {} vs {want}",
+            r[3]
+        );
+        assert!(
+            (r[4] / spread - 1.0).abs() < 0.15,
+            "row {j}: sd {} vs {spread}",
+            r[4]
+        );
+    }
+}

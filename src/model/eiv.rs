@@ -485,6 +485,51 @@ impl Model for Eiv {
         format!("{header}{priors}{}", include_str!("../../shaders/eiv.wgsl"))
     }
 
+    /// y = sum_j (x_j + a_j) w_j (1 + b_j) + e at the draw's scales: a_j ~ N(0, sigma_x^2),
+    /// e ~ N(0, sigma_obs^2) (with obs noise); b the draw's (shared variant, the row's
+    /// system's b with pooled systems, whose index is the last input) or a fresh
+    /// sigma_w z per point (per-observation variant, where b is marginalised).
+    fn predict_y(
+        &self,
+        theta: &[f64],
+        x: &[Vec<f64>],
+        n: usize,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Option<Vec<f64>> {
+        use rand::RngExt;
+        use rand_distr::StandardNormal;
+        let m = self.m();
+        let sys_col = self.systems.is_some();
+        if theta.len() != self.dim()
+            || x.len() != m + usize::from(sys_col)
+            || x.iter().any(|c| c.len() != n)
+        {
+            return None;
+        }
+        let p = self.constrain(theta);
+        let (sx, sw) = (p[0], p[1]);
+        let so = if self.obs_noise { p[2] } else { 0.0 };
+        let ns = self.n_scales();
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let s = if sys_col { x[m][i] as usize } else { 0 };
+            if s >= self.systems() {
+                return None;
+            }
+            let mut acc = 0.0;
+            for j in 0..m {
+                let b = match self.variant {
+                    EivVariant::Shared => p[ns + s * m + j],
+                    EivVariant::PerObservation => sw * rng.sample::<f64, _>(StandardNormal),
+                };
+                let a = sx * rng.sample::<f64, _>(StandardNormal);
+                acc += (x[j][i] + a) * self.w[j] * (1.0 + b);
+            }
+            y.push(acc + so * rng.sample::<f64, _>(StandardNormal));
+        }
+        Some(y)
+    }
+
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
         let sx = self.prior_x.sample(rng).max(1e-300);
         let sw = self.prior_w.sample(rng).max(1e-300);
