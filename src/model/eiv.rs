@@ -489,6 +489,7 @@ impl Model for Eiv {
     /// e ~ N(0, sigma_obs^2) (with obs noise); b the draw's (shared variant, the row's
     /// system's b with pooled systems, whose index is the last input) or a fresh
     /// sigma_w z per point (per-observation variant, where b is marginalised).
+    #[allow(clippy::needless_range_loop)] // x is column-major: x[j][i]
     fn predict_y(
         &self,
         theta: &[f64],
