@@ -374,7 +374,8 @@ fn sample(
 #[pyfunction]
 #[pyo3(signature = (model, out, *, features=1, n=100, datasets=1000, chains_per_dataset=4,
     warmup=None, draws=500, seed=0, batch=None, alpha=0.001, backend="auto".to_string(),
-    precision="f32".to_string(), progress=None))]
+    precision="f32".to_string(), progress=None, grid_columns=Vec::new(), grid_rows=Vec::new(),
+    replicates=100, null=0.0))]
 #[allow(clippy::too_many_arguments)]
 fn sbc(
     py: Python<'_>,
@@ -392,6 +393,10 @@ fn sbc(
     backend: String,
     precision: String,
     progress: Option<Bound<'_, PyAny>>,
+    grid_columns: Vec<String>,
+    grid_rows: Vec<Vec<f64>>,
+    replicates: usize,
+    null: f64,
 ) -> PyResult<String> {
     use gpsamp::workflow::spec::ModelKind;
     let spec = ModelSpec::from_json(model).map_err(py_err)?;
@@ -404,6 +409,40 @@ fn sbc(
     let (backend, _) = self::backend(&backend, &precision)?;
     let backend = backend.for_model(model.as_ref());
     let cancel = Arc::new(AtomicBool::new(false));
+    // A study at chosen values: one cell per row of the grid (an `n` column sets its size).
+    let design = if grid_columns.is_empty() {
+        gpsamp::study::Design::Prior
+    } else {
+        if replicates == 0 {
+            return Err(PyValueError::new_err("replicates: must be at least 1"));
+        }
+        let cells = grid_rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let mut cell = gpsamp::study::Cell { values: Vec::new(), n };
+                for (name, &v) in grid_columns.iter().zip(row) {
+                    if name == "n" {
+                        if !(v >= 1.0 && v.fract() == 0.0) {
+                            return Err(PyValueError::new_err(format!(
+                                "grid: row {r}, column \"n\": {v} is not a whole number of points of at least 1"
+                            )));
+                        }
+                        cell.n = v as usize;
+                    } else {
+                        cell.values.push((name.clone(), v));
+                    }
+                }
+                Ok(cell)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        gpsamp::study::Design::Grid {
+            cells,
+            replicates,
+            null,
+        }
+    };
+    let datasets = design.datasets().unwrap_or(datasets);
     let study = gpsamp::Study {
         generator: model.clone(),
         fit: model,
@@ -421,7 +460,7 @@ fn sbc(
         },
         batch: batch.unwrap_or_else(|| gpsamp::study::default_batch(&backend, chains_per_dataset)),
         alpha,
-        design: gpsamp::study::Design::Prior,
+        design,
         given: None,
     };
     study.validate().map_err(py_err)?;

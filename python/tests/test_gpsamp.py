@@ -113,6 +113,23 @@ def test_sbc_tables_are_the_cli_csvs(tmp_path):
     assert res.datasets["dataset"].nunique() == 12 and isinstance(res.calibrated, bool)
 
 
+def test_grid_study_is_the_cli_study(tmp_path):
+    grid = pd.DataFrame({"beta[0]": [0.0, 0.5], "n": [30, 60]})
+    res = gpsamp.study("glm", grid, replicates=6, draws=100, seed=2, backend="cpu",
+                       progress=False)
+    grid.to_csv(tmp_path / "grid.csv", index=False)
+    out = tmp_path / "cli"
+    cli("study", "--model", "glm", "--grid", str(tmp_path / "grid.csv"), "--replicates", "6",
+        "--draws", "100", "--seed", "2", "--backend", "cpu", "--out", str(out))
+    pd.testing.assert_frame_equal(res.cells, pd.read_csv(out / "cells.csv"))
+    pd.testing.assert_frame_equal(res.datasets, pd.read_csv(out / "datasets.csv"))
+    assert list(res.cells["n"].unique()) == [30, 60]
+    with pytest.raises(ValueError, match="beta\\[1\\] is not a parameter"):
+        gpsamp.study("glm", {"beta[1]": [1.0]}, replicates=2, backend="cpu", progress=False)
+    with pytest.raises(ValueError, match="whole number"):
+        gpsamp.study("glm", {"n": [2.5]}, replicates=2, backend="cpu", progress=False)
+
+
 def test_ctrl_c_interrupts_sampling_within_a_second(tutorial):
     df, _ = tutorial
     sent = []
