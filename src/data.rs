@@ -57,6 +57,15 @@ impl PartialEq for F32Columns {
 }
 
 impl DataBatch {
+    /// The response column's name for labels: `y` when the batch has none.
+    pub fn y_label(&self) -> &str {
+        if self.y_name.is_empty() {
+            "y"
+        } else {
+            &self.y_name
+        }
+    }
+
     /// The name of dataset `b`: its group key, or its index.
     pub fn dataset_name(&self, b: usize) -> String {
         self.groups.get(b).cloned().unwrap_or_else(|| b.to_string())

@@ -133,9 +133,6 @@ pub fn read_grid(path: &Path, param_names: &[String], default_n: usize) -> Resul
         let mut values = Vec::with_capacity(params.len());
         for (i, name) in &params {
             let v = rows.number(*i, name)?;
-            if !v.is_finite() {
-                return Err(rows.err(rows.line(), name, format!("{v} is not a finite number")));
-            }
             values.push((name.clone(), v));
         }
         let n = match n_col {
@@ -200,9 +197,6 @@ pub fn read_given(
         let mut t = Vec::with_capacity(cols.len());
         for (&c, name) in cols.iter().zip(param_names) {
             let v = rows.number(c, name)?;
-            if !v.is_finite() {
-                return Err(rows.err(rows.line(), name, format!("{v} is not a finite number")));
-            }
             t.push(v);
         }
         if truth_of.insert(key.clone(), (t, rows.line())).is_some() {

@@ -17,6 +17,51 @@ const BAND: RGBColor = RGBColor(210, 210, 210);
 const BAR: RGBColor = RGBColor(70, 110, 180);
 const BAD: RGBColor = RGBColor(200, 50, 40);
 
+/// Colours of series told apart by colour (states, components, the lines of a grid), in
+/// order; the first two are the bar and warning colours.
+pub(crate) const SERIES: [RGBColor; 6] = [
+    BAR,
+    BAD,
+    RGBColor(60, 150, 80),
+    RGBColor(230, 140, 20),
+    RGBColor(130, 80, 170),
+    RGBColor(90, 90, 90),
+];
+
+/// The colour of series `i` (cycling through [`SERIES`]).
+pub(crate) fn series_colour(i: usize) -> RGBColor {
+    SERIES[i % SERIES.len()]
+}
+
+/// The range of the finite values of `v`, padded by 5% (a unit range when there are none).
+pub(crate) fn padded_range(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = v
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
+            (l.min(x), h.max(x))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-9 * (1.0 + lo.abs()));
+    (lo - pad, hi + pad)
+}
+
+/// Draws the legend of the labelled series of `ch` at `pos`.
+pub(crate) fn legend<'a, X: Ranged, Y: Ranged>(
+    ch: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    pos: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
+    ch.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 11))
+        .position(pos)
+        .draw()
+        .map_err(plot_err(path))
+}
+
 pub(crate) fn plot_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
     move |e| Error::Invalid(format!("{}: could not draw: {e}", path.display()))
 }
@@ -249,15 +294,7 @@ pub fn write_cells(dir: &Path, cells: &[super::design::CellReport]) -> Result<()
     let n_min = cells.iter().map(|c| c.n).min().unwrap_or(1).max(1) as f64;
     let n_max = cells.iter().map(|c| c.n).max().unwrap_or(1).max(1) as f64;
     let (lo, hi) = (n_min / 1.3, n_max * 1.3);
-    const LINES: [RGBColor; 6] = [
-        BAR,
-        BAD,
-        RGBColor(60, 150, 80),
-        RGBColor(230, 140, 20),
-        RGBColor(130, 80, 170),
-        RGBColor(90, 90, 90),
-    ];
-    let colour = |i: usize| LINES[i % LINES.len()];
+
     let null = cells.first().map_or(0.0, |c| c.null);
     for (file, y_desc) in [
         ("power.svg", format!("power (95% interval excludes {null})")),
@@ -313,7 +350,7 @@ pub fn write_cells(dir: &Path, cells: &[super::design::CellReport]) -> Result<()
                     continue;
                 }
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let col = colour(l);
+                let col = series_colour(l);
                 ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
                     .map_err(plot_err(&path))?
                     .label(if label.is_empty() { "all" } else { label })
@@ -324,13 +361,7 @@ pub fn write_cells(dir: &Path, cells: &[super::design::CellReport]) -> Result<()
                     .map_err(plot_err(&path))?;
             }
             if lines.len() > 1 && q == 0 {
-                ch.configure_series_labels()
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK.mix(0.3))
-                    .label_font(("sans-serif", 11))
-                    .position(SeriesLabelPosition::LowerRight)
-                    .draw()
-                    .map_err(plot_err(&path))?;
+                legend(&mut ch, SeriesLabelPosition::LowerRight, &path)?;
             }
             Ok(())
         })?;

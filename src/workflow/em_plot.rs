@@ -14,36 +14,10 @@ use crate::data::DataBatch;
 use crate::error::Result;
 use crate::hmm::em::EmFit;
 use crate::hmm::{self, EmissionKind, HmmParams, HmmSpec};
-use crate::study::plot::plot_err;
+use crate::study::plot::{legend, padded_range, plot_err, series_colour};
 
 /// Steps of the first sequence drawn in `states.svg` at most.
 const STEPS: usize = 1000;
-
-const STATES: [RGBColor; 6] = [
-    RGBColor(70, 110, 180),
-    RGBColor(200, 50, 40),
-    RGBColor(60, 150, 80),
-    RGBColor(230, 140, 20),
-    RGBColor(130, 80, 170),
-    RGBColor(90, 90, 90),
-];
-
-fn state_colour(s: usize) -> RGBColor {
-    STATES[s % STATES.len()]
-}
-
-fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = v
-        .filter(|x| x.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
-            (l.min(x), h.max(x))
-        });
-    if !lo.is_finite() {
-        return (0.0, 1.0);
-    }
-    let pad = ((hi - lo) * 0.05).max(1e-9 * (1.0 + lo.abs()));
-    (lo - pad, hi + pad)
-}
 
 /// One dataset of an HMM batch with its decoding: what the figures draw.
 pub struct Decoding<'a> {
@@ -92,7 +66,7 @@ fn write_trace(dir: &Path, fit: &EmFit, label: &str) -> Result<String> {
     // Early iterations of poor restarts sit far below: show from the 2nd iteration on,
     // down to the lowest final value less a margin.
     let finals = traces.iter().filter_map(|t| t.last().copied());
-    let (lo_f, hi) = bounds(
+    let (lo_f, hi) = padded_range(
         finals
             .clone()
             .chain(traces.iter().flat_map(|t| t.iter().copied())),
@@ -151,12 +125,7 @@ fn write_trace(dir: &Path, fit: &EmFit, label: &str) -> Result<String> {
             });
         }
     }
-    ch.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(plot_err(&path))?;
+    legend(&mut ch, SeriesLabelPosition::LowerRight, &path)?;
     root.present().map_err(plot_err(&path))?;
     Ok("em_trace.svg".into())
 }
@@ -186,7 +155,7 @@ fn write_emissions(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
     share.iter_mut().for_each(|v| *v /= n);
     let ys = &y[rows.clone()];
     if spec.p == 0 && spec.kind == EmissionKind::Gaussian {
-        let (lo, hi) = bounds(ys.iter().copied());
+        let (lo, hi) = padded_range(ys.iter().copied());
         let bins = 40;
         let width = (hi - lo) / bins as f64;
         let mut counts = vec![0usize; bins];
@@ -219,11 +188,7 @@ fn write_emissions(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
             .map_err(plot_err(&path))?;
         ch.configure_mesh()
             .disable_mesh()
-            .x_desc(if dec.data.y_name.is_empty() {
-                "y"
-            } else {
-                &dec.data.y_name
-            })
+            .x_desc(dec.data.y_label())
             .y_desc("density")
             .draw()
             .map_err(plot_err(&path))?;
@@ -243,7 +208,7 @@ fn write_emissions(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
             )
         });
         for s in 0..k {
-            let col = state_colour(s);
+            let col = series_colour(s);
             ch.draw_series(LineSeries::new(
                 grid.iter().map(|&v| (v, dens(s, v))),
                 col.stroke_width(2),
@@ -259,12 +224,7 @@ fn write_emissions(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
         .map_err(plot_err(&path))?
         .label("all states")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(1)));
-        ch.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err(&path))?;
+        legend(&mut ch, SeriesLabelPosition::UpperRight, &path)?;
     } else {
         // Regressions (and choices): the response against the first input, coloured by
         // decoded state, with each state's mean response.
@@ -273,8 +233,8 @@ fn write_emissions(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
         } else {
             &dec.data.x_col(0)[rows.clone()]
         };
-        let (xl, xh) = bounds(x.iter().copied());
-        let (yl, yh) = bounds(ys.iter().copied());
+        let (xl, xh) = padded_range(x.iter().copied());
+        let (yl, yh) = padded_range(ys.iter().copied());
         let x_name = dec
             .data
             .x_names
@@ -291,22 +251,18 @@ fn write_emissions(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
         ch.configure_mesh()
             .disable_mesh()
             .x_desc(x_name)
-            .y_desc(if dec.data.y_name.is_empty() {
-                "y"
-            } else {
-                &dec.data.y_name
-            })
+            .y_desc(dec.data.y_label())
             .draw()
             .map_err(plot_err(&path))?;
         let shown = ys.len().min(3000);
         ch.draw_series((0..shown).map(|i| i * ys.len() / shown).map(|i| {
             let s = dec.paths[rows.start + i];
-            Circle::new((x[i], ys[i]), 2, state_colour(s).mix(0.5).filled())
+            Circle::new((x[i], ys[i]), 2, series_colour(s).mix(0.5).filled())
         }))
         .map_err(plot_err(&path))?;
         if spec.p > 0 {
             for s in 0..k {
-                let col = state_colour(s);
+                let col = series_colour(s);
                 let (a, w) = (prm.loc[s * spec.d], prm.weights[s * spec.d * spec.p]);
                 let mean = |v: f64| {
                     let eta = a + w * v;
@@ -327,12 +283,7 @@ fn write_emissions(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
                     PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2))
                 });
             }
-            ch.configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK.mix(0.3))
-                .position(SeriesLabelPosition::UpperLeft)
-                .draw()
-                .map_err(plot_err(&path))?;
+            legend(&mut ch, SeriesLabelPosition::UpperLeft, &path)?;
         }
     }
     root.present().map_err(plot_err(&path))?;
@@ -352,7 +303,7 @@ fn write_states(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
     let root = SVGBackend::new(&path, (800, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err(&path))?;
     let (top, bottom) = root.split_vertically(260);
-    let (yl, yh) = bounds(y.iter().copied());
+    let (yl, yh) = padded_range(y.iter().copied());
     let title = format!(
         "sequence {}{}: data coloured by Viterbi state",
         dec.seq_id,
@@ -369,11 +320,7 @@ fn write_states(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
         .disable_mesh()
         .x_label_formatter(&|v| format!("{v:.0}"))
         .x_desc("time step")
-        .y_desc(if dec.data.y_name.is_empty() {
-            "y"
-        } else {
-            &dec.data.y_name
-        })
+        .y_desc(dec.data.y_label())
         .draw()
         .map_err(plot_err(&path))?;
     ch.draw_series(LineSeries::new(
@@ -382,7 +329,7 @@ fn write_states(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
     ))
     .map_err(plot_err(&path))?;
     for s in 0..k {
-        let col = state_colour(s);
+        let col = series_colour(s);
         ch.draw_series(
             y.iter()
                 .enumerate()
@@ -393,12 +340,7 @@ fn write_states(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
         .label(format!("state {s}"))
         .legend(move |(x, y)| Circle::new((x + 8, y), 3, col.filled()));
     }
-    ch.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(plot_err(&path))?;
+    legend(&mut ch, SeriesLabelPosition::UpperRight, &path)?;
     let mut ch = ChartBuilder::on(&bottom)
         .caption("smoothed state probabilities", ("sans-serif", 14))
         .margin(10)
@@ -417,7 +359,7 @@ fn write_states(dir: &Path, dec: &Decoding<'_>) -> Result<String> {
         ch.draw_series(LineSeries::new(
             seq.clone()
                 .map(|r| ((r - seq.start) as f64, f64::from(dec.posteriors[r * k + s]))),
-            state_colour(s).stroke_width(2),
+            series_colour(s).stroke_width(2),
         ))
         .map_err(plot_err(&path))?;
     }

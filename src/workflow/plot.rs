@@ -9,7 +9,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::study::plot::{panels, plot_err};
+use crate::study::plot::{legend, padded_range, panels, plot_err, series_colour};
 
 /// Chains drawn as lines.
 const SHOWN: usize = 8;
@@ -46,19 +46,6 @@ fn colour(c: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
-fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = v
-        .filter(|x| x.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| {
-            (l.min(x), h.max(x))
-        });
-    if !lo.is_finite() {
-        return (0.0, 1.0);
-    }
-    let pad = ((hi - lo) * 0.05).max(1e-9 * (1.0 + lo.abs()));
-    (lo - pad, hi + pad)
-}
-
 /// Writes `trace.svg`, `rank.svg` and `posterior.svg` into `dir`; returns their names.
 pub fn write_fit_plots(dir: &Path, fit: &FitDraws<'_>) -> Result<Vec<String>> {
     let k = fit.names.len();
@@ -83,7 +70,7 @@ pub fn write_fit_plots(dir: &Path, fit: &FitDraws<'_>) -> Result<Vec<String>> {
     let path = dir.join("trace.svg");
     panels(&path, fit.names, |area, p| {
         let chains = &fit.draws[p];
-        let (lo, hi) = range(chains.iter().flatten().copied());
+        let (lo, hi) = padded_range(chains.iter().flatten().copied());
         let mut ch = ChartBuilder::on(area)
             .caption(fit.title(p), ("sans-serif", 15))
             .margin(8)
@@ -203,7 +190,7 @@ pub fn write_fit_plots(dir: &Path, fit: &FitDraws<'_>) -> Result<Vec<String>> {
         let (hdi_lo, hdi_hi) = crate::diag::hdi(&all, 0.94);
         let truth = fit.truth.and_then(|t| t.get(p).copied());
         let h = 1.06 * sd.max(1e-12 * (1.0 + mean.abs())) * n.powf(-0.2);
-        let (dlo, dhi) = range(all.iter().copied());
+        let (dlo, dhi) = padded_range(all.iter().copied());
         let lo = truth.map_or(dlo - 3.0 * h, |t| t.min(dlo - 3.0 * h));
         let hi = truth.map_or(dhi + 3.0 * h, |t| t.max(dhi + 3.0 * h));
         let grid: Vec<f64> = (0..160)
@@ -465,7 +452,7 @@ pub fn write_ppc(dir: &Path, ppc: &Ppc<'_>) -> Result<String> {
         ],
         None => vec![format!("density of {}{suffix}", ppc.y_name)],
     };
-    let (lo, hi) = range(
+    let (lo, hi) = padded_range(
         ppc.y
             .iter()
             .copied()
@@ -519,19 +506,13 @@ pub fn write_ppc(dir: &Path, ppc: &Ppc<'_>) -> Result<String> {
             .map_err(plot_err(&path))?
             .label("observed y")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], MEAN.stroke_width(2)));
-            ch.configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 11))
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(plot_err(&path))?;
+            legend(&mut ch, SeriesLabelPosition::UpperRight, &path)?;
             return Ok(());
         }
         let Some((x_name, x)) = ppc.x else {
             return Ok(());
         };
-        let (xl, xh) = range(x.iter().copied());
+        let (xl, xh) = padded_range(x.iter().copied());
         let mut ch = ChartBuilder::on(area)
             .caption(&names[1], ("sans-serif", 15))
             .margin(8)
@@ -585,13 +566,8 @@ pub fn write_ppc(dir: &Path, ppc: &Ppc<'_>) -> Result<String> {
         .label("observed")
         .legend(|(x, y)| Circle::new((x + 8, y), 3, MEAN.filled()));
         for (c, (label, a, b)) in ppc.lines.iter().enumerate() {
-            const COMPONENTS: [RGBColor; 4] = [
-                TRUTH,
-                RGBColor(60, 150, 80),
-                RGBColor(230, 140, 20),
-                RGBColor(130, 80, 170),
-            ];
-            let col = COMPONENTS[c % COMPONENTS.len()];
+            // Red for one line, then one colour per component after the band's blue.
+            let col = series_colour(c + 1);
             ch.draw_series(LineSeries::new(
                 [(xl, a + b * xl), (xh, a + b * xh)],
                 col.stroke_width(2),
@@ -600,13 +576,7 @@ pub fn write_ppc(dir: &Path, ppc: &Ppc<'_>) -> Result<String> {
             .label(label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2)));
         }
-        ch.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 11))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(plot_err(&path))?;
+        legend(&mut ch, SeriesLabelPosition::UpperLeft, &path)?;
         Ok(())
     })?;
     Ok("ppc.svg".into())

@@ -108,35 +108,22 @@ pub fn write_y_rep(
     seed: u64,
 ) -> Result<Option<[usize; 3]>> {
     let n = data.range(0).len();
-    let cpd = chains_per_dataset.max(1);
-    let k = model.param_names().len();
-    let shape = read_shape(&dir.join("draws.npy"))?;
-    let [n_chains, n_draws, k_stored] = shape[..] else {
-        return Ok(None);
-    };
-    if k_stored != k
-        || (0..data.n_datasets()).any(|b| data.range(b).len() != n)
-        || n_chains.div_ceil(cpd) > data.n_datasets()
-    {
-        return Ok(None);
-    }
+    let xs: Vec<Vec<Vec<f64>>> = (0..data.n_datasets()).map(|b| data.dataset(b).x).collect();
     let mut probe = host_rng(seed, 0, Purpose::Predict);
-    let x0 = data.dataset(0).x;
     if model
-        .predict_y(&vec![0.0; model.dim()], &x0, n, &mut probe)
+        .predict_y(&vec![0.0; model.dim()], &xs[0], n, &mut probe)
         .is_none()
     {
         return Ok(None);
     }
-    let out = NpyWriter::create(&dir.join("y_rep.npy"), &[n_chains, n_draws, n])?;
-    for b in 0..n_chains / cpd {
-        let (_, draws) = dataset_draws(dir, model, b, cpd)?;
-        let x = data.dataset(b).x;
-        let reps = replicate(model, &draws, cpd, &x, n, seed, b * cpd).unwrap_or_default();
-        out.write_at(b * cpd * n_draws * n, &reps)?;
-    }
-    out.finish()?;
-    Ok(Some([n_chains, n_draws, n]))
+    super::sample::write_per_observation(
+        dir,
+        "y_rep.npy",
+        model,
+        data,
+        chains_per_dataset,
+        |c, b, draws| replicate(model, draws, 1, &xs[b], n, seed, c).unwrap_or_default(),
+    )
 }
 
 /// What `gpsamp predict` computed.
@@ -292,11 +279,7 @@ pub fn draw_ppc(
     let ppc = crate::workflow::plot::Ppc {
         y: &d.y,
         x: d.x.first().map(|c| (x_name.as_str(), c.as_slice())),
-        y_name: if data.y_name.is_empty() {
-            "y"
-        } else {
-            &data.y_name
-        },
+        y_name: data.y_label(),
         reps,
         lines,
         label: if data.n_datasets() > 1 {
@@ -338,9 +321,6 @@ pub fn read_inputs(path: &Path, names: &[String]) -> Result<Inputs> {
         n += 1;
         for ((&c, name), col) in cols.iter().zip(names).zip(out.iter_mut()) {
             let v = rows.number(c, name)?;
-            if !v.is_finite() {
-                return Err(rows.err(rows.line(), name, format!("{v} is not a finite number")));
-            }
             col.push(v);
         }
     }

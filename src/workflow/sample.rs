@@ -312,6 +312,46 @@ pub fn sample_to_dir(
     })
 }
 
+/// Writes `name` (chains × draws × observations, f32) into a sample folder, chain by chain
+/// in parallel: `block(c, b, draws)` maps the stored draws of chain `c` (of dataset `b`;
+/// draws × params, constrained) to its rows (draws × observations). `Ok(None)` (and no
+/// file) when the folder stores a subset of the parameters, the datasets differ in size, or
+/// the chains do not fit the data; otherwise the shape. Shared by `log_lik.npy` and
+/// `y_rep.npy`.
+pub(crate) fn write_per_observation(
+    dir: &Path,
+    name: &str,
+    model: &dyn Model,
+    data: &DataBatch,
+    chains_per_dataset: usize,
+    block: impl Fn(usize, usize, &[f32]) -> Vec<f32> + Sync,
+) -> Result<Option<[usize; 3]>> {
+    use rayon::prelude::*;
+    let shape = crate::io::npy::read_shape(&dir.join("draws.npy"))?;
+    let [n_chains, n_draws, k] = shape[..] else {
+        return Ok(None);
+    };
+    let n = data.range(0).len();
+    let cpd = chains_per_dataset.max(1);
+    if k != model.param_names().len()
+        || (0..data.n_datasets()).any(|b| data.range(b).len() != n)
+        || n_chains.div_ceil(cpd) > data.n_datasets()
+    {
+        return Ok(None);
+    }
+    let draws = crate::io::npy::NpyWriter::open_read(&dir.join("draws.npy"), &shape)?;
+    let out = crate::io::npy::NpyWriter::create(&dir.join(name), &[n_chains, n_draws, n])?;
+    (0..n_chains)
+        .into_par_iter()
+        .try_for_each(|c| -> Result<()> {
+            let mut mine = vec![0f32; n_draws * k];
+            draws.read_at(c * n_draws * k, &mut mine)?;
+            out.write_at(c * n_draws * n, &block(c, c / cpd, &mine))
+        })?;
+    out.finish()?;
+    Ok(Some([n_chains, n_draws, n]))
+}
+
 /// Writes `log_lik.npy` into a sample folder: the pointwise log likelihood
 /// ([`Model::log_lik_pointwise`]) of every stored draw, chains × draws × observations, f32,
 /// ArviZ's `log_likelihood` group. `Ok(None)` (and no file) when the model defines none, the
@@ -324,51 +364,36 @@ pub fn write_log_lik(
     data: &DataBatch,
     chains_per_dataset: usize,
 ) -> Result<Option<[usize; 3]>> {
-    use rayon::prelude::*;
-    let (shape, draws) = crate::io::npy::read_f32(&dir.join("draws.npy"))?;
-    let [n_chains, n_draws, k] = shape[..] else {
-        return Err(Error::Invalid(format!(
-            "{}: draws.npy has shape {shape:?}, not chains x draws x params",
-            dir.display()
-        )));
-    };
-    let n = data.range(0).len();
-    let b_of = |c: usize| c / chains_per_dataset.max(1);
-    if k != model.param_names().len()
-        || (0..data.n_datasets()).any(|b| data.range(b).len() != n)
-        || b_of(n_chains.saturating_sub(1)) >= data.n_datasets()
-    {
-        return Ok(None);
-    }
     if model
         .log_lik_pointwise(data, 0, &vec![0.0; model.dim()])
         .is_none()
     {
         return Ok(None);
     }
-    let path = dir.join("log_lik.npy");
-    let out = crate::io::npy::NpyWriter::create(&path, &[n_chains, n_draws, n])?;
-    (0..n_chains)
-        .into_par_iter()
-        .try_for_each(|c| -> Result<()> {
-            let mut block = vec![f32::NAN; n_draws * n];
-            for t in 0..n_draws {
-                let at = (c * n_draws + t) * k;
-                let params: Vec<f64> = draws[at..at + k].iter().map(|&v| f64::from(v)).collect();
+    let (n, k) = (data.range(0).len(), model.param_names().len());
+    write_per_observation(
+        dir,
+        "log_lik.npy",
+        model,
+        data,
+        chains_per_dataset,
+        |_, b, draws| {
+            let mut block = vec![f32::NAN; draws.len() / k * n];
+            for (t, row) in draws.chunks(k).enumerate() {
+                let params: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
                 if let Some(ll) = model
                     .unconstrain(&params)
                     .ok()
-                    .and_then(|th| model.log_lik_pointwise(data, b_of(c), &th))
+                    .and_then(|th| model.log_lik_pointwise(data, b, &th))
                 {
                     for (o, v) in block[t * n..(t + 1) * n].iter_mut().zip(ll) {
                         *o = v as f32;
                     }
                 }
             }
-            out.write_at(c * n_draws * n, &block)
-        })?;
-    out.finish()?;
-    Ok(Some([n_chains, n_draws, n]))
+            block
+        },
+    )
 }
 
 /// Draws whose smoothed state probabilities [`write_state_probs`] averages, per dataset.
