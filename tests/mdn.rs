@@ -377,10 +377,16 @@ fn gpu_training_matches_cpu_training() {
     let sim = BETA_2_5;
     let cpu = fit(sim, 50_000, 3, 3, &Backend::cpu());
     let gpu = fit(sim, 50_000, 3, 3, &Backend::Gpu(ctx));
-    // Same pairs, order and schedule: only f32 summation order differs.
+    // Same pairs, order and schedule, but f32 sums in another order: one step agrees to
+    // 1e-5 (gpu_gradient_and_losses_match_the_cpu), while thousands of Adam steps at a high
+    // learning rate amplify the difference (epoch 1's validation loss was 0.055 on the CPU,
+    // 0.048 on lavapipe and 0.045 on an H100). So: every epoch within 0.02, and the last
+    // epoch, after the schedule has decayed the rate, within 0.01.
     for (c, g) in cpu.history.iter().zip(&gpu.history) {
-        assert!((c.val_loss - g.val_loss).abs() < 0.01, "{c:?} vs {g:?}");
+        assert!((c.val_loss - g.val_loss).abs() < 0.02, "{c:?} vs {g:?}");
     }
+    let (c, g) = (cpu.history.last().unwrap(), gpu.history.last().unwrap());
+    assert!((c.val_loss - g.val_loss).abs() < 0.01, "{c:?} vs {g:?}");
     let ys = [10.0, 30.0, 60.0];
     let a = accuracy(&cpu.model, &sim, &ys).unwrap();
     let b = accuracy(&gpu.model, &sim, &ys).unwrap();
