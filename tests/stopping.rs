@@ -152,7 +152,11 @@ fn ensemble_warmup_ends_when_adapted_and_only_then() {
     let at = rep
         .warmup_adapted_at
         .expect("the ensemble adapts before 1000");
-    // One terminal buffer after the window end where every criterion held.
+    // At an ensemble window's end (they stop doubling at 100), then one terminal buffer.
+    assert!(
+        hmc::adapt::ensemble_windows(1000, 256).contains(&at),
+        "{at}"
+    );
     assert_eq!(rep.warmup_iterations, at + 50);
     assert!(rep.warmup_iterations < 1000);
     assert_eq!(rep.draws_completed, 30);

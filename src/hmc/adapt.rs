@@ -190,6 +190,19 @@ pub fn init_buffer(warmup: usize, chains: usize) -> usize {
 /// Ends of the slow mass-matrix windows: after [`init_buffer`], windows of 25 doubling, and a
 /// terminal buffer of 50 (Stan's schedule, scaled down for short warmups).
 pub fn mass_windows(warmup: usize, chains: usize) -> Vec<usize> {
+    windows(warmup, chains, usize::MAX)
+}
+
+/// The windows of an ensemble whose warmup may end early ([`WarmupEnd`]): Stan's doubling
+/// windows, but none longer than [`WarmupEnd::WINDOW`], so that the adaptation is checked
+/// every `WINDOW` iterations once it has settled instead of at 400 and then only at the
+/// schedule's end. With 64 chains or more a window of 100 iterations pools at least 6 400
+/// draws per mass-matrix entry, more than a single chain's longest Stan window.
+pub fn ensemble_windows(warmup: usize, chains: usize) -> Vec<usize> {
+    windows(warmup, chains, WarmupEnd::WINDOW)
+}
+
+fn windows(warmup: usize, chains: usize, cap: usize) -> Vec<usize> {
     if warmup < 20 {
         return Vec::new();
     }
@@ -203,29 +216,36 @@ pub fn mass_windows(warmup: usize, chains: usize) -> Vec<usize> {
     let end_slow = warmup - term;
     let mut ends = Vec::new();
     let mut start = init;
-    let mut w = base;
+    let mut w = base.min(cap);
     while start < end_slow {
         let mut end = start + w;
+        let next = (2 * w).min(cap);
         // Stretch the last window to the terminal buffer when the next would not fit.
-        if end + 2 * w > end_slow {
+        if end + next > end_slow {
             end = end_slow;
         }
         ends.push(end);
         start = end;
-        w *= 2;
+        w = next;
     }
     ends
 }
 
 /// The adaptive end of warmup ([`super::Config::adaptive_warmup`]), for ensembles of at least
-/// [`WarmupEnd::MIN_CHAINS`] chains per dataset. At the end of every mass-matrix window from
-/// the second on, a dataset counts as adapted when, against the previous window's end:
-/// - the averaged trajectory length moved by less than [`WarmupEnd::CHANGE`] on the log
-///   scale, and the averaged step size by less than [`WarmupEnd::STEP_CHANGE`] (looser: the
-///   terminal buffer tunes the step size to the final metric again, as in the fixed
-///   schedule, and the window's step size was tuned to the metric before),
-/// - no inverse mass matrix entry moved by more than [`WarmupEnd::METRIC_CHANGE`] on the log
-///   scale,
+/// [`WarmupEnd::MIN_CHAINS`] chains per dataset, whose windows ([`ensemble_windows`]) last at
+/// most [`WarmupEnd::WINDOW`] iterations. At the end of every mass-matrix window from the
+/// second on, a dataset counts as adapted when:
+/// - against the previous window's end, the averaged trajectory length moved by less than
+///   [`WarmupEnd::CHANGE`] on the log scale, and the averaged step size by less than
+///   [`WarmupEnd::STEP_CHANGE`] (looser: the terminal buffer tunes the step size to the
+///   final metric again, as in the fixed schedule, and the window's step size was tuned to
+///   the metric before),
+/// - the window is stationary for the mass matrix: the variance of no coordinate over the
+///   window's second half (every chain's draws pooled) differs from that over its first half
+///   by more than [`WarmupEnd::METRIC_CHANGE`] on the log scale (a comparison within the
+///   window, not against the previous window's matrix, which a few chains still arriving
+///   from another mode can inflate: on the tutorial's mixture of regressions that held the
+///   ensemble for 600 iterations more),
 /// - and the window's nested R-hat (from each chain's window mean and variance, superchains
 ///   as configured) is below [`WarmupEnd::RHAT`] for the log density and, for models without
 ///   exchangeable labels, every unconstrained coordinate (label-switched chains would count
@@ -239,6 +259,9 @@ pub struct WarmupEnd;
 impl WarmupEnd {
     /// Smallest ensemble whose window statistics are trusted to end warmup early.
     pub const MIN_CHAINS: usize = 64;
+    /// Longest mass-matrix window of an ensemble that may end warmup early
+    /// ([`ensemble_windows`]).
+    pub const WINDOW: usize = 100;
     /// Bound on the window's nested R-hat.
     pub const RHAT: f64 = 1.01;
     /// Bound on the log change of the trajectory length between window ends (a trajectory
@@ -247,28 +270,31 @@ impl WarmupEnd {
     pub const CHANGE: f64 = 0.25;
     /// Bound on the log change of the step size between window ends.
     pub const STEP_CHANGE: f64 = 0.3;
-    /// Bound on the log change of any inverse mass matrix entry between window ends.
+    /// Bound on the log ratio of a coordinate's variances over a window's two halves.
     pub const METRIC_CHANGE: f64 = 0.25;
 
     /// Whether one dataset is adapted at a window end: `prev` and `now` are the
     /// (log step size, log trajectory length) averages at the previous and this window end,
-    /// `old`/`new` the inverse mass matrices before and after this window's update, and
-    /// `rhat` the window's largest nested R-hat.
+    /// `first`/`second` the variances of each coordinate over the window's first and second
+    /// half (every chain's draws pooled), and `rhat` the window's largest nested R-hat.
     pub fn adapted(
         prev: Option<(f64, f64)>,
         now: (f64, f64),
-        old: &[f64],
-        new: &[f64],
+        first: &[f64],
+        second: &[f64],
         rhat: f64,
     ) -> bool {
         let Some(prev) = prev else {
             return false;
         };
-        let metric = old
+        let metric = first
             .iter()
-            .zip(new)
+            .zip(second)
             .map(|(a, b)| (b / a).ln().abs())
-            .fold(0.0, f64::max);
+            .fold(
+                0.0,
+                |m: f64, v| if v.is_nan() { f64::INFINITY } else { m.max(v) },
+            );
         (now.0 - prev.0).abs() < Self::STEP_CHANGE
             && (now.1 - prev.1).abs() < Self::CHANGE
             && metric < Self::METRIC_CHANGE
@@ -458,6 +484,32 @@ mod tests {
         let w = mass_windows(100, 4);
         assert!(!w.is_empty() && *w.last().unwrap() == 90);
         assert!(mass_windows(10, 4).is_empty());
+        // The ensemble's windows stop doubling at 100: a check every 100 iterations.
+        assert_eq!(
+            ensemble_windows(1000, 1024),
+            vec![50, 100, 200, 300, 400, 500, 600, 700, 800, 950]
+        );
+        assert_eq!(ensemble_windows(300, 64), vec![50, 100, 250]);
+        assert_eq!(
+            ensemble_windows(1000, 4),
+            vec![100, 150, 250, 350, 450, 550, 650, 750, 850, 950]
+        );
+    }
+
+    #[test]
+    fn adapted_needs_a_stationary_window_and_settled_tuning() {
+        let (prev, now) = (Some((0.0, 1.0)), (0.1, 1.1));
+        let v = [1.0, 2.0];
+        assert!(WarmupEnd::adapted(prev, now, &v, &v, 1.005));
+        // The first window end has nothing to compare against.
+        assert!(!WarmupEnd::adapted(None, now, &v, &v, 1.005));
+        // A coordinate whose spread grew by a third within the window (log 0.29 > 0.25).
+        assert!(!WarmupEnd::adapted(prev, now, &v, &[1.0, 2.67], 1.005));
+        assert!(!WarmupEnd::adapted(prev, now, &v, &[1.0, f64::NAN], 1.005));
+        // Trajectory length still growing, step size still moving, or chains unmixed.
+        assert!(!WarmupEnd::adapted(prev, (0.1, 1.3), &v, &v, 1.005));
+        assert!(!WarmupEnd::adapted(prev, (0.35, 1.1), &v, &v, 1.005));
+        assert!(!WarmupEnd::adapted(prev, now, &v, &v, 1.02));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use super::adapt;
 use super::adapt::{
-    chees_gradient, halton, harmonic_accept, lambda_max, mass_windows, stuck_chains, ChEES,
-    DualAveraging, WarmupEnd, Welford,
+    chees_gradient, ensemble_windows, halton, harmonic_accept, lambda_max, mass_windows,
+    stuck_chains, ChEES, DualAveraging, WarmupEnd, Welford,
 };
 use super::converge;
 use super::init::{initialise, Start};
@@ -33,6 +33,8 @@ struct DatasetState {
     /// Per chain, the log density over the current mass-matrix window (the adaptive end's
     /// mixing statistic).
     lp_window: Vec<Welford>,
+    /// The window's draws pooled over chains, first and second half ([`adapt::WarmupEnd`]).
+    halves: [Welford; 2],
     /// (log step size, log trajectory length) averages at the previous window end.
     window_end: Option<(f64, f64)>,
     /// Whether the last window end found this dataset adapted ([`adapt::WarmupEnd`]).
@@ -115,12 +117,17 @@ pub fn sample(
             accept_sum: 0.0,
             steps_sum: 0.0,
             lp_window: (0..cfg.chains).map(|_| Welford::new(1)).collect(),
+            halves: [Welford::new(d), Welford::new(d)],
             window_end: None,
             adapted: false,
         })
         .collect();
-    let mut windows = mass_windows(cfg.warmup, cfg.chains);
     let adaptive_end = cfg.adaptive_warmup && cfg.chains >= WarmupEnd::MIN_CHAINS;
+    let mut windows = if adaptive_end {
+        ensemble_windows(cfg.warmup, cfg.chains)
+    } else {
+        mass_windows(cfg.warmup, cfg.chains)
+    };
     // The fixed schedule's terminal buffer (what follows the last window).
     let terminal = windows.last().map_or(0, |&e| cfg.warmup - e);
     let mut warmup_end = cfg.warmup;
@@ -174,6 +181,16 @@ pub fn sample(
         integrator.step(t as u32, &tuning, &mut out)?;
         transitions += 1;
         let jitter = halton(t as u64 + 1);
+        // Whether iteration t lies in the second half of its mass-matrix window.
+        let second_half = adaptive_end && {
+            let start = windows
+                .iter()
+                .rev()
+                .find(|&&e| e <= t)
+                .map_or(slow_start, |&e| e);
+            let end = windows.iter().find(|&&e| e > t).map_or(start, |&e| e);
+            2 * t >= start + end
+        };
         for (b, s) in states.iter_mut().enumerate() {
             let r = b * cfg.chains..(b + 1) * cfg.chains;
             let rd = r.start * d..r.end * d;
@@ -212,6 +229,10 @@ pub fn sample(
                     for (w, c) in s.lp_window.iter_mut().zip(r.clone()) {
                         w.add(&[out.logp[c]]);
                     }
+                    let half = &mut s.halves[usize::from(second_half)];
+                    for c in r.clone() {
+                        half.add(&out.position[c * d..(c + 1) * d]);
+                    }
                 }
             }
             if relabel && windows.contains(&(t + 1)) {
@@ -242,9 +263,16 @@ pub fn sample(
                         model.label_groups().is_some(),
                     );
                     s.adapted = s.metric_adapted
-                        && WarmupEnd::adapted(s.window_end, now, &s.inv_mass, &new, rhat);
+                        && WarmupEnd::adapted(
+                            s.window_end,
+                            now,
+                            &s.halves[0].variance(),
+                            &s.halves[1].variance(),
+                            rhat,
+                        );
                     s.window_end = Some(now);
                     s.lp_window.iter_mut().for_each(Welford::reset);
+                    s.halves.iter_mut().for_each(Welford::reset);
                 }
                 s.inv_mass = new;
                 s.mass.iter_mut().for_each(Welford::reset);
