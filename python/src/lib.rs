@@ -95,7 +95,11 @@ fn table<'a>(cols: &'a [(String, Cells<'_>)]) -> PyResult<Table<'a>> {
 
 /// The backend `backend` ("auto", "cpu", "gpu") names, at `precision` ("f32", "f64"), and
 /// the note saying what `auto` chose.
-fn backend(backend: &str, precision: &str) -> PyResult<(Backend, Option<String>)> {
+fn backend(
+    backend: &str,
+    precision: &str,
+    chains: Option<usize>,
+) -> PyResult<(Backend, Option<String>)> {
     let kind = match backend {
         "auto" => BackendKind::Auto,
         "cpu" => BackendKind::Cpu,
@@ -115,7 +119,11 @@ fn backend(backend: &str, precision: &str) -> PyResult<(Backend, Option<String>)
             )))
         }
     };
-    let (b, note) = Backend::select_noted(kind).map_err(py_err)?;
+    let (b, note) = match chains {
+        Some(c) => Backend::select_for_chains(kind, c),
+        None => Backend::select_noted(kind),
+    }
+    .map_err(py_err)?;
     Ok((b.with_precision(precision), note))
 }
 
@@ -315,7 +323,7 @@ fn sample(
     let p = prepare(&spec, &tab, &x, &y, group.clone(), &seq, &t, &init, seed).map_err(py_err)?;
     drop(tab);
     drop(cols);
-    let (backend, note) = self::backend(&backend, &precision)?;
+    let (backend, note) = self::backend(&backend, &precision, Some(p.data.n_datasets() * chains))?;
     let cancel = Arc::new(AtomicBool::new(false));
     let cfg = Config {
         cancel: Some(cancel.clone()),
@@ -406,7 +414,7 @@ fn sbc(
         _ => features,
     };
     let model = spec.build_simulated(p).map_err(py_err)?;
-    let (backend, _) = self::backend(&backend, &precision)?;
+    let (backend, _) = self::backend(&backend, &precision, None)?;
     let backend = backend.for_model(model.as_ref());
     let cancel = Arc::new(AtomicBool::new(false));
     // A study at chosen values: one cell per row of the grid (an `n` column sets its size).
@@ -569,7 +577,7 @@ fn em(
     } else {
         (all, None)
     };
-    let (backend, _) = self::backend(&backend, "f32")?;
+    let (backend, _) = self::backend(&backend, "f32", None)?;
     let job = workflow::EmJob {
         spec: hmm,
         config: cfg,
@@ -683,7 +691,7 @@ fn mdn_train(
         source,
         eval_y,
     };
-    let (backend, _) = self::backend(&backend, "f32")?;
+    let (backend, _) = self::backend(&backend, "f32", None)?;
     let dir = output(&out, "mdn-train")?;
     let status = Mutex::new(Status::default());
     let cancel = AtomicBool::new(false);

@@ -48,6 +48,14 @@ pub(crate) fn check_lengths(
     Ok(())
 }
 
+/// Fewest chains (all datasets together) for which `auto` puts a sampler run on a hardware
+/// GPU ([`Backend::select_for_chains`]). Measured on an H100 beside 16 CPU threads
+/// (`docs/bench/h100-2026-11-27`): to bulk ESS 10 000, 4 chains took 0.25 s (glm) and 0.60 s
+/// (mixture of regressions) on the CPU against 1.01 s and 5.10 s on the GPU, 1 024 chains
+/// 0.74 s and 2.18 s against 0.36 s and 1.33 s; mixture evaluations at 64 chains ran at
+/// 1.6e6/s on the CPU against 8.9e5/s on the GPU, at 1 024 chains 4.3e6/s against 1.3e7/s.
+pub const AUTO_GPU_MIN_CHAINS: usize = 256;
+
 /// What `--backend` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -123,6 +131,20 @@ impl Backend {
         Ok(Self::select_noted(kind)?.0)
     }
 
+    /// [`Backend::select_noted`] for a sampler run of `chains` chains in all: `auto` takes
+    /// the CPU backend, without probing for a GPU, below [`AUTO_GPU_MIN_CHAINS`].
+    pub fn select_for_chains(kind: BackendKind, chains: usize) -> Result<(Self, Option<String>)> {
+        if kind == BackendKind::Auto && chains < AUTO_GPU_MIN_CHAINS {
+            return Ok((
+                Backend::cpu(),
+                Some(format!(
+                    "{chains} chains run on the CPU backend: below {AUTO_GPU_MIN_CHAINS} chains it is faster than a GPU (each GPU transition costs a dispatch and a read-back whatever the chain count; --backend gpu forces the GPU)"
+                )),
+            ));
+        }
+        Self::select_noted(kind)
+    }
+
     /// Resolves `kind`, with a note for the user when `auto` chose: which GPU adapter, or
     /// why it fell back to the CPU backend.
     pub fn select_noted(kind: BackendKind) -> Result<(Self, Option<String>)> {
@@ -183,5 +205,30 @@ impl Backend {
                 None,
             )?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_keeps_small_ensembles_on_the_cpu() {
+        // Below the threshold `auto` never probes for a GPU, and says why.
+        for chains in [1, 4, AUTO_GPU_MIN_CHAINS - 1] {
+            let (b, note) = Backend::select_for_chains(BackendKind::Auto, chains).unwrap();
+            assert!(matches!(b, Backend::Cpu(_)));
+            let note = note.expect("a note");
+            assert!(note.contains(&format!("{chains} chains")) && note.contains("--backend gpu"));
+        }
+        // An explicit choice is kept whatever the count.
+        let (b, note) = Backend::select_for_chains(BackendKind::Cpu, 1 << 20).unwrap();
+        assert!(matches!(b, Backend::Cpu(_)) && note.is_none());
+        // At the threshold `auto` decides as select_noted does (here: a GPU only if a
+        // hardware adapter exists, so never a software one).
+        let (b, _) = Backend::select_for_chains(BackendKind::Auto, AUTO_GPU_MIN_CHAINS).unwrap();
+        if let Backend::Gpu(ctx) = b {
+            assert_ne!(ctx.summary.device_type, "Cpu");
+        }
     }
 }

@@ -21,16 +21,37 @@ pub enum BackendArg {
 
 /// The backend `--backend` asks for; unless `quiet`, says on stderr what `auto` picked.
 pub fn select_backend(arg: BackendArg, quiet: bool) -> anyhow::Result<gpsamp::Backend> {
-    let kind = match arg {
-        BackendArg::Auto => gpsamp::BackendKind::Auto,
-        BackendArg::Gpu => gpsamp::BackendKind::Gpu,
-        BackendArg::Cpu => gpsamp::BackendKind::Cpu,
-    };
-    let (backend, note) = gpsamp::Backend::select_noted(kind)?;
+    let (backend, note) = gpsamp::Backend::select_noted(arg.into())?;
+    say_note(note, quiet);
+    Ok(backend)
+}
+
+/// [`select_backend`] for a sampler run of `chains` chains in all: `auto` keeps small
+/// ensembles on the CPU ([`gpsamp::backend::AUTO_GPU_MIN_CHAINS`]).
+pub fn select_backend_for_chains(
+    arg: BackendArg,
+    quiet: bool,
+    chains: usize,
+) -> anyhow::Result<gpsamp::Backend> {
+    let (backend, note) = gpsamp::Backend::select_for_chains(arg.into(), chains)?;
+    say_note(note, quiet);
+    Ok(backend)
+}
+
+fn say_note(note: Option<String>, quiet: bool) {
     if let (Some(n), false) = (note, quiet) {
         eprintln!("gpsamp: {n}");
     }
-    Ok(backend)
+}
+
+impl From<BackendArg> for gpsamp::BackendKind {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Auto => Self::Auto,
+            BackendArg::Gpu => Self::Gpu,
+            BackendArg::Cpu => Self::Cpu,
+        }
+    }
 }
 
 /// `--precision`: the arithmetic of the CPU backend's log densities.

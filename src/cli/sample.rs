@@ -131,7 +131,8 @@ pub struct Args {
     /// Cap on leapfrog steps per transition.
     #[arg(long, default_value_t = 1024)]
     max_steps: u32,
-    /// Backend: auto, gpu or cpu.
+    /// Backend: auto, gpu or cpu (auto: a hardware GPU for 256 chains or more in all, else
+    /// the CPU backend).
     #[arg(long, value_enum, default_value = "auto")]
     backend: super::args::BackendArg,
     /// Arithmetic of the CPU backend's log densities: f32 (single precision on twice the
@@ -394,7 +395,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
-    let backend = super::args::select_backend(a.backend, a.quiet)?
+    let backend = super::args::select_backend_for_chains(a.backend, a.quiet, n_chains)?
         .with_precision(a.precision.into())
         .for_model(model.as_ref());
     let job = SampleJob {
