@@ -305,6 +305,67 @@ impl<R: Real, const K: usize, const P: usize> FixedBlock<R, K, P> {
     }
 }
 
+/// One component (a GLM): the full blocks from `*n0` on, up to the next fold (`*blocks` a
+/// multiple of [`FOLD`]) or the last full block, added to `acc` with the same operations, in
+/// the same order per lane, as [`FixedBlock::run`]. The accumulators are locals here, so they
+/// stay in registers across blocks: through `run`, whose caller also indexes them at run
+/// time (the partial block, the fold), every block's sums went to the stack and back, and
+/// that store and reload, not the arithmetic, bounded the f32 kernel.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn glm_full_blocks<R: Real, const P: usize, const LIK: u8, const SIG: bool>(
+    xs: &[R],
+    ys: &[R],
+    n_total: usize,
+    end: usize,
+    n0: &mut usize,
+    blocks: &mut usize,
+    coef: ([R; P], R, R, R, R),
+    acc: &mut [[R; BLOCK]; ROWS],
+) {
+    let (beta, alpha, lw, u, invs) = coef;
+    let (_, ab, aa, asg) = FixedBlock::<R, 1, P>::ROWS_AT;
+    let mut lp = acc[0];
+    let mut ga = acc[aa];
+    let mut gs = acc[asg];
+    let mut gb: [[R; BLOCK]; P] = std::array::from_fn(|j| acc[ab + j]);
+    while end - *n0 >= BLOCK {
+        let s = *n0;
+        let y: &[R; BLOCK] = ys[s..s + BLOCK].try_into().expect("a full block");
+        let x: [&[R; BLOCK]; P] = std::array::from_fn(|j| {
+            xs[j * n_total + s..j * n_total + s + BLOCK]
+                .try_into()
+                .expect("a full block")
+        });
+        for i in 0..BLOCK {
+            let mut eta = alpha;
+            for j in 0..P {
+                eta = beta[j].mul_add(x[j][i], eta);
+            }
+            let (a, g, h) = point_terms::<R, LIK>(eta, y[i], lw, u, invs);
+            lp[i] += a;
+            ga[i] += g;
+            for j in 0..P {
+                gb[j][i] = g.mul_add(x[j][i], gb[j][i]);
+            }
+            if SIG {
+                gs[i] += h;
+            }
+        }
+        *n0 += BLOCK;
+        *blocks += 1;
+        if blocks.is_multiple_of(FOLD) {
+            break;
+        }
+    }
+    acc[0] = lp;
+    acc[aa] = ga;
+    if SIG {
+        acc[asg] = gs;
+    }
+    acc[ab..ab + P].copy_from_slice(&gb);
+}
+
 impl MixGlm {
     /// The general family: K components, P features, one likelihood.
     pub fn new(k: usize, p: usize, lik: Likelihood, priors: Priors) -> Result<Self> {
@@ -633,6 +694,46 @@ impl MixGlm {
         let mut pad_x = [[R::ZERO; BLOCK]; P];
         let full = |v: &[R]| -> [R; BLOCK] { v.try_into().expect("a full block") };
         while n0 < range.end {
+            if K == 1 && range.end - n0 >= BLOCK {
+                let coef = (
+                    std::array::from_fn(|j| beta[0][j]),
+                    alpha[0],
+                    lwk[0],
+                    u[0],
+                    invs[0],
+                );
+                let (end, acc) = (range.end, &mut acc);
+                if l.sig {
+                    glm_full_blocks::<R, P, LIK, true>(
+                        xs,
+                        ys,
+                        n_total,
+                        end,
+                        &mut n0,
+                        &mut blocks,
+                        coef,
+                        acc,
+                    );
+                } else {
+                    glm_full_blocks::<R, P, LIK, false>(
+                        xs,
+                        ys,
+                        n_total,
+                        end,
+                        &mut n0,
+                        &mut blocks,
+                        coef,
+                        acc,
+                    );
+                }
+                if blocks.is_multiple_of(FOLD) && R::WIDEN_SUMS {
+                    widen(
+                        &mut acc.as_flattened_mut()[..used * BLOCK],
+                        &mut wide.as_flattened_mut()[..used * BLOCK],
+                    );
+                }
+                continue;
+            }
             let len = BLOCK.min(range.end - n0);
             let col = |j: usize| &xs[j * n_total + n0..j * n_total + n0 + len];
             let block = |x: [[R; BLOCK]; P], y: [R; BLOCK]| FixedBlock::<R, K, P> {
