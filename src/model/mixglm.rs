@@ -305,30 +305,33 @@ impl<R: Real, const K: usize, const P: usize> FixedBlock<R, K, P> {
     }
 }
 
-/// One component (a GLM): the full blocks from `*n0` on, up to the next fold (`*blocks` a
-/// multiple of [`FOLD`]) or the last full block, added to `acc` with the same operations, in
-/// the same order per lane, as [`FixedBlock::run`]. The accumulators are locals here, so they
-/// stay in registers across blocks: through `run`, whose caller also indexes them at run
-/// time (the partial block, the fold), every block's sums went to the stack and back, and
-/// that store and reload, not the arithmetic, bounded the f32 kernel.
+/// The full blocks from `*n0` on, up to the next fold (`*blocks` a multiple of [`FOLD`]) or
+/// the last full block, added to `acc` (and the log-sum-exp sums to `prod`) with the same
+/// operations, in the same order per lane, as [`FixedBlock::run`]. The accumulators are
+/// locals here, so they stay in registers across blocks: through `run`, whose caller also
+/// indexes them at run time (the partial block, the fold), every block's sums went to the
+/// stack and back, and that store and reload, not the arithmetic, bounded the GLM kernel.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn glm_full_blocks<R: Real, const P: usize, const LIK: u8, const SIG: bool>(
+fn full_blocks<R: Real, const K: usize, const P: usize, const LIK: u8, const SIG: bool>(
     xs: &[R],
     ys: &[R],
     n_total: usize,
     end: usize,
     n0: &mut usize,
     blocks: &mut usize,
-    coef: ([R; P], R, R, R, R),
+    fb: &FixedBlock<R, K, P>,
     acc: &mut [[R; BLOCK]; ROWS],
+    prod: &mut [R; BLOCK],
 ) {
-    let (beta, alpha, lw, u, invs) = coef;
-    let (_, ab, aa, asg) = FixedBlock::<R, 1, P>::ROWS_AT;
+    let (ar, ab, aa, asg) = FixedBlock::<R, K, P>::ROWS_AT;
     let mut lp = acc[0];
-    let mut ga = acc[aa];
-    let mut gs = acc[asg];
-    let mut gb: [[R; BLOCK]; P] = std::array::from_fn(|j| acc[ab + j]);
+    let mut pr = *prod;
+    let mut rr: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[ar + k]);
+    let mut ga: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[aa + k]);
+    let mut gs: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[asg + k]);
+    let mut gb: [[[R; BLOCK]; P]; K] =
+        std::array::from_fn(|k| std::array::from_fn(|j| acc[ab + k * P + j]));
     while end - *n0 >= BLOCK {
         let s = *n0;
         let y: &[R; BLOCK] = ys[s..s + BLOCK].try_into().expect("a full block");
@@ -338,18 +341,48 @@ fn glm_full_blocks<R: Real, const P: usize, const LIK: u8, const SIG: bool>(
                 .expect("a full block")
         });
         for i in 0..BLOCK {
-            let mut eta = alpha;
-            for j in 0..P {
-                eta = beta[j].mul_add(x[j][i], eta);
+            let mut a = [R::ZERO; K];
+            let mut g = [R::ZERO; K];
+            let mut h = [R::ZERO; K];
+            for k in 0..K {
+                let mut eta = fb.alpha[k];
+                for j in 0..P {
+                    eta = fb.beta[k][j].mul_add(x[j][i], eta);
+                }
+                (a[k], g[k], h[k]) =
+                    point_terms::<R, LIK>(eta, y[i], fb.lw[k], fb.u[k], fb.invs[k]);
             }
-            let (a, g, h) = point_terms::<R, LIK>(eta, y[i], lw, u, invs);
-            lp[i] += a;
-            ga[i] += g;
-            for j in 0..P {
-                gb[j][i] = g.mul_add(x[j][i], gb[j][i]);
+            if K == 1 {
+                lp[i] += a[0];
+            } else {
+                let mut m = a[0];
+                for k in 1..K {
+                    m = m.max(a[k]);
+                }
+                let mut sum = R::ZERO;
+                for k in 0..K {
+                    a[k] = R::exp(a[k] - m);
+                    sum += a[k];
+                }
+                lp[i] += m;
+                pr[i] *= sum;
+                let inv = R::ONE / sum;
+                for k in 0..K {
+                    let r = a[k] * inv;
+                    a[k] = if r > R::ZERO { r } else { R::ZERO };
+                    rr[k][i] += a[k];
+                }
             }
-            if SIG {
-                gs[i] += h;
+            for k in 0..K {
+                let r = if K == 1 { R::ONE } else { a[k] };
+                let rg = if r > R::ZERO { r * g[k] } else { R::ZERO };
+                ga[k][i] += rg;
+                for j in 0..P {
+                    gb[k][j][i] = rg.mul_add(x[j][i], gb[k][j][i]);
+                }
+                if SIG {
+                    gs[k][i] += if r > R::ZERO { r * h[k] } else { R::ZERO };
+                }
             }
         }
         *n0 += BLOCK;
@@ -359,11 +392,17 @@ fn glm_full_blocks<R: Real, const P: usize, const LIK: u8, const SIG: bool>(
         }
     }
     acc[0] = lp;
-    acc[aa] = ga;
-    if SIG {
-        acc[asg] = gs;
+    *prod = pr;
+    for k in 0..K {
+        if K > 1 {
+            acc[ar + k] = rr[k];
+        }
+        acc[aa + k] = ga[k];
+        if SIG {
+            acc[asg + k] = gs[k];
+        }
+        acc[ab + k * P..ab + (k + 1) * P].copy_from_slice(&gb[k]);
     }
-    acc[ab..ab + P].copy_from_slice(&gb);
 }
 
 impl MixGlm {
@@ -688,49 +727,70 @@ impl MixGlm {
         let used = asg + if l.sig { K } else { 0 };
         let mut blocks = 0usize;
         let mut n0 = range.start;
+        // Every FOLD blocks: the running product of log-sum-exp sums into one log, and (f32)
+        // the lanes' partial sums into f64.
+        let fold = |acc: &mut [[R; BLOCK]; ROWS],
+                    prod: &mut [R; BLOCK],
+                    wide: &mut [[f64; BLOCK]; ROWS]| {
+            if K > 1 {
+                for i in 0..BLOCK {
+                    acc[0][i] += R::ln(prod[i]);
+                    prod[i] = R::ONE;
+                }
+            }
+            if R::WIDEN_SUMS {
+                // The rows in use at once: one contiguous loop.
+                widen(
+                    &mut acc.as_flattened_mut()[..used * BLOCK],
+                    &mut wide.as_flattened_mut()[..used * BLOCK],
+                );
+            }
+        };
         // The last, partial block runs as a full one on zero-padded copies of its points
         // (finite terms for every likelihood); the lanes past its points are then restored.
         let mut pad_y = [R::ZERO; BLOCK];
         let mut pad_x = [[R::ZERO; BLOCK]; P];
         let full = |v: &[R]| -> [R; BLOCK] { v.try_into().expect("a full block") };
         while n0 < range.end {
-            if K == 1 && range.end - n0 >= BLOCK {
-                let coef = (
-                    std::array::from_fn(|j| beta[0][j]),
-                    alpha[0],
-                    lwk[0],
-                    u[0],
-                    invs[0],
-                );
-                let (end, acc) = (range.end, &mut acc);
+            if (K == 1 || P > 0) && range.end - n0 >= BLOCK {
+                let fb = FixedBlock::<R, K, P> {
+                    x: [[R::ZERO; BLOCK]; P],
+                    y: [R::ZERO; BLOCK],
+                    beta,
+                    alpha,
+                    lw: lwk,
+                    u,
+                    invs,
+                    sig: l.sig,
+                };
+                let (end, a, p) = (range.end, &mut acc, &mut prod);
                 if l.sig {
-                    glm_full_blocks::<R, P, LIK, true>(
+                    full_blocks::<R, K, P, LIK, true>(
                         xs,
                         ys,
                         n_total,
                         end,
                         &mut n0,
                         &mut blocks,
-                        coef,
-                        acc,
+                        &fb,
+                        a,
+                        p,
                     );
                 } else {
-                    glm_full_blocks::<R, P, LIK, false>(
+                    full_blocks::<R, K, P, LIK, false>(
                         xs,
                         ys,
                         n_total,
                         end,
                         &mut n0,
                         &mut blocks,
-                        coef,
-                        acc,
+                        &fb,
+                        a,
+                        p,
                     );
                 }
-                if blocks.is_multiple_of(FOLD) && R::WIDEN_SUMS {
-                    widen(
-                        &mut acc.as_flattened_mut()[..used * BLOCK],
-                        &mut wide.as_flattened_mut()[..used * BLOCK],
-                    );
+                if blocks.is_multiple_of(FOLD) {
+                    fold(&mut acc, &mut prod, &mut wide);
                 }
                 continue;
             }
@@ -766,19 +826,7 @@ impl MixGlm {
             }
             blocks += 1;
             if blocks.is_multiple_of(FOLD) {
-                if K > 1 {
-                    for i in 0..BLOCK {
-                        acc[0][i] += R::ln(prod[i]);
-                        prod[i] = R::ONE;
-                    }
-                }
-                if R::WIDEN_SUMS {
-                    // The rows in use at once: one contiguous loop.
-                    widen(
-                        &mut acc.as_flattened_mut()[..used * BLOCK],
-                        &mut wide.as_flattened_mut()[..used * BLOCK],
-                    );
-                }
+                fold(&mut acc, &mut prod, &mut wide);
             }
             n0 += len;
         }
