@@ -137,13 +137,13 @@ pub struct Stats {
 impl Stats {
     /// Zeroed statistics for `spec`.
     pub fn zeros(spec: &HmmSpec) -> Self {
-        let (k, d, q) = (spec.k, spec.d, spec.p + 1);
+        let l = spec.layout().stats();
         Self {
-            init: vec![0.0; k],
-            trans: vec![0.0; k * k],
-            xx: vec![0.0; k * d * q * q],
-            xy: vec![0.0; k * d * q],
-            yy: vec![0.0; k * d],
+            init: vec![0.0; l.init.len()],
+            trans: vec![0.0; l.trans.len()],
+            xx: vec![0.0; l.xx.len()],
+            xy: vec![0.0; l.xy.len()],
+            yy: vec![0.0; l.yy.len()],
             loglik: 0.0,
         }
     }
@@ -151,8 +151,7 @@ impl Stats {
     /// The statistics as one flat vector (the GPU's output layout): init, trans, xx, xy, yy,
     /// loglik.
     pub fn flat_len(spec: &HmmSpec) -> usize {
-        let (k, d, q) = (spec.k, spec.d, spec.p + 1);
-        k + k * k + k * d * q * q + k * d * q + k * d + 1
+        spec.layout().stats().len
     }
 
     /// Adds values in [`Stats::flat_len`] layout (the GPU's output rows).

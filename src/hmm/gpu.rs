@@ -37,14 +37,13 @@ pub fn shader_source(spec: &HmmSpec) -> String {
     let (k, de, p) = (spec.k, spec.d, spec.p);
     let q = p + 1;
     let gauss = spec.has_sds();
-    let ns = Stats::flat_len(spec);
-    let (o_tr, o_xx) = (k, k + k * k);
-    let o_xy = o_xx + k * de * q * q;
-    let o_yy = o_xy + k * de * q;
-    let np = spec.n_params();
-    let (p_tr, p_loc) = (k, k + k * k);
-    let p_w = p_loc + k * de;
-    let p_sd = p_w + k * de * p;
+    // Offsets into the statistics written (o_) and the parameters read (p_).
+    let (sb, pb) = (spec.layout().stats(), spec.layout().params());
+    let (ns, np) = (sb.len, pb.len);
+    let (o_init, o_tr, o_xx) = (sb.init.start, sb.trans.start, sb.xx.start);
+    let (o_xy, o_yy, o_ll) = (sb.xy.start, sb.yy.start, sb.loglik);
+    let (p_tr, p_loc) = (pb.transition.start, pb.loc.start);
+    let (p_w, p_sd) = (pb.weights.start, pb.sds.start);
     let mut w = String::new();
     let logistic = crate::shader::LOGISTIC;
     let _ = write!(
@@ -145,7 +144,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     w.push_str("        if (n == start) {\n");
     for st in 0..k {
-        let _ = writeln!(w, "            st[{st}] += g{st};");
+        let _ = writeln!(w, "            st[{}] += g{st};", o_init + st);
     }
     w.push_str("        }\n");
     let xt = |a: usize| -> String {
@@ -202,7 +201,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         let _ = writeln!(w, "            be{i} = nb{i};");
     }
     w.push_str("        }\n    }\n");
-    let _ = writeln!(w, "    st[{}] = ll;", ns - 1);
+    let _ = writeln!(w, "    st[{o_ll}] = ll;");
     let _ = writeln!(
         w,
         "    for (var i = 0u; i < {ns}u; i++) {{\n        out[tid * {ns}u + i] = st[i];\n    }}\n}}"

@@ -17,6 +17,9 @@
 pub mod em;
 pub mod gpu;
 pub mod io;
+pub mod layout;
+
+pub use layout::HmmLayout;
 
 use crate::data::DataBatch;
 use crate::error::{Error, Result};
@@ -84,8 +87,12 @@ impl HmmSpec {
     /// Constrained parameters in [`HmmParams::to_flat`] order: initial (K), transition
     /// (K²), loc (K·D), weights (K·D·P), sds (K·D, Gaussian only).
     pub fn n_params(&self) -> usize {
-        let (k, d, p) = (self.k, self.d, self.p);
-        k + k * k + k * d + k * d * p + if self.has_sds() { k * d } else { 0 }
+        self.layout().params().len
+    }
+
+    /// Where each block of this spec's flat vectors sits.
+    pub fn layout(&self) -> HmmLayout {
+        HmmLayout::of(self)
     }
 
     /// Whether the emission has a noise scale per state and dimension.
@@ -195,19 +202,13 @@ impl HmmParams {
                 v.len()
             )));
         }
-        let (k, d, p) = (spec.k, spec.d, spec.p);
-        let mut rest = v;
-        let mut take = |n: usize| {
-            let (a, b) = rest.split_at(n);
-            rest = b;
-            a.to_vec()
-        };
+        let l = spec.layout().params();
         Ok(Self {
-            initial: take(k),
-            transition: take(k * k),
-            loc: take(k * d),
-            weights: take(k * d * p),
-            sds: take(if spec.has_sds() { k * d } else { 0 }),
+            initial: v[l.initial].to_vec(),
+            transition: v[l.transition].to_vec(),
+            loc: v[l.loc].to_vec(),
+            weights: v[l.weights].to_vec(),
+            sds: v[l.sds].to_vec(),
         })
     }
 
@@ -224,13 +225,13 @@ impl HmmParams {
 
     /// Checks lengths and supports against `spec`.
     pub fn validate(&self, spec: &HmmSpec) -> Result<()> {
-        let (k, d, p) = (spec.k, spec.d, spec.p);
-        let sds = if spec.has_sds() { k * d } else { 0 };
-        if self.initial.len() != k
-            || self.transition.len() != k * k
-            || self.loc.len() != k * d
-            || self.weights.len() != k * d * p
-            || self.sds.len() != sds
+        let k = spec.k;
+        let l = spec.layout().params();
+        if self.initial.len() != l.initial.len()
+            || self.transition.len() != l.transition.len()
+            || self.loc.len() != l.loc.len()
+            || self.weights.len() != l.weights.len()
+            || self.sds.len() != l.sds.len()
         {
             return Err(Error::Invalid(
                 "HMM parameters do not match the spec".into(),

@@ -86,17 +86,18 @@ impl Hmm {
         &self.spec
     }
 
+    // Block starts of the unconstrained vector ([`crate::hmm::HmmLayout::free`]).
     fn off_trans(&self) -> usize {
-        self.spec.k - 1
+        self.spec.layout().free().transition.start
     }
     fn off_loc(&self) -> usize {
-        self.spec.k * self.spec.k - 1
+        self.spec.layout().free().loc.start
     }
     fn off_w(&self) -> usize {
-        self.off_loc() + self.spec.k * self.spec.d
+        self.spec.layout().free().weights.start
     }
     fn off_sd(&self) -> usize {
-        self.off_w() + self.spec.k * self.spec.d * self.spec.p
+        self.spec.layout().free().sds.start
     }
 
     /// Constrained parameters as an [`HmmParams`].
@@ -398,8 +399,7 @@ impl Model for Hmm {
     }
 
     fn dim(&self) -> usize {
-        let s = &self.spec;
-        self.off_sd() + if s.has_sds() { s.k * s.d } else { 0 }
+        self.spec.layout().free().len
     }
 
     fn param_names(&self) -> Vec<String> {
@@ -584,14 +584,16 @@ impl Model for Hmm {
         // Matching cost per state: initial prob, emission parameters, self-transition. The
         // second entry (the first mean or bias) is what a study sorts states by.
         let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
-        let (ol, ow) = (k + k * k, k + k * k + k * d);
-        let os = ow + k * d * p;
+        // Indices into the constrained (natural) parameter vector.
+        let l = self.spec.layout().params();
+        let (oi, ot, ol) = (l.initial.start, l.transition.start, l.loc.start);
+        let (ow, os) = (l.weights.start, l.sds.start);
         Some(
             (0..k)
                 .map(|s| {
-                    let mut g = vec![s];
+                    let mut g = vec![oi + s];
                     g.extend((0..d).map(|e| ol + s * d + e));
-                    g.push(k + s * k + s);
+                    g.push(ot + s * k + s);
                     g.extend((0..d * p).map(|e| ow + s * d * p + e));
                     if self.spec.has_sds() {
                         g.extend((0..d).map(|e| os + s * d + e));
