@@ -1,4 +1,4 @@
-//! The GPU E-step of batched EM: the twin of [`super::em::estep_cpu`].
+//! The GPU E-step of batched EM: the twin of [`super::estep::estep_cpu`].
 //!
 //! One thread per (restart, sequence): a normalised forward pass that stores α̂_t and the
 //! normaliser c_t in a scratch buffer, then a backward pass that rebuilds β̂ on the fly and

@@ -5,7 +5,7 @@
 //! - the unconstrained vector the HMM family samples (`model::hmm`): the same blocks with
 //!   K − 1 free coordinates per probability vector (the last state's logit fixed at 0) and
 //!   log sds;
-//! - the E-step statistics ([`super::em::Stats::to_flat`]; what the GPU E-step writes):
+//! - the E-step statistics ([`super::estep::Stats::to_flat`]; what the GPU E-step writes):
 //!   init (K), trans (K²), xx (K·D·(P+1)²), xy (K·D·(P+1)), yy (K·D), then the log
 //!   likelihood.
 //!

@@ -1,7 +1,8 @@
 //! Hidden Markov models with Gaussian or Bernoulli-logit emissions (the Gaussian HMM, the
 //! switching linear regression and the Bernoulli GLM-HMM are one family here): parameters,
 //! the normalised forward pass, forward-backward with a visitor for smoothed marginals,
-//! Viterbi, and state alignment. [`em`] fits them by batched EM (CPU and GPU E-steps),
+//! Viterbi, and state alignment. [`em`] fits them by batched EM ([`estep`]: the CPU E-step;
+//! [`gpu`]: its GPU twin; [`layout`]: every flat offset),
 //! [`io`] reads and simulates sequence data, and `model::hmm` samples them with HMC.
 //!
 //! # Data layout
@@ -15,6 +16,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod em;
+pub mod estep;
 pub mod gpu;
 pub mod io;
 pub mod layout;
@@ -348,7 +350,7 @@ pub struct FbScratch {
     tmp: Vec<f64>,
     shift: Vec<f64>,
     outer: Vec<f64>,
-    lanes: em::LaneScratch,
+    lanes: estep::LaneScratch,
 }
 
 /// Shifted emission likelihoods `e[t,k] = exp(le[t,k] − max_k le[t,k])`; the shifts go to

@@ -296,7 +296,7 @@ impl Hmm {
         // same forward-backward as the EM E-step): ∂/∂ log-emission = γ, ∂/∂Γ_ij = ξ_ij / Γ_ij.
         let seqs = sequences(data, b);
         let n_seq = seqs.len() as f64;
-        let st = crate::hmm::em::estep_sequences_body(spec, &prm, data, &seqs, fb);
+        let st = crate::hmm::estep::estep_sequences_body(spec, &prm, data, &seqs, fb);
         let ll = st.loglik;
         let (init, xi) = (&st.init, &st.trans);
         let q = p + 1;
