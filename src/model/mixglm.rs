@@ -194,214 +194,122 @@ const FOLD: usize = 16;
 /// BLOCK lanes each; sized for the largest shape it takes (K <= 3, P <= 2, K*P <= 3).
 const ROWS: usize = 1 + 3 * 3 + 3;
 
-/// One block of the fixed-shape kernel: the block's columns and the chain's parameters in
-/// `R`.
-struct FixedBlock<R, const K: usize, const P: usize> {
-    x: [[R; BLOCK]; P],
-    y: [R; BLOCK],
+/// One chain's parameters in `R`, for the fixed-shape kernel.
+struct FixedCoefs<R, const K: usize, const P: usize> {
     beta: [[R; 4]; K],
     alpha: [R; K],
     lw: [R; K],
     u: [R; K],
     invs: [R; K],
-    sig: bool,
 }
 
-impl<R: Real, const K: usize, const P: usize> FixedBlock<R, K, P> {
+impl<R: Real, const K: usize, const P: usize> FixedCoefs<R, K, P> {
     /// First rows of R, beta, alpha and sigma in the accumulator array.
     const ROWS_AT: (usize, usize, usize, usize) = (1, 1 + K, 1 + K + K * P, 1 + 2 * K + K * P);
 
-    /// Adds the block's points to the lanes of `acc` (and their log-sum-exp sums to
-    /// `prod`). Each pass runs over the [`BLOCK`] points innermost, with the component and
-    /// feature loops outside it, so it vectorises; the lanes see their points in the same
-    /// order and with the same operations whatever the vector width.
+    /// Adds the full blocks of points from `*n0` on (columns `xs`, `stride` apart, and `ys`,
+    /// up to `end`) to the lanes of `acc`, and their log-sum-exp sums to `prod`, stopping
+    /// after the block that makes `*blocks` a multiple of [`FOLD`]: lane `i` of a block
+    /// takes its point `i`, with the same operations in the same order whatever the vector
+    /// width. The accumulators are locals here, so they stay in registers from block to
+    /// block: kept in the array the caller also indexes at run time (the partial block, the
+    /// fold), every block's sums went to the stack and back, and that store and reload, not
+    /// the arithmetic, bounded the GLM kernel. `SIG`: whether the scales are parameters,
+    /// fixed at compile time (a run-time flag inside the loop became a masked store, which
+    /// AMD's Zen 4 executes slowly).
     #[inline(always)]
-    fn run<const LIK: u8>(&self, acc: &mut [[R; BLOCK]; ROWS], prod: &mut [R; BLOCK]) {
-        // Whether the scales are parameters, fixed at compile time: a run-time flag inside
-        // the fused loop became a masked store, which AMD's Zen 4 executes slowly.
-        if self.sig {
-            self.run_with::<LIK, true>(acc, prod);
-        } else {
-            self.run_with::<LIK, false>(acc, prod);
-        }
-    }
-
-    #[inline(always)]
-    fn run_with<const LIK: u8, const SIG: bool>(
+    #[allow(clippy::too_many_arguments)]
+    fn run<const LIK: u8, const SIG: bool>(
         &self,
+        xs: &[R],
+        ys: &[R],
+        stride: usize,
+        end: usize,
+        n0: &mut usize,
+        blocks: &mut usize,
         acc: &mut [[R; BLOCK]; ROWS],
         prod: &mut [R; BLOCK],
     ) {
         let (ar, ab, aa, asg) = Self::ROWS_AT;
-        let y = &self.y;
-        let mut a = [[R::ZERO; BLOCK]; K];
-        let mut g = [[R::ZERO; BLOCK]; K];
-        let mut h = [[R::ZERO; BLOCK]; K];
-        for kk in 0..K {
-            let mut eta = [self.alpha[kk]; BLOCK];
-            for j in 0..P {
-                let (xj, bj) = (&self.x[j], self.beta[kk][j]);
-                for i in 0..BLOCK {
-                    eta[i] = bj.mul_add(xj[i], eta[i]);
+        let mut lp = acc[0];
+        let mut pr = *prod;
+        let mut rr: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[ar + k]);
+        let mut ga: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[aa + k]);
+        let mut gs: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[asg + k]);
+        let mut gb: [[[R; BLOCK]; P]; K] =
+            std::array::from_fn(|k| std::array::from_fn(|j| acc[ab + k * P + j]));
+        while end - *n0 >= BLOCK {
+            let s = *n0;
+            let y: &[R; BLOCK] = ys[s..s + BLOCK].try_into().expect("a full block");
+            let x: [&[R; BLOCK]; P] = std::array::from_fn(|j| {
+                xs[j * stride + s..j * stride + s + BLOCK]
+                    .try_into()
+                    .expect("a full block")
+            });
+            for i in 0..BLOCK {
+                let mut a = [R::ZERO; K];
+                let mut g = [R::ZERO; K];
+                let mut h = [R::ZERO; K];
+                for k in 0..K {
+                    let mut eta = self.alpha[k];
+                    for j in 0..P {
+                        eta = self.beta[k][j].mul_add(x[j][i], eta);
+                    }
+                    (a[k], g[k], h[k]) =
+                        point_terms::<R, LIK>(eta, y[i], self.lw[k], self.u[k], self.invs[k]);
+                }
+                if K == 1 {
+                    lp[i] += a[0];
+                } else {
+                    // Log-sum-exp over components; `a` becomes the responsibilities.
+                    let mut m = a[0];
+                    for k in 1..K {
+                        m = m.max(a[k]);
+                    }
+                    let mut sum = R::ZERO;
+                    for k in 0..K {
+                        a[k] = R::exp(a[k] - m);
+                        sum += a[k];
+                    }
+                    lp[i] += m;
+                    pr[i] *= sum;
+                    let inv = R::ONE / sum;
+                    for k in 0..K {
+                        let r = a[k] * inv;
+                        a[k] = if r > R::ZERO { r } else { R::ZERO };
+                        rr[k][i] += a[k];
+                    }
+                }
+                for k in 0..K {
+                    let r = if K == 1 { R::ONE } else { a[k] };
+                    let rg = if r > R::ZERO { r * g[k] } else { R::ZERO };
+                    ga[k][i] += rg;
+                    for j in 0..P {
+                        gb[k][j][i] = rg.mul_add(x[j][i], gb[k][j][i]);
+                    }
+                    if SIG {
+                        gs[k][i] += if r > R::ZERO { r * h[k] } else { R::ZERO };
+                    }
                 }
             }
-            let (lw, u, invs) = (self.lw[kk], self.u[kk], self.invs[kk]);
-            for i in 0..BLOCK {
-                (a[kk][i], g[kk][i], h[kk][i]) = point_terms::<R, LIK>(eta[i], y[i], lw, u, invs);
+            *n0 += BLOCK;
+            *blocks += 1;
+            if blocks.is_multiple_of(FOLD) {
+                break;
             }
         }
-        if K == 1 {
-            for i in 0..BLOCK {
-                acc[0][i] += a[0][i];
+        acc[0] = lp;
+        *prod = pr;
+        for k in 0..K {
+            if K > 1 {
+                acc[ar + k] = rr[k];
             }
-        } else {
-            // Log-sum-exp over components; `a` becomes the responsibilities.
-            let mut m = a[0];
-            for kk in 1..K {
-                for i in 0..BLOCK {
-                    m[i] = m[i].max(a[kk][i]);
-                }
-            }
-            let mut sum = [R::ZERO; BLOCK];
-            for kk in 0..K {
-                for i in 0..BLOCK {
-                    a[kk][i] = R::exp(a[kk][i] - m[i]);
-                    sum[i] += a[kk][i];
-                }
-            }
-            for i in 0..BLOCK {
-                acc[0][i] += m[i];
-                prod[i] *= sum[i];
-                sum[i] = R::ONE / sum[i];
-            }
-            for kk in 0..K {
-                for i in 0..BLOCK {
-                    let r = a[kk][i] * sum[i];
-                    a[kk][i] = if r > R::ZERO { r } else { R::ZERO };
-                    acc[ar + kk][i] += a[kk][i];
-                }
-            }
-        }
-        for kk in 0..K {
-            for i in 0..BLOCK {
-                let r = if K == 1 { R::ONE } else { a[kk][i] };
-                let rg = if r > R::ZERO { r * g[kk][i] } else { R::ZERO };
-                g[kk][i] = rg;
-                acc[aa + kk][i] += rg;
-            }
-            for j in 0..P {
-                let (xj, c) = (&self.x[j], ab + kk * P + j);
-                for i in 0..BLOCK {
-                    acc[c][i] = g[kk][i].mul_add(xj[i], acc[c][i]);
-                }
-            }
+            acc[aa + k] = ga[k];
             if SIG {
-                for i in 0..BLOCK {
-                    let r = if K == 1 { R::ONE } else { a[kk][i] };
-                    acc[asg + kk][i] += if r > R::ZERO { r * h[kk][i] } else { R::ZERO };
-                }
+                acc[asg + k] = gs[k];
             }
+            acc[ab + k * P..ab + (k + 1) * P].copy_from_slice(&gb[k]);
         }
-    }
-}
-
-/// The full blocks from `*n0` on, up to the next fold (`*blocks` a multiple of [`FOLD`]) or
-/// the last full block, added to `acc` (and the log-sum-exp sums to `prod`) with the same
-/// operations, in the same order per lane, as [`FixedBlock::run`]. The accumulators are
-/// locals here, so they stay in registers across blocks: through `run`, whose caller also
-/// indexes them at run time (the partial block, the fold), every block's sums went to the
-/// stack and back, and that store and reload, not the arithmetic, bounded the GLM kernel.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn full_blocks<R: Real, const K: usize, const P: usize, const LIK: u8, const SIG: bool>(
-    xs: &[R],
-    ys: &[R],
-    n_total: usize,
-    end: usize,
-    n0: &mut usize,
-    blocks: &mut usize,
-    fb: &FixedBlock<R, K, P>,
-    acc: &mut [[R; BLOCK]; ROWS],
-    prod: &mut [R; BLOCK],
-) {
-    let (ar, ab, aa, asg) = FixedBlock::<R, K, P>::ROWS_AT;
-    let mut lp = acc[0];
-    let mut pr = *prod;
-    let mut rr: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[ar + k]);
-    let mut ga: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[aa + k]);
-    let mut gs: [[R; BLOCK]; K] = std::array::from_fn(|k| acc[asg + k]);
-    let mut gb: [[[R; BLOCK]; P]; K] =
-        std::array::from_fn(|k| std::array::from_fn(|j| acc[ab + k * P + j]));
-    while end - *n0 >= BLOCK {
-        let s = *n0;
-        let y: &[R; BLOCK] = ys[s..s + BLOCK].try_into().expect("a full block");
-        let x: [&[R; BLOCK]; P] = std::array::from_fn(|j| {
-            xs[j * n_total + s..j * n_total + s + BLOCK]
-                .try_into()
-                .expect("a full block")
-        });
-        for i in 0..BLOCK {
-            let mut a = [R::ZERO; K];
-            let mut g = [R::ZERO; K];
-            let mut h = [R::ZERO; K];
-            for k in 0..K {
-                let mut eta = fb.alpha[k];
-                for j in 0..P {
-                    eta = fb.beta[k][j].mul_add(x[j][i], eta);
-                }
-                (a[k], g[k], h[k]) =
-                    point_terms::<R, LIK>(eta, y[i], fb.lw[k], fb.u[k], fb.invs[k]);
-            }
-            if K == 1 {
-                lp[i] += a[0];
-            } else {
-                let mut m = a[0];
-                for k in 1..K {
-                    m = m.max(a[k]);
-                }
-                let mut sum = R::ZERO;
-                for k in 0..K {
-                    a[k] = R::exp(a[k] - m);
-                    sum += a[k];
-                }
-                lp[i] += m;
-                pr[i] *= sum;
-                let inv = R::ONE / sum;
-                for k in 0..K {
-                    let r = a[k] * inv;
-                    a[k] = if r > R::ZERO { r } else { R::ZERO };
-                    rr[k][i] += a[k];
-                }
-            }
-            for k in 0..K {
-                let r = if K == 1 { R::ONE } else { a[k] };
-                let rg = if r > R::ZERO { r * g[k] } else { R::ZERO };
-                ga[k][i] += rg;
-                for j in 0..P {
-                    gb[k][j][i] = rg.mul_add(x[j][i], gb[k][j][i]);
-                }
-                if SIG {
-                    gs[k][i] += if r > R::ZERO { r * h[k] } else { R::ZERO };
-                }
-            }
-        }
-        *n0 += BLOCK;
-        *blocks += 1;
-        if blocks.is_multiple_of(FOLD) {
-            break;
-        }
-    }
-    acc[0] = lp;
-    *prod = pr;
-    for k in 0..K {
-        if K > 1 {
-            acc[ar + k] = rr[k];
-        }
-        acc[aa + k] = ga[k];
-        if SIG {
-            acc[asg + k] = gs[k];
-        }
-        acc[ab + k * P..ab + (k + 1) * P].copy_from_slice(&gb[k]);
     }
 }
 
@@ -684,9 +592,9 @@ impl MixGlm {
         }
     }
 
-    /// The kernel with K, P and the likelihood fixed at compile time: per-point rows and
-    /// per-lane accumulators live in small stack arrays, and every loop over a block's
-    /// points is innermost, so it vectorises ([`FixedBlock::run`]).
+    /// The kernel with K, P and the likelihood fixed at compile time: the component and
+    /// feature loops unroll, and the loop over a block's points vectorises, one lane per
+    /// point ([`FixedCoefs::run`]).
     #[inline(always)]
     fn accumulate_fixed<R: Real, const K: usize, const P: usize, const LIK: u8>(
         &self,
@@ -722,113 +630,91 @@ impl MixGlm {
         let mut acc = [[R::ZERO; BLOCK]; ROWS];
         let mut wide = [[0.0f64; BLOCK]; ROWS];
         let mut prod = [R::ONE; BLOCK];
-        let (ar, ab, aa, asg) = FixedBlock::<R, K, P>::ROWS_AT;
+        let (ar, ab, aa, asg) = FixedCoefs::<R, K, P>::ROWS_AT;
         // Accumulator rows in use.
         let used = asg + if l.sig { K } else { 0 };
-        let mut blocks = 0usize;
-        let mut n0 = range.start;
-        // Every FOLD blocks: the running product of log-sum-exp sums into one log, and (f32)
-        // the lanes' partial sums into f64.
-        let fold = |acc: &mut [[R; BLOCK]; ROWS],
-                    prod: &mut [R; BLOCK],
-                    wide: &mut [[f64; BLOCK]; ROWS]| {
-            if K > 1 {
-                for i in 0..BLOCK {
-                    acc[0][i] += R::ln(prod[i]);
-                    prod[i] = R::ONE;
-                }
-            }
-            if R::WIDEN_SUMS {
-                // The rows in use at once: one contiguous loop.
-                widen(
-                    &mut acc.as_flattened_mut()[..used * BLOCK],
-                    &mut wide.as_flattened_mut()[..used * BLOCK],
-                );
+        let coefs = FixedCoefs::<R, K, P> {
+            beta,
+            alpha,
+            lw: lwk,
+            u,
+            invs,
+        };
+        let run = |xs: &[R],
+                   ys: &[R],
+                   stride: usize,
+                   end: usize,
+                   n0: &mut usize,
+                   blocks: &mut usize,
+                   acc: &mut [[R; BLOCK]; ROWS],
+                   prod: &mut [R; BLOCK]| {
+            if l.sig {
+                coefs.run::<LIK, true>(xs, ys, stride, end, n0, blocks, acc, prod);
+            } else {
+                coefs.run::<LIK, false>(xs, ys, stride, end, n0, blocks, acc, prod);
             }
         };
-        // The last, partial block runs as a full one on zero-padded copies of its points
-        // (finite terms for every likelihood); the lanes past its points are then restored.
-        let mut pad_y = [R::ZERO; BLOCK];
-        let mut pad_x = [[R::ZERO; BLOCK]; P];
-        let full = |v: &[R]| -> [R; BLOCK] { v.try_into().expect("a full block") };
+        let mut blocks = 0usize;
+        let mut n0 = range.start;
         while n0 < range.end {
-            if (K == 1 || P > 0) && range.end - n0 >= BLOCK {
-                let fb = FixedBlock::<R, K, P> {
-                    x: [[R::ZERO; BLOCK]; P],
-                    y: [R::ZERO; BLOCK],
-                    beta,
-                    alpha,
-                    lw: lwk,
-                    u,
-                    invs,
-                    sig: l.sig,
-                };
-                let (end, a, p) = (range.end, &mut acc, &mut prod);
-                if l.sig {
-                    full_blocks::<R, K, P, LIK, true>(
-                        xs,
-                        ys,
-                        n_total,
-                        end,
-                        &mut n0,
-                        &mut blocks,
-                        &fb,
-                        a,
-                        p,
-                    );
-                } else {
-                    full_blocks::<R, K, P, LIK, false>(
-                        xs,
-                        ys,
-                        n_total,
-                        end,
-                        &mut n0,
-                        &mut blocks,
-                        &fb,
-                        a,
-                        p,
-                    );
-                }
-                if blocks.is_multiple_of(FOLD) {
-                    fold(&mut acc, &mut prod, &mut wide);
-                }
-                continue;
-            }
-            let len = BLOCK.min(range.end - n0);
-            let col = |j: usize| &xs[j * n_total + n0..j * n_total + n0 + len];
-            let block = |x: [[R; BLOCK]; P], y: [R; BLOCK]| FixedBlock::<R, K, P> {
-                x,
-                y,
-                beta,
-                alpha,
-                lw: lwk,
-                u,
-                invs,
-                sig: l.sig,
-            };
-            if len == BLOCK {
-                block(
-                    std::array::from_fn(|j| full(col(j))),
-                    full(&ys[n0..n0 + len]),
-                )
-                .run::<LIK>(&mut acc, &mut prod);
+            if range.end - n0 >= BLOCK {
+                // Full blocks, up to the next fold.
+                run(
+                    xs,
+                    ys,
+                    n_total,
+                    range.end,
+                    &mut n0,
+                    &mut blocks,
+                    &mut acc,
+                    &mut prod,
+                );
             } else {
-                pad_y[..len].copy_from_slice(&ys[n0..n0 + len]);
-                for j in 0..P {
-                    pad_x[j][..len].copy_from_slice(col(j));
+                // The last, partial block runs as a full one on zero-padded copies of its
+                // points (finite terms for every likelihood); the lanes past its points are
+                // then restored.
+                let len = range.end - n0;
+                let mut pad_y = [R::ZERO; BLOCK];
+                let mut pad_x = [[R::ZERO; BLOCK]; P];
+                pad_y[..len].copy_from_slice(&ys[n0..range.end]);
+                for (j, px) in pad_x.iter_mut().enumerate() {
+                    px[..len].copy_from_slice(&xs[j * n_total + n0..j * n_total + range.end]);
                 }
                 let (keep, keep_prod) = (acc, prod);
-                block(pad_x, pad_y).run::<LIK>(&mut acc, &mut prod);
+                let pad_xs = pad_x.as_flattened();
+                run(
+                    pad_xs,
+                    &pad_y,
+                    BLOCK,
+                    BLOCK,
+                    &mut 0,
+                    &mut blocks,
+                    &mut acc,
+                    &mut prod,
+                );
                 for c in 0..used {
                     acc[c][len..].copy_from_slice(&keep[c][len..]);
                 }
                 prod[len..].copy_from_slice(&keep_prod[len..]);
+                n0 = range.end;
             }
-            blocks += 1;
             if blocks.is_multiple_of(FOLD) {
-                fold(&mut acc, &mut prod, &mut wide);
+                // The running product of log-sum-exp sums into one log, and (f32) the
+                // lanes' partial sums into f64.
+                if K > 1 {
+                    for i in 0..BLOCK {
+                        acc[0][i] += R::ln(prod[i]);
+                        prod[i] = R::ONE;
+                    }
+                }
+                if R::WIDEN_SUMS {
+                    // The rows in use at once: one contiguous loop.
+                    widen(
+                        &mut acc.as_flattened_mut()[..used * BLOCK],
+                        &mut wide.as_flattened_mut()[..used * BLOCK],
+                    );
+                }
             }
-            n0 += len;
         }
         if K > 1 {
             for i in 0..BLOCK {
