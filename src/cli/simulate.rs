@@ -200,6 +200,19 @@ fn run_hmm(a: &Args, outs: Outputs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CSV header: `dataset, x0..x{p-1}, [system,] y`.
+fn header(p: usize, system: bool) -> String {
+    let mut csv = String::from("dataset");
+    for j in 0..p {
+        csv.push_str(&format!(",x{j}"));
+    }
+    if system {
+        csv.push_str(",system");
+    }
+    csv.push_str(",y\n");
+    csv
+}
+
 /// Appends dataset `b`'s rows (`b, x.., y`) to `csv`.
 fn push_rows(csv: &mut String, b: usize, d: &gpsamp::data::Dataset) {
     for i in 0..d.len() {
@@ -248,11 +261,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             anyhow::bail!("--tutorial: no tutorial dataset for {}", model.name());
         };
         let d = &sim.data;
-        let mut csv = String::from("dataset");
-        for j in 0..p {
-            csv.push_str(&format!(",x{j}"));
-        }
-        csv.push_str(",y\n");
+        let mut csv = header(p, false);
         push_rows(&mut csv, 0, d);
         let truth: std::collections::BTreeMap<_, _> = names
             .iter()
@@ -271,14 +280,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut csv = String::from("dataset");
-    for j in 0..p {
-        csv.push_str(&format!(",x{j}"));
-    }
-    if a.systems.is_some() {
-        csv.push_str(",system");
-    }
-    csv.push_str(",y\n");
+    let mut csv = header(p, a.systems.is_some());
     let mut truths = Vec::new();
     for b in 0..a.datasets {
         let mut rng = host_rng(a.seed, b as u64, Purpose::Simulate);

@@ -86,23 +86,10 @@ impl Hmm {
         &self.spec
     }
 
-    // Block starts of the unconstrained vector ([`crate::hmm::HmmLayout::free`]).
-    fn off_trans(&self) -> usize {
-        self.spec.layout().free().transition.start
-    }
-    fn off_loc(&self) -> usize {
-        self.spec.layout().free().loc.start
-    }
-    fn off_w(&self) -> usize {
-        self.spec.layout().free().weights.start
-    }
-    fn off_sd(&self) -> usize {
-        self.spec.layout().free().sds.start
-    }
-
     /// Constrained parameters as an [`HmmParams`].
     pub fn params(&self, theta: &[f64]) -> HmmParams {
-        let (k, d, p) = (self.spec.k, self.spec.d, self.spec.p);
+        let k = self.spec.k;
+        let f = self.spec.layout().free();
         let simplex = |z: &[f64]| -> Vec<f64> {
             let m = z.iter().copied().fold(0.0f64, f64::max);
             let mut v: Vec<f64> = z.iter().map(|&a| (a - m).exp()).collect();
@@ -111,25 +98,20 @@ impl Hmm {
             v.iter_mut().for_each(|x| *x /= s);
             v
         };
-        let initial = simplex(&theta[..k - 1]);
+        let initial = simplex(&theta[f.initial]);
         let mut transition = Vec::with_capacity(k * k);
         for i in 0..k {
-            let o = self.off_trans() + i * (k - 1);
+            // Row i's K - 1 logits (none when K = 1).
+            let o = f.transition.start + i * (k - 1);
             transition.extend(simplex(&theta[o..o + k - 1]));
         }
         HmmParams {
             initial,
             transition,
-            loc: theta[self.off_loc()..self.off_w()].to_vec(),
-            weights: theta[self.off_w()..self.off_w() + k * d * p].to_vec(),
-            sds: if self.spec.has_sds() {
-                theta[self.off_sd()..self.off_sd() + k * d]
-                    .iter()
-                    .map(|&u| u.exp())
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            loc: theta[f.loc].to_vec(),
+            weights: theta[f.weights].to_vec(),
+            // Log sds (empty for Bernoulli emissions).
+            sds: theta[f.sds].iter().map(|&u| u.exp()).collect(),
         }
     }
 
@@ -165,11 +147,12 @@ impl Hmm {
         let (k, de, p) = (self.spec.k, self.spec.d, self.spec.p);
         let dim = self.dim();
         let gauss = self.spec.has_sds();
+        let f = self.spec.layout().free();
         let (ot, ol, ow, os) = (
-            self.off_trans(),
-            self.off_loc(),
-            self.off_w(),
-            self.off_sd(),
+            f.transition.start,
+            f.loc.start,
+            f.weights.start,
+            f.sds.start,
         );
         let mut w = String::new();
         // close_sequence: acc[1 + d] += sum_j alpha_j tau[j, d].
@@ -291,7 +274,13 @@ impl Hmm {
         let spec = &self.spec;
         let prm = self.params(theta);
         grad.iter_mut().for_each(|g| *g = 0.0);
-        let (off_loc, off_w, off_sd) = (self.off_loc(), self.off_w(), self.off_sd());
+        let f = spec.layout().free();
+        let (off_trans, off_loc, off_w, off_sd) = (
+            f.transition.start,
+            f.loc.start,
+            f.weights.start,
+            f.sds.start,
+        );
         // Every gradient entry is a function of the expected sufficient statistics (the
         // same forward-backward as the EM E-step): ∂/∂ log-emission = γ, ∂/∂Γ_ij = ξ_ij / Γ_ij.
         let seqs = sequences(data, b);
@@ -349,7 +338,7 @@ impl Hmm {
                 lp += self.conc(i, j) * row[j].ln();
             }
             for m in 0..k - 1 {
-                grad[self.off_trans() + i * (k - 1) + m] +=
+                grad[off_trans + i * (k - 1) + m] +=
                     xi[i * k + m] - row[m] * xs + self.conc(i, m) - cs * row[m];
             }
         }
@@ -495,6 +484,7 @@ impl Model for Hmm {
     fn wgsl(&self) -> String {
         let s = &self.spec;
         let pr = &self.priors;
+        let free = s.layout().free();
         let header = format!(
             "const K: u32 = {k}u;\nconst DE: u32 = {d}u;\nconst P: u32 = {p}u;\nconst D: u32 = {dim}u;\nconst NACC: u32 = {nacc}u;\n\
              const KK: u32 = {kk}u;\nconst KD: u32 = {kd}u;\nconst KDP_ARR: u32 = {kdp}u;\nconst KDIM: u32 = {kdim}u;\n\
@@ -510,10 +500,10 @@ impl Model for Hmm {
             kd = s.k * s.d,
             kdp = (s.k * s.d * s.p).max(1),
             kdim = s.k * self.dim(),
-            ot = self.off_trans(),
-            ol = self.off_loc(),
-            ow = self.off_w(),
-            os = self.off_sd(),
+            ot = free.transition.start,
+            ol = free.loc.start,
+            ow = free.weights.start,
+            os = free.sds.start,
             gauss = s.has_sds(),
             c0 = f(pr.initial),
             ct = f(pr.transition),
