@@ -303,21 +303,31 @@ def sbc(model: str = "glm", *, features: int = 1, n: int = 100, datasets: int = 
     DataFrames; ``out`` also keeps the folder (with its figures)."""
     import pandas as pd
 
+    def tables(folder: Path) -> dict:
+        return {"datasets": pd.read_csv(folder / "datasets.csv"),
+                "summary": pd.read_csv(folder / "summary.csv")}
+
     spec = _model_json(model, priors, model_settings)
+    found, meta = _run_study(spec, out, progress, tables, features=features, n=n,
+                             datasets=datasets, chains_per_dataset=chains_per_dataset,
+                             warmup=warmup, draws=draws, seed=seed, batch=batch, alpha=alpha,
+                             backend=backend, precision=precision)
+    return SbcResult(**found, meta=meta, folder=Path(out) if out is not None else None)
+
+
+def _run_study(spec: str, out, progress: bool, tables, **settings: Any) -> tuple[dict, dict]:
+    """Runs the library's study (``_gpsamp.sbc``) into ``out`` (a temporary folder when
+    None) with a progress bar; returns ``tables(folder)``, read before a temporary folder
+    goes, and the run's ``meta``."""
     bar = _Progress(progress, unit="datasets")
     with tempfile.TemporaryDirectory(prefix="gpsamp-") as tmp:
         folder = Path(out) if out is not None else Path(tmp) / "study"
         try:
-            result = json.loads(_gpsamp.sbc(
-                spec, str(folder), features=features, n=n, datasets=datasets,
-                chains_per_dataset=chains_per_dataset, warmup=warmup, draws=draws, seed=seed,
-                batch=batch, alpha=alpha, backend=backend, precision=precision,
-                progress=bar.callback))
+            result = json.loads(_gpsamp.sbc(spec, str(folder), progress=bar.callback,
+                                            **settings))
         finally:
             bar.close()
-        return SbcResult(datasets=pd.read_csv(folder / "datasets.csv"),
-                         summary=pd.read_csv(folder / "summary.csv"),
-                         meta=result["meta"], folder=Path(out) if out is not None else None)
+        return tables(folder), result["meta"]
 
 
 @dataclass
@@ -356,21 +366,17 @@ def study(model: str = "glm", grid: Any = None, *, replicates: int = 100, n: int
         rows = frame.astype(np.float64).values.tolist()
     except (TypeError, ValueError) as e:
         raise ValueError(f"grid: every value must be a number ({e})") from None
+    def tables(folder: Path) -> dict:
+        return {"cells": pd.read_csv(folder / "cells.csv"),
+                "datasets": pd.read_csv(folder / "datasets.csv")}
+
     spec = _model_json(model, priors, model_settings)
-    bar = _Progress(progress, unit="datasets")
-    with tempfile.TemporaryDirectory(prefix="gpsamp-") as tmp:
-        folder = Path(out) if out is not None else Path(tmp) / "study"
-        try:
-            result = json.loads(_gpsamp.sbc(
-                spec, str(folder), features=features, n=n, chains_per_dataset=chains_per_dataset,
-                warmup=warmup, draws=draws, seed=seed, batch=batch, backend=backend,
-                precision=precision, progress=bar.callback, grid_columns=columns,
-                grid_rows=rows, replicates=replicates, null=null))
-        finally:
-            bar.close()
-        return StudyResult(cells=pd.read_csv(folder / "cells.csv"),
-                           datasets=pd.read_csv(folder / "datasets.csv"),
-                           meta=result["meta"], folder=Path(out) if out is not None else None)
+    found, meta = _run_study(spec, out, progress, tables, features=features, n=n,
+                             chains_per_dataset=chains_per_dataset, warmup=warmup, draws=draws,
+                             seed=seed, batch=batch, backend=backend, precision=precision,
+                             grid_columns=columns, grid_rows=rows, replicates=replicates,
+                             null=null)
+    return StudyResult(**found, meta=meta, folder=Path(out) if out is not None else None)
 
 
 @dataclass
