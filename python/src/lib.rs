@@ -428,15 +428,15 @@ fn sbc(
             .iter()
             .enumerate()
             .map(|(r, row)| {
-                let mut cell = gpsamp::study::Cell { values: Vec::new(), n };
+                let mut cell = gpsamp::study::Cell {
+                    values: Vec::new(),
+                    n,
+                };
                 for (name, &v) in grid_columns.iter().zip(row) {
                     if name == "n" {
-                        if !(v >= 1.0 && v.fract() == 0.0) {
-                            return Err(PyValueError::new_err(format!(
-                                "grid: row {r}, column \"n\": {v} is not a whole number of points of at least 1"
-                            )));
-                        }
-                        cell.n = v as usize;
+                        cell.n = gpsamp::study::design::cell_points(v).map_err(|m| {
+                            PyValueError::new_err(format!("grid: row {r}, column \"n\": {m}"))
+                        })?;
                     } else {
                         cell.values.push((name.clone(), v));
                     }

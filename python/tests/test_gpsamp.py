@@ -128,6 +128,9 @@ def test_grid_study_is_the_cli_study(tmp_path):
         gpsamp.study("glm", {"beta[1]": [1.0]}, replicates=2, backend="cpu", progress=False)
     with pytest.raises(ValueError, match="whole number"):
         gpsamp.study("glm", {"n": [2.5]}, replicates=2, backend="cpu", progress=False)
+    # The CLI's bound too: no study of 10^12 points per dataset.
+    with pytest.raises(ValueError, match="whole number"):
+        gpsamp.study("glm", {"n": [1e12]}, replicates=2, backend="cpu", progress=False)
 
 
 def test_ctrl_c_interrupts_sampling_within_a_second(tutorial):

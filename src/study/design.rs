@@ -100,6 +100,17 @@ impl Design {
     }
 }
 
+/// A grid's `n` value as points per dataset: a whole number from 1 to 10^9, else why not.
+pub fn cell_points(v: f64) -> std::result::Result<usize, String> {
+    if v >= 1.0 && v.fract() == 0.0 && v <= 1e9 {
+        Ok(v as usize)
+    } else {
+        Err(format!(
+            "{v} is not a whole number of points from 1 to 1 000 000 000"
+        ))
+    }
+}
+
 /// Reads a grid file: a CSV with one column per chosen parameter (named as in the summary:
 /// `beta[0]`, `sigma`) and optionally `n` (points per dataset; `default_n` when absent), one
 /// row per cell. Every error names the file, line and column.
@@ -139,14 +150,7 @@ pub fn read_grid(path: &Path, param_names: &[String], default_n: usize) -> Resul
             None => default_n,
             Some(i) => {
                 let v = rows.number(i, "n")?;
-                if !(v >= 1.0 && v.fract() == 0.0 && v <= 1e9) {
-                    return Err(rows.err(
-                        rows.line(),
-                        "n",
-                        format!("{v} is not a whole number of points of at least 1"),
-                    ));
-                }
-                v as usize
+                cell_points(v).map_err(|m| rows.err(rows.line(), "n", m))?
             }
         };
         cells.push(Cell { values, n });
