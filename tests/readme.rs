@@ -1,8 +1,8 @@
 //! Every example in the README runs as written, in order, in one fresh folder: each `sh`
 //! block with `cargo run --release --` standing for the gpsamp binary and sizes cut down
 //! (`--datasets`, `--sims`, `--epochs`, `--chains`, `--warmup`, `--draws`, `--restarts`,
-//! `--coverage-sims`, `--replicates`, `--sample-paths` capped), every file a block reads made by an earlier line. `python`
-//! blocks run with the interpreter in `GPSAMP_PYTHON` (numpy, pandas and arviz installed;
+//! `--coverage-sims`, `--replicates`, `--sample-paths` capped), every file a block reads
+//! made by an earlier line. `python` blocks run with the interpreter in `GPSAMP_PYTHON` (numpy, pandas and arviz installed;
 //! `.ci/run` makes one) and skip loudly without it unless `GPSAMP_REQUIRE_PYTHON=1`. The
 //! `py` blocks use the Python package and run in `python/tests/test_readme.py`. The
 //! `rust` block must match `examples/readme_logp.rs`, which this test compiles and runs. Skipped, and said so:
