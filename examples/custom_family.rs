@@ -99,9 +99,12 @@ impl Model for StudentT {
     }
 
     fn wgsl(&self) -> String {
-        format!(
-            "const D: u32 = 3u;\nconst NACC: u32 = 4u;\nconst NU: f32 = {nu:?};\n{}",
-            r#"
+        gpsamp::shader::Wgsl::new()
+            .u32("D", 3)
+            .u32("NACC", 4)
+            .f32("NU", self.nu)
+            .code(
+                r#"
 struct Chain { alpha: f32, beta: f32, u: f32, sigma: f32 }
 
 fn chain_setup(th: ptr<function, array<f32, D>>) -> Chain {
@@ -135,8 +138,8 @@ fn chain_finish(
     return (*acc)[0] - 0.5 * a * a - 0.5 * b * b - 0.5 * s * s + (*c).u;
 }
 "#,
-            nu = self.nu as f32
-        )
+            )
+            .build()
     }
 
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {

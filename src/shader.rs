@@ -1,37 +1,192 @@
-//! Shader assembly and validation: WGSL files are embedded with `include_str!`, a model's
-//! source is joined with an engine template and its size constants, and every assembled
-//! shader can be parsed and validated by naga without a GPU.
+//! Shader assembly and validation. Every kernel is put together one way, by [`Wgsl`]: typed
+//! constants (the sizes and offsets a family or engine bakes in), named parts (the shared
+//! WGSL files, each added once), templates with named slots, and generated code. Every
+//! assembled shader can be parsed and validated by naga without a GPU, and bind group
+//! layouts are read from the validated module ([`bindings`]).
+
+use std::fmt::Write;
 
 use crate::error::{Error, Result};
 
+/// A named WGSL file that kernels include; [`Wgsl::part`] adds each name once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// What it is called in the assembled source's comments and in errors.
+    pub name: &'static str,
+    /// The WGSL.
+    pub source: &'static str,
+}
+
+macro_rules! part {
+    ($name:literal, $file:literal) => {
+        Part {
+            name: $name,
+            source: include_str!(concat!("../shaders/", $file)),
+        }
+    };
+}
+
 /// Shared WGSL: the Philox generator and its uniform/normal maps.
-pub const PHILOX: &str = include_str!("../shaders/common/philox.wgsl");
+pub const PHILOX: Part = part!("philox", "common/philox.wgsl");
 /// Stable `softplus` and `sigmoid` (the HMM kernels).
-pub const LOGISTIC: &str = include_str!("../shaders/common/logistic.wgsl");
+pub const LOGISTIC: Part = part!("logistic", "common/logistic.wgsl");
 /// Log density + gradient of one chain with lanes and a workgroup reduction.
-pub const DENSITY: &str = include_str!("../shaders/common/density.wgsl");
+pub const DENSITY: Part = part!("density", "common/density.wgsl");
 /// The batch log-density kernel (see `Model::wgsl`).
-pub const LOGP_BATCH: &str = include_str!("../shaders/logp_batch.wgsl");
+pub const LOGP_BATCH: Part = part!("logp_batch", "logp_batch.wgsl");
 /// The fused HMC transition kernel.
-pub const HMC_TRANSITION: &str = include_str!("../shaders/hmc_transition.wgsl");
+pub const HMC_TRANSITION: Part = part!("hmc_transition", "hmc_transition.wgsl");
 /// Known-answer and stream kernel for the Philox twin test.
-pub const PHILOX_TEST: &str = include_str!("../shaders/philox_test.wgsl");
+pub const PHILOX_TEST: Part = part!("philox_test", "philox_test.wgsl");
 /// Layout probe for the shared Rust/WGSL structs.
-pub const LAYOUT_PROBE: &str = include_str!("../shaders/layout_probe.wgsl");
+pub const LAYOUT_PROBE: Part = part!("layout_probe", "layout_probe.wgsl");
+/// The mixture-of-GLMs density template (slot `LIKELIHOOD`).
+pub const MIXGLM: Part = part!("mixglm", "mixglm.wgsl");
+/// The errors-in-variables density.
+pub const EIV: Part = part!("eiv", "eiv.wgsl");
+/// The HMM forward-pass density (its per-point code is generated).
+pub const HMM: Part = part!("hmm", "hmm.wgsl");
+/// The MDN training kernels.
+pub const MDN: Part = part!("mdn", "mdn.wgsl");
+
+/// Formats an `f64` as a WGSL f32 literal that always has a decimal point or exponent.
+pub fn f32_literal(x: f64) -> String {
+    format!("{:e}f", x as f32)
+}
+
+/// A WGSL source being assembled, in order: constants, parts, templates and code.
+///
+/// ```
+/// use gpsamp::shader::{Wgsl, PHILOX, PHILOX_TEST};
+/// let src = Wgsl::new().u32("K", 3).f32("SD", 2.5).part(PHILOX).part(PHILOX).part(PHILOX_TEST).build();
+/// assert!(src.starts_with("const K: u32 = 3u;\nconst SD: f32 = 2.5e0f;\n"));
+/// assert_eq!(src.matches("fn philox4x32").count(), 1);
+/// gpsamp::shader::validate("philox_test", &src).unwrap();
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Wgsl {
+    text: String,
+    parts: Vec<&'static str>,
+}
+
+impl Wgsl {
+    /// An empty source.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `const NAME: u32 = v;`
+    pub fn u32(mut self, name: &str, v: usize) -> Self {
+        let _ = writeln!(self.text, "const {name}: u32 = {v}u;");
+        self
+    }
+
+    /// `const NAME: f32 = v;` (rounded to f32).
+    pub fn f32(mut self, name: &str, v: f64) -> Self {
+        let _ = writeln!(self.text, "const {name}: f32 = {};", f32_literal(v));
+        self
+    }
+
+    /// `const NAME: bool = v;`
+    pub fn bool(mut self, name: &str, v: bool) -> Self {
+        let _ = writeln!(self.text, "const {name}: bool = {v};");
+        self
+    }
+
+    /// `const NAME: array<f32, n> = array<f32, n>(v...);`
+    pub fn f32_array(mut self, name: &str, v: &[f64]) -> Self {
+        let n = v.len();
+        let list: Vec<String> = v.iter().map(|&x| f32_literal(x)).collect();
+        let _ = writeln!(
+            self.text,
+            "const {name}: array<f32, {n}> = array<f32, {n}>({});",
+            list.join(", ")
+        );
+        self
+    }
+
+    /// A private `u32` table, `var<private> NAME: array<u32, n> = array<u32, n>(v...);`, for
+    /// offsets indexed at run time.
+    pub fn u32_table(mut self, name: &str, v: &[usize]) -> Self {
+        let n = v.len();
+        let list: Vec<String> = v.iter().map(|x| format!("{x}u")).collect();
+        let _ = writeln!(
+            self.text,
+            "var<private> {name}: array<u32, {n}> = array<u32, {n}>({});",
+            list.join(", ")
+        );
+        self
+    }
+
+    /// A shared part, once: asking again for a part already added adds nothing.
+    pub fn part(mut self, part: Part) -> Self {
+        if !self.parts.contains(&part.name) {
+            self.parts.push(part.name);
+            self.text.push_str(part.source);
+            self.text.push('\n');
+        }
+        self
+    }
+
+    /// A part whose `// {SLOT}` lines are replaced by code; every slot named must occur in the
+    /// part exactly once (a template and its filler are written together, so a miss is a bug).
+    pub fn template(mut self, part: Part, slots: &[(&str, &str)]) -> Self {
+        let mut src = part.source.to_string();
+        for (slot, code) in slots {
+            let mark = format!("// {{{slot}}}");
+            assert_eq!(
+                src.matches(&mark).count(),
+                1,
+                "slot {slot} in WGSL part {}",
+                part.name
+            );
+            src = src.replace(&mark, code);
+        }
+        self.parts.push(part.name);
+        self.text.push_str(&src);
+        self.text.push('\n');
+        self
+    }
+
+    /// Generated or family-specific code, as is.
+    pub fn code(mut self, code: &str) -> Self {
+        self.text.push_str(code);
+        if !code.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self
+    }
+
+    /// The assembled source.
+    pub fn build(self) -> String {
+        self.text
+    }
+}
 
 /// The batch log-density shader for a model's WGSL with `lanes` threads per chain.
 pub fn logp_batch(model_wgsl: &str, lanes: u32) -> String {
-    format!("const LANES: u32 = {lanes}u;\n{model_wgsl}\n{DENSITY}\n{LOGP_BATCH}")
+    Wgsl::new()
+        .u32("LANES", lanes as usize)
+        .code(model_wgsl)
+        .part(DENSITY)
+        .part(LOGP_BATCH)
+        .build()
 }
 
 /// The fused HMC transition shader for a model's WGSL with `lanes` threads per chain.
 pub fn hmc_transition(model_wgsl: &str, lanes: u32) -> String {
-    format!("const LANES: u32 = {lanes}u;\n{model_wgsl}\n{PHILOX}\n{DENSITY}\n{HMC_TRANSITION}")
+    Wgsl::new()
+        .u32("LANES", lanes as usize)
+        .code(model_wgsl)
+        .part(PHILOX)
+        .part(DENSITY)
+        .part(HMC_TRANSITION)
+        .build()
 }
 
 /// The Philox test shader.
 pub fn philox_test() -> String {
-    format!("{PHILOX}\n{PHILOX_TEST}")
+    Wgsl::new().part(PHILOX).part(PHILOX_TEST).build()
 }
 
 /// Parses and validates WGSL with naga, as the GPU driver would.

@@ -124,7 +124,7 @@ fn eval_params_layout_matches_wgsl() {
         groups_x: 55,
         ..Default::default()
     };
-    let src = gpsamp::shader::LAYOUT_PROBE;
+    let src = gpsamp::shader::LAYOUT_PROBE.source;
     let layout = ctx.layout_for("layout_probe", src).unwrap();
     let pipe = ctx.pipeline("layout_probe", src, &layout).unwrap();
     let ub = ctx.uniform("params", &p);

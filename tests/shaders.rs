@@ -24,7 +24,7 @@ fn every_assembled_shader_validates() {
         }
     }
     shader::validate("philox_test", &shader::philox_test()).unwrap();
-    shader::validate("layout_probe", shader::LAYOUT_PROBE).unwrap();
+    shader::validate("layout_probe", shader::LAYOUT_PROBE.source).unwrap();
 }
 
 /// The density and transition kernels of every other family, with the lane counts each

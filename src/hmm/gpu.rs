@@ -45,7 +45,6 @@ pub fn shader_source(spec: &HmmSpec) -> String {
     let (p_tr, p_loc) = (pb.transition.start, pb.loc.start);
     let (p_w, p_sd) = (pb.weights.start, pb.sds.start);
     let mut w = String::new();
-    let logistic = crate::shader::LOGISTIC;
     let _ = write!(
         w,
         "struct EParams {{ n_threads: u32, n_seq: u32, r0: u32, restarts: u32, n_total: u32, groups_x: u32, _pad0: u32, _pad1: u32, }}
@@ -64,9 +63,16 @@ fn x_at(j: u32, n: u32) -> f32 {{
 fn y_at(n: u32) -> f32 {{
     return data_y[n];
 }}
-
-{logistic}
-@compute @workgroup_size(64)
+"
+    );
+    // The generated kernel follows the shared helpers.
+    let mut w = crate::shader::Wgsl::new()
+        .code(&w)
+        .part(crate::shader::LOGISTIC)
+        .build();
+    let _ = write!(
+        w,
+        "@compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {{
     let tid = (wid.x + wid.y * ep.groups_x) * 64u + lid;
     if (tid >= ep.n_threads) {{

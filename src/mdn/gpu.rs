@@ -53,38 +53,25 @@ pub fn shader_source(shape: &Shape, max_batch: usize) -> String {
         a.push(acc);
         acc += o;
     }
-    let total = acc;
-    let list = |v: &[usize]| {
-        v.iter()
-            .map(|x| format!("{x}u"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let nl = layers.len();
     let dim_in: Vec<usize> = layers.iter().map(|l| l.0).collect();
     let dim_out: Vec<usize> = layers.iter().map(|l| l.1).collect();
-    format!(
-        "const INPUT: u32 = {}u;\nconst THETA: u32 = {}u;\nconst K: u32 = {}u;\nconst HEAD: u32 = {}u;\n\
-         const N_LAYERS: u32 = {nl}u;\nconst N_PARAMS: u32 = {}u;\nconst WIDEST: u32 = {}u;\n\
-         const TOTAL: u32 = {total}u;\nconst LV_BOUND: f32 = {LV_BOUND:?};\nconst MAX_BATCH: u32 = {max_batch}u;\n\
-         var<private> DIM_IN: array<u32, {nl}> = array<u32, {nl}>({});\n\
-         var<private> DIM_OUT: array<u32, {nl}> = array<u32, {nl}>({});\n\
-         var<private> W_OFF: array<u32, {nl}> = array<u32, {nl}>({});\n\
-         var<private> A_OFF: array<u32, {}> = array<u32, {}>({});\n{}",
-        shape.input,
-        shape.theta,
-        shape.k,
-        shape.head(),
-        shape.n_params(),
-        shape.widest(),
-        list(&dim_in),
-        list(&dim_out),
-        list(&offs[..nl]),
-        nl + 1,
-        nl + 1,
-        list(&a),
-        include_str!("../../shaders/mdn.wgsl")
-    )
+    crate::shader::Wgsl::new()
+        .u32("INPUT", shape.input)
+        .u32("THETA", shape.theta)
+        .u32("K", shape.k)
+        .u32("HEAD", shape.head())
+        .u32("N_LAYERS", layers.len())
+        .u32("N_PARAMS", shape.n_params())
+        .u32("WIDEST", shape.widest())
+        .u32("TOTAL", acc)
+        .f32("LV_BOUND", f64::from(LV_BOUND))
+        .u32("MAX_BATCH", max_batch)
+        .u32_table("DIM_IN", &dim_in)
+        .u32_table("DIM_OUT", &dim_out)
+        .u32_table("W_OFF", &offs[..layers.len()])
+        .u32_table("A_OFF", &a)
+        .part(crate::shader::MDN)
+        .build()
 }
 
 /// Resident training state on a GPU.

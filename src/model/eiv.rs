@@ -23,7 +23,7 @@
 //!
 //! Unconstrained layout: `[log sigma_x, log sigma_w, (log sigma_obs), u (M, shared only)]`.
 
-use super::{f, Model, ScalePrior};
+use super::{Model, ScalePrior};
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
 use crate::math;
@@ -460,29 +460,23 @@ impl Model for Eiv {
 
     fn wgsl(&self) -> String {
         let m = self.m();
-        let w_list = self.w.iter().map(|&v| f(v)).collect::<Vec<_>>().join(", ");
-        let header = format!(
-            "const M: u32 = {m}u;\nconst D: u32 = {d}u;\nconst NACC: u32 = {nacc}u;\nconst OBS: bool = {obs};\nconst SHARED: bool = {shared};\nconst OFF_Z: u32 = {offz}u;\nconst NONCENTRING: f32 = {nc};\nconst SYS: u32 = {sys}u;\nconst SYS_COL: bool = {sys_col};\nconst W: array<f32, {m}> = array<f32, {m}>({w_list});\n",
-            d = self.dim(),
-            nacc = if self.variant == EivVariant::Shared {
-                self.systems() * (m + 2)
-            } else {
-                3
-            },
-            sys = self.systems(),
-            sys_col = self.systems.is_some(),
-            obs = self.obs_noise,
-            shared = self.variant == EivVariant::Shared,
-            offz = self.off_z(),
-            nc = f(NONCENTRING),
-        );
-        let priors = format!(
-            "{}{}{}",
-            self.prior_x.wgsl_fn("prior_x"),
-            self.prior_w.wgsl_fn("prior_w"),
-            self.prior_obs.wgsl_fn("prior_obs")
-        );
-        format!("{header}{priors}{}", include_str!("../../shaders/eiv.wgsl"))
+        let shared = self.variant == EivVariant::Shared;
+        crate::shader::Wgsl::new()
+            .u32("M", m)
+            .u32("D", self.dim())
+            .u32("NACC", if shared { self.systems() * (m + 2) } else { 3 })
+            .bool("OBS", self.obs_noise)
+            .bool("SHARED", shared)
+            .u32("OFF_Z", self.off_z())
+            .f32("NONCENTRING", NONCENTRING)
+            .u32("SYS", self.systems())
+            .bool("SYS_COL", self.systems.is_some())
+            .f32_array("W", &self.w)
+            .code(&self.prior_x.wgsl_fn("prior_x"))
+            .code(&self.prior_w.wgsl_fn("prior_w"))
+            .code(&self.prior_obs.wgsl_fn("prior_obs"))
+            .part(crate::shader::EIV)
+            .build()
     }
 
     /// y = sum_j (x_j + a_j) w_j (1 + b_j) + e at the draw's scales: a_j ~ N(0, sigma_x^2),

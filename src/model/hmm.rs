@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 
-use super::{f, Model, Normal, ScalePrior};
+use super::{Model, Normal, ScalePrior};
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
 use crate::hmm::{sequences, EmissionKind, FbScratch, HmmParams, HmmSpec};
@@ -485,41 +485,33 @@ impl Model for Hmm {
         let s = &self.spec;
         let pr = &self.priors;
         let free = s.layout().free();
-        let header = format!(
-            "const K: u32 = {k}u;\nconst DE: u32 = {d}u;\nconst P: u32 = {p}u;\nconst D: u32 = {dim}u;\nconst NACC: u32 = {nacc}u;\n\
-             const KK: u32 = {kk}u;\nconst KD: u32 = {kd}u;\nconst KDP_ARR: u32 = {kdp}u;\nconst KDIM: u32 = {kdim}u;\n\
-             const OFF_TRANS: u32 = {ot}u;\nconst OFF_LOC: u32 = {ol}u;\nconst OFF_W: u32 = {ow}u;\nconst OFF_SD: u32 = {os}u;\n\
-             const GAUSSIAN: bool = {gauss};\nconst C_INIT: f32 = {c0};\nconst C_TRANS: f32 = {ct};\nconst C_STICKY: f32 = {cs};\n\
-             const LOC_MEAN: f32 = {lm};\nconst LOC_SD: f32 = {ls};\nconst W_MEAN: f32 = {wm};\nconst W_SD: f32 = {ws};\n",
-            k = s.k,
-            d = s.d,
-            p = s.p,
-            dim = self.dim(),
-            nacc = 1 + self.dim(),
-            kk = s.k * s.k,
-            kd = s.k * s.d,
-            kdp = (s.k * s.d * s.p).max(1),
-            kdim = s.k * self.dim(),
-            ot = free.transition.start,
-            ol = free.loc.start,
-            ow = free.weights.start,
-            os = free.sds.start,
-            gauss = s.has_sds(),
-            c0 = f(pr.initial),
-            ct = f(pr.transition),
-            cs = f(pr.stickiness),
-            lm = f(pr.loc.mean),
-            ls = f(pr.loc.sd),
-            wm = f(pr.coef.mean),
-            ws = f(pr.coef.sd),
-        );
-        format!(
-            "{header}{}{}{}{}",
-            pr.scale.wgsl_fn("scale_prior"),
-            crate::shader::LOGISTIC,
-            include_str!("../../shaders/hmm.wgsl"),
-            self.wgsl_point()
-        )
+        crate::shader::Wgsl::new()
+            .u32("K", s.k)
+            .u32("DE", s.d)
+            .u32("P", s.p)
+            .u32("D", self.dim())
+            .u32("NACC", 1 + self.dim())
+            .u32("KK", s.k * s.k)
+            .u32("KD", s.k * s.d)
+            .u32("KDP_ARR", (s.k * s.d * s.p).max(1))
+            .u32("KDIM", s.k * self.dim())
+            .u32("OFF_TRANS", free.transition.start)
+            .u32("OFF_LOC", free.loc.start)
+            .u32("OFF_W", free.weights.start)
+            .u32("OFF_SD", free.sds.start)
+            .bool("GAUSSIAN", s.has_sds())
+            .f32("C_INIT", pr.initial)
+            .f32("C_TRANS", pr.transition)
+            .f32("C_STICKY", pr.stickiness)
+            .f32("LOC_MEAN", pr.loc.mean)
+            .f32("LOC_SD", pr.loc.sd)
+            .f32("W_MEAN", pr.coef.mean)
+            .f32("W_SD", pr.coef.sd)
+            .code(&pr.scale.wgsl_fn("scale_prior"))
+            .part(crate::shader::LOGISTIC)
+            .part(crate::shader::HMM)
+            .code(&self.wgsl_point())
+            .build()
     }
 
     fn max_lanes(&self) -> u32 {

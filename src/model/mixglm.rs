@@ -15,7 +15,7 @@
 // Indexed loops over several equal-length rows are what the vectoriser wants here.
 #![allow(clippy::needless_range_loop)]
 
-use super::{f, Model, Priors};
+use super::{Model, Priors};
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
 use crate::math::{self, Real, POISSON_ETA_MAX};
@@ -1202,37 +1202,33 @@ impl Model for MixGlm {
                 "let ec = exp(min(eta, POISSON_ETA_MAX));\n        let mu = ec * (1.0 + max(eta - POISSON_ETA_MAX, 0.0));\n        g[k] = y - ec;\n        a[k] = (*c).lw[k] + y * eta - mu;"
             }
         };
-        let header = format!(
-            "const K: u32 = {k}u;\nconst P: u32 = {p}u;\nconst KP_ARR: u32 = {kp}u;\nconst D: u32 = {d}u;\nconst NACC: u32 = {nacc}u;\n\
-             const GAUSSIAN: bool = {gauss};\nconst SIGMA_FREE: bool = {sfree};\nconst LOG_SIGMA_FIXED: f32 = {lsf};\nconst OFF_BETA: u32 = {ob}u;\nconst OFF_ALPHA: u32 = {oa}u;\nconst OFF_SIG: u32 = {os}u;\n\
-             const A_R: u32 = {ar}u;\nconst A_BETA: u32 = {ab}u;\nconst A_ALPHA: u32 = {aa}u;\nconst A_SIG: u32 = {asg}u;\n\
-             const POISSON_ETA_MAX: f32 = {pem};\nconst DIRICHLET_C: f32 = {dc};\n\
-             const COEF_MEAN: f32 = {cm};\nconst COEF_SD: f32 = {cs};\nconst ICPT_MEAN: f32 = {im};\nconst ICPT_SD: f32 = {is};\n",
-            k = l.k,
-            p = l.p,
-            kp = (l.k * l.p).max(1),
-            d = l.dim,
-            nacc = l.nacc,
-            gauss = self.lik == Likelihood::Gaussian,
-            sfree = l.sig,
-            lsf = f(self.sigma_fixed.unwrap_or(1.0).ln()),
-            ob = l.off_beta,
-            oa = l.off_alpha,
+        let gauss = self.lik == Likelihood::Gaussian;
+        crate::shader::Wgsl::new()
+            .u32("K", l.k)
+            .u32("P", l.p)
+            .u32("KP_ARR", (l.k * l.p).max(1))
+            .u32("D", l.dim)
+            .u32("NACC", l.nacc)
+            .bool("GAUSSIAN", gauss)
+            .bool("SIGMA_FREE", l.sig)
+            .f32("LOG_SIGMA_FIXED", self.sigma_fixed.unwrap_or(1.0).ln())
+            .u32("OFF_BETA", l.off_beta)
+            .u32("OFF_ALPHA", l.off_alpha)
             // Unused without a scale; 0 keeps constant indices in bounds for naga.
-            os = if l.sig { l.off_sig } else { 0 },
-            ar = l.a_r,
-            ab = l.a_beta,
-            aa = l.a_alpha,
-            asg = if l.sig { l.a_sig } else { 0 },
-            pem = f(POISSON_ETA_MAX),
-            dc = f(pr.weights),
-            cm = f(pr.coef.mean),
-            cs = f(pr.coef.sd),
-            im = f(pr.intercept.mean),
-            is = f(pr.intercept.sd),
-        );
-        let body = include_str!("../../shaders/mixglm.wgsl").replace("// {LIKELIHOOD}", lik);
-        format!("{header}{}\n{body}", pr.scale.wgsl_fn("scale_prior"))
+            .u32("OFF_SIG", if l.sig { l.off_sig } else { 0 })
+            .u32("A_R", l.a_r)
+            .u32("A_BETA", l.a_beta)
+            .u32("A_ALPHA", l.a_alpha)
+            .u32("A_SIG", if l.sig { l.a_sig } else { 0 })
+            .f32("POISSON_ETA_MAX", POISSON_ETA_MAX)
+            .f32("DIRICHLET_C", pr.weights)
+            .f32("COEF_MEAN", pr.coef.mean)
+            .f32("COEF_SD", pr.coef.sd)
+            .f32("ICPT_MEAN", pr.intercept.mean)
+            .f32("ICPT_SD", pr.intercept.sd)
+            .code(&pr.scale.wgsl_fn("scale_prior"))
+            .template(crate::shader::MIXGLM, &[("LIKELIHOOD", lik)])
+            .build()
     }
 
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {

@@ -337,11 +337,7 @@ impl ScalePrior {
     }
 }
 
-/// Formats an `f64` as a WGSL f32 literal that always has a decimal point or exponent.
-pub fn f(x: f64) -> String {
-    let s = format!("{:e}", x as f32);
-    format!("{s}f")
-}
+pub(crate) use crate::shader::f32_literal as f;
 
 /// The priors of the mixture-of-GLMs family; defaults match the tutorial.
 #[derive(Clone, Copy, Debug, PartialEq)]
