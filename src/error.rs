@@ -92,6 +92,10 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// The job does not fit this GPU's limits (a storage binding, the points of one batch);
+    /// the CPU backend, or smaller batches or groups, can run it.
+    #[error("beyond the GPU's limits: {0}")]
+    DeviceLimit(String),
     /// A shader failed to parse or validate.
     #[error("shader {name}: {message}")]
     Shader {
@@ -100,6 +104,16 @@ pub enum Error {
         /// naga's message.
         message: String,
     },
+}
+
+impl Error {
+    /// A setting out of its domain, named by its option: [`Error::Config`].
+    pub fn config(flag: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            flag: flag.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Result with [`Error`].

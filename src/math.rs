@@ -417,6 +417,92 @@ pub fn sanitize(logp: f64, grad: &mut [f64]) -> f64 {
     logp
 }
 
+/// Adam (Kingma & Ba), the one copy every engine uses: MDN training (f32, on the CPU and,
+/// through [`Adam::scaled`], for the GPU kernel's step), HMC's initial ascent and ChEES's
+/// trajectory length (f64). A step moves each parameter by `lr · m̂ / (√v̂ + ε)` with the
+/// bias-corrected moments, computed as `s · m / (√v + ε√c₂)` with `s = lr √c₂ / c₁`.
+#[derive(Clone, Debug)]
+pub struct Adam<F> {
+    m: Vec<F>,
+    v: Vec<F>,
+    t: u32,
+    /// First-moment decay.
+    pub beta1: F,
+    /// Second-moment decay.
+    pub beta2: F,
+    /// Denominator guard.
+    pub eps: F,
+}
+
+impl<F: num_traits::Float> Adam<F> {
+    /// Zero state for `n` parameters with the usual decays (0.9, 0.999) and guard 1e-8.
+    pub fn new(n: usize) -> Self {
+        let c = |x: f64| F::from(x).unwrap_or_else(F::zero);
+        Self::with(n, c(0.9), c(0.999), c(1e-8))
+    }
+
+    /// Zero state for `n` parameters with the given decays and guard.
+    pub fn with(n: usize, beta1: F, beta2: F, eps: F) -> Self {
+        Self {
+            m: vec![F::zero(); n],
+            v: vec![F::zero(); n],
+            t: 0,
+            beta1,
+            beta2,
+            eps,
+        }
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.t
+    }
+
+    /// Counts one step without moments (a caller whose moments live elsewhere: the GPU).
+    pub fn tick(&mut self) {
+        self.t += 1;
+    }
+
+    /// The current step's scale `lr √c₂ / c₁` and guard `ε √c₂`, with the bias corrections
+    /// `c = 1 − βᵗ`.
+    pub fn scaled(&self, lr: F) -> (F, F) {
+        let t = self.t as i32;
+        let c1 = F::one() - self.beta1.powi(t);
+        let c2 = F::one() - self.beta2.powi(t);
+        (lr * c2.sqrt() / c1, self.eps * c2.sqrt())
+    }
+
+    /// Updates the moments with `grad` and hands each parameter's step at rate 1,
+    /// `m̂ / (√v̂ + ε)`, to `apply(index, step)` (add it for ascent, subtract for descent).
+    pub fn directions(&mut self, grad: &[F], mut apply: impl FnMut(usize, F)) {
+        self.tick();
+        let (s, eps_hat) = self.scaled(F::one());
+        let (b1, b2) = (self.beta1, self.beta2);
+        for (i, ((g, m), v)) in grad.iter().zip(&mut self.m).zip(&mut self.v).enumerate() {
+            *m = b1 * *m + (F::one() - b1) * *g;
+            *v = b2 * *v + (F::one() - b2) * *g * *g;
+            apply(i, s * *m / (v.sqrt() + eps_hat));
+        }
+    }
+
+    /// One descent step of size `lr` against `grad`.
+    pub fn step(&mut self, params: &mut [F], grad: &[F], lr: F) {
+        self.tick();
+        let (step, eps_hat) = self.scaled(lr);
+        let (b1, b2) = (self.beta1, self.beta2);
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grad)
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            *m = b1 * *m + (F::one() - b1) * *g;
+            *v = b2 * *v + (F::one() - b2) * *g * *g;
+            *p = *p - step * *m / (v.sqrt() + eps_hat);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

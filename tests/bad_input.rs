@@ -459,4 +459,32 @@ fn model_and_sampler_settings_errors_are_typed_with_their_flag() {
         ..Config::default()
     };
     assert_eq!(flag(cfg.validate().unwrap_err()), "--draws");
+    let shape = |k: usize, hidden: Vec<usize>| gpsamp::mdn::Shape {
+        input: 1,
+        hidden,
+        k,
+        theta: 1,
+    };
+    assert_eq!(
+        flag(shape(0, vec![4]).validate().unwrap_err()),
+        "--components"
+    );
+    assert_eq!(flag(shape(2, vec![]).validate().unwrap_err()), "--hidden");
+    assert_eq!(
+        flag(shape(2, vec![2000]).validate().unwrap_err()),
+        "--hidden"
+    );
+    let glm = std::sync::Arc::new(MixGlm::glm(g, 1, p).unwrap());
+    let study = gpsamp::Study {
+        generator: glm.clone(),
+        fit: glm,
+        points: 10,
+        datasets: 4,
+        config: Config::default(),
+        batch: 1,
+        alpha: 1.5,
+        design: gpsamp::study::Design::Prior,
+        given: None,
+    };
+    assert_eq!(flag(study.validate().unwrap_err()), "--alpha");
 }

@@ -78,7 +78,7 @@ impl GpuEvaluator {
             ));
         }
         if n_chains > u32::MAX as usize / 2 || data.n_total() > u32::MAX as usize / 2 {
-            return Err(Error::Invalid(
+            return Err(Error::DeviceLimit(
                 "too many chains or points for one GPU batch".into(),
             ));
         }

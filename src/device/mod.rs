@@ -440,7 +440,9 @@ pub fn choose_lanes(lanes: Option<u32>, data: &DataBatch, max_lanes: u32) -> Res
 /// density kernels.
 pub fn upload_data(ctx: &GpuContext, data: &DataBatch) -> Result<[wgpu::Buffer; 3]> {
     if data.n_total() > u32::MAX as usize / 2 {
-        return Err(Error::Invalid("too many points for one GPU batch".into()));
+        return Err(Error::DeviceLimit(
+            "too many points for one GPU batch".into(),
+        ));
     }
     let to_f32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
     let x = ctx.storage_init("data x", &to_f32(data.x()), false)?;

@@ -65,15 +65,14 @@ pub struct ChEES {
     pub log_t: f64,
     /// Averaged log trajectory length (used after warmup).
     pub log_t_avg: f64,
-    m: f64,
-    v: f64,
-    t: f64,
+    adam: crate::math::Adam<f64>,
 }
 
 impl ChEES {
     const LR: f64 = 0.025;
     const B1: f64 = 0.0;
     const B2: f64 = 0.95;
+    const EPS: f64 = 1e-12;
     const CLIP: f64 = 0.35;
 
     /// Starts at trajectory length `t0`.
@@ -81,9 +80,7 @@ impl ChEES {
         Self {
             log_t: t0.ln(),
             log_t_avg: t0.ln(),
-            m: 0.0,
-            v: 0.0,
-            t: 0.0,
+            adam: crate::math::Adam::with(1, Self::B1, Self::B2, Self::EPS),
         }
     }
 
@@ -91,16 +88,12 @@ impl ChEES {
     /// `[lo, hi]`.
     pub fn update(&mut self, g: f64, lo: f64, hi: f64) {
         if g.is_finite() {
-            self.t += 1.0;
-            self.m = Self::B1 * self.m + (1.0 - Self::B1) * g;
-            self.v = Self::B2 * self.v + (1.0 - Self::B2) * g * g;
-            let mh = self.m / (1.0 - Self::B1.powf(self.t));
-            let vh = self.v / (1.0 - Self::B2.powf(self.t));
-            let step = (Self::LR * mh / (vh.sqrt() + 1e-12)).clamp(-Self::CLIP, Self::CLIP);
-            self.log_t += step;
+            let mut step = 0.0;
+            self.adam.directions(&[g], |_, s| step = s);
+            self.log_t += (Self::LR * step).clamp(-Self::CLIP, Self::CLIP);
         }
         self.log_t = self.log_t.clamp(lo.ln(), hi.ln().max(lo.ln()));
-        let eta = (self.t.max(1.0)).powf(-0.75);
+        let eta = f64::from(self.adam.steps().max(1)).powf(-0.75);
         self.log_t_avg = eta * self.log_t + (1.0 - eta) * self.log_t_avg;
     }
 }

@@ -95,7 +95,7 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<Start
         calls += 1;
     }
     // Adam ascent; all chains of a superchain move together since they start together.
-    let (mut m1, mut m2) = (vec![0.0; n * d], vec![0.0; n * d]);
+    let mut adam = crate::math::Adam::<f64>::new(n * d);
     let mut rate = vec![0.1f64; n];
     let mut prev_q = q.clone();
     let mut prev_lp = logp.clone();
@@ -104,17 +104,7 @@ pub fn initialise(integrator: &mut dyn Integrator, cfg: &Config) -> Result<Start
     let mut stale = false;
     for t in 1..=cfg.init_steps {
         let lr_decay = if t > cfg.init_steps / 2 { 0.2 } else { 1.0 };
-        for (c, &rc) in rate.iter().enumerate() {
-            for i in 0..d {
-                let k = c * d + i;
-                let g = grad[k];
-                m1[k] = 0.9 * m1[k] + 0.1 * g;
-                m2[k] = 0.999 * m2[k] + 0.001 * g * g;
-                let mh = m1[k] / (1.0 - 0.9f64.powi(t as i32));
-                let vh = m2[k] / (1.0 - 0.999f64.powi(t as i32));
-                q[k] += rc * lr_decay * mh / (vh.sqrt() + 1e-8);
-            }
-        }
+        adam.directions(&grad, |k, step| q[k] += rate[k / d] * lr_decay * step);
         integrator.set_positions(&q, &mut logp, &mut grad)?;
         calls += 1;
         stale = false;

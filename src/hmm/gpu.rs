@@ -315,7 +315,7 @@ impl GpuEstep {
         let per_restart = (data.n_total() * (spec.k + 1) * 4).max((n_seq * ns * 4).max(4)) as u64;
         let chunk = ((max_bind / per_restart) as usize).min(restarts);
         if chunk == 0 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::DeviceLimit(format!(
                 "the data ({} points, K = {}) do not fit one GPU storage binding ({max_bind} bytes): split them into groups",
                 data.n_total(),
                 spec.k

@@ -89,7 +89,8 @@ pub struct GpuTrainer {
     max_batch: usize,
     max_steps: usize,
     n_pairs: usize,
-    t: u32,
+    /// The step count and settings; the moments live on the GPU.
+    adam: super::Adam,
     // Kept alive for the bind groups.
     _bufs: [wgpu::Buffer; 3],
 }
@@ -109,8 +110,8 @@ impl GpuTrainer {
         let n_pairs = data.len() / stride;
         let n_params = shape.n_params();
         if max_batch * n_params * 4 > ctx.limits.max_storage_buffer_binding_size as usize {
-            return Err(Error::Invalid(format!(
-                "--batch {max_batch}: the GPU's per-sample gradient rows would exceed its storage binding limit"
+            return Err(Error::DeviceLimit(format!(
+                "--batch {max_batch}: the per-sample gradient rows would exceed a storage binding"
             )));
         }
         let src = shader_source(shape, max_batch);
@@ -156,7 +157,7 @@ impl GpuTrainer {
             max_batch,
             max_steps,
             n_pairs,
-            t: 0,
+            adam: super::Adam::new(0),
             _bufs: [data_buf, rows, adam],
         })
     }
@@ -174,7 +175,7 @@ impl GpuTrainer {
         if batches.len() > self.max_steps {
             return Err(Error::Invalid("too many MDN steps in one run".into()));
         }
-        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        let (b1, b2) = (self.adam.beta1, self.adam.beta2);
         for (g, group) in batches.chunks(SLOTS).enumerate() {
             for (r, &(start, n, wscale)) in group.iter().enumerate() {
                 if n as usize > self.max_batch || (start + n) as usize > self.n_pairs {
@@ -183,12 +184,11 @@ impl GpuTrainer {
                 let step = g * SLOTS + r;
                 let (update, scale, eps_hat) = match lrs {
                     Some(l) => {
-                        self.t += 1;
-                        let c1 = 1.0 - b1.powi(self.t as i32);
-                        let c2 = 1.0 - b2.powi(self.t as i32);
-                        (1, l[step] * c2.sqrt() / c1, eps * c2.sqrt())
+                        self.adam.tick();
+                        let (scale, eps_hat) = self.adam.scaled(l[step]);
+                        (1, scale, eps_hat)
                     }
-                    None => (0, 0.0, eps),
+                    None => (0, 0.0, self.adam.eps),
                 };
                 let p = StepParams {
                     start,

@@ -56,16 +56,16 @@ impl Shape {
             ));
         }
         if self.k == 0 {
-            return Err(Error::Invalid("--components must be at least 1".into()));
+            return Err(Error::config("--components", "must be at least 1"));
         }
         if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(Error::Invalid(
-                "--hidden: give at least one hidden layer, each of size at least 1 (e.g. 24,25,16)"
-                    .into(),
+            return Err(Error::config(
+                "--hidden",
+                "give at least one hidden layer, each of size at least 1 (e.g. 24,25,16)",
             ));
         }
         if self.hidden.iter().any(|&h| h > 1024) || self.k * (1 + 2 * self.theta) > 4096 {
-            return Err(Error::Invalid("MDN layers of at most 1024 units".into()));
+            return Err(Error::config("--hidden", "layers of at most 1024 units"));
         }
         Ok(())
     }
@@ -467,54 +467,5 @@ pub fn predict(shape: &Shape, params: &[f32], x: &[f32]) -> Vec<Mixture> {
     out
 }
 
-/// Adam state and one update.
-#[derive(Clone, Debug)]
-pub struct Adam {
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: u32,
-    /// First-moment decay.
-    pub beta1: f32,
-    /// Second-moment decay.
-    pub beta2: f32,
-    /// Denominator guard.
-    pub eps: f32,
-}
-
-impl Adam {
-    /// Zero state for `n` parameters.
-    pub fn new(n: usize) -> Self {
-        Self {
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
-    }
-
-    /// Steps taken.
-    pub fn steps(&self) -> u32 {
-        self.t
-    }
-
-    /// One step of size `lr` against `grad`.
-    pub fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) {
-        self.t += 1;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(self.t as i32);
-        let c2 = 1.0 - b2.powi(self.t as i32);
-        let step = lr * c2.sqrt() / c1;
-        for (((p, g), m), v) in params
-            .iter_mut()
-            .zip(grad)
-            .zip(self.m.iter_mut())
-            .zip(self.v.iter_mut())
-        {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= step * *m / (v.sqrt() + self.eps * c2.sqrt());
-        }
-    }
-}
+/// The optimiser of MDN training (f32).
+pub type Adam = crate::math::Adam<f32>;

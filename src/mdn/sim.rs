@@ -110,9 +110,10 @@ impl Simulator {
         if ok {
             Ok(())
         } else {
-            Err(Error::Invalid(format!(
-                "--prior / --trials: {self:?} needs positive finite values"
-            )))
+            Err(Error::config(
+                "--prior, --trials",
+                format!("{self:?} needs positive finite values"),
+            ))
         }
     }
 
@@ -185,15 +186,18 @@ impl Simulator {
         if ok {
             Ok(())
         } else {
-            Err(Error::Invalid(format!(
-                "--y {y}: not a possible observation of the {} simulator{}",
-                self.name(),
-                match self {
-                    Simulator::BetaBinomial { trials, .. } =>
-                        format!(" (an integer in 0..={trials})"),
-                    Simulator::GammaPoisson { .. } => " (a count, 0 or more)".into(),
-                }
-            )))
+            Err(Error::config(
+                "--y",
+                format!(
+                    "{y}: not a possible observation of the {} simulator{}",
+                    self.name(),
+                    match self {
+                        Simulator::BetaBinomial { trials, .. } =>
+                            format!(" (an integer in 0..={trials})"),
+                        Simulator::GammaPoisson { .. } => " (a count, 0 or more)".into(),
+                    }
+                ),
+            ))
         }
     }
 
@@ -250,7 +254,7 @@ pub fn read_pairs(
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let (last, rest) = y_cols
         .split_last()
-        .ok_or_else(|| Error::Invalid("--y: name at least one column".into()))?;
+        .ok_or_else(|| Error::config("--y", "name at least one column"))?;
     let mut x = theta_cols.to_vec();
     x.extend_from_slice(rest);
     let spec = crate::io::CsvSpec {

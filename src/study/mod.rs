@@ -183,12 +183,13 @@ impl Study {
     pub fn validate(&self) -> Result<()> {
         self.config.validate()?;
         if self.datasets == 0 || self.points == 0 || self.batch == 0 {
-            return Err(Error::Invalid(
-                "--datasets, --n and --batch must be at least 1".into(),
+            return Err(Error::config(
+                "--datasets, --n, --batch",
+                "must be at least 1",
             ));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
-            return Err(Error::Invalid("--alpha must be in (0, 1)".into()));
+            return Err(Error::config("--alpha", "must be in (0, 1)"));
         }
         if self.generator.param_names() != self.fit.param_names() {
             return Err(Error::Invalid(format!(
