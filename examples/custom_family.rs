@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use gpsamp::data::{DataBatch, Dataset};
 use gpsamp::hmc::{self, Config, MemorySink};
 use gpsamp::{Backend, BackendKind, Error, Model};
+use gpsamp::{DataBatch, Dataset};
 use rand::RngExt;
 
 /// Student-t regression with `nu` degrees of freedom.

@@ -24,8 +24,8 @@
 //! ```
 
 pub mod backend;
-pub mod data;
-pub mod device;
+mod data;
+mod device;
 pub mod diag;
 pub mod error;
 pub mod hmc;

@@ -732,7 +732,7 @@ fn mdn_predict(model: PathBuf, y: Vec<f64>) -> PyResult<String> {
 /// The GPU adapters wgpu sees, as JSON (name, backend, device type, driver, limits).
 #[pyfunction]
 fn devices() -> PyResult<String> {
-    serde_json::to_string(&gpsamp::device::list_adapters())
+    serde_json::to_string(&gpsamp::backend::list_adapters())
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 

@@ -60,7 +60,7 @@ pub struct GpuEvaluator {
 
 impl GpuEvaluator {
     /// Uploads the data, builds the pipeline and the per-chunk bind groups. `lanes` (a power
-    /// of two up to 64) overrides [`crate::device::default_lanes`].
+    /// of two up to 64) overrides the default (`device::default_lanes`: more lanes for larger datasets).
     pub fn new(
         ctx: Arc<GpuContext>,
         model: &dyn Model,

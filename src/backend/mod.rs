@@ -1,5 +1,5 @@
 //! Backends: `cpu` (native Rust, f64 or f32, parallel over chains) and `gpu` (wgpu, f32, on the
-//! [`crate::device`] runtime) behind one [`Evaluator`] trait, so engines and tests are written
+//! `device` runtime) behind one [`Evaluator`] trait, so engines and tests are written
 //! once for both. [`Backend::select`] implements `--backend auto|gpu|cpu`. Engines put
 //! themselves on a [`Backend`] (`hmc::integrator`, `hmm::em::fit`, `mdn::train::train`,
 //! `study::Study::run`); this layer knows none of them.
@@ -13,7 +13,7 @@ use crate::data::DataBatch;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-pub use crate::device::GpuContext;
+pub use crate::device::{list_adapters, AdapterSummary, GpuContext};
 pub use cpu::CpuEvaluator;
 pub use gpu::{EvalParams, GpuEvaluator};
 

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gpsamp::backend::GpuEvaluator;
+use gpsamp::backend::{AdapterSummary, GpuContext};
 use gpsamp::backend::{Backend, CpuEvaluator, Evaluator, Precision};
-use gpsamp::device::{AdapterSummary, GpuContext};
 use gpsamp::rng::{host_rng, Purpose};
 use gpsamp::{DataBatch, Likelihood, MixGlm, Model, Priors};
 use rand::RngExt;

@@ -1,6 +1,6 @@
 //! `gpsamp devices`: the adapters wgpu sees.
 
-use gpsamp::device::list_adapters;
+use gpsamp::backend::list_adapters;
 
 /// Options of `gpsamp devices`.
 #[derive(clap::Args, Debug)]

@@ -214,7 +214,7 @@ fn header(p: usize, system: bool) -> String {
 }
 
 /// Appends dataset `b`'s rows (`b, x.., y`) to `csv`.
-fn push_rows(csv: &mut String, b: usize, d: &gpsamp::data::Dataset) {
+fn push_rows(csv: &mut String, b: usize, d: &gpsamp::Dataset) {
     for i in 0..d.len() {
         csv.push_str(&b.to_string());
         for col in &d.x {
