@@ -17,6 +17,18 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A Stan program gpsamp cannot compile or run, located by file, line and column.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Program {
+        /// The program.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong (for a construct outside the subset, its name).
+        message: String,
+    },
     /// Bad input data in an in-memory table (a DataFrame or dict of columns handed to the
     /// library), located by column and row (0-based, as the table counts them).
     #[error("column {column:?}{}: {message}", row.map(|r| format!(", row {r}")).unwrap_or_default())]

@@ -37,6 +37,7 @@ pub mod mdn;
 pub mod model;
 pub mod rng;
 pub mod shader;
+pub mod stan;
 pub mod study;
 pub mod tutorial;
 pub mod workflow;

@@ -126,8 +126,12 @@ pub enum Family {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model family (or give --model-file).
-    #[arg(long, value_enum, required_unless_present = "model_file")]
+    #[arg(long, value_enum, required_unless_present_any = ["model_file", "stan"])]
     pub model: Option<ModelKind>,
+    /// A Stan program to fit instead of a built-in family (`gpsamp sample`; its data,
+    /// CmdStan's JSON format, with --data). Runs on the CPU backend.
+    #[arg(long, conflicts_with = "model")]
+    pub stan: Option<PathBuf>,
     /// TOML file with the model settings: any model flag of this command without dashes
     /// (`model = "mixglm"`, `components = 2`, `prior_sigma = "halfnormal(2)"`,
     /// `w = [1, 2, 0.5]`, `obs_noise = true`, `states = 3`, `stickiness = 5`,
@@ -237,7 +241,7 @@ impl ModelArgs {
     /// Checks the settings after the command line and `--model-file` were merged (see
     /// `model_file`): a model must be named by one of them.
     pub fn resolve(&mut self) -> anyhow::Result<()> {
-        if self.model.is_none() {
+        if self.model.is_none() && self.stan.is_none() {
             match &self.model_file {
                 Some(p) => bail!(
                     "{}: no `model` key (glm, gmm, mixglm, eiv, hmm or glmhmm), and no --model",
@@ -245,6 +249,14 @@ impl ModelArgs {
                 ),
                 None => bail!("--model: name a model (glm, gmm, mixglm, eiv, hmm or glmhmm)"),
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses a Stan program in a command that does not run them yet.
+    pub fn builtin_only(&self, command: &str) -> anyhow::Result<()> {
+        if self.stan.is_some() {
+            bail!("--stan: `gpsamp {command}` does not take Stan programs yet (`gpsamp sample --stan` does)");
         }
         Ok(())
     }

@@ -90,6 +90,7 @@ fn hmm_setup(a: &Args) -> anyhow::Result<Setup> {
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    a.model.builtin_only("logp")?;
     let (model, data, per_dataset): Setup = if a.model.is_hmm() {
         hmm_setup(&a)?
     } else {

@@ -193,7 +193,30 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         eprintln!("gpsamp: warning: --warmup 0: the step size, trajectory length and mass matrix stay at their initial values, so the draws may mix badly");
     }
     let mut hmm_shape = (0usize, 1usize);
+    let stan = match &a.model.stan {
+        Some(program) => {
+            let m = gpsamp::stan::StanModel::from_files(program, a.data.as_deref())?;
+            // What did not run (generated quantities) is a warning, shown even with --quiet.
+            for note in m.notes() {
+                eprintln!("gpsamp: {}: {note}", program.display());
+            }
+            Some(m)
+        }
+        None => None,
+    };
     let (data, source, truth) = match &a.data {
+        _ if stan.is_some() => (
+            gpsamp::stan::placeholder_data(),
+            format!(
+                "Stan program {}{}",
+                a.model.stan.as_deref().unwrap_or(Path::new("")).display(),
+                a.data
+                    .as_deref()
+                    .map(|d| format!(" with data {}", d.display()))
+                    .unwrap_or_default()
+            ),
+            None,
+        ),
         Some(path) if a.model.is_hmm() => {
             let ys: Vec<String> = a.y.split(',').map(|s| s.trim().to_string()).collect();
             hmm_shape = (a.x.len(), ys.len());
@@ -333,7 +356,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         InitKind::Em => bail!("--init em: only hmm/glmhmm have an EM fit to start from"),
     };
     let mut init_centers = Vec::new();
-    let model: Arc<dyn Model> = if a.model.is_hmm() {
+    let model: Arc<dyn Model> = if let Some(m) = stan {
+        Arc::new(m)
+    } else if a.model.is_hmm() {
         let hmm = a.model.build_hmm(hmm_shape.0, hmm_shape.1)?;
         if em_init {
             init_centers = em_init_centers(&hmm, &data, a.model.stickiness, a.seed)?;
@@ -395,7 +420,12 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
-    let backend = super::args::select_backend_for_chains(a.backend, a.quiet, n_chains)?
+    // Stan programs have no GPU kernel yet: `auto` is the CPU for them.
+    let backend_arg = match a.backend {
+        super::args::BackendArg::Auto if !model.has_gpu_kernel() => super::args::BackendArg::Cpu,
+        other => other,
+    };
+    let backend = super::args::select_backend_for_chains(backend_arg, a.quiet, n_chains)?
         .with_precision(a.precision.into())
         .for_model(model.as_ref());
     let job = SampleJob {
@@ -414,7 +444,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         },
         plots: !a.no_plots,
         y_rep: a.y_rep,
-        model_spec: Some(a.model.spec()),
+        model_spec: a.model.stan.is_none().then(|| a.model.spec()),
     };
     let total = a.draws * a.thin;
     let bar = progress_bar(a.quiet, (job.config.warmup + total) as u64);

@@ -145,6 +145,7 @@ pub fn write_study(
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    a.model.builtin_only("sbc")?;
     let inputs: Vec<&Path> = a
         .model
         .model_file

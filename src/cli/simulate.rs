@@ -226,6 +226,7 @@ fn push_rows(csv: &mut String, b: usize, d: &gpsamp::Dataset) {
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    a.model.builtin_only("simulate")?;
     let outs = Outputs::create(&a)?;
     let rows = if a.model.is_hmm() {
         (a.datasets as u64).saturating_mul((a.sequences as u64).saturating_mul(a.steps as u64))

@@ -62,6 +62,7 @@ pub struct Args {
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
+    a.model.builtin_only("study")?;
     if a.model.spec().is_hmm() {
         anyhow::bail!("--model: studies at chosen values take glm, gmm, mixglm and eiv; hmm and glmhmm studies run from the prior with `gpsamp sbc`");
     }

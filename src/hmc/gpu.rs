@@ -76,6 +76,7 @@ impl GpuIntegrator {
         lanes: Option<u32>,
     ) -> Result<Self> {
         model.check_data(data)?;
+        crate::model::require_gpu_kernel(model)?;
         let dim = model.dim();
         let n_datasets = data.n_datasets();
         let n_chains = n_datasets * chains_per_dataset;

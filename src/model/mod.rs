@@ -93,6 +93,12 @@ pub trait Model: Send + Sync {
     /// WGSL source for the GPU twin of [`Model::log_density`] (see the trait docs).
     fn wgsl(&self) -> String;
 
+    /// Whether [`Model::wgsl`] is a kernel (false: the family runs on the CPU backend only,
+    /// and the GPU engines refuse it).
+    fn has_gpu_kernel(&self) -> bool {
+        true
+    }
+
     /// The log likelihood of every observation of dataset `b` at the unconstrained `theta`,
     /// constants included, in data order: what PSIS-LOO and WAIC need (ArviZ's
     /// `log_likelihood` group). `None` when the family does not define observations
@@ -334,6 +340,18 @@ impl ScalePrior {
                 rng.sample(Gamma::new(shape, 1.0 / rate).expect("validated"))
             }
         }
+    }
+}
+
+/// Refuses a family without a GPU kernel ([`Model::has_gpu_kernel`]) on a GPU engine.
+pub fn require_gpu_kernel(model: &dyn Model) -> Result<()> {
+    if model.has_gpu_kernel() {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "--backend",
+            format!("{} has no GPU kernel yet: use the CPU backend", model.name()),
+        ))
     }
 }
 

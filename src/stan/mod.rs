@@ -1,0 +1,546 @@
+//! Stan programs as model families. A program is parsed ([`parser`]), run once against
+//! its data with the parameters as symbols ([`interp`]), and what it computes from them is
+//! recorded as a straight-line program ([`tape`]) whose forward sweep is the log density
+//! and whose reverse sweep is its exact gradient. Data and transformed data are folded in as
+//! constants; parameters go through Stan's constraining transforms, whose log Jacobians
+//! join `target`, so the sampler works on the unconstrained space as Stan's does.
+//!
+//! Runs on the CPU backend; the GPU kernel generated from the same recording is not written
+//! yet, and `generated quantities` are parsed but not run.
+
+pub mod ast;
+mod functions;
+pub mod interp;
+pub mod lexer;
+pub mod parser;
+pub mod tape;
+pub mod value;
+
+use std::path::{Path, PathBuf};
+
+use crate::data::{DataBatch, Dataset};
+use crate::error::{Error, Result};
+use crate::model::Model;
+use ast::{Decl, Program, Shape, StmtKind};
+use interp::{Block, Interp};
+use tape::{Fun, Sc, Tape};
+use value::Val;
+
+/// A position in a program: 1-based line and column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Pos {
+    /// Line.
+    pub line: usize,
+    /// Column.
+    pub col: usize,
+}
+
+/// Parses a program; errors name the file, line and column.
+pub fn parse(path: &Path, source: &str) -> Result<Program> {
+    let located = |(pos, message): (Pos, String)| Error::Program {
+        path: path.to_path_buf(),
+        line: pos.line,
+        column: pos.col,
+        message,
+    };
+    let toks = lexer::lex(source).map_err(located)?;
+    parser::parse(toks).map_err(located)
+}
+
+/// A Stan program compiled against its data: a model family for the samplers.
+#[derive(Clone, Debug)]
+pub struct StanModel {
+    name: String,
+    tape: Tape,
+    target: Sc,
+    dim: usize,
+    /// (CmdStan name, value) of every parameter and transformed parameter.
+    outputs: Vec<(String, Sc)>,
+    notes: Vec<String>,
+}
+
+impl StanModel {
+    /// Compiles the program in `path` with the data in `data` (CmdStan's JSON format).
+    pub fn from_files(path: &Path, data: Option<&Path>) -> Result<Self> {
+        let source = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let json = match data {
+            Some(d) => {
+                let text = std::fs::read_to_string(d).map_err(|e| Error::Io {
+                    path: d.to_path_buf(),
+                    source: e,
+                })?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| Error::Data {
+                        path: d.to_path_buf(),
+                        line: e.line(),
+                        column: e.column().to_string(),
+                        message: format!("not JSON: {e}"),
+                    })?;
+                Some((d.to_path_buf(), v))
+            }
+            None => None,
+        };
+        Self::compile(path, &source, json.as_ref().map(|(p, v)| (p.as_path(), v)))
+    }
+
+    /// Compiles `source` (read from `path`, for errors) with `data` (the data file's path
+    /// and its JSON).
+    pub fn compile(
+        path: &Path,
+        source: &str,
+        data: Option<(&Path, &serde_json::Value)>,
+    ) -> Result<Self> {
+        let prog = parse(path, source)?;
+        let located = |(pos, message): (Pos, String)| Error::Program {
+            path: path.to_path_buf(),
+            line: pos.line,
+            column: pos.col,
+            message,
+        };
+        let mut it = Interp::new();
+        let empty = serde_json::Value::Object(Default::default());
+        let (data_path, json) = match data {
+            Some((p, v)) => (p.to_path_buf(), v),
+            None => (PathBuf::from("(no data)"), &empty),
+        };
+        for d in &prog.data {
+            let shape = it.declare(d).map_err(located)?;
+            let v = read_data(&data_path, json, d, &shape)?;
+            check_bounds(&mut it, d, &v).map_err(|(pos, m)| Error::Config {
+                flag: format!("--data {}", data_path.display()),
+                message: format!(
+                    "{}: {m} (declared at {}:{}:{})",
+                    d.name,
+                    path.display(),
+                    pos.line,
+                    pos.col
+                ),
+            })?;
+            it.bind(&d.name, v);
+        }
+        it.block = Block::TransformedData;
+        it.run(&prog.transformed_data).map_err(located)?;
+        // Parameters: unconstrained inputs through Stan's transforms.
+        let mut next = 0usize;
+        let mut outputs = Vec::new();
+        let mut jacobian = Vec::new();
+        for d in &prog.parameters {
+            let shape = it.declare(d).map_err(located)?;
+            let v = constrain(&mut it, d, &shape, &mut next, &mut jacobian).map_err(located)?;
+            for (name, idx) in v.names(&d.name) {
+                outputs.push((name, v.at(&idx)));
+            }
+            it.bind(&d.name, v);
+        }
+        it.block = Block::TransformedParameters;
+        it.run(&prog.transformed_parameters).map_err(located)?;
+        for s in &prog.transformed_parameters {
+            if let StmtKind::Decl(d) = &s.kind {
+                let v = it.get(&d.name).cloned().expect("declared");
+                for (name, idx) in v.names(&d.name) {
+                    outputs.push((name, v.at(&idx)));
+                }
+            }
+        }
+        it.block = Block::Model;
+        it.target.extend(jacobian);
+        let model_block = ast::Stmt {
+            kind: StmtKind::Block(prog.model.clone()),
+            pos: Pos::default(),
+        };
+        it.run(std::slice::from_ref(&model_block))
+            .map_err(located)?;
+        let terms = std::mem::take(&mut it.target);
+        let target = it.tape.sum(&terms);
+        let mut notes: Vec<String> = it.printed.iter().map(|l| format!("print: {l}")).collect();
+        if !prog.generated_quantities.is_empty() {
+            notes.push("the generated quantities block is not run yet (its quantities are not in the draws)".into());
+        }
+        let name = path
+            .file_stem()
+            .map_or("stan".into(), |s| s.to_string_lossy().into_owned());
+        Ok(Self {
+            name,
+            tape: it.tape,
+            target,
+            dim: next,
+            outputs,
+            notes,
+        })
+    }
+
+    /// Operations recorded for one evaluation of the log density.
+    pub fn tape_len(&self) -> usize {
+        self.tape.ops.len()
+    }
+
+    /// What a user should know about how the program runs (its `print` output when
+    /// recorded, blocks not run).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    fn eval(&self, theta: &[f64], grad: Option<&mut [f64]>, scratch: &mut Vec<f64>) -> f64 {
+        let n = self.tape.ops.len();
+        scratch.resize(2 * n, 0.0);
+        let (vals, adj) = scratch.split_at_mut(n);
+        self.tape.forward(theta, vals);
+        let lp = match self.target {
+            Sc::C(c) => c,
+            Sc::N(i) => vals[i as usize],
+        };
+        if let Some(g) = grad {
+            g.iter_mut().for_each(|x| *x = 0.0);
+            if let Sc::N(i) = self.target {
+                self.tape.reverse(i, vals, adj, g);
+            }
+            return crate::math::sanitize(lp, g);
+        }
+        lp
+    }
+}
+
+/// Reads variable `d` of the data block from the JSON object, shaped like `like`.
+fn read_data(path: &Path, json: &serde_json::Value, d: &Decl, like: &Val) -> Result<Val> {
+    let bad = |message: String| Error::Config {
+        flag: format!("--data {}", path.display()),
+        message: if message.starts_with(&d.name) {
+            message
+        } else {
+            format!("{}: {message}", d.name)
+        },
+    };
+    let Some(v) = json.get(&d.name) else {
+        return Err(bad("missing: the program's data block declares it".into()));
+    };
+    fn fill(v: &serde_json::Value, like: &Val, at: &str) -> std::result::Result<Val, String> {
+        let num = |x: &serde_json::Value| -> std::result::Result<f64, String> {
+            match x {
+                serde_json::Value::Number(n) => {
+                    n.as_f64().ok_or_else(|| format!("{at}: not a number"))
+                }
+                serde_json::Value::String(s) if s == "Inf" || s == "inf" || s == "Infinity" => {
+                    Ok(f64::INFINITY)
+                }
+                serde_json::Value::String(s) if s == "-Inf" || s == "-inf" || s == "-Infinity" => {
+                    Ok(f64::NEG_INFINITY)
+                }
+                serde_json::Value::String(s) if s == "NaN" => Ok(f64::NAN),
+                _ => Err(format!("{at}: expected a number, found {x}")),
+            }
+        };
+        let list = |x: &serde_json::Value,
+                    n: usize|
+         -> std::result::Result<Vec<serde_json::Value>, String> {
+            match x {
+                serde_json::Value::Array(a) if a.len() == n => Ok(a.clone()),
+                serde_json::Value::Array(a) => {
+                    Err(format!("{at}: {} values, the declaration has {n}", a.len()))
+                }
+                // A one-element container may be given as a scalar.
+                other if n == 1 => Ok(vec![other.clone()]),
+                other => Err(format!("{at}: expected a list of {n}, found {other}")),
+            }
+        };
+        Ok(match like {
+            Val::Int(_) => {
+                let x = num(v)?;
+                if x.fract() != 0.0 {
+                    return Err(format!("{at}: {x} is not an int"));
+                }
+                Val::Int(x as i64)
+            }
+            Val::Real(_) => Val::Real(Sc::C(num(v)?)),
+            Val::Vector(x) | Val::Row(x) => {
+                let items = list(v, x.len())?;
+                let vals = items
+                    .iter()
+                    .map(num)
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let s = vals.into_iter().map(Sc::C).collect();
+                if let Val::Vector(_) = like {
+                    Val::Vector(s)
+                } else {
+                    Val::Row(s)
+                }
+            }
+            Val::Matrix { rows, cols, .. } => {
+                let rs = list(v, *rows)?;
+                let mut m = Vec::with_capacity(rows * cols);
+                for (i, r) in rs.iter().enumerate() {
+                    for x in list(r, *cols).map_err(|e| format!("row {}: {e}", i + 1))? {
+                        m.push(Sc::C(num(&x)?));
+                    }
+                }
+                Val::Matrix {
+                    rows: *rows,
+                    cols: *cols,
+                    v: m,
+                }
+            }
+            Val::Array(a) => {
+                let items = list(v, a.len())?;
+                let mut out = Vec::with_capacity(a.len());
+                for (i, (x, l)) in items.iter().zip(a).enumerate() {
+                    out.push(fill(x, l, &format!("{at}[{}]", i + 1))?);
+                }
+                Val::Array(out)
+            }
+        })
+    }
+    fill(v, like, &d.name).map_err(bad)
+}
+
+/// Checks data against its declared bounds.
+fn check_bounds(it: &mut Interp, d: &Decl, v: &Val) -> interp::R<()> {
+    let c = &d.constraint;
+    for (bound, lower) in [(&c.lower, true), (&c.upper, false)] {
+        let Some(e) = bound else { continue };
+        let b = it.eval(e)?;
+        let bs = b.flat();
+        for (k, x) in v.flat().iter().enumerate() {
+            let (Some(x), Some(l)) = (
+                x.constant(),
+                bs[if bs.len() == 1 { 0 } else { k % bs.len() }].constant(),
+            ) else {
+                continue;
+            };
+            if (lower && x < l) || (!lower && x > l) {
+                return Err((
+                    d.pos,
+                    format!(
+                        "{x} is {} the declared {} bound {l}",
+                        if lower { "below" } else { "above" },
+                        if lower { "lower" } else { "upper" }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The constrained value of parameter `d` from fresh unconstrained inputs; log Jacobian
+/// terms go to `jac`.
+fn constrain(
+    it: &mut Interp,
+    d: &Decl,
+    like: &Val,
+    next: &mut usize,
+    jac: &mut Vec<Sc>,
+) -> interp::R<Val> {
+    match (&d.shape, like) {
+        (_, Val::Array(a)) => {
+            let mut out = Vec::with_capacity(a.len());
+            for l in a {
+                out.push(constrain(it, d, l, next, jac)?);
+            }
+            Ok(Val::Array(out))
+        }
+        (Shape::Int, _) => Err((d.pos, "parameters cannot be ints".into())),
+        (Shape::Simplex(_), Val::Vector(x)) => {
+            // Stick breaking (Stan's transform before 2.36): K − 1 free values.
+            let k = x.len();
+            if k == 0 {
+                return Err((d.pos, "a simplex needs at least one element".into()));
+            }
+            let t = &mut it.tape;
+            let mut out = Vec::with_capacity(k);
+            let mut rest = Sc::C(1.0);
+            for i in 0..k - 1 {
+                let u = t.input(*next);
+                *next += 1;
+                let shifted = t.sub(u, Sc::C(((k - 1 - i) as f64).ln()));
+                let z = t.fun(Fun::InvLogit, shifted);
+                let xi = t.mul(rest, z);
+                // log Jacobian: log z + log(1 − z) + log(rest)
+                let lz = log_inv_logit(t, shifted);
+                let l1z = log1m_inv_logit(t, shifted);
+                let lr = t.fun(Fun::Log, rest);
+                jac.extend([lz, l1z, lr]);
+                rest = t.sub(rest, xi);
+                out.push(xi);
+            }
+            out.push(rest);
+            Ok(Val::Vector(out))
+        }
+        (Shape::Ordered(_) | Shape::PositiveOrdered(_), Val::Vector(x)) => {
+            let positive = matches!(d.shape, Shape::PositiveOrdered(_));
+            let t = &mut it.tape;
+            let mut out = Vec::with_capacity(x.len());
+            for i in 0..x.len() {
+                let u = t.input(*next);
+                *next += 1;
+                let v = if i == 0 && !positive {
+                    u
+                } else {
+                    jac.push(u);
+                    let e = t.fun(Fun::Exp, u);
+                    if i == 0 {
+                        e
+                    } else {
+                        t.add(out[i - 1], e)
+                    }
+                };
+                out.push(v);
+            }
+            Ok(Val::Vector(out))
+        }
+        (_, like) => {
+            let c = &d.constraint;
+            let bound = |it: &mut Interp, e: &Option<ast::Expr>| -> interp::R<Option<Vec<Sc>>> {
+                match e {
+                    Some(e) => Ok(Some(it.eval(e)?.flat())),
+                    None => Ok(None),
+                }
+            };
+            let lo = bound(it, &c.lower)?;
+            let hi = bound(it, &c.upper)?;
+            let off = bound(it, &c.offset)?;
+            let mul = bound(it, &c.multiplier)?;
+            let n = like.flat().len();
+            let pick = |b: &Option<Vec<Sc>>, k: usize| {
+                b.as_ref()
+                    .map(|v| v[if v.len() == 1 { 0 } else { k % v.len() }])
+            };
+            let t = &mut it.tape;
+            let mut k = 0;
+            let v = like.map(&mut |_| {
+                let u = t.input(*next);
+                *next += 1;
+                let (l, h) = (pick(&lo, k), pick(&hi, k));
+                let x = match (l, h) {
+                    (Some(l), Some(h)) => {
+                        let w = t.sub(h, l);
+                        let s = t.fun(Fun::InvLogit, u);
+                        let ws = t.mul(w, s);
+                        let lw = t.fun(Fun::Log, w);
+                        let a = log_inv_logit(t, u);
+                        let b = log1m_inv_logit(t, u);
+                        jac.extend([lw, a, b]);
+                        t.add(l, ws)
+                    }
+                    (Some(l), None) => {
+                        jac.push(u);
+                        let e = t.fun(Fun::Exp, u);
+                        t.add(l, e)
+                    }
+                    (None, Some(h)) => {
+                        jac.push(u);
+                        let e = t.fun(Fun::Exp, u);
+                        t.sub(h, e)
+                    }
+                    (None, None) => {
+                        let (o, m) = (pick(&off, k), pick(&mul, k));
+                        let mut x = u;
+                        if let Some(m) = m {
+                            let lm = t.fun(Fun::Log, m);
+                            jac.push(lm);
+                            x = t.mul(x, m);
+                        }
+                        if let Some(o) = o {
+                            x = t.add(x, o);
+                        }
+                        x
+                    }
+                };
+                k += 1;
+                x
+            });
+            let _ = n;
+            Ok(v)
+        }
+    }
+}
+
+fn log_inv_logit(t: &mut Tape, u: Sc) -> Sc {
+    let n = t.neg(u);
+    let s = t.fun(Fun::Log1pExp, n);
+    t.neg(s)
+}
+
+fn log1m_inv_logit(t: &mut Tape, u: Sc) -> Sc {
+    let s = t.fun(Fun::Log1pExp, u);
+    t.neg(s)
+}
+
+impl Model for StanModel {
+    fn name(&self) -> String {
+        format!("stan:{}", self.name)
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        self.outputs.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn constrain(&self, theta: &[f64]) -> Vec<f64> {
+        let mut vals = vec![0.0; self.tape.ops.len()];
+        self.tape.forward(theta, &mut vals);
+        self.outputs
+            .iter()
+            .map(|(_, s)| match *s {
+                Sc::C(c) => c,
+                Sc::N(i) => vals[i as usize],
+            })
+            .collect()
+    }
+
+    fn unconstrain(&self, _params: &[f64]) -> Result<Vec<f64>> {
+        Err(Error::config(
+            "--init",
+            "starting a Stan program from given parameter values is not supported yet",
+        ))
+    }
+
+    fn check_data(&self, _data: &DataBatch) -> Result<()> {
+        Ok(())
+    }
+
+    fn log_density(
+        &self,
+        _data: &DataBatch,
+        _b: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> f64 {
+        self.eval(theta, Some(grad), scratch)
+    }
+
+    fn constant(&self, _data: &DataBatch, _b: usize) -> f64 {
+        0.0
+    }
+
+    fn wgsl(&self) -> String {
+        String::new()
+    }
+
+    fn has_gpu_kernel(&self) -> bool {
+        false
+    }
+
+    fn simulate(&self, _n: usize, _rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
+        // A program simulates through generated quantities, which are not run yet; the
+        // study and simulate commands do not take Stan programs.
+        (vec![0.0; self.dim], Dataset::default())
+    }
+}
+
+/// The one-dataset batch a Stan program is evaluated on (its data live in the model).
+pub fn placeholder_data() -> DataBatch {
+    DataBatch::new(
+        0,
+        &[Dataset {
+            x: vec![],
+            y: vec![0.0],
+        }],
+    )
+    .expect("a one-point dataset")
+}
