@@ -51,6 +51,10 @@ pub struct Args {
     /// Minimum seconds per measurement.
     #[arg(long, default_value_t = 0.5)]
     seconds: f64,
+    /// The Stan rows: compile time of posteriordb's programs, the tutorial's mixture program
+    /// against mixglm at 1 024 chains, and eight schools at 4 096 chains (not with --quick).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    stan: bool,
     /// Skip the GPU backend even when an adapter exists.
     #[arg(long)]
     no_gpu: bool,
@@ -206,6 +210,7 @@ struct Report {
     study: Vec<StudyRow>,
     mdn: Vec<MdnRow>,
     em: Vec<EmRow>,
+    stan: Option<super::bench_stan::StanBench>,
 }
 
 fn families(p: &Priors) -> Vec<(&'static str, MixGlm)> {
@@ -510,6 +515,16 @@ pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             }
         }
     }
+    let stan = if a.stan {
+        Some(super::bench_stan::run(
+            a.seconds,
+            1024,
+            if a.quick { 0 } else { 4096 },
+            a.quiet,
+        )?)
+    } else {
+        None
+    };
     let report = Report {
         cpu_threads: rayon::current_num_threads(),
         adapter: ctx.as_ref().map(|c| c.summary.clone()),
@@ -523,6 +538,7 @@ pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         study,
         mdn,
         em,
+        stan,
     };
     let table = render(&report);
     if a.json {
@@ -1040,6 +1056,9 @@ fn render(r: &Report) -> String {
                 x.obs_per_sec
             );
         }
+    }
+    if let Some(st) = &r.stan {
+        super::bench_stan::render(&mut s, st);
     }
     if let Some(f) = &r.floor {
         let _ = writeln!(

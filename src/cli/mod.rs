@@ -21,6 +21,7 @@ macro_rules! out {
 
 mod args;
 mod bench;
+mod bench_stan;
 mod devices;
 mod em;
 mod logp;

@@ -350,7 +350,10 @@ pub fn require_gpu_kernel(model: &dyn Model) -> Result<()> {
     } else {
         Err(Error::config(
             "--backend",
-            format!("{} has no GPU kernel yet: use the CPU backend", model.name()),
+            format!(
+                "{} has no GPU kernel yet: use the CPU backend",
+                model.name()
+            ),
         ))
     }
 }
