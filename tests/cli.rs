@@ -32,6 +32,8 @@ fn bench_reports_cpu_and_gpu() {
             "4",
             "--target-ess",
             "300",
+            "--stan-chains",
+            "16",
         ])
         .output()
         .unwrap();
@@ -59,6 +61,16 @@ fn bench_reports_cpu_and_gpu() {
         }
     }
     assert!(v["floor"]["floor_evals_per_sec"].as_f64().unwrap() > 0.0);
+    // The Stan rows: every posteriordb fixture compiled, both throughputs, eight schools.
+    let stan = &v["stan"];
+    let compiled = stan["compile"].as_array().unwrap();
+    assert!(compiled.len() >= 11, "{stan}");
+    assert!(compiled
+        .iter()
+        .all(|r| r["milliseconds"].as_f64().unwrap() > 0.0 && r["tape_ops"].as_u64().unwrap() > 0));
+    assert!(stan["stan_mixture_evals_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(stan["mixglm_evals_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(stan["eight_schools"][0], 16);
     let sampler = v["sampler"].as_array().unwrap();
     assert!(sampler
         .iter()

@@ -35,6 +35,13 @@ fn compile(name: &str) -> StanModel {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// Compiles `src`, written to `t/file` (no data).
+fn compile_source(t: &TempDir, file: &str, src: &str) -> gpsamp::Result<StanModel> {
+    let path = t.join(file);
+    std::fs::write(&path, src).unwrap();
+    StanModel::from_files(&path, None)
+}
+
 /// (name, mean, sd) of each reference quantity.
 fn reference(name: &str) -> Vec<(String, f64, f64)> {
     let text = std::fs::read_to_string(fixtures().join(name).join("reference.csv")).unwrap();
@@ -225,9 +232,7 @@ fn transforms_land_in_their_supports() {
     use rand::{RngExt, SeedableRng};
     let t = TempDir::new("stan-transforms");
     let src = "parameters {\n  real<lower=0, upper=1> a;\n  real<lower=0, upper=(1 - a)> b;\n  simplex[4] s;\n  positive_ordered[3] p;\n  real<offset=2, multiplier=3> z;\n}\nmodel {\n  z ~ normal(2, 3);\n}\n";
-    let file = t.join("t.stan");
-    std::fs::write(&file, src).unwrap();
-    let m = StanModel::from_files(&file, None).unwrap();
+    let m = compile_source(&t, "t.stan", src).unwrap();
     assert_eq!(m.dim(), 1 + 1 + 3 + 3 + 1);
     let names = m.param_names();
     assert_eq!(names[2..6], ["s[1]", "s[2]", "s[3]", "s[4]"]);
@@ -243,4 +248,264 @@ fn transforms_land_in_their_supports() {
         assert!(p[0] > 0.0 && p[0] < p[1] && p[1] < p[2], "{p:?}");
         assert!((v[9] - (2.0 + 3.0 * theta[8])).abs() < 1e-12);
     }
+}
+
+/// Per chain, per draw, the named quantities of a run folder's draws.npy.
+fn draws(dir: &Path, names: &[String], want: &[&str]) -> Vec<Vec<Vec<f64>>> {
+    let (shape, v) = gpsamp::io::npy::read_f32(&dir.join("draws.npy")).unwrap();
+    let (chains, n, d) = (shape[0], shape[1], shape[2]);
+    assert_eq!(d, names.len(), "{names:?}");
+    let cols: Vec<usize> = want
+        .iter()
+        .map(|w| {
+            names
+                .iter()
+                .position(|n| n == w)
+                .unwrap_or_else(|| panic!("no {w} in {names:?}"))
+        })
+        .collect();
+    (0..chains)
+        .map(|c| {
+            (0..n)
+                .map(|i| {
+                    cols.iter()
+                        .map(|&k| f64::from(v[(c * n + i) * d + k]))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The tutorial's Stan programs (seed 001), unchanged, give the built-in families'
+/// posteriors on the same data: the regression against `--model glm`, the mixture of
+/// regressions against `--model mixglm --components 2` (same priors; components put in
+/// one order by their slopes in both, since the Stan program's labels are free to switch).
+/// Means agree within 5 combined MCSE, sds within 10%.
+#[test]
+fn tutorial_programs_match_the_built_in_families() {
+    let t = TempDir::new("stan-tutorial");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stan");
+    // (program, built-in flags, Stan names, built-in names): weight, slope, intercept and
+    // sd of each component (one component for the regression).
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            "regression",
+            &["--model", "glm"],
+            &["w", "c", "sigma"],
+            &["beta[0]", "alpha", "sigma"],
+        ),
+        (
+            "mixture",
+            &["--model", "mixglm", "--components", "2"],
+            &[
+                "pi[1]", "w[1]", "c[1]", "sigma[1]", "pi[2]", "w[2]", "c[2]", "sigma[2]",
+            ],
+            &[
+                "weights[0]",
+                "beta[0,0]",
+                "alpha[0]",
+                "sigma[0]",
+                "weights[1]",
+                "beta[1,0]",
+                "alpha[1]",
+                "sigma[1]",
+            ],
+        ),
+    ];
+    for (program, builtin, stan_names, our_names) in cases {
+        let model = builtin[1];
+        let csv = t.join(&format!("{model}.csv"));
+        let (ok, _, err) = gpsamp(&[
+            "simulate",
+            "--tutorial",
+            "--model",
+            model,
+            "--out",
+            csv.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        // The CSV's columns as the program's data (N, K, x, y).
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for line in text.lines().skip(1) {
+            let f: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+            x.push(f[1]);
+            y.push(f[2]);
+        }
+        let json = t.join(&format!("{model}.json"));
+        let data = serde_json::json!({"N": x.len(), "K": 2, "x": x, "y": y});
+        std::fs::write(&json, data.to_string()).unwrap();
+        let run = |args: &[&str], out: &str, want: &[&str]| -> Vec<Vec<Vec<f64>>> {
+            let mut all = vec!["sample"];
+            all.extend_from_slice(args);
+            let out = t.join(out);
+            // The mixture's unordered components cost long trajectories: fewer chains.
+            let (chains, n_draws) = if stan_names.len() == 8 {
+                ("4", "1000")
+            } else {
+                ("8", "2000")
+            };
+            all.extend_from_slice(&[
+                "--chains",
+                chains,
+                "--warmup",
+                "500",
+                "--draws",
+                n_draws,
+                "--backend",
+                "cpu",
+                "--no-plots",
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            let (ok, _, err) = gpsamp(&all);
+            assert!(ok, "{args:?}: {err}");
+            let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+            let mut rdr = csv::Reader::from_reader(summary.as_bytes());
+            let names: Vec<String> = rdr.records().map(|r| r.unwrap()[0].to_string()).collect();
+            draws(&out, &names, want)
+        };
+        let program_path = examples.join(format!("{program}.stan"));
+        let stan = run(
+            &[
+                "--stan",
+                program_path.to_str().unwrap(),
+                "--data",
+                json.to_str().unwrap(),
+            ],
+            &format!("{program}-stan"),
+            stan_names,
+        );
+        let mut args: Vec<&str> = builtin.to_vec();
+        args.extend_from_slice(&["--data", csv.to_str().unwrap(), "--x", "x0"]);
+        let ours = run(&args, &format!("{program}-builtin"), our_names);
+        // Components of 4 quantities each, ordered by slope (the second) in every draw.
+        let ordered = |runs: Vec<Vec<Vec<f64>>>| -> Vec<Vec<Vec<f64>>> {
+            runs.into_iter()
+                .map(|chain| {
+                    chain
+                        .into_iter()
+                        .map(|draw| {
+                            let mut comps: Vec<&[f64]> = draw.chunks(4).collect();
+                            comps.sort_by(|a, b| b[1].partial_cmp(&a[1]).unwrap());
+                            comps.concat()
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let (stan, ours) = if stan_names.len() == 8 {
+            (ordered(stan), ordered(ours))
+        } else {
+            (stan, ours)
+        };
+        for (k, name) in stan_names.iter().enumerate() {
+            let col = |runs: &Vec<Vec<Vec<f64>>>| -> Vec<Vec<f64>> {
+                runs.iter()
+                    .map(|c| c.iter().map(|d| d[k]).collect())
+                    .collect()
+            };
+            let (a, b) = (col(&stan), col(&ours));
+            let mean = |c: &Vec<Vec<f64>>| {
+                c.iter().flatten().sum::<f64>() / c.iter().flatten().count() as f64
+            };
+            let sd = |c: &Vec<Vec<f64>>| {
+                let m = mean(c);
+                let n = c.iter().flatten().count() as f64;
+                (c.iter().flatten().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
+            };
+            let (m1, m2) = (mean(&a), mean(&b));
+            let (e1, e2) = (gpsamp::diag::mcse_mean(&a), gpsamp::diag::mcse_mean(&b));
+            assert!(
+                (m1 - m2).abs() < 5.0 * (e1 * e1 + e2 * e2).sqrt(),
+                "{program} {name}: means {m1} and {m2} (mcse {e1}, {e2})"
+            );
+            let (s1, s2) = (sd(&a), sd(&b));
+            assert!(
+                (s1 / s2 - 1.0).abs() < 0.1,
+                "{program} {name}: sds {s1} and {s2}"
+            );
+        }
+    }
+}
+
+/// A chain gets the same bits from the block kernel, in any block, as alone: what keeps the
+/// draws independent of the thread count.
+#[test]
+fn blocks_of_chains_give_each_chain_its_own_bits() {
+    use rand::{RngExt, SeedableRng};
+    let data = gpsamp::stan::placeholder_data();
+    for name in [
+        "garch-garch11",
+        "hmm_example-hmm_example",
+        "low_dim_gauss_mix-low_dim_gauss_mix",
+    ] {
+        let m = compile(name);
+        let d = m.dim();
+        let lanes = 5;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let theta: Vec<f64> = (0..lanes * d)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let (mut g, mut lp) = (vec![0.0; lanes * d], vec![0.0; lanes]);
+        let mut scratch = Vec::new();
+        m.log_density_block(&data, 0, lanes, &theta, &mut g, &mut lp, &mut scratch);
+        for l in 0..lanes {
+            let mut g1 = vec![0.0; d];
+            let lp1 = m.log_density(&data, 0, &theta[l * d..(l + 1) * d], &mut g1, &mut scratch);
+            assert_eq!(lp1.to_bits(), lp[l].to_bits(), "{name} chain {l}");
+            assert!(
+                g1.iter()
+                    .zip(&g[l * d..(l + 1) * d])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name} chain {l}"
+            );
+        }
+    }
+}
+
+/// Generated quantities run per draw from the draw's parameters: a quantity computed from
+/// them is in the outputs after the parameters and transformed parameters, an int array
+/// (hmm_example's Viterbi path) holds valid states, and `_rng` (not yet supported) is
+/// refused at compile time with its position.
+#[test]
+fn generated_quantities_run_per_draw() {
+    use rand::{RngExt, SeedableRng};
+    let t = TempDir::new("stan-gq");
+    let src = "parameters {\n  real<lower=0> s;\n}\ntransformed parameters {\n  real s2 = s * s;\n}\nmodel {\n  s ~ exponential(1);\n}\ngenerated quantities {\n  real twice = 2 * s;\n  array[2] int flags = {s > 1, s > 2};\n}\n";
+    let m = compile_source(&t, "gq.stan", src).unwrap();
+    assert_eq!(
+        m.param_names(),
+        ["s", "s2", "twice", "flags[1]", "flags[2]"]
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    for _ in 0..20 {
+        let u: f64 = rng.random_range(-3.0..3.0);
+        let v = m.constrain(&[u]);
+        let s = u.exp();
+        assert!((v[0] - s).abs() < 1e-12 * s && (v[1] - s * s).abs() < 1e-9 * s * s);
+        assert_eq!(v[2], 2.0 * v[0]);
+        assert_eq!(v[3], f64::from(u8::from(v[0] > 1.0)));
+        assert_eq!(v[4], f64::from(u8::from(v[0] > 2.0)));
+    }
+    let hmm = compile("hmm_example-hmm_example");
+    let names = hmm.param_names();
+    let first = names.iter().position(|n| n == "z_star[1]").unwrap();
+    let v = hmm.constrain(&vec![0.3; hmm.dim()]);
+    assert!(
+        v[first..first + 100].iter().all(|&z| z == 1.0 || z == 2.0),
+        "{v:?}"
+    );
+    assert!(v[first + 100].is_finite() && names[first + 100] == "log_p_z_star");
+    let rng_src = "parameters {\n  real mu;\n}\nmodel {\n  mu ~ normal(0, 1);\n}\ngenerated quantities {\n  real y = normal_rng(mu, 1);\n}\n";
+    let e = compile_source(&t, "rng.stan", rng_src)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("rng.stan:8:12") && e.contains("normal_rng"),
+        "{e}"
+    );
 }

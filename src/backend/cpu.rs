@@ -21,6 +21,73 @@ pub struct CpuEvaluator {
 }
 
 /// One chain's log density in `precision` (how the CPU engines call a model).
+/// Chains evaluated together by [`Model::log_density_block`]: the largest divisor of the
+/// chains per dataset up to what the family asks for (so a block never spans two
+/// datasets) that still leaves a block for every thread, in f64; 1 for families without a
+/// block kernel and in f32. Each chain's arithmetic is the same in any block, so the draws
+/// do not depend on it.
+pub fn block_size(
+    model: &dyn Model,
+    precision: Precision,
+    chains_per_dataset: usize,
+    chains: usize,
+) -> usize {
+    let want = model.block_lanes();
+    if want <= 1 || precision != Precision::F64 {
+        return 1;
+    }
+    let per_thread = chains.div_ceil(rayon::current_num_threads()).max(1);
+    (1..=want.min(chains_per_dataset).min(per_thread))
+        .rev()
+        .find(|l| chains_per_dataset.is_multiple_of(*l))
+        .unwrap_or(1)
+}
+
+/// Log densities (up to the constants) and gradients of every chain, `chains_per_dataset`
+/// per dataset, in parallel: chain by chain, or in blocks of [`block_size`] chains for a
+/// family with a block kernel.
+pub fn eval_blocks(
+    (model, data): (&dyn Model, &DataBatch),
+    chains_per_dataset: usize,
+    precision: Precision,
+    theta: &[f64],
+    grad: &mut [f64],
+    logp: &mut [f64],
+) {
+    let d = model.dim();
+    let lanes = block_size(model, precision, chains_per_dataset, logp.len());
+    theta
+        .par_chunks(d * lanes)
+        .zip(grad.par_chunks_mut(d * lanes))
+        .zip(logp.par_chunks_mut(lanes))
+        .enumerate()
+        .for_each_init(Vec::new, |scratch, (k, ((th, g), lp))| {
+            let b = k * lanes / chains_per_dataset;
+            block_density(precision, model, data, b, lanes, th, g, lp, scratch);
+        });
+}
+
+/// [`log_density`] of `lanes` chains of dataset `b` (one chain: exactly [`log_density`]).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn block_density(
+    precision: Precision,
+    model: &dyn Model,
+    data: &DataBatch,
+    b: usize,
+    lanes: usize,
+    theta: &[f64],
+    grad: &mut [f64],
+    logp: &mut [f64],
+    scratch: &mut Vec<f64>,
+) {
+    if lanes == 1 {
+        logp[0] = log_density(precision, model, data, b, theta, grad, scratch);
+    } else {
+        model.log_density_block(data, b, lanes, theta, grad, logp, scratch);
+    }
+}
+
 #[inline]
 pub fn log_density(
     precision: Precision,
@@ -88,28 +155,22 @@ impl Evaluator for CpuEvaluator {
 
     fn eval(&mut self, theta: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()> {
         crate::backend::check_lengths(self, theta, logp, grad)?;
-        let d = self.dim();
-        let (model, data, cpd, consts, prec) = (
-            &self.model,
-            &self.data,
+        eval_blocks(
+            (self.model.as_ref(), &self.data),
             self.chains_per_dataset,
-            &self.constants,
             self.precision,
+            theta,
+            grad,
+            logp,
         );
-        theta
-            .par_chunks(d)
-            .zip(grad.par_chunks_mut(d))
-            .zip(logp.par_iter_mut())
-            .enumerate()
-            .for_each_init(Vec::new, |scratch, (c, ((th, g), lp))| {
-                let b = c / cpd;
-                let v = log_density(prec, model.as_ref(), data, b, th, g, scratch);
-                *lp = if v <= LOGP_NEG_INF {
-                    LOGP_NEG_INF
-                } else {
-                    v + consts[b]
-                };
-            });
+        let cpd = self.chains_per_dataset;
+        for (c, v) in logp.iter_mut().enumerate() {
+            *v = if *v <= LOGP_NEG_INF {
+                LOGP_NEG_INF
+            } else {
+                *v + self.constants[c / cpd]
+            };
+        }
         Ok(())
     }
 }

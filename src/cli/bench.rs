@@ -52,9 +52,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0.5)]
     seconds: f64,
     /// The Stan rows: compile time of posteriordb's programs, the tutorial's mixture program
-    /// against mixglm at 1 024 chains, and eight schools at 4 096 chains (not with --quick).
+    /// against mixglm at 1 024 chains, and eight schools end to end at --stan-chains.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     stan: bool,
+    /// Chains of the eight-schools row (1 000 + 1 000 iterations on the CPU); 0 skips it
+    /// (the default with --quick).
+    #[arg(long, default_value_t = 4096)]
+    stan_chains: usize,
     /// Skip the GPU backend even when an adapter exists.
     #[arg(long)]
     no_gpu: bool,
@@ -267,6 +271,9 @@ fn quicken(a: &mut Args, given: &dyn Fn(&str) -> bool) {
     }
     if !given("sampler_chains") {
         a.no_sampler = true;
+    }
+    if !given("stan_chains") {
+        a.stan_chains = 0;
     }
     if !given("study_datasets") {
         a.study_datasets = 0;
@@ -519,7 +526,7 @@ pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Some(super::bench_stan::run(
             a.seconds,
             1024,
-            if a.quick { 0 } else { 4096 },
+            a.stan_chains,
             a.quiet,
         )?)
     } else {

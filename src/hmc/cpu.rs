@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::{Integrator, StepOut, Tuning, MAX_ENERGY_ERROR};
-use crate::backend::cpu::log_density;
+use crate::backend::cpu::{block_density, block_size, eval_blocks};
 use crate::backend::Precision;
 use crate::data::DataBatch;
 use crate::error::Result;
@@ -63,78 +63,115 @@ impl CpuIntegrator {
     }
 }
 
-/// Scratch of one chain's transition.
+/// Where a block's transition writes, per chain: proposal and velocity (`lanes` × D),
+/// acceptance probability, divergence and energy.
+type BlockOut<'a> = (
+    &'a mut [f64],
+    &'a mut [f64],
+    &'a mut [f64],
+    &'a mut [bool],
+    &'a mut [f64],
+);
+
+/// Scratch of one block's transition.
 #[derive(Default)]
 struct Work {
     p: Vec<f64>,
     q1: Vec<f64>,
     g1: Vec<f64>,
+    lp1: Vec<f64>,
+    h0: Vec<f64>,
     scratch: Vec<f64>,
 }
 
-/// One transition of one chain; the shape of the WGSL kernel's `main`.
+/// One transition of a block of `lanes` chains of dataset `b` (positions one after another,
+/// the first chain's Philox stream `stream_chain`), evaluated together by the family's
+/// block kernel; chain by chain it is the shape of the WGSL kernel's `main`, and each
+/// chain's arithmetic is the same whatever the block size.
 #[allow(clippy::too_many_arguments)]
 fn transition(
     (precision, model): (Precision, &dyn Model),
     data: &DataBatch,
     b: usize,
+    lanes: usize,
     stream_chain: u32,
     iter: u32,
     seed: u64,
     tuning: &Tuning,
     q: &mut [f64],
-    logp: &mut f64,
+    logp: &mut [f64],
     grad: &mut [f64],
     w: &mut Work,
-    out: (&mut [f64], &mut [f64], &mut f64, &mut bool, &mut f64),
+    out: BlockOut,
 ) {
-    let d = q.len();
+    let d = q.len() / lanes;
     let (prop, vel, accept_prob, divergent, energy) = out;
     let eps = tuning.step_size;
     let m = &tuning.inv_mass;
-    w.p.resize(d, 0.0);
+    w.p.resize(lanes * d, 0.0);
     w.q1.clear();
     w.q1.extend_from_slice(q);
     w.g1.clear();
     w.g1.extend_from_slice(grad);
-    let mom = Stream::new(seed, stream_chain, iter, Purpose::Momentum);
-    let mut k0 = 0.0;
-    for i in 0..d {
-        w.p[i] = mom.normal(i as u32) / m[i].sqrt();
-        k0 += m[i] * w.p[i] * w.p[i];
+    w.lp1.clear();
+    w.lp1.extend_from_slice(logp);
+    w.h0.resize(lanes, 0.0);
+    for l in 0..lanes {
+        let mom = Stream::new(seed, stream_chain + l as u32, iter, Purpose::Momentum);
+        let p = &mut w.p[l * d..(l + 1) * d];
+        let mut k0 = 0.0;
+        for i in 0..d {
+            p[i] = mom.normal(i as u32) / m[i].sqrt();
+            k0 += m[i] * p[i] * p[i];
+        }
+        w.h0[l] = -logp[l] + 0.5 * k0;
     }
-    let h0 = -*logp + 0.5 * k0;
-    let mut lp1 = *logp;
     for _ in 0..tuning.n_steps {
-        for i in 0..d {
-            w.p[i] += 0.5 * eps * w.g1[i];
-            w.q1[i] += eps * m[i] * w.p[i];
+        for k in 0..lanes * d {
+            let i = k % d;
+            w.p[k] += 0.5 * eps * w.g1[k];
+            w.q1[k] += eps * m[i] * w.p[k];
         }
-        lp1 = log_density(precision, model, data, b, &w.q1, &mut w.g1, &mut w.scratch);
-        for i in 0..d {
-            w.p[i] += 0.5 * eps * w.g1[i];
+        block_density(
+            precision,
+            model,
+            data,
+            b,
+            lanes,
+            &w.q1,
+            &mut w.g1,
+            &mut w.lp1,
+            &mut w.scratch,
+        );
+        for k in 0..lanes * d {
+            w.p[k] += 0.5 * eps * w.g1[k];
         }
     }
-    let mut k1 = 0.0;
-    for i in 0..d {
-        k1 += m[i] * w.p[i] * w.p[i];
-        prop[i] = w.q1[i];
-        vel[i] = m[i] * w.p[i];
-    }
-    let h1 = -lp1 + 0.5 * k1;
-    let delta = h1 - h0;
-    let div = !delta.is_finite() || delta > MAX_ENERGY_ERROR || lp1 <= LOGP_NEG_INF;
-    let a = if div { 0.0 } else { (-delta).exp().min(1.0) };
-    let u = Stream::new(seed, stream_chain, iter, Purpose::Accept).uniform(0);
-    *accept_prob = a;
-    *divergent = div;
-    if !div && u < a {
-        q.copy_from_slice(&w.q1);
-        grad.copy_from_slice(&w.g1);
-        *logp = lp1;
-        *energy = h1;
-    } else {
-        *energy = h0;
+    for l in 0..lanes {
+        let r = l * d..(l + 1) * d;
+        let mut k1 = 0.0;
+        for i in 0..d {
+            let k = l * d + i;
+            k1 += m[i] * w.p[k] * w.p[k];
+            prop[k] = w.q1[k];
+            vel[k] = m[i] * w.p[k];
+        }
+        let (h0, lp1) = (w.h0[l], w.lp1[l]);
+        let h1 = -lp1 + 0.5 * k1;
+        let delta = h1 - h0;
+        let div = !delta.is_finite() || delta > MAX_ENERGY_ERROR || lp1 <= LOGP_NEG_INF;
+        let a = if div { 0.0 } else { (-delta).exp().min(1.0) };
+        let u = Stream::new(seed, stream_chain + l as u32, iter, Purpose::Accept).uniform(0);
+        accept_prob[l] = a;
+        divergent[l] = div;
+        if !div && u < a {
+            q[r.clone()].copy_from_slice(&w.q1[r.clone()]);
+            grad[r.clone()].copy_from_slice(&w.g1[r]);
+            logp[l] = lp1;
+            energy[l] = h1;
+        } else {
+            energy[l] = h0;
+        }
     }
 }
 
@@ -152,22 +189,15 @@ impl Integrator for CpuIntegrator {
     }
 
     fn set_positions(&mut self, q: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()> {
-        let d = self.dim();
         self.q.copy_from_slice(q);
-        let (model, data, cpd, prec) = (
-            &self.model,
-            &self.data,
+        eval_blocks(
+            (self.model.as_ref(), &self.data),
             self.chains_per_dataset,
             self.precision,
+            &self.q,
+            &mut self.grad,
+            &mut self.logp,
         );
-        self.q
-            .par_chunks(d)
-            .zip(self.grad.par_chunks_mut(d))
-            .zip(self.logp.par_iter_mut())
-            .enumerate()
-            .for_each_init(Vec::new, |s, (c, ((q, g), lp))| {
-                *lp = log_density(prec, model.as_ref(), data, c / cpd, q, g, s);
-            });
         logp.copy_from_slice(&self.logp);
         grad.copy_from_slice(&self.grad);
         Ok(())
@@ -183,24 +213,27 @@ impl Integrator for CpuIntegrator {
             self.seed,
             self.chain_offset,
         );
+        let lanes = block_size(model.1, model.0, cpd, self.logp.len());
         self.q
-            .par_chunks_mut(d)
-            .zip(self.grad.par_chunks_mut(d))
-            .zip(self.logp.par_iter_mut())
-            .zip(out.proposal.par_chunks_mut(d))
-            .zip(out.velocity.par_chunks_mut(d))
-            .zip(out.accept_prob.par_iter_mut())
-            .zip(out.divergent.par_iter_mut())
-            .zip(out.energy.par_iter_mut())
+            .par_chunks_mut(d * lanes)
+            .zip(self.grad.par_chunks_mut(d * lanes))
+            .zip(self.logp.par_chunks_mut(lanes))
+            .zip(out.proposal.par_chunks_mut(d * lanes))
+            .zip(out.velocity.par_chunks_mut(d * lanes))
+            .zip(out.accept_prob.par_chunks_mut(lanes))
+            .zip(out.divergent.par_chunks_mut(lanes))
+            .zip(out.energy.par_chunks_mut(lanes))
             .enumerate()
             .for_each_init(
                 Work::default,
-                |w, (c, (((((((q, g), lp), pr), ve), a), dv), en))| {
+                |w, (k, (((((((q, g), lp), pr), ve), a), dv), en))| {
+                    let c = k * lanes;
                     let b = c / cpd;
                     transition(
                         model,
                         data,
                         b,
+                        lanes,
                         off + c as u32,
                         iter,
                         seed,

@@ -81,6 +81,38 @@ pub trait Model: Send + Sync {
         self.log_density(data, b, theta, grad, scratch)
     }
 
+    /// [`Model::log_density`] of `lanes` chains of dataset `b` at once: `theta` and `grad`
+    /// hold the chains one after another, `logp` one value each. Each chain gets the bits
+    /// that [`Model::log_density`] gives it alone; the default calls it chain by chain.
+    #[allow(clippy::too_many_arguments)]
+    fn log_density_block(
+        &self,
+        data: &DataBatch,
+        b: usize,
+        lanes: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        logp: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) {
+        let d = self.dim();
+        for l in 0..lanes {
+            logp[l] = self.log_density(
+                data,
+                b,
+                &theta[l * d..(l + 1) * d],
+                &mut grad[l * d..(l + 1) * d],
+                scratch,
+            );
+        }
+    }
+
+    /// How many chains [`Model::log_density_block`] evaluates best together (f64, on the
+    /// CPU); 1 for a family without a block kernel.
+    fn block_lanes(&self) -> usize {
+        1
+    }
+
     /// Whether [`Model::log_density_f32`] has its own f32 kernel.
     fn has_f32_kernel(&self) -> bool {
         false

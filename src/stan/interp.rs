@@ -31,6 +31,8 @@ pub enum Block {
     TransformedParameters,
     /// `model`.
     Model,
+    /// `generated quantities`, per draw, in f64.
+    Generated,
 }
 
 /// The interpreter's state.
@@ -38,6 +40,9 @@ pub struct Interp {
     /// The recorded operations.
     pub tape: Tape,
     scopes: Vec<HashMap<String, Val>>,
+    /// Read-only variables below every scope (data and transformed data, shared by the
+    /// per-draw runs of generated quantities).
+    base: Option<std::sync::Arc<HashMap<String, Val>>>,
     /// Terms of `target`.
     pub target: Vec<Sc>,
     /// The block running.
@@ -56,6 +61,7 @@ impl Interp {
         Self {
             tape: Tape::default(),
             scopes: vec![HashMap::new()],
+            base: None,
             target: Vec::new(),
             block: Block::TransformedData,
             printed: Vec::new(),
@@ -72,7 +78,24 @@ impl Interp {
 
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&Val> {
-        self.scopes.iter().rev().find_map(|s| s.get(name))
+        self.scopes
+            .iter()
+            .rev()
+            .find_map(|s| s.get(name))
+            .or_else(|| self.base.as_ref().and_then(|b| b.get(name)))
+    }
+
+    /// The variables bound so far at the top level.
+    pub fn globals(&self) -> HashMap<String, Val> {
+        self.scopes[0].clone()
+    }
+
+    /// An interpreter over read-only `base` variables.
+    pub fn with_base(base: std::sync::Arc<HashMap<String, Val>>) -> Self {
+        Self {
+            base: Some(base),
+            ..Self::new()
+        }
     }
 
     fn get_mut(&mut self, name: &str) -> Option<&mut Val> {
@@ -171,7 +194,9 @@ impl Interp {
                     _ => self.binop("./", old.clone(), rhs, s.pos)?,
                 };
                 let new = convert(new, &old, value.pos)?;
-                let target = self.get_mut(name).expect("looked up");
+                let Some(target) = self.get_mut(name) else {
+                    return err(s.pos, format!("'{name}' cannot be assigned in this block"));
+                };
                 assign(target, &idx, new, s.pos)?;
             }
             StmtKind::Target(e) => {

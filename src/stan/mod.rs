@@ -5,18 +5,21 @@
 //! constants; parameters go through Stan's constraining transforms, whose log Jacobians
 //! join `target`, so the sampler works on the unconstrained space as Stan's does.
 //!
-//! Runs on the CPU backend; the GPU kernel generated from the same recording is not written
-//! yet, and `generated quantities` are parsed but not run.
+//! `generated quantities` run per stored draw on the CPU in f64, after the parameters and
+//! transformed parameters are recomputed from the draw. Runs on the CPU backend; the GPU
+//! kernel generated from the same recording is not written yet.
 
 pub mod ast;
 mod functions;
 pub mod interp;
+mod kernel;
 pub mod lexer;
 pub mod parser;
 pub mod tape;
 pub mod value;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
@@ -24,7 +27,11 @@ use crate::model::Model;
 use ast::{Decl, Program, Shape, StmtKind};
 use interp::{Block, Interp};
 use tape::{Fun, Sc, Tape};
+
 use value::Val;
+
+/// Chains evaluated together on the CPU.
+const BLOCK_LANES: usize = 16;
 
 /// A position in a program: 1-based line and column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -51,12 +58,58 @@ pub fn parse(path: &Path, source: &str) -> Result<Program> {
 #[derive(Clone, Debug)]
 pub struct StanModel {
     name: String,
-    tape: Tape,
+    kernel: kernel::Kernel,
     target: Sc,
     dim: usize,
     /// (CmdStan name, value) of every parameter and transformed parameter.
     outputs: Vec<(String, Sc)>,
+    /// What runs per draw for `generated quantities`, when the program has them.
+    generated: Option<Arc<Generated>>,
     notes: Vec<String>,
+}
+
+/// A program's `generated quantities`, run per draw on the CPU in f64 after the
+/// parameters and transformed parameters are recomputed from the draw.
+#[derive(Debug)]
+struct Generated {
+    /// Data and transformed data.
+    base: Arc<std::collections::HashMap<String, Val>>,
+    parameters: Vec<Decl>,
+    transformed_parameters: Vec<ast::Stmt>,
+    block: Vec<ast::Stmt>,
+    /// CmdStan names of the generated quantities.
+    names: Vec<String>,
+}
+
+impl Generated {
+    /// The generated quantities at a draw whose parameters and transformed parameters are
+    /// `outputs` (CmdStan order).
+    fn run(&self, outputs: &[f64]) -> interp::R<Vec<f64>> {
+        let mut it = Interp::with_base(self.base.clone());
+        it.block = Block::TransformedParameters;
+        let mut k = 0;
+        for d in &self.parameters {
+            let mut v = it.declare(d)?;
+            for (_, idx) in v.names(&d.name) {
+                v.set(&idx, Sc::C(outputs[k]));
+                k += 1;
+            }
+            it.bind(&d.name, v);
+        }
+        it.run(&self.transformed_parameters)?;
+        it.block = Block::Generated;
+        it.run(&self.block)?;
+        let mut out = Vec::with_capacity(self.names.len());
+        for s in &self.block {
+            if let StmtKind::Decl(d) = &s.kind {
+                let v = it.get(&d.name).expect("declared at the top level");
+                for (_, idx) in v.names(&d.name) {
+                    out.push(v.at(&idx).constant().unwrap_or(f64::NAN));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl StanModel {
@@ -123,6 +176,7 @@ impl StanModel {
         }
         it.block = Block::TransformedData;
         it.run(&prog.transformed_data).map_err(located)?;
+        let base = Arc::new(it.globals());
         // Parameters: unconstrained inputs through Stan's transforms.
         let mut next = 0usize;
         let mut outputs = Vec::new();
@@ -155,26 +209,78 @@ impl StanModel {
             .map_err(located)?;
         let terms = std::mem::take(&mut it.target);
         let target = it.tape.sum(&terms);
-        let mut notes: Vec<String> = it.printed.iter().map(|l| format!("print: {l}")).collect();
-        if !prog.generated_quantities.is_empty() {
-            notes.push("the generated quantities block is not run yet (its quantities are not in the draws)".into());
-        }
+        let notes: Vec<String> = it.printed.iter().map(|l| format!("print: {l}")).collect();
+        let generated = if prog.generated_quantities.is_empty() {
+            None
+        } else {
+            // The quantities' names come from their declared sizes (data only).
+            let mut names = Vec::new();
+            let mut g = Interp::with_base(base.clone());
+            for s in &prog.generated_quantities {
+                if let StmtKind::Decl(d) = &s.kind {
+                    let shape = g.declare(d).map_err(located)?;
+                    names.extend(shape.names(&d.name).into_iter().map(|(n, _)| n));
+                }
+            }
+            Some(Arc::new(Generated {
+                base,
+                parameters: prog.parameters.clone(),
+                transformed_parameters: prog.transformed_parameters.clone(),
+                block: prog.generated_quantities.clone(),
+                names,
+            }))
+        };
         let name = path
             .file_stem()
             .map_or("stan".into(), |s| s.to_string_lossy().into_owned());
         Ok(Self {
             name,
-            tape: it.tape,
+            kernel: kernel::Kernel::new(&it.tape),
             target,
             dim: next,
             outputs,
+            generated,
             notes,
         })
+        .and_then(|m: Self| m.check_generated(path))
+    }
+
+    /// Runs the generated quantities once (at the unconstrained origin) so that a
+    /// construct they use outside the subset is refused now, with its position, and not
+    /// draw by draw; an error that depends on the values (a `reject`) is left to the draws.
+    fn check_generated(self, path: &Path) -> Result<Self> {
+        if let Some(g) = &self.generated {
+            let outputs = self.outputs_at(&vec![0.0; self.dim]);
+            if let Err((pos, message)) = g.run(&outputs) {
+                if message.contains("not supported") || message.contains("unknown") {
+                    return Err(Error::Program {
+                        path: path.to_path_buf(),
+                        line: pos.line,
+                        column: pos.col,
+                        message,
+                    });
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Parameters and transformed parameters at `theta`.
+    fn outputs_at(&self, theta: &[f64]) -> Vec<f64> {
+        let mut vals = vec![0.0; self.kernel.slots()];
+        self.kernel.forward(theta, self.dim, 1, &mut vals);
+        self.outputs
+            .iter()
+            .map(|(_, s)| match *s {
+                Sc::C(c) => c,
+                Sc::N(i) => vals[i as usize],
+            })
+            .collect()
     }
 
     /// Operations recorded for one evaluation of the log density.
     pub fn tape_len(&self) -> usize {
-        self.tape.ops.len()
+        self.kernel.slots()
     }
 
     /// What a user should know about how the program runs (its `print` output when
@@ -183,23 +289,32 @@ impl StanModel {
         &self.notes
     }
 
-    fn eval(&self, theta: &[f64], grad: Option<&mut [f64]>, scratch: &mut Vec<f64>) -> f64 {
-        let n = self.tape.ops.len();
-        scratch.resize(2 * n, 0.0);
-        let (vals, adj) = scratch.split_at_mut(n);
-        self.tape.forward(theta, vals);
-        let lp = match self.target {
-            Sc::C(c) => c,
-            Sc::N(i) => vals[i as usize],
-        };
-        if let Some(g) = grad {
-            g.iter_mut().for_each(|x| *x = 0.0);
-            if let Sc::N(i) = self.target {
-                self.tape.reverse(i, vals, adj, g);
+    /// Log densities and gradients of `lanes` chains at once (positions one after
+    /// another).
+    fn eval_block(
+        &self,
+        lanes: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        logp: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) {
+        let n = self.kernel.slots();
+        scratch.resize(2 * n * lanes, 0.0);
+        let (vals, adj) = scratch.split_at_mut(n * lanes);
+        self.kernel.forward(theta, self.dim, lanes, vals);
+        grad[..lanes * self.dim].fill(0.0);
+        match self.target {
+            Sc::C(c) => logp[..lanes].fill(c),
+            Sc::N(i) => {
+                let i = i as usize;
+                logp[..lanes].copy_from_slice(&vals[i * lanes..(i + 1) * lanes]);
+                self.kernel.reverse(i, vals, adj, self.dim, lanes, grad);
             }
-            return crate::math::sanitize(lp, g);
         }
-        lp
+        for l in 0..lanes {
+            logp[l] = crate::math::sanitize(logp[l], &mut grad[l * self.dim..(l + 1) * self.dim]);
+        }
     }
 }
 
@@ -477,19 +592,24 @@ impl Model for StanModel {
     }
 
     fn param_names(&self) -> Vec<String> {
-        self.outputs.iter().map(|(n, _)| n.clone()).collect()
+        let mut names: Vec<String> = self.outputs.iter().map(|(n, _)| n.clone()).collect();
+        if let Some(g) = &self.generated {
+            names.extend(g.names.iter().cloned());
+        }
+        names
     }
 
+    /// Parameters, transformed parameters and generated quantities (NaN where the
+    /// generated quantities failed at this draw, e.g. by `reject`).
     fn constrain(&self, theta: &[f64]) -> Vec<f64> {
-        let mut vals = vec![0.0; self.tape.ops.len()];
-        self.tape.forward(theta, &mut vals);
-        self.outputs
-            .iter()
-            .map(|(_, s)| match *s {
-                Sc::C(c) => c,
-                Sc::N(i) => vals[i as usize],
-            })
-            .collect()
+        let mut out = self.outputs_at(theta);
+        if let Some(g) = &self.generated {
+            match g.run(&out) {
+                Ok(v) => out.extend(v),
+                Err(_) => out.extend(std::iter::repeat_n(f64::NAN, g.names.len())),
+            }
+        }
+        out
     }
 
     fn unconstrain(&self, _params: &[f64]) -> Result<Vec<f64>> {
@@ -511,7 +631,26 @@ impl Model for StanModel {
         grad: &mut [f64],
         scratch: &mut Vec<f64>,
     ) -> f64 {
-        self.eval(theta, Some(grad), scratch)
+        let mut lp = [0.0];
+        self.eval_block(1, theta, grad, &mut lp, scratch);
+        lp[0]
+    }
+
+    fn log_density_block(
+        &self,
+        _data: &DataBatch,
+        _b: usize,
+        lanes: usize,
+        theta: &[f64],
+        grad: &mut [f64],
+        logp: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) {
+        self.eval_block(lanes, theta, grad, logp, scratch);
+    }
+
+    fn block_lanes(&self) -> usize {
+        BLOCK_LANES
     }
 
     fn constant(&self, _data: &DataBatch, _b: usize) -> f64 {

@@ -90,7 +90,7 @@ impl Fun {
     }
 
     /// The derivative at `x`, given the value `y = f(x)`.
-    fn d(self, x: f64, y: f64) -> f64 {
+    pub(super) fn d(self, x: f64, y: f64) -> f64 {
         match self {
             Fun::Exp => y,
             Fun::Log => 1.0 / x,
@@ -317,112 +317,5 @@ impl Tape {
             return Sc::C(crate::math::log_sum_exp(&cs));
         }
         self.push(Op::LogSumExp(terms.to_vec()))
-    }
-
-    /// Evaluates every node at `theta` into `vals` (one slot per node).
-    pub fn forward(&self, theta: &[f64], vals: &mut [f64]) {
-        for (i, op) in self.ops.iter().enumerate() {
-            let v = |s: &Sc, vals: &[f64]| match *s {
-                Sc::C(c) => c,
-                Sc::N(n) => vals[n as usize],
-            };
-            let y = match op {
-                Op::Input(k) => theta[*k as usize],
-                Op::Add(a, b) => v(a, vals) + v(b, vals),
-                Op::Sub(a, b) => v(a, vals) - v(b, vals),
-                Op::Mul(a, b) => v(a, vals) * v(b, vals),
-                Op::Div(a, b) => v(a, vals) / v(b, vals),
-                Op::Pow(a, b) => v(a, vals).powf(v(b, vals)),
-                Op::Max(a, b) => v(a, vals).max(v(b, vals)),
-                Op::Min(a, b) => v(a, vals).min(v(b, vals)),
-                Op::Fun(f, a) => f.f(v(a, vals)),
-                Op::Sum(t) => t.iter().map(|s| v(s, vals)).sum(),
-                Op::LogSumExp(t) => {
-                    let m = t
-                        .iter()
-                        .map(|s| v(s, vals))
-                        .fold(f64::NEG_INFINITY, f64::max);
-                    if !m.is_finite() {
-                        m
-                    } else {
-                        m + t.iter().map(|s| (v(s, vals) - m).exp()).sum::<f64>().ln()
-                    }
-                }
-            };
-            vals[i] = y;
-        }
-    }
-
-    /// Adds d out / d theta to `grad`, for the node `out`, given the forward values.
-    pub fn reverse(&self, out: u32, vals: &[f64], adj: &mut [f64], grad: &mut [f64]) {
-        adj.iter_mut().for_each(|a| *a = 0.0);
-        adj[out as usize] = 1.0;
-        let v = |s: &Sc| match *s {
-            Sc::C(c) => c,
-            Sc::N(n) => vals[n as usize],
-        };
-        for i in (0..=out as usize).rev() {
-            let a = adj[i];
-            if a == 0.0 {
-                continue;
-            }
-            let give = |s: &Sc, d: f64, adj: &mut [f64]| {
-                if let Sc::N(n) = *s {
-                    adj[n as usize] += a * d;
-                }
-            };
-            match &self.ops[i] {
-                Op::Input(k) => grad[*k as usize] += a,
-                Op::Add(x, y) => {
-                    give(x, 1.0, adj);
-                    give(y, 1.0, adj);
-                }
-                Op::Sub(x, y) => {
-                    give(x, 1.0, adj);
-                    give(y, -1.0, adj);
-                }
-                Op::Mul(x, y) => {
-                    give(x, v(y), adj);
-                    give(y, v(x), adj);
-                }
-                Op::Div(x, y) => {
-                    let yv = v(y);
-                    give(x, 1.0 / yv, adj);
-                    give(y, -vals[i] / yv, adj);
-                }
-                Op::Pow(x, y) => {
-                    let (xv, yv) = (v(x), v(y));
-                    give(x, yv * xv.powf(yv - 1.0), adj);
-                    if let Sc::N(_) = y {
-                        give(y, vals[i] * xv.ln(), adj);
-                    }
-                }
-                Op::Max(x, y) => {
-                    if v(x) >= v(y) {
-                        give(x, 1.0, adj)
-                    } else {
-                        give(y, 1.0, adj)
-                    }
-                }
-                Op::Min(x, y) => {
-                    if v(x) <= v(y) {
-                        give(x, 1.0, adj)
-                    } else {
-                        give(y, 1.0, adj)
-                    }
-                }
-                Op::Fun(f, x) => give(x, f.d(v(x), vals[i]), adj),
-                Op::Sum(t) => {
-                    for s in t {
-                        give(s, 1.0, adj);
-                    }
-                }
-                Op::LogSumExp(t) => {
-                    for s in t {
-                        give(s, (v(s) - vals[i]).exp(), adj);
-                    }
-                }
-            }
-        }
     }
 }

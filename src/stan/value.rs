@@ -70,6 +70,17 @@ impl Val {
         }
     }
 
+    /// Sets the scalar at a full index (0-based, outermost first); an int stays an int.
+    pub fn set(&mut self, idx: &[usize], s: Sc) {
+        match self {
+            Val::Int(i) => *i = s.constant().unwrap_or(0.0) as i64,
+            Val::Real(x) => *x = s,
+            Val::Vector(v) | Val::Row(v) => v[idx[0]] = s,
+            Val::Matrix { cols, v, .. } => v[idx[0] * *cols + idx[1]] = s,
+            Val::Array(a) => a[idx[0]].set(&idx[1..], s),
+        }
+    }
+
     /// Every scalar, in row-major order (arrays, then their elements).
     pub fn flat(&self) -> Vec<Sc> {
         let mut out = Vec::new();

@@ -215,7 +215,8 @@ pub fn sample_to_dir(
         None
     } else if job.log_lik.is_some() {
         let shape = write_log_lik(dir, model.as_ref(), &data, cfg.chains)?;
-        if shape.is_none() {
+        // Said when asked for (--log-lik), not for every run of a family without one.
+        if shape.is_none() && job.log_lik == Some(u64::MAX) {
             notes.push(format!(
                 "no log_lik.npy: {} defines no pointwise log likelihood here (a family without one, a --keep subset, or datasets of different sizes)",
                 model.name()
