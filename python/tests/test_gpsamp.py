@@ -68,9 +68,12 @@ def test_sample_gives_the_cli_draws_and_arviz_accepts_them(tutorial, tmp_path):
     summary = az.summary(idata, round_to="none")
     cli_summary = pd.read_csv(out / "summary.csv")
     # ArviZ's summary of our draws agrees with the CLI's summary (its own ArviZ twin); ArviZ
-    # sums the f32 draws in f32.
-    for col, rtol in [("mean", 1e-5), ("sd", 1e-4), ("ess_bulk", 1e-3), ("r_hat", 1e-5)]:
+    # sums the f32 draws in f32, and folds and ranks them in f32 for the tail R-hat, which
+    # moves R-hat in its fifth digit. On the same draws in f64 ArviZ's R-hat is the CLI's.
+    for col, rtol in [("mean", 1e-5), ("sd", 1e-4), ("ess_bulk", 1e-3), ("r_hat", 1e-4)]:
         np.testing.assert_allclose(summary[col].values, cli_summary[col].values, rtol=rtol)
+    rhat64 = [float(az.rhat(draws[..., k].astype(np.float64))) for k in range(draws.shape[2])]
+    np.testing.assert_allclose(rhat64, cli_summary["r_hat"].values, rtol=1e-12)
     assert (summary["r_hat"] < 1.01).all()
     axes = az.plot_trace(idata, var_names=["weights", "sigma"])
     assert axes.shape[0] == 2
@@ -251,7 +254,7 @@ def test_mdn_train_and_predict_match_the_cli(tmp_path):
     grid = np.linspace(0.001, 0.999, 999)
     mass = post.pdf(grid).sum(axis=1) * (grid[1] - grid[0])
     np.testing.assert_allclose(mass, 1, atol=0.02)
-    with pytest.raises(ValueError, match="y 101"):
+    with pytest.raises(ValueError, match="y: 101"):
         net.predict([101])
 
 
