@@ -198,6 +198,10 @@ fn constructs_outside_the_subset_are_refused_with_their_position() {
             ":6:1: expected ';'",
         ),
         (
+            "parameters {\n  real mu;\n}\nmodel {\n  mu ~ normal(0, \n",
+            ":6:1: expected an expression, found the end of the file",
+        ),
+        (
             "data {\n  int N;\n}\nparameters {\n  real mu;\n}\nmodel {\n  mu ~ normal(0, N);\n}\n",
             "data.json: N: missing",
         ),

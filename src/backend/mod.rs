@@ -145,6 +145,26 @@ impl Backend {
         Self::select_noted(kind)
     }
 
+    /// [`Backend::select_for_chains`] for a run of `model`: `auto` takes the CPU backend for
+    /// a family without a GPU kernel ([`Model::has_gpu_kernel`]); an explicit `gpu` is left
+    /// for the GPU engines to refuse with the family's name.
+    pub fn select_for_model(
+        kind: BackendKind,
+        chains: usize,
+        model: &dyn Model,
+    ) -> Result<(Self, Option<String>)> {
+        if kind == BackendKind::Auto && !model.has_gpu_kernel() {
+            return Ok((
+                Backend::cpu(),
+                Some(format!(
+                    "{} runs on the CPU backend: it has no GPU kernel yet",
+                    model.name()
+                )),
+            ));
+        }
+        Self::select_for_chains(kind, chains)
+    }
+
     /// Resolves `kind`, with a note for the user when `auto` chose: which GPU adapter, or
     /// why it fell back to the CPU backend.
     pub fn select_noted(kind: BackendKind) -> Result<(Self, Option<String>)> {
@@ -230,5 +250,19 @@ mod tests {
         if let Backend::Gpu(ctx) = b {
             assert_ne!(ctx.summary.device_type, "Cpu");
         }
+    }
+
+    #[test]
+    fn auto_keeps_families_without_a_gpu_kernel_on_the_cpu() {
+        let src = "parameters {\n  real mu;\n}\nmodel {\n  mu ~ normal(0, 1);\n}\n";
+        let m = crate::stan::StanModel::compile(std::path::Path::new("m.stan"), src, None).unwrap();
+        let (b, note) = Backend::select_for_model(BackendKind::Auto, 1 << 20, &m).unwrap();
+        assert!(matches!(b, Backend::Cpu(_)));
+        assert!(note.unwrap().contains("no GPU kernel"));
+        // Families with one decide by the chain count as before.
+        let glm =
+            crate::MixGlm::glm(crate::Likelihood::Gaussian, 1, crate::Priors::default()).unwrap();
+        let (b, note) = Backend::select_for_model(BackendKind::Auto, 4, &glm).unwrap();
+        assert!(matches!(b, Backend::Cpu(_)) && note.unwrap().contains("4 chains"));
     }
 }

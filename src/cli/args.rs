@@ -26,14 +26,16 @@ pub fn select_backend(arg: BackendArg, quiet: bool) -> anyhow::Result<gpsamp::Ba
     Ok(backend)
 }
 
-/// [`select_backend`] for a sampler run of `chains` chains in all: `auto` keeps small
-/// ensembles on the CPU ([`gpsamp::backend::AUTO_GPU_MIN_CHAINS`]).
-pub fn select_backend_for_chains(
+/// [`select_backend`] for a sampler run of `model` with `chains` chains in all: `auto`
+/// keeps small ensembles ([`gpsamp::backend::AUTO_GPU_MIN_CHAINS`]) and families without a
+/// GPU kernel on the CPU.
+pub fn select_backend_for_run(
     arg: BackendArg,
     quiet: bool,
     chains: usize,
+    model: &dyn gpsamp::Model,
 ) -> anyhow::Result<gpsamp::Backend> {
-    let (backend, note) = gpsamp::Backend::select_for_chains(arg.into(), chains)?;
+    let (backend, note) = gpsamp::Backend::select_for_model(arg.into(), chains, model)?;
     say_note(note, quiet);
     Ok(backend)
 }

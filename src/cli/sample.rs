@@ -420,14 +420,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
-    // Stan programs have no GPU kernel yet: `auto` is the CPU for them.
-    let backend_arg = match a.backend {
-        super::args::BackendArg::Auto if !model.has_gpu_kernel() => super::args::BackendArg::Cpu,
-        other => other,
-    };
-    let backend = super::args::select_backend_for_chains(backend_arg, a.quiet, n_chains)?
-        .with_precision(a.precision.into())
-        .for_model(model.as_ref());
+    let backend =
+        super::args::select_backend_for_run(a.backend, a.quiet, n_chains, model.as_ref())?
+            .with_precision(a.precision.into())
+            .for_model(model.as_ref());
     let job = SampleJob {
         config: cfg,
         keep: a.keep.clone(),

@@ -655,21 +655,11 @@ impl Interp {
             }
         };
         let mut terms: Vec<Sc> = Vec::new();
-        let keep = |t: &mut Tape, s: Sc, terms: &mut Vec<Sc>| {
-            let _ = t;
+        let keep = |s: Sc, terms: &mut Vec<Sc>| {
             if !(drop && s.constant().is_some()) {
                 terms.push(s);
             }
         };
-        match dist {
-            "dirichlet"
-            | "categorical"
-            | "categorical_logit"
-            | "normal_id_glm"
-            | "bernoulli_logit_glm"
-            | "poisson_log_glm" => {}
-            _ => {}
-        }
         match dist {
             "dirichlet" => {
                 np(1)?;
@@ -682,15 +672,15 @@ impl Interp {
                     }
                     let sa = t.sum(al);
                     let lg = t.fun(Fun::Lgamma, sa);
-                    keep(t, lg, &mut terms);
+                    keep(lg, &mut terms);
                     for (&x, &a) in th.iter().zip(al) {
                         let lga = t.fun(Fun::Lgamma, a);
                         let nlga = t.neg(lga);
-                        keep(t, nlga, &mut terms);
+                        keep(nlga, &mut terms);
                         let am1 = t.sub(a, Sc::C(1.0));
                         let lx = t.fun(Fun::Log, x);
                         let term = t.mul(am1, lx);
-                        keep(t, term, &mut terms);
+                        keep(term, &mut terms);
                     }
                 }
                 return Ok(t.sum(&terms));
@@ -716,7 +706,7 @@ impl Interp {
                         Some(l) => t.sub(b, l),
                         None => t.fun(Fun::Log, b),
                     };
-                    keep(t, term, &mut terms);
+                    keep(term, &mut terms);
                 }
                 return Ok(t.sum(&terms));
             }
@@ -805,11 +795,11 @@ impl Interp {
                     let z = t.div(d, sigma);
                     let z2 = t.mul(z, z);
                     let a = t.mul(Sc::C(-0.5), z2);
-                    keep(t, a, &mut terms);
+                    keep(a, &mut terms);
                     let ls = t.fun(Fun::Log, sigma);
                     let nls = t.neg(ls);
-                    keep(t, nls, &mut terms);
-                    keep(t, Sc::C(-HALF_LOG_2PI), &mut terms);
+                    keep(nls, &mut terms);
+                    keep(Sc::C(-HALF_LOG_2PI), &mut terms);
                 }
                 "cauchy" => {
                     let d = t.sub(y, p(1));
@@ -817,11 +807,11 @@ impl Interp {
                     let z2 = t.mul(z, z);
                     let l = t.fun(Fun::Log1p, z2);
                     let nl = t.neg(l);
-                    keep(t, nl, &mut terms);
+                    keep(nl, &mut terms);
                     let ls = t.fun(Fun::Log, p(2));
                     let nls = t.neg(ls);
-                    keep(t, nls, &mut terms);
-                    keep(t, Sc::C(-LOG_PI), &mut terms);
+                    keep(nls, &mut terms);
+                    keep(Sc::C(-LOG_PI), &mut terms);
                 }
                 "student_t" => {
                     let (nu, mu, sigma) = (p(1), p(2), p(3));
@@ -833,10 +823,10 @@ impl Interp {
                     let lnu = t.fun(Fun::Log, nu);
                     let hl = t.mul(Sc::C(0.5), lnu);
                     let c = t.sub(ab, hl);
-                    keep(t, c, &mut terms);
+                    keep(c, &mut terms);
                     let ls = t.fun(Fun::Log, sigma);
                     let nls = t.neg(ls);
-                    keep(t, nls, &mut terms);
+                    keep(nls, &mut terms);
                     let d = t.sub(y, mu);
                     let z = t.div(d, sigma);
                     let z2 = t.mul(z, z);
@@ -844,19 +834,19 @@ impl Interp {
                     let l = t.fun(Fun::Log1p, q);
                     let m = t.mul(h1, l);
                     let nm = t.neg(m);
-                    keep(t, nm, &mut terms);
-                    keep(t, Sc::C(-0.5 * LOG_PI), &mut terms);
+                    keep(nm, &mut terms);
+                    keep(Sc::C(-0.5 * LOG_PI), &mut terms);
                 }
                 "double_exponential" => {
                     let d = t.sub(y, p(1));
                     let a = t.fun(Fun::Abs, d);
                     let q = t.div(a, p(2));
                     let nq = t.neg(q);
-                    keep(t, nq, &mut terms);
+                    keep(nq, &mut terms);
                     let ls = t.fun(Fun::Log, p(2));
                     let nls = t.neg(ls);
-                    keep(t, nls, &mut terms);
-                    keep(t, Sc::C(-std::f64::consts::LN_2), &mut terms);
+                    keep(nls, &mut terms);
+                    keep(Sc::C(-std::f64::consts::LN_2), &mut terms);
                 }
                 "logistic" => {
                     let d = t.sub(y, p(1));
@@ -865,42 +855,42 @@ impl Interp {
                     let sp = t.fun(Fun::Log1pExp, nz);
                     let two = t.mul(Sc::C(2.0), sp);
                     let a = t.sub(nz, two);
-                    keep(t, a, &mut terms);
+                    keep(a, &mut terms);
                     let ls = t.fun(Fun::Log, p(2));
                     let nls = t.neg(ls);
-                    keep(t, nls, &mut terms);
+                    keep(nls, &mut terms);
                 }
                 "exponential" => {
                     let lb = t.fun(Fun::Log, p(1));
-                    keep(t, lb, &mut terms);
+                    keep(lb, &mut terms);
                     let by = t.mul(p(1), y);
                     let nby = t.neg(by);
-                    keep(t, nby, &mut terms);
+                    keep(nby, &mut terms);
                 }
                 "gamma" | "inv_gamma" => {
                     let (a, b) = (p(1), p(2));
                     let lb = t.fun(Fun::Log, b);
                     let alb = t.mul(a, lb);
-                    keep(t, alb, &mut terms);
+                    keep(alb, &mut terms);
                     let lga = t.fun(Fun::Lgamma, a);
                     let nlga = t.neg(lga);
-                    keep(t, nlga, &mut terms);
+                    keep(nlga, &mut terms);
                     let ly = t.fun(Fun::Log, y);
                     if dist == "gamma" {
                         let am1 = t.sub(a, Sc::C(1.0));
                         let x = t.mul(am1, ly);
-                        keep(t, x, &mut terms);
+                        keep(x, &mut terms);
                         let by = t.mul(b, y);
                         let nby = t.neg(by);
-                        keep(t, nby, &mut terms);
+                        keep(nby, &mut terms);
                     } else {
                         let ap1 = t.add(a, Sc::C(1.0));
                         let x = t.mul(ap1, ly);
                         let nx = t.neg(x);
-                        keep(t, nx, &mut terms);
+                        keep(nx, &mut terms);
                         let boy = t.div(b, y);
                         let nboy = t.neg(boy);
-                        keep(t, nboy, &mut terms);
+                        keep(nboy, &mut terms);
                     }
                 }
                 "lognormal" => {
@@ -909,13 +899,13 @@ impl Interp {
                     let z = t.div(d, p(2));
                     let z2 = t.mul(z, z);
                     let a = t.mul(Sc::C(-0.5), z2);
-                    keep(t, a, &mut terms);
+                    keep(a, &mut terms);
                     let ls = t.fun(Fun::Log, p(2));
                     let nls = t.neg(ls);
-                    keep(t, nls, &mut terms);
+                    keep(nls, &mut terms);
                     let nly = t.neg(ly);
-                    keep(t, nly, &mut terms);
-                    keep(t, Sc::C(-HALF_LOG_2PI), &mut terms);
+                    keep(nly, &mut terms);
+                    keep(Sc::C(-HALF_LOG_2PI), &mut terms);
                 }
                 "beta" => {
                     let (a, b) = (p(1), p(2));
@@ -925,12 +915,12 @@ impl Interp {
                     let am1 = t.sub(a, Sc::C(1.0));
                     let bm1 = t.sub(b, Sc::C(1.0));
                     let x1 = t.mul(am1, ly);
-                    keep(t, x1, &mut terms);
+                    keep(x1, &mut terms);
                     let x2 = t.mul(bm1, l1y);
-                    keep(t, x2, &mut terms);
+                    keep(x2, &mut terms);
                     let lb = lbeta(t, a, b);
                     let nlb = t.neg(lb);
-                    keep(t, nlb, &mut terms);
+                    keep(nlb, &mut terms);
                 }
                 "uniform" => {
                     if let (Some(yv), Some(lo), Some(hi)) =
@@ -943,7 +933,7 @@ impl Interp {
                     let w = t.sub(p(2), p(1));
                     let lw = t.fun(Fun::Log, w);
                     let nlw = t.neg(lw);
-                    keep(t, nlw, &mut terms);
+                    keep(nlw, &mut terms);
                 }
                 "bernoulli" => {
                     let th = p(1);
@@ -954,7 +944,7 @@ impl Interp {
                         let om = t.sub(Sc::C(1.0), th);
                         t.fun(Fun::Log, om)
                     };
-                    keep(t, term, &mut terms);
+                    keep(term, &mut terms);
                 }
                 "bernoulli_logit" => {
                     let a = p(1);
@@ -963,21 +953,21 @@ impl Interp {
                     let arg = if yv == 1.0 { t.neg(a) } else { a };
                     let sp = t.fun(Fun::Log1pExp, arg);
                     let term = t.neg(sp);
-                    keep(t, term, &mut terms);
+                    keep(term, &mut terms);
                 }
                 "binomial" | "binomial_logit" => {
                     let nn = p(1);
                     let lc = lchoose(t, nn, y);
-                    keep(t, lc, &mut terms);
+                    keep(lc, &mut terms);
                     let nmy = t.sub(nn, y);
                     if dist == "binomial" {
                         let lt = t.fun(Fun::Log, p(2));
                         let om = t.sub(Sc::C(1.0), p(2));
                         let l1t = t.fun(Fun::Log, om);
                         let a = multiply_log_sc(t, y, lt);
-                        keep(t, a, &mut terms);
+                        keep(a, &mut terms);
                         let b = multiply_log_sc(t, nmy, l1t);
-                        keep(t, b, &mut terms);
+                        keep(b, &mut terms);
                     } else {
                         let a = p(2);
                         let na = t.neg(a);
@@ -985,10 +975,10 @@ impl Interp {
                         let s2 = t.fun(Fun::Log1pExp, a);
                         let x = t.mul(y, s1);
                         let nx = t.neg(x);
-                        keep(t, nx, &mut terms);
+                        keep(nx, &mut terms);
                         let z = t.mul(nmy, s2);
                         let nz = t.neg(z);
-                        keep(t, nz, &mut terms);
+                        keep(nz, &mut terms);
                     }
                 }
                 "poisson" | "poisson_log" => {
@@ -998,13 +988,13 @@ impl Interp {
                         (t.fun(Fun::Exp, p(1)), p(1))
                     };
                     let a = multiply_log_sc(t, y, loglam);
-                    keep(t, a, &mut terms);
+                    keep(a, &mut terms);
                     let nl = t.neg(lam);
-                    keep(t, nl, &mut terms);
+                    keep(nl, &mut terms);
                     let y1 = t.add(y, Sc::C(1.0));
                     let lg = t.fun(Fun::Lgamma, y1);
                     let nlg = t.neg(lg);
-                    keep(t, nlg, &mut terms);
+                    keep(nlg, &mut terms);
                 }
                 "neg_binomial_2" | "neg_binomial_2_log" => {
                     let phi = p(2);
@@ -1018,21 +1008,21 @@ impl Interp {
                     // lchoose(y + phi - 1, y) = lgamma(y + phi) - lgamma(y + 1) - lgamma(phi)
                     let yp = t.add(y, phi);
                     let a = t.fun(Fun::Lgamma, yp);
-                    keep(t, a, &mut terms);
+                    keep(a, &mut terms);
                     let y1 = t.add(y, Sc::C(1.0));
                     let b = t.fun(Fun::Lgamma, y1);
                     let nb = t.neg(b);
-                    keep(t, nb, &mut terms);
+                    keep(nb, &mut terms);
                     let c = t.fun(Fun::Lgamma, phi);
                     let nc = t.neg(c);
-                    keep(t, nc, &mut terms);
+                    keep(nc, &mut terms);
                     let d = t.sub(logmu, ls);
                     let e = multiply_log_sc(t, y, d);
-                    keep(t, e, &mut terms);
+                    keep(e, &mut terms);
                     let lphi = t.fun(Fun::Log, phi);
                     let f = t.sub(lphi, ls);
                     let g = t.mul(phi, f);
-                    keep(t, g, &mut terms);
+                    keep(g, &mut terms);
                 }
                 _ => return err(pos, format!("distribution '{dist}' is not supported")),
             }

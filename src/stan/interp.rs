@@ -180,10 +180,10 @@ impl Interp {
             } => {
                 let rhs = self.eval(value)?;
                 let idx = self.indexes(index)?;
-                let Some(cur) = self.get(name).cloned() else {
+                let Some(cur) = self.get(name) else {
                     return err(s.pos, format!("unknown variable '{name}'"));
                 };
-                let old = index_val(&cur, &idx, s.pos)?;
+                let old = index_val(cur, &idx, s.pos)?;
                 let new = match *op {
                     "=" => rhs,
                     "+=" => self.binop("+", old.clone(), rhs, s.pos)?,
@@ -436,8 +436,14 @@ impl Interp {
                 }
             }
             ExprKind::Index(base, idx) => {
-                let v = self.eval(base)?;
                 let ix = self.indexes(idx)?;
+                // A variable is indexed in place: `y[t]` in a loop copies one element, not y.
+                if let ExprKind::Var(n) = &base.kind {
+                    if let Some(v) = self.get(n) {
+                        return index_val(v, &ix, e.pos);
+                    }
+                }
+                let v = self.eval(base)?;
                 index_val(&v, &ix, e.pos)
             }
             ExprKind::Transpose(a) => match self.eval(a)? {

@@ -347,19 +347,21 @@ fn read_data(path: &Path, json: &serde_json::Value, d: &Decl, like: &Val) -> Res
                 _ => Err(format!("{at}: expected a number, found {x}")),
             }
         };
-        let list = |x: &serde_json::Value,
-                    n: usize|
-         -> std::result::Result<Vec<serde_json::Value>, String> {
+        /// The `n` items of a JSON list (a one-element container may be a scalar).
+        fn list<'a>(
+            x: &'a serde_json::Value,
+            n: usize,
+            at: &str,
+        ) -> std::result::Result<Vec<&'a serde_json::Value>, String> {
             match x {
-                serde_json::Value::Array(a) if a.len() == n => Ok(a.clone()),
+                serde_json::Value::Array(a) if a.len() == n => Ok(a.iter().collect()),
                 serde_json::Value::Array(a) => {
                     Err(format!("{at}: {} values, the declaration has {n}", a.len()))
                 }
-                // A one-element container may be given as a scalar.
-                other if n == 1 => Ok(vec![other.clone()]),
+                other if n == 1 => Ok(vec![other]),
                 other => Err(format!("{at}: expected a list of {n}, found {other}")),
             }
-        };
+        }
         Ok(match like {
             Val::Int(_) => {
                 let x = num(v)?;
@@ -370,9 +372,9 @@ fn read_data(path: &Path, json: &serde_json::Value, d: &Decl, like: &Val) -> Res
             }
             Val::Real(_) => Val::Real(Sc::C(num(v)?)),
             Val::Vector(x) | Val::Row(x) => {
-                let items = list(v, x.len())?;
+                let items = list(v, x.len(), at)?;
                 let vals = items
-                    .iter()
+                    .into_iter()
                     .map(num)
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 let s = vals.into_iter().map(Sc::C).collect();
@@ -383,11 +385,11 @@ fn read_data(path: &Path, json: &serde_json::Value, d: &Decl, like: &Val) -> Res
                 }
             }
             Val::Matrix { rows, cols, .. } => {
-                let rs = list(v, *rows)?;
+                let rs = list(v, *rows, at)?;
                 let mut m = Vec::with_capacity(rows * cols);
                 for (i, r) in rs.iter().enumerate() {
-                    for x in list(r, *cols).map_err(|e| format!("row {}: {e}", i + 1))? {
-                        m.push(Sc::C(num(&x)?));
+                    for x in list(r, *cols, at).map_err(|e| format!("row {}: {e}", i + 1))? {
+                        m.push(Sc::C(num(x)?));
                     }
                 }
                 Val::Matrix {
@@ -397,9 +399,9 @@ fn read_data(path: &Path, json: &serde_json::Value, d: &Decl, like: &Val) -> Res
                 }
             }
             Val::Array(a) => {
-                let items = list(v, a.len())?;
+                let items = list(v, a.len(), at)?;
                 let mut out = Vec::with_capacity(a.len());
-                for (i, (x, l)) in items.iter().zip(a).enumerate() {
+                for (i, (x, l)) in items.into_iter().zip(a).enumerate() {
                     out.push(fill(x, l, &format!("{at}[{}]", i + 1))?);
                 }
                 Val::Array(out)
@@ -516,7 +518,6 @@ fn constrain(
             let hi = bound(it, &c.upper)?;
             let off = bound(it, &c.offset)?;
             let mul = bound(it, &c.multiplier)?;
-            let n = like.flat().len();
             let pick = |b: &Option<Vec<Sc>>, k: usize| {
                 b.as_ref()
                     .map(|v| v[if v.len() == 1 { 0 } else { k % v.len() }])
@@ -565,7 +566,6 @@ fn constrain(
                 k += 1;
                 x
             });
-            let _ = n;
             Ok(v)
         }
     }

@@ -88,14 +88,7 @@ impl Parser {
         }
     }
     fn describe(&self) -> String {
-        match self.peek() {
-            Tok::Ident(s) => format!("'{s}'"),
-            Tok::Int(v) => format!("'{v}'"),
-            Tok::Real(v) => format!("'{v}'"),
-            Tok::Str(_) => "a string".into(),
-            Tok::Sym(s) => format!("'{s}'"),
-            Tok::Eof => "the end of the file".into(),
-        }
+        describe(self.peek())
     }
     fn ident(&mut self) -> PResult<String> {
         match self.peek().clone() {
@@ -664,15 +657,25 @@ impl Parser {
                 }
             }
             other => {
-                self.i -= 1;
-                let _ = other;
                 return Err((
                     pos,
-                    format!("expected an expression, found {}", self.describe()),
+                    format!("expected an expression, found {}", describe(&other)),
                 ));
             }
         };
         Ok(Expr { kind, pos })
+    }
+}
+
+/// A token as an error message names it.
+fn describe(t: &Tok) -> String {
+    match t {
+        Tok::Ident(s) => format!("'{s}'"),
+        Tok::Int(v) => format!("'{v}'"),
+        Tok::Real(v) => format!("'{v}'"),
+        Tok::Str(_) => "a string".into(),
+        Tok::Sym(s) => format!("'{s}'"),
+        Tok::Eof => "the end of the file".into(),
     }
 }
 
