@@ -48,6 +48,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let chain = group * (WG / LANES) + lid / LANES;
     let lane = lid % LANES;
     let live = chain < hp.n_chains;
+    g_chain = chain;
+    g_chains = hp.n_chains;
     var b = 0u;
     var q: array<f32, D>;
     var g: array<f32, D>;

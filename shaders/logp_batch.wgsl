@@ -24,6 +24,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let local_chain = group * (WG / LANES) + lid / LANES;
     let lane = lid % LANES;
     let live = local_chain < params.n_chains;
+    g_chain = local_chain;
+    g_chains = params.n_chains;
     var th: array<f32, D>;
     var grad: array<f32, D>;
     var b = 0u;

@@ -48,6 +48,8 @@ pub const EIV: Part = part!("eiv", "eiv.wgsl");
 pub const HMM: Part = part!("hmm", "hmm.wgsl");
 /// The MDN training kernels.
 pub const MDN: Part = part!("mdn", "mdn.wgsl");
+/// The Stan-program interpreter (slots `FORWARD` and `REVERSE`: the unrolled steps).
+pub const STAN: Part = part!("stan", "stan.wgsl");
 
 /// Formats an `f64` as a WGSL f32 literal that always has a decimal point or exponent.
 pub fn f32_literal(x: f64) -> String {

@@ -54,6 +54,21 @@ fn every_family_kernel_validates() {
     ] {
         models.push(Box::new(Hmm::new(spec, HmmPriors::default()).unwrap()));
     }
+    // Stan programs: the interpreter kernel, for a few parameter counts.
+    let ex = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/posteriordb");
+    for name in [
+        "eight_schools-eight_schools_noncentered",
+        "hmm_example-hmm_example",
+    ] {
+        let dir = ex.join(name);
+        let m = gpsamp::stan::StanModel::from_files(
+            &dir.join("model.stan"),
+            Some(&dir.join("data.json")),
+        )
+        .unwrap();
+        assert!(m.has_gpu_kernel());
+        models.push(Box::new(m));
+    }
     for m in &models {
         let max = m.max_lanes().clamp(1, 64);
         let mut lanes = 1;

@@ -122,52 +122,70 @@ fn summary_value(summary: &str, param: &str, col: &str) -> f64 {
     panic!("no {param} in the summary")
 }
 
-/// Every posterior, 16 chains, 1 000 warmup + 1 000 draws on the CPU backend: each
-/// reference quantity's mean within 0.1 reference sd + 3 MCSE, its sd within 15%, R-hat
-/// below 1.01.
+/// Samples posterior `name` (16 chains, 1 000 warmup + 1 000 draws on `backend`) and
+/// returns what misses its reference: each reference quantity's mean within 0.1 reference
+/// sd + 3 MCSE, its sd within 15%, R-hat below 1.01.
+fn check_posterior(t: &TempDir, name: &str, backend: &str) -> Vec<String> {
+    let dir = fixtures().join(name);
+    let out = t.join(&format!("{name}-{backend}"));
+    let (ok, _, err) = gpsamp(&[
+        "sample",
+        "--stan",
+        dir.join("model.stan").to_str().unwrap(),
+        "--data",
+        dir.join("data.json").to_str().unwrap(),
+        "--chains",
+        "16",
+        "--warmup",
+        "1000",
+        "--draws",
+        "1000",
+        "--backend",
+        backend,
+        "--no-plots",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{name} on {backend}: {err}");
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let mut failures = Vec::new();
+    for (q, mean, sd) in reference(name) {
+        let m = summary_value(&summary, &q, "mean");
+        let s = summary_value(&summary, &q, "sd");
+        let mcse = summary_value(&summary, &q, "mcse_mean");
+        let rhat = summary_value(&summary, &q, "r_hat");
+        if (m - mean).abs() > 0.1 * sd + 3.0 * mcse || (s / sd - 1.0).abs() > 0.15 || rhat >= 1.01 {
+            failures.push(format!(
+                "{name} on {backend}, {q}: mean {m} (reference {mean}, sd {sd}, mcse {mcse}), sd {s}, r_hat {rhat}"
+            ));
+        }
+    }
+    failures
+}
+
+/// Every posterior on the CPU backend.
 #[test]
 fn posteriors_match_posteriordb_references() {
     let t = TempDir::new("stan-pdb");
-    let mut failures = Vec::new();
-    for name in posteriors() {
-        let dir = fixtures().join(&name);
-        let out = t.join(&name);
-        let (ok, _, err) = gpsamp(&[
-            "sample",
-            "--stan",
-            dir.join("model.stan").to_str().unwrap(),
-            "--data",
-            dir.join("data.json").to_str().unwrap(),
-            "--chains",
-            "16",
-            "--warmup",
-            "1000",
-            "--draws",
-            "1000",
-            "--backend",
-            "cpu",
-            "--no-plots",
-            "--quiet",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(ok, "{name}: {err}");
-        let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
-        for (q, mean, sd) in reference(&name) {
-            let m = summary_value(&summary, &q, "mean");
-            let s = summary_value(&summary, &q, "sd");
-            let mcse = summary_value(&summary, &q, "mcse_mean");
-            let rhat = summary_value(&summary, &q, "r_hat");
-            if (m - mean).abs() > 0.1 * sd + 3.0 * mcse
-                || (s / sd - 1.0).abs() > 0.15
-                || rhat >= 1.01
-            {
-                failures.push(format!(
-                    "{name} {q}: mean {m} (reference {mean}, sd {sd}, mcse {mcse}), sd {s}, r_hat {rhat}"
-                ));
-            }
-        }
+    let failures: Vec<String> = posteriors()
+        .iter()
+        .flat_map(|name| check_posterior(&t, name, "cpu"))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Eight schools on the GPU backend (lavapipe in CI). The recording's interpreter kernel
+/// runs every program (`gpu_kernel_matches_cpu_on_random_inputs` checks them all against the
+/// CPU kernel); on lavapipe the larger programs take minutes each (kidiq 611 s on 2 cores),
+/// so CI samples the one whose run fits its time.
+#[test]
+fn eight_schools_on_the_gpu_matches_its_reference() {
+    if common::gpu().is_none() {
+        return;
     }
+    let t = TempDir::new("stan-pdb-gpu");
+    let failures = check_posterior(&t, "eight_schools-eight_schools_noncentered", "gpu");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -512,4 +530,99 @@ fn generated_quantities_run_per_draw() {
         e.contains("rng.stan:8:12") && e.contains("normal_rng"),
         "{e}"
     );
+}
+
+/// A program that calls every function the recording knows, with its gradient through each.
+const EVERY_FUNCTION: &str = "
+parameters {
+  real a;
+  real<lower=0> b;
+  vector[3] v;
+}
+model {
+  a ~ normal(0, 1);
+  b ~ gamma(2, 2);
+  v ~ student_t(4, 0, 1);
+  target += exp(0.3 * a) + log1p(b) + sqrt(b) + expm1(0.2 * a) + lgamma(b + 0.5);
+  target += inv_logit(a) + log1p_exp(v[1]) + fabs(v[2]) + sin(a) + cos(v[3]);
+  target += tan(0.3 * a) + tanh(v[1]) + atan(v[2]) + digamma(b + 1);
+  target += pow(b, 1.5) + pow(v[1], 3) + fmax(a, v[1]) + fmin(a, v[2]);
+  target += log_sum_exp(v) + log_mix(0.3, v[1], v[2]) - a / (1 + b);
+  target += beta_lpdf(inv_logit(v[3]) | 2, 3) + poisson_log_lpmf(3 | v[2]);
+}
+";
+
+/// The GPU kernel against the CPU kernel on random positions (relative error in the norm,
+/// f32 against f64) for every posteriordb program, the tutorial's programs and a program
+/// that calls every function, with several datasets in one batch.
+#[test]
+fn gpu_kernel_matches_cpu_on_random_inputs() {
+    use gpsamp::backend::gpu::GpuEvaluator;
+    use gpsamp::backend::{CpuEvaluator, Evaluator};
+    use rand::{RngExt, SeedableRng};
+    use std::sync::Arc;
+    let Some(ctx) = common::gpu() else {
+        return;
+    };
+    let t = TempDir::new("stan-twin");
+    let mut models: Vec<(String, StanModel)> = posteriors()
+        .into_iter()
+        .map(|n| (n.clone(), compile(&n)))
+        .collect();
+    models.push((
+        "every function".into(),
+        compile_source(&t, "every.stan", EVERY_FUNCTION).unwrap(),
+    ));
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stan");
+    let csv = t.join("tut.json");
+    std::fs::write(
+        &csv,
+        r#"{"N": 6, "K": 2, "x": [0.1, -1.2, 0.5, 2.0, -0.3, 1.1], "y": [0.3, -2.0, 1.2, 3.9, -0.2, 2.5]}"#,
+    )
+    .unwrap();
+    for prog in ["regression", "mixture"] {
+        let m = StanModel::from_files(&ex.join(format!("{prog}.stan")), Some(&csv))
+            .unwrap_or_else(|e| panic!("{prog}: {e}"));
+        models.push((prog.into(), m));
+    }
+    let two = gpsamp::DataBatch::new(
+        0,
+        &[
+            gpsamp::Dataset {
+                x: vec![],
+                y: vec![0.0],
+            },
+            gpsamp::Dataset {
+                x: vec![],
+                y: vec![0.0],
+            },
+        ],
+    )
+    .unwrap();
+    let data = Arc::new(two);
+    let chains = 37;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for (name, m) in models {
+        assert!(m.has_gpu_kernel(), "{name}");
+        let d = m.dim();
+        let n = 2 * chains;
+        let theta: Vec<f64> = (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (mut lc, mut gc) = (vec![0.0; n], vec![0.0; n * d]);
+        let (mut lg, mut gg) = (vec![0.0; n], vec![0.0; n * d]);
+        let m = Arc::new(m);
+        CpuEvaluator::new(m.clone(), data.clone(), chains)
+            .unwrap()
+            .eval(&theta, &mut lc, &mut gc)
+            .unwrap();
+        GpuEvaluator::new(ctx.clone(), m.as_ref(), &data, chains, None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .eval(&theta, &mut lg, &mut gg)
+            .unwrap();
+        let (el, eg) = (common::rel_norm(&lg, &lc), common::rel_norm(&gg, &gc));
+        eprintln!("{name}: logp {el:.2e}, gradient {eg:.2e}");
+        assert!(
+            el < 1e-4 && eg < 1e-3,
+            "{name}: logp {el:.2e}, gradient {eg:.2e}"
+        );
+    }
 }

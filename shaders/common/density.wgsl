@@ -15,6 +15,10 @@ const GRAD_MAX: f32 = 3.0e38;
 
 // Points over all datasets (the stride of an input column); set by the kernel's main.
 var<private> g_n_total: u32;
+// This invocation's chain among the g_chains of its dispatch (the index into a model's
+// scratch storage, see `Model::device_scratch`); set by the kernel's main.
+var<private> g_chain: u32;
+var<private> g_chains: u32;
 var<workgroup> red: array<f32, WG>;
 
 fn x_at(j: u32, n: u32) -> f32 {

@@ -54,6 +54,7 @@ pub struct GpuEvaluator {
     chains_per_dataset: usize,
     lanes: u32,
     // Kept alive for the bind groups.
+    _scratch: wgpu::Buffer,
     _data: [wgpu::Buffer; 3],
     _params: Vec<wgpu::Buffer>,
 }
@@ -70,6 +71,8 @@ impl GpuEvaluator {
     ) -> Result<Self> {
         model.check_data(data)?;
         crate::model::require_gpu_kernel(model)?;
+        let device_data = model.device_data(data)?;
+        let data = device_data.as_ref().unwrap_or(data);
         let dim = model.dim();
         let n_datasets = data.n_datasets();
         let n_chains = n_datasets * chains_per_dataset;
@@ -99,6 +102,18 @@ impl GpuEvaluator {
         let wpd = u64::from(ctx.limits.max_compute_workgroups_per_dimension);
         let max_groups = (wpd * wpd).min(u64::from(u32::MAX));
         chunk_chains = chunk_chains.min((max_groups * 64 / u64::from(lanes)) as usize / 64 * 64);
+        // A model's scratch storage: one region per chunk of one buffer (chunks do not share).
+        let scratch_per_chain = (model.device_scratch() * 4) as u64;
+        if let Some(fit) = max_bind.checked_div(scratch_per_chain) {
+            chunk_chains = chunk_chains.min((fit / 64 * 64) as usize);
+            if chunk_chains == 0 {
+                return Err(Error::DeviceLimit(format!(
+                    "{}: 64 chains need {} bytes of scratch storage, more than the adapter's binding limit",
+                    model.name(),
+                    64 * scratch_per_chain
+                )));
+            }
+        }
         let theta_bytes = (n_chains * dim * 4) as u64;
         let out_bytes = (n_chains * (dim + 1) * 4) as u64;
         if out_bytes > ctx.limits.max_buffer_size {
@@ -123,6 +138,14 @@ impl GpuEvaluator {
         let theta = buf("theta", theta_bytes, U::STORAGE | U::COPY_DST)?;
         let out = buf("logp+grad", out_bytes, U::STORAGE | U::COPY_SRC)?;
         let staging = ctx.staging("logp+grad staging", out_bytes)?;
+        let scratch_bytes = n_chains.div_ceil(64) as u64 * 64 * scratch_per_chain;
+        if scratch_bytes > ctx.limits.max_buffer_size {
+            return Err(Error::DeviceLimit(format!(
+                "{n_chains} chains of {} need {scratch_bytes} bytes of scratch storage, more than the adapter's buffer limit",
+                model.name()
+            )));
+        }
+        let scratch = buf("model scratch", scratch_bytes, U::STORAGE)?;
 
         let mut chunks = Vec::new();
         let mut params_bufs = Vec::new();
@@ -139,28 +162,37 @@ impl GpuEvaluator {
                 ..Default::default()
             };
             let pbuf = ctx.uniform("eval params", &params);
+            let mut entries = vec![
+                bind(0, &pbuf, 0, None),
+                bind(1, &x, 0, None),
+                bind(2, &y, 0, None),
+                bind(3, &offsets, 0, None),
+                bind(
+                    4,
+                    &theta,
+                    (first * dim * 4) as u64,
+                    Some((n * dim * 4) as u64),
+                ),
+                bind(
+                    5,
+                    &out,
+                    (first * (dim + 1) * 4) as u64,
+                    Some((n * (dim + 1) * 4) as u64),
+                ),
+            ];
+            if scratch_per_chain > 0 {
+                entries.push(bind(
+                    crate::model::SCRATCH_BINDING,
+                    &scratch,
+                    first as u64 * scratch_per_chain,
+                    Some(n as u64 * scratch_per_chain),
+                ));
+            }
             let bind_group = ctx.scoped("bind group", || {
                 ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("logp_batch"),
                     layout: &layout,
-                    entries: &[
-                        bind(0, &pbuf, 0, None),
-                        bind(1, &x, 0, None),
-                        bind(2, &y, 0, None),
-                        bind(3, &offsets, 0, None),
-                        bind(
-                            4,
-                            &theta,
-                            (first * dim * 4) as u64,
-                            Some((n * dim * 4) as u64),
-                        ),
-                        bind(
-                            5,
-                            &out,
-                            (first * (dim + 1) * 4) as u64,
-                            Some((n * (dim + 1) * 4) as u64),
-                        ),
-                    ],
+                    entries: &entries,
                 })
             })?;
             chunks.push(Chunk { bind_group, groups });
@@ -182,6 +214,7 @@ impl GpuEvaluator {
             chains_per_dataset,
             lanes,
             _data: [x, y, offsets],
+            _scratch: scratch,
             _params: params_bufs,
         })
     }

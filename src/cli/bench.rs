@@ -527,6 +527,7 @@ pub fn run(mut a: Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             a.seconds,
             1024,
             a.stan_chains,
+            ctx.clone(),
             a.quiet,
         )?)
     } else {

@@ -1,13 +1,14 @@
 //! `gpsamp bench`'s Stan rows: compile time of every posteriordb program in
 //! tests/fixtures/posteriordb, gradient throughput of the tutorial's mixture-of-regressions
-//! Stan program against the hand-written mixglm family on the CPU, and eight schools end to
-//! end at many chains.
+//! Stan program against the hand-written mixglm family, and eight schools end to end at many
+//! chains: on the CPU, and on a hardware GPU when one exists (a software adapter's figures
+//! say nothing about GPUs, so lavapipe gets no GPU rows).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use gpsamp::backend::{Backend, Precision};
+use gpsamp::backend::{Backend, GpuContext, Precision};
 use gpsamp::stan::StanModel;
 use gpsamp::{DataBatch, MixGlm, Model, Priors};
 use rand::RngExt;
@@ -38,6 +39,22 @@ pub struct StanBench {
     pub mixglm_evals_per_sec: f64,
     /// Eight schools end to end: chains, seconds (1 000 warmup + 1 000 draws, CPU).
     pub eight_schools: Option<(usize, f64)>,
+    /// The same rows on a hardware GPU, when one exists.
+    pub gpu: Option<StanGpuBench>,
+}
+
+/// The Stan rows on a hardware GPU.
+#[derive(Serialize)]
+pub struct StanGpuBench {
+    /// The adapter.
+    pub adapter: String,
+    /// Evaluations per second of the tutorial's mixture Stan program (the recording's
+    /// interpreter kernel, f32).
+    pub stan_mixture_evals_per_sec: f64,
+    /// The same for the built-in mixglm kernel on the same data.
+    pub mixglm_evals_per_sec: f64,
+    /// Eight schools end to end: chains, seconds.
+    pub eight_schools: Option<(usize, f64)>,
 }
 
 fn root() -> PathBuf {
@@ -58,12 +75,13 @@ fn mixture_data() -> (serde_json::Value, DataBatch) {
 }
 
 fn evals_per_sec(
+    backend: &Backend,
     model: Arc<dyn Model>,
     data: Arc<DataBatch>,
     chains: usize,
     secs: f64,
 ) -> anyhow::Result<f64> {
-    let mut eval = Backend::Cpu(Precision::F64).evaluator(model.clone(), data, chains)?;
+    let mut eval = backend.evaluator(model.clone(), data, chains)?;
     let d = model.dim();
     let mut rng = gpsamp::rng::host_rng(5, 0, gpsamp::rng::Purpose::Simulate);
     let theta: Vec<f64> = (0..chains * d)
@@ -80,11 +98,41 @@ fn evals_per_sec(
     Ok((calls * chains) as f64 / t.elapsed().as_secs_f64())
 }
 
-/// Runs the Stan rows; `eight_schools_chains` 0 skips the end-to-end row.
+/// Eight schools, `chains` chains, 1 000 warmup + 1 000 draws on `backend`: seconds.
+fn eight_schools(backend: &Backend, dir: &Path, chains: usize) -> anyhow::Result<f64> {
+    let p = dir.join("eight_schools-eight_schools_noncentered");
+    let model = StanModel::from_files(&p.join("model.stan"), Some(&p.join("data.json")))?;
+    let cfg = gpsamp::Config {
+        chains,
+        warmup: 1000,
+        adaptive_warmup: false,
+        draws: 1000,
+        seed: 1,
+        superchain_size: 4,
+        ..gpsamp::Config::default()
+    };
+    let t = Instant::now();
+    let data = Arc::new(gpsamp::stan::placeholder_data());
+    let mut integ = gpsamp::hmc::integrator(backend, Arc::new(model.clone()), data, chains, 1)?;
+    let mut sink = gpsamp::hmc::MemorySink::default();
+    gpsamp::hmc::sample(
+        integ.as_mut(),
+        &model,
+        1,
+        &cfg,
+        &mut sink,
+        &mut |_, _, _, _| {},
+    )?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Runs the Stan rows; `eight_schools_chains` 0 skips the end-to-end rows; `gpu` adds the
+/// GPU rows when it is a hardware adapter.
 pub fn run(
     secs: f64,
     chains: usize,
     eight_schools_chains: usize,
+    gpu: Option<Arc<GpuContext>>,
     quiet: bool,
 ) -> anyhow::Result<StanBench> {
     let dir = root().join("tests/fixtures/posteriordb");
@@ -123,59 +171,59 @@ pub fn run(
     let program = root().join("examples/stan/mixture.stan");
     let source = std::fs::read_to_string(&program)?;
     let stan = StanModel::compile(&program, &source, Some((Path::new("tutorial"), &json)))?;
-    let stan_rate = evals_per_sec(
-        Arc::new(stan),
-        Arc::new(gpsamp::stan::placeholder_data()),
-        chains,
-        secs,
-    )?;
-    let mixglm = MixGlm::mixreg(2, 1, Priors::default())?;
-    let mix_rate = evals_per_sec(Arc::new(mixglm), Arc::new(batch), chains, secs)?;
-    let eight_schools = if eight_schools_chains > 0 {
+    let stan = Arc::new(stan);
+    let batch = Arc::new(batch);
+    let cpu = Backend::Cpu(Precision::F64);
+    let placeholder = Arc::new(gpsamp::stan::placeholder_data());
+    let stan_rate = evals_per_sec(&cpu, stan.clone(), placeholder.clone(), chains, secs)?;
+    let mixglm: Arc<dyn Model> = Arc::new(MixGlm::mixreg(2, 1, Priors::default())?);
+    let mix_rate = evals_per_sec(&cpu, mixglm.clone(), batch.clone(), chains, secs)?;
+    let eight = if eight_schools_chains > 0 {
         if !quiet {
             eprintln!(
                 "gpsamp bench: eight schools, {eight_schools_chains} chains, 1000 + 1000, CPU"
             );
         }
-        let p = dir.join("eight_schools-eight_schools_noncentered");
-        let model = StanModel::from_files(&p.join("model.stan"), Some(&p.join("data.json")))?;
-        let cfg = gpsamp::Config {
-            chains: eight_schools_chains,
-            warmup: 1000,
-            adaptive_warmup: false,
-            draws: 1000,
-            seed: 1,
-            superchain_size: 4,
-            ..gpsamp::Config::default()
-        };
-        let t = Instant::now();
-        let data = Arc::new(gpsamp::stan::placeholder_data());
-        let mut integ = gpsamp::hmc::integrator(
-            &Backend::cpu(),
-            Arc::new(model.clone()),
-            data,
+        Some((
             eight_schools_chains,
-            1,
-        )?;
-        let mut sink = gpsamp::hmc::MemorySink::default();
-        gpsamp::hmc::sample(
-            integ.as_mut(),
-            &model,
-            1,
-            &cfg,
-            &mut sink,
-            &mut |_, _, _, _| {},
-        )?;
-        Some((eight_schools_chains, t.elapsed().as_secs_f64()))
+            eight_schools(&cpu, &dir, eight_schools_chains)?,
+        ))
     } else {
         None
+    };
+    let gpu = match gpu.filter(|c| c.summary.device_type != "Cpu") {
+        Some(ctx) => {
+            let adapter = ctx.summary.name.clone();
+            let backend = Backend::Gpu(ctx);
+            if !quiet {
+                eprintln!("gpsamp bench: Stan rows on the GPU ({adapter})");
+            }
+            let stan_gpu = evals_per_sec(&backend, stan, placeholder, chains, secs)?;
+            let mix_gpu = evals_per_sec(&backend, mixglm, batch, chains, secs)?;
+            let eight = if eight_schools_chains > 0 {
+                Some((
+                    eight_schools_chains,
+                    eight_schools(&backend, &dir, eight_schools_chains)?,
+                ))
+            } else {
+                None
+            };
+            Some(StanGpuBench {
+                adapter,
+                stan_mixture_evals_per_sec: stan_gpu,
+                mixglm_evals_per_sec: mix_gpu,
+                eight_schools: eight,
+            })
+        }
+        None => None,
     };
     Ok(StanBench {
         compile,
         chains,
         stan_mixture_evals_per_sec: stan_rate,
         mixglm_evals_per_sec: mix_rate,
-        eight_schools,
+        eight_schools: eight,
+        gpu,
     })
 }
 
@@ -211,5 +259,23 @@ pub fn render(s: &mut String, b: &StanBench) {
             s,
             "eight schools, {c} chains, 1000 + 1000 iterations, CPU: {t:.2} s"
         );
+    }
+    if let Some(g) = &b.gpu {
+        let _ = writeln!(
+            s,
+            "tutorial mixture Stan program vs mixglm, {} chains, GPU {}: {:.3e} vs {:.3e} evals/s ({:.1}%)",
+            b.chains,
+            g.adapter,
+            g.stan_mixture_evals_per_sec,
+            g.mixglm_evals_per_sec,
+            100.0 * g.stan_mixture_evals_per_sec / g.mixglm_evals_per_sec
+        );
+        if let Some((c, t)) = g.eight_schools {
+            let _ = writeln!(
+                s,
+                "eight schools, {c} chains, 1000 + 1000 iterations, GPU {}: {t:.2} s",
+                g.adapter
+            );
+        }
     }
 }

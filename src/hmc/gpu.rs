@@ -61,6 +61,7 @@ pub struct GpuIntegrator {
     tuning_f32: Vec<f32>,
     step_cap: Option<u32>,
     // Kept alive for the bind group.
+    _scratch: wgpu::Buffer,
     _data: [wgpu::Buffer; 3],
 }
 
@@ -77,6 +78,8 @@ impl GpuIntegrator {
     ) -> Result<Self> {
         model.check_data(data)?;
         crate::model::require_gpu_kernel(model)?;
+        let device_data = model.device_data(data)?;
+        let data = device_data.as_ref().unwrap_or(data);
         let dim = model.dim();
         let n_datasets = data.n_datasets();
         let n_chains = n_datasets * chains_per_dataset;
@@ -86,13 +89,14 @@ impl GpuIntegrator {
         let lanes = choose_lanes(lanes, data, model.max_lanes())?;
         // A software adapter (lavapipe) ends an invocation after 65 535 loop iterations and
         // silently keeps what it had; a transition spends at least one per point its lane
-        // walks per leapfrog step (exactly one for the HMM family's unrolled kernel).
+        // walks per leapfrog step (exactly one for the HMM family's unrolled kernel), or
+        // what the family says one evaluation spends.
         let step_cap = (ctx.summary.device_type == "Cpu").then(|| {
             let longest = (0..n_datasets)
-                .map(|b| data.range(b).len())
+                .map(|b| model.device_loop_iterations(data, b, lanes))
                 .max()
                 .unwrap_or(1);
-            (60_000 / longest.div_ceil(lanes as usize).max(1)).max(1) as u32
+            (60_000 / longest.max(1)).max(1) as u32
         });
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
         let name = format!("hmc_transition[{}]", model.name());
@@ -115,6 +119,14 @@ impl GpuIntegrator {
             (out_bytes * batch as u64).max(state_bytes),
         )?;
         let groups = ctx.grid((n_chains * lanes as usize).div_ceil(64) as u32);
+        let scratch_bytes = (n_chains * model.device_scratch() * 4) as u64;
+        if scratch_bytes > ctx.limits.max_storage_buffer_binding_size {
+            return Err(Error::DeviceLimit(format!(
+                "{n_chains} chains of {} need {scratch_bytes} bytes of scratch storage, more than the adapter's binding limit (fewer chains, or the CPU backend)",
+                model.name()
+            )));
+        }
+        let scratch = ctx.storage("model scratch", scratch_bytes, false)?;
         let params = HmcParams {
             n_chains: n_chains as u32,
             chains_per_dataset: chains_per_dataset as u32,
@@ -130,11 +142,12 @@ impl GpuIntegrator {
         let bind_groups = params_bufs
             .iter()
             .map(|pb| {
-                ctx.bind_group(
-                    "hmc_transition",
-                    &layout,
-                    &[pb, &x, &y, &offsets, &tuning_buf, &state, &out, &sched_buf],
-                )
+                let mut buffers = vec![pb, &x, &y, &offsets, &tuning_buf, &state, &out, &sched_buf];
+                if scratch_bytes > 0 {
+                    debug_assert_eq!(buffers.len(), crate::model::SCRATCH_BINDING as usize);
+                    buffers.push(&scratch);
+                }
+                ctx.bind_group("hmc_transition", &layout, &buffers)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -155,6 +168,7 @@ impl GpuIntegrator {
             tuning_f32,
             step_cap,
             _data: [x, y, offsets],
+            _scratch: scratch,
         })
     }
 

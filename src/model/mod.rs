@@ -18,6 +18,10 @@ pub use eiv::{Eiv, EivVariant};
 pub use hmm::{Hmm, HmmPriors};
 pub use mixglm::{Likelihood, MixGlm};
 
+/// The binding of a model's scratch storage in the density kernels (see
+/// [`Model::device_scratch`]).
+pub const SCRATCH_BINDING: u32 = 8;
+
 /// A model family: log density and gradient on the CPU (f64) and the GPU (WGSL, f32).
 ///
 /// # The WGSL contract
@@ -129,6 +133,27 @@ pub trait Model: Send + Sync {
     /// and the GPU engines refuse it).
     fn has_gpu_kernel(&self) -> bool {
         true
+    }
+
+    /// The batch the GPU kernel reads in place of `data`, for a family whose kernel reads
+    /// something other than the data as given (a Stan program's kernel reads its recorded
+    /// program); `None` (the default) when it reads `data`.
+    fn device_data(&self, _data: &DataBatch) -> Result<Option<DataBatch>> {
+        Ok(None)
+    }
+
+    /// f32 values per chain that the GPU kernel keeps in scratch storage (binding
+    /// [`SCRATCH_BINDING`], slot `i` of chain `g_chain` at `i * g_chains + g_chain`); 0 (the
+    /// default) when it keeps none.
+    fn device_scratch(&self) -> usize {
+        0
+    }
+
+    /// Loop iterations one evaluation of dataset `b` of the GPU kernel's batch (see
+    /// [`Model::device_data`]) spends with `lanes` threads per chain, which a software adapter
+    /// caps per invocation; by default the points one lane walks.
+    fn device_loop_iterations(&self, data: &DataBatch, b: usize, lanes: u32) -> usize {
+        data.range(b).len().div_ceil(lanes.max(1) as usize)
     }
 
     /// The log likelihood of every observation of dataset `b` at the unconstrained `theta`,

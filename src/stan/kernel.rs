@@ -40,12 +40,61 @@ struct Ins {
     b: Arg,
 }
 
+/// Words before the constants in an encoded program (see [`Kernel::encode`]).
+pub const HEADER: usize = 4;
+/// Instructions the GPU kernel runs per loop iteration.
+pub const UNROLL: usize = 8;
+
+/// A program encoded for the GPU kernel (`shaders/stan.wgsl`), whose layout it documents.
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    /// The words, each an integer below 2^24 or a constant, so that f32 keeps them.
+    pub words: Vec<f64>,
+    /// Values one chain keeps (instructions, padded to a multiple of [`UNROLL`]).
+    pub slots: usize,
+    /// Loop iterations of one evaluation, at most (software adapters cap them).
+    pub loop_iterations: usize,
+}
+
 /// A program ready to run over blocks of chains.
 #[derive(Clone, Debug, Default)]
 pub struct Kernel {
     code: Vec<Ins>,
     consts: Vec<f64>,
     list: Vec<Arg>,
+}
+
+/// The GPU kernel's padding instruction.
+const NOP: u32 = 15;
+
+/// Whether the GPU kernel runs an instruction alone in its bundle (`fwd_slow` in
+/// `shaders/stan.wgsl`): lists, powers and the functions other than exp, log and sqrt.
+fn is_slow(k: Kind) -> bool {
+    matches!(
+        k,
+        Kind::Pow | Kind::Sum(..) | Kind::LogSumExp(..) | Kind::Fun(_)
+    ) && !matches!(k, Kind::Fun(Fun::Exp | Fun::Log | Fun::Sqrt))
+}
+
+/// The WGSL kernel's number for each function (`fun_f` in `shaders/stan.wgsl`).
+fn fun_code(f: Fun) -> u32 {
+    match f {
+        Fun::Exp => 0,
+        Fun::Log => 1,
+        Fun::Sqrt => 2,
+        Fun::Log1p => 3,
+        Fun::Expm1 => 4,
+        Fun::Lgamma => 5,
+        Fun::InvLogit => 6,
+        Fun::Log1pExp => 7,
+        Fun::Abs => 8,
+        Fun::Sin => 9,
+        Fun::Cos => 10,
+        Fun::Tan => 11,
+        Fun::Tanh => 12,
+        Fun::Atan => 13,
+        Fun::Digamma => 14,
+    }
 }
 
 /// A source operand over a block: a slice (one value per lane) or a constant.
@@ -136,6 +185,88 @@ impl Kernel {
             k.code.push(ins);
         }
         k
+    }
+
+    /// The program as the GPU kernel reads it, with `target` its output; `dim` parameters.
+    /// Instructions come in bundles of [`UNROLL`] slots that the kernel runs in one loop
+    /// iteration: a bundle of cheap instructions, or one costly instruction ([`is_slow`])
+    /// alone, so that the unrolled loop body holds only the cheap cases. `None` when a word
+    /// would not be exact in f32 (more than 2^24 words).
+    pub fn encode(&self, target: Sc, dim: usize) -> Option<Encoded> {
+        let mut consts = self.consts.clone();
+        if let Sc::C(c) = target {
+            consts.push(c);
+        }
+        let nc = consts.len();
+        // The slot of every node.
+        let mut slot = Vec::with_capacity(self.code.len());
+        let mut next = 0usize;
+        for ins in &self.code {
+            if is_slow(ins.kind) {
+                next = next.div_ceil(UNROLL) * UNROLL;
+                slot.push(next);
+                next += UNROLL;
+            } else {
+                slot.push(next);
+                next += 1;
+            }
+        }
+        let n_slots = next.div_ceil(UNROLL).max(1) * UNROLL;
+        let target_word = match target {
+            Sc::N(n) => nc + slot[n as usize],
+            Sc::C(_) => nc - 1,
+        };
+        let operand = |a: Arg| -> f64 {
+            match a {
+                Arg::Const(k) => k as f64,
+                Arg::Node(n) => (nc + slot[n as usize]) as f64,
+            }
+        };
+        let list_at = HEADER + nc + 3 * n_slots;
+        let mut words = Vec::with_capacity(list_at + self.list.len());
+        words.extend([
+            n_slots as f64,
+            nc as f64,
+            target_word as f64,
+            list_at as f64,
+        ]);
+        words.extend(&consts);
+        let ins_at = words.len();
+        words.resize(list_at, 0.0);
+        for k in 0..n_slots {
+            words[ins_at + 3 * k] = f64::from(NOP);
+        }
+        let mut lists = 0usize;
+        for (ins, &at) in self.code.iter().zip(&slot) {
+            let (op, a, b) = match ins.kind {
+                Kind::Input(i) => (0, f64::from(i), 0.0),
+                Kind::Add => (1, operand(ins.a), operand(ins.b)),
+                Kind::Sub => (2, operand(ins.a), operand(ins.b)),
+                Kind::Mul => (3, operand(ins.a), operand(ins.b)),
+                Kind::Div => (4, operand(ins.a), operand(ins.b)),
+                Kind::Pow => (5, operand(ins.a), operand(ins.b)),
+                Kind::Max => (6, operand(ins.a), operand(ins.b)),
+                Kind::Min => (7, operand(ins.a), operand(ins.b)),
+                Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
+                    // Forward (twice for the maximum) and reverse, four items an iteration.
+                    let per = if let Kind::Sum(..) = ins.kind { 2 } else { 3 };
+                    lists += per * ((e - s) as usize).div_ceil(4);
+                    let op = if let Kind::Sum(..) = ins.kind { 8 } else { 9 };
+                    (op, f64::from(s), f64::from(e))
+                }
+                Kind::Fun(f) => (16 + fun_code(f), operand(ins.a), 0.0),
+            };
+            words[ins_at + 3 * at..ins_at + 3 * at + 3].copy_from_slice(&[f64::from(op), a, b]);
+        }
+        words.extend(self.list.iter().map(|&a| operand(a)));
+        if words.len() >= 1 << 24 {
+            return None;
+        }
+        Some(Encoded {
+            words,
+            slots: n_slots,
+            loop_iterations: 2 * n_slots / UNROLL + lists + 2 * dim + 8,
+        })
     }
 
     /// Slots per lane.

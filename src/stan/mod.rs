@@ -6,8 +6,12 @@
 //! join `target`, so the sampler works on the unconstrained space as Stan's does.
 //!
 //! `generated quantities` run per stored draw on the CPU in f64, after the parameters and
-//! transformed parameters are recomputed from the draw. Runs on the CPU backend; the GPU
-//! kernel generated from the same recording is not written yet.
+//! transformed parameters are recomputed from the draw.
+//!
+//! Two kernels run the recording: on the CPU over blocks of chains (`kernel.rs`, structure
+//! of arrays), and on the GPU one invocation per chain (`shaders/stan.wgsl`), which reads the
+//! program from its data batch ([`Model::device_data`]) and keeps each chain's forward values
+//! and adjoints in scratch storage.
 
 pub mod ast;
 mod functions;
@@ -59,6 +63,8 @@ pub fn parse(path: &Path, source: &str) -> Result<Program> {
 pub struct StanModel {
     name: String,
     kernel: kernel::Kernel,
+    /// The recording as the GPU kernel reads it (`None`: too long for f32 words).
+    encoded: Option<Arc<kernel::Encoded>>,
     target: Sc,
     dim: usize,
     /// (CmdStan name, value) of every parameter and transformed parameter.
@@ -233,9 +239,12 @@ impl StanModel {
         let name = path
             .file_stem()
             .map_or("stan".into(), |s| s.to_string_lossy().into_owned());
+        let kernel = kernel::Kernel::new(&it.tape);
+        let encoded = kernel.encode(target, next).map(Arc::new);
         Ok(Self {
             name,
-            kernel: kernel::Kernel::new(&it.tape),
+            kernel,
+            encoded,
             target,
             dim: next,
             outputs,
@@ -658,11 +667,59 @@ impl Model for StanModel {
     }
 
     fn wgsl(&self) -> String {
-        String::new()
+        use kernel::{HEADER, UNROLL};
+
+        let forward: String = (0..UNROLL)
+            .map(|u| format!("            fwd(i + {u}u, theta);\n"))
+            .collect();
+        let reverse: String = (0..UNROLL)
+            .rev()
+            .map(|u| format!("            rev(i + {u}u, grad);\n"))
+            .collect();
+        crate::shader::Wgsl::new()
+            .u32("D", self.dim)
+            .u32("NACC", 1)
+            .u32("UNROLL", UNROLL)
+            .u32("HEADER", HEADER)
+            .template(
+                crate::shader::STAN,
+                &[("FORWARD", &forward), ("REVERSE", &reverse)],
+            )
+            .build()
     }
 
     fn has_gpu_kernel(&self) -> bool {
-        false
+        self.encoded.is_some() && self.dim > 0
+    }
+
+    /// One thread per chain walks the recorded program.
+    fn max_lanes(&self) -> u32 {
+        1
+    }
+
+    /// One point per dataset whose input columns are the encoded program.
+    fn device_data(&self, data: &DataBatch) -> Result<Option<DataBatch>> {
+        let e = self.encoded.as_ref().ok_or_else(|| {
+            Error::DeviceLimit(format!(
+                "{}: the recorded program has {} operations, too many for the GPU kernel",
+                self.name,
+                self.kernel.slots()
+            ))
+        })?;
+        let one = Dataset {
+            x: e.words.iter().map(|&w| vec![w]).collect(),
+            y: vec![0.0],
+        };
+        let all = vec![one; data.n_datasets()];
+        Ok(Some(DataBatch::new(e.words.len(), &all)?))
+    }
+
+    fn device_scratch(&self) -> usize {
+        2 * self.encoded.as_ref().map_or(0, |e| e.slots)
+    }
+
+    fn device_loop_iterations(&self, _data: &DataBatch, _b: usize, _lanes: u32) -> usize {
+        self.encoded.as_ref().map_or(1, |e| e.loop_iterations)
     }
 
     fn simulate(&self, _n: usize, _rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
@@ -682,4 +739,86 @@ pub fn placeholder_data() -> DataBatch {
         }],
     )
     .expect("a one-point dataset")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel::HEADER;
+
+    /// Runs an encoded program forward in f64 as `shaders/stan.wgsl` reads it.
+    fn run_encoded(e: &kernel::Encoded, theta: &[f64]) -> f64 {
+        let w = &e.words;
+        let (n, nc, tgt, list) = (w[0] as usize, w[1] as usize, w[2] as usize, w[3] as usize);
+        let mut val = vec![0.0; n];
+        let arg = |val: &[f64], k: usize| if k < nc { w[HEADER + k] } else { val[k - nc] };
+        for i in 0..n {
+            let at = HEADER + nc + 3 * i;
+            let (op, a, b) = (w[at] as u32, w[at + 1] as usize, w[at + 2] as usize);
+            let items = |val: &[f64]| -> Vec<f64> {
+                (a..b).map(|k| arg(val, w[list + k] as usize)).collect()
+            };
+            val[i] = match op {
+                0 => theta[a],
+                1 => arg(&val, a) + arg(&val, b),
+                2 => arg(&val, a) - arg(&val, b),
+                3 => arg(&val, a) * arg(&val, b),
+                4 => arg(&val, a) / arg(&val, b),
+                5 => arg(&val, a).powf(arg(&val, b)),
+                6 => arg(&val, a).max(arg(&val, b)),
+                7 => arg(&val, a).min(arg(&val, b)),
+                8 => items(&val).iter().sum(),
+                9 => crate::math::log_sum_exp(&items(&val)),
+                15 => 0.0,
+                f => {
+                    let funs = [
+                        Fun::Exp,
+                        Fun::Log,
+                        Fun::Sqrt,
+                        Fun::Log1p,
+                        Fun::Expm1,
+                        Fun::Lgamma,
+                        Fun::InvLogit,
+                        Fun::Log1pExp,
+                        Fun::Abs,
+                        Fun::Sin,
+                        Fun::Cos,
+                        Fun::Tan,
+                        Fun::Tanh,
+                        Fun::Atan,
+                        Fun::Digamma,
+                    ];
+                    funs[f as usize - 16].f(arg(&val, a))
+                }
+            };
+        }
+        arg(&val, tgt)
+    }
+
+    /// The encoding (bundles, slots, operands, lists) computes what the CPU kernel does.
+    #[test]
+    fn encoded_programs_compute_what_the_kernel_does() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/posteriordb");
+        for name in [
+            "kilpisjarvi_mod-kilpisjarvi",
+            "eight_schools-eight_schools_noncentered",
+            "arK-arK",
+            "low_dim_gauss_mix-low_dim_gauss_mix",
+        ] {
+            let m = StanModel::from_files(
+                &dir.join(name).join("model.stan"),
+                Some(&dir.join(name).join("data.json")),
+            )
+            .unwrap();
+            let e = m.encoded.as_ref().unwrap();
+            let theta: Vec<f64> = (0..m.dim).map(|i| 0.3 - 0.1 * i as f64).collect();
+            let mut g = vec![0.0; m.dim];
+            let lp = m.log_density(&placeholder_data(), 0, &theta, &mut g, &mut Vec::new());
+            let lp2 = run_encoded(e, &theta);
+            assert!(
+                (lp - lp2).abs() < 1e-9 * (1.0 + lp.abs()),
+                "{name}: {lp} vs {lp2}"
+            );
+        }
+    }
 }
