@@ -254,8 +254,10 @@ mod tests {
 
     #[test]
     fn auto_keeps_families_without_a_gpu_kernel_on_the_cpu() {
-        let src = "parameters {\n  real mu;\n}\nmodel {\n  mu ~ normal(0, 1);\n}\n";
+        // A Stan program without parameters (one that only generates quantities) has none.
+        let src = "generated quantities {\n  real x = 1;\n}\n";
         let m = crate::stan::StanModel::compile(std::path::Path::new("m.stan"), src, None).unwrap();
+        assert!(!m.has_gpu_kernel());
         let (b, note) = Backend::select_for_model(BackendKind::Auto, 1 << 20, &m).unwrap();
         assert!(matches!(b, Backend::Cpu(_)));
         assert!(note.unwrap().contains("no GPU kernel"));
