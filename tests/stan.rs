@@ -626,3 +626,48 @@ fn gpu_kernel_matches_cpu_on_random_inputs() {
         );
     }
 }
+
+/// A CSV whose columns are vectors of the data block is the same data as its JSON (sizes
+/// from the row count), and its bad cells are named by file, line and column.
+#[test]
+fn csv_data_is_the_json_data() {
+    use rand::{RngExt, SeedableRng};
+    let t = TempDir::new("stan-csv");
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stan/regression.stan");
+    let (xs, ys) = ([0.1, -1.2, 0.5, 2.0, -0.3], [0.3, -2.0, 1.2, 3.9, -0.2]);
+    let json = t.join("d.json");
+    std::fs::write(
+        &json,
+        serde_json::json!({"N": 5, "x": xs, "y": ys}).to_string(),
+    )
+    .unwrap();
+    let csv = t.join("d.csv");
+    let mut text = String::from("y, x,unused\n");
+    for (x, y) in xs.iter().zip(ys) {
+        text += &format!("{y},{x},7\n");
+    }
+    std::fs::write(&csv, text).unwrap();
+    let a = StanModel::from_files(&program, Some(&json)).unwrap();
+    let b = StanModel::from_files(&program, Some(&csv)).unwrap();
+    let data = gpsamp::stan::placeholder_data();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    for _ in 0..5 {
+        let theta: Vec<f64> = (0..a.dim()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (mut ga, mut gb) = (vec![0.0; a.dim()], vec![0.0; b.dim()]);
+        let la = a.log_density(&data, 0, &theta, &mut ga, &mut Vec::new());
+        let lb = b.log_density(&data, 0, &theta, &mut gb, &mut Vec::new());
+        assert_eq!((la, ga), (lb, gb));
+    }
+    std::fs::write(&csv, "x,y\n1,2\n3,oops\n").unwrap();
+    let e = StanModel::from_files(&program, Some(&csv))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("d.csv") && e.contains('3') && e.contains("\"oops\""),
+        "{e}"
+    );
+    let e = StanModel::from_files(&program, Some(&csv.with_file_name("none.csv")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("none.csv"), "{e}");
+}

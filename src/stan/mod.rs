@@ -119,13 +119,19 @@ impl Generated {
 }
 
 impl StanModel {
-    /// Compiles the program in `path` with the data in `data` (CmdStan's JSON format).
+    /// Compiles the program in `path` with the data in `data`: CmdStan's JSON format, or a
+    /// CSV file (by its `.csv` extension) whose columns are vectors of the data block (see
+    /// [`csv_data`]).
     pub fn from_files(path: &Path, data: Option<&Path>) -> Result<Self> {
         let source = std::fs::read_to_string(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             source: e,
         })?;
         let json = match data {
+            Some(d) if d.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) => {
+                let prog = parse(path, &source)?;
+                Some((d.to_path_buf(), csv_data(d, &prog)?))
+            }
             Some(d) => {
                 let text = std::fs::read_to_string(d).map_err(|e| Error::Io {
                     path: d.to_path_buf(),
@@ -325,6 +331,95 @@ impl StanModel {
             logp[l] = crate::math::sanitize(logp[l], &mut grad[l * self.dim..(l + 1) * self.dim]);
         }
     }
+}
+
+/// A CSV file (header line first) as the data of `prog`, in CmdStan's JSON form: each column
+/// named after a variable of the data block holds that variable's values, one per row (a
+/// `vector`, `row_vector` or one-dimensional `array`); an `int` of the data block that sizes
+/// such a column and is not itself a column is the row count. Columns the data block does
+/// not declare are ignored; its other variables are missing (give them in JSON).
+pub fn csv_data(path: &Path, prog: &Program) -> Result<serde_json::Value> {
+    let bad = |line: usize, column: &str, message: String| Error::Data {
+        path: path.to_path_buf(),
+        line,
+        column: column.to_string(),
+        message,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| match e.into_kind() {
+            csv::ErrorKind::Io(source) => Error::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            k => bad(1, "1", format!("{k:?}")),
+        })?;
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| bad(1, "1", e.to_string()))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut cols: Vec<Vec<f64>> = vec![Vec::new(); headers.len()];
+    for (r, rec) in rdr.records().enumerate() {
+        let line = r + 2;
+        let rec = rec.map_err(|e| bad(line, "1", e.to_string()))?;
+        for (j, cell) in rec.iter().enumerate() {
+            let v: f64 = cell
+                .parse()
+                .map_err(|_| bad(line, &headers[j], format!("{cell:?} is not a number")))?;
+            cols[j].push(v);
+        }
+    }
+    let rows = cols.first().map_or(0, Vec::len);
+    let mut obj = serde_json::Map::new();
+    let mut sizes = Vec::new();
+    for d in &prog.data {
+        let Some(j) = headers.iter().position(|h| *h == d.name) else {
+            continue;
+        };
+        let size = match (&d.shape, d.dims.as_slice()) {
+            (Shape::Vector(n) | Shape::RowVector(n), []) => n,
+            (Shape::Int | Shape::Real, [n]) => n,
+            _ => {
+                return Err(bad(
+                    1,
+                    &d.name,
+                    format!(
+                        "the data block declares {} (line {}) as more than one value per row; give it in JSON",
+                        d.name, d.pos.line
+                    ),
+                ))
+            }
+        };
+        if let ast::ExprKind::Var(n) = &size.kind {
+            sizes.push(n.clone());
+        }
+        let values = if matches!(d.shape, Shape::Int) {
+            let mut v = Vec::with_capacity(rows);
+            for (r, &x) in cols[j].iter().enumerate() {
+                if x.fract() != 0.0 || x.abs() > 9.0e15 {
+                    return Err(bad(
+                        r + 2,
+                        &d.name,
+                        format!("{x} is not an integer, and {} is declared int", d.name),
+                    ));
+                }
+                v.push(serde_json::json!(x as i64));
+            }
+            v
+        } else {
+            cols[j].iter().map(|&x| serde_json::json!(x)).collect()
+        };
+        obj.insert(d.name.clone(), serde_json::Value::Array(values));
+    }
+    for n in sizes {
+        if !obj.contains_key(&n) && headers.iter().all(|h| *h != n) {
+            obj.insert(n, serde_json::json!(rows));
+        }
+    }
+    Ok(serde_json::Value::Object(obj))
 }
 
 /// Reads variable `d` of the data block from the JSON object, shaped like `like`.
