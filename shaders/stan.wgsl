@@ -13,6 +13,8 @@
 
 struct Chain {
     point: u32,
+    // 1 for a chain (chain_setup runs only for them), 0 for a thread past the last chain.
+    live: u32,
 }
 
 // Forward values (slots 0..n) and adjoints (n..2n), chains side by side.
@@ -390,6 +392,7 @@ fn rev(i: u32, grad: ptr<function, array<f32, D>>) {
 fn chain_setup(theta: ptr<function, array<f32, D>>) -> Chain {
     var c: Chain;
     c.point = 0u;
+    c.live = 1u;
     return c;
 }
 
@@ -406,7 +409,7 @@ fn chain_finish(
     grad: ptr<function, array<f32, D>>,
 ) -> f32 {
     // Threads past the last chain (density calls every thread) must not touch scratch.
-    if (g_chain >= g_chains) {
+    if ((*c).live == 0u) {
         return 0.0;
     }
     g_point = (*c).point;
