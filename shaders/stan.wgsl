@@ -4,9 +4,10 @@
 //   [0] instructions (a multiple of UNROLL) | [1] constants C | [2] target operand |
 //   [3] first list word | [HEADER..HEADER+C] constants | 3 words per instruction (op, a, b) |
 //   the operand lists of Sum and LogSumExp.
-// An operand k < C is constant k, otherwise the value of instruction k - C. The forward
+// An operand k < C is constant k, otherwise the value in slot k - C. The forward
 // values and adjoints every chain needs for the reverse sweep live in scratch storage.
-// The host prepends D, NACC, UNROLL, HEADER and fills the two unrolled slots below.
+// The host prepends D, NACC, UNROLL, HEADER and common/logistic.wgsl (`sigmoid`), and
+// fills the two unrolled slots below.
 // A software adapter (lavapipe) caps the loop iterations of an invocation, so the
 // instruction loops run a bundle of UNROLL cheap instructions per iteration (or one costly
 // instruction alone: lists, powers, special functions) and list loops four items.
@@ -85,11 +86,6 @@ fn st_expm1(x: f32) -> f32 {
         return -1.0;
     }
     return um * x / log(u);
-}
-
-fn st_inv_logit(x: f32) -> f32 {
-    let e = exp(-abs(x));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
 }
 
 fn st_tanh(x: f32) -> f32 {
@@ -188,7 +184,7 @@ fn fun_f(f: u32, x: f32) -> f32 {
         case 3u: { return st_log1p(x); }
         case 4u: { return st_expm1(x); }
         case 5u: { return st_lgamma(x); }
-        case 6u: { return st_inv_logit(x); }
+        case 6u: { return sigmoid(x); }
         case 7u: { return max(x, 0.0) + st_log1p(exp(-abs(x))); }
         case 8u: { return abs(x); }
         case 9u: { return sin(x); }
@@ -210,7 +206,7 @@ fn fun_d(f: u32, x: f32, y: f32) -> f32 {
         case 4u: { return y + 1.0; }
         case 5u: { return st_digamma(x); }
         case 6u: { return y * (1.0 - y); }
-        case 7u: { return st_inv_logit(x); }
+        case 7u: { return sigmoid(x); }
         case 8u: { return sign(x); }
         case 9u: { return cos(x); }
         case 10u: { return -sin(x); }
@@ -333,11 +329,13 @@ fn is_slow(op: u32) -> bool {
 fn fwd(i: u32, theta: ptr<function, array<f32, D>>) {
     let w = g_ins + 3u * i;
     let op = wordu(w);
-    let va = arg(wordu(w + 1u));
+    let a = wordu(w + 1u);
     let b = wordu(w + 2u);
+    // (Read for every op; an input's `a` is its parameter index.)
+    let va = arg(a);
     var y = 0.0;
     switch op {
-        case 0u: { y = (*theta)[min(wordu(w + 1u), D - 1u)]; }
+        case 0u: { y = (*theta)[min(a, D - 1u)]; }
         case 1u: { y = va + arg(b); }
         case 2u: { y = va - arg(b); }
         case 3u: { y = va * arg(b); }

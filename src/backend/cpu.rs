@@ -20,7 +20,6 @@ pub struct CpuEvaluator {
     precision: Precision,
 }
 
-/// One chain's log density in `precision` (how the CPU engines call a model).
 /// Chains evaluated together by [`Model::log_density_block`]: the largest divisor of the
 /// chains per dataset up to what the family asks for (so a block never spans two
 /// datasets) that still leaves a block for every thread, in f64; 1 for families without a
@@ -88,6 +87,7 @@ pub fn block_density(
     }
 }
 
+/// One chain's log density in `precision` (how the CPU engines call a model).
 #[inline]
 pub fn log_density(
     precision: Precision,

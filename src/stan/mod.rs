@@ -348,12 +348,15 @@ pub fn csv_data(path: &Path, prog: &Program) -> Result<serde_json::Value> {
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_path(path)
-        .map_err(|e| match e.into_kind() {
-            csv::ErrorKind::Io(source) => Error::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            k => bad(1, "1", format!("{k:?}")),
+        .map_err(|e| {
+            let message = e.to_string();
+            match e.into_kind() {
+                csv::ErrorKind::Io(source) => Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                _ => bad(1, "1", message),
+            }
         })?;
     let headers: Vec<String> = rdr
         .headers()
@@ -776,6 +779,7 @@ impl Model for StanModel {
             .u32("NACC", 1)
             .u32("UNROLL", UNROLL)
             .u32("HEADER", HEADER)
+            .part(crate::shader::LOGISTIC)
             .template(
                 crate::shader::STAN,
                 &[("FORWARD", &forward), ("REVERSE", &reverse)],
