@@ -116,8 +116,14 @@ pub fn box_muller(u1: f64, u2: f64) -> f64 {
 /// A conventional `rand` generator seeded from a Philox stream, for host-side simulation
 /// where a sequential generator is convenient (datasets from the prior, test inputs).
 pub fn host_rng(seed: u64, index: u64, purpose: Purpose) -> rand::rngs::StdRng {
+    stream_rng(seed, index as u32, (index >> 32) as u32, purpose)
+}
+
+/// A conventional `rand` generator seeded from the Philox stream of `(seed, chain,
+/// iteration, purpose)`: the draws of chain `chain` at `iteration` depend on nothing else.
+pub fn stream_rng(seed: u64, chain: u32, iteration: u32, purpose: Purpose) -> rand::rngs::StdRng {
     use rand::SeedableRng;
-    let s = Stream::new(seed, index as u32, (index >> 32) as u32, purpose);
+    let s = Stream::new(seed, chain, iteration, purpose);
     let mut bytes = [0u8; 32];
     for b in 0..2 {
         for (w, word) in s.block(b).iter().enumerate() {

@@ -248,7 +248,8 @@ fn constructs_outside_the_subset_are_refused_with_their_position() {
 
 /// Constraining transforms: an interval-bounded scalar with a bound that is another
 /// parameter (garch's `upper=(1 - alpha1)`), a simplex and a positive ordered vector give
-/// values inside their supports at any unconstrained position.
+/// values inside their supports at any unconstrained position, and `unconstrain` inverts
+/// them (there and for every posteriordb program).
 #[test]
 fn transforms_land_in_their_supports() {
     use rand::{RngExt, SeedableRng};
@@ -269,6 +270,26 @@ fn transforms_land_in_their_supports() {
         let p = &v[6..9];
         assert!(p[0] > 0.0 && p[0] < p[1] && p[1] < p[2], "{p:?}");
         assert!((v[9] - (2.0 + 3.0 * theta[8])).abs() < 1e-12);
+        // unconstrain inverts constrain.
+        let back = m.unconstrain(&v).unwrap();
+        for (x, y) in back.iter().zip(&theta) {
+            assert!(
+                (x - y).abs() < 1e-8 * (1.0 + y.abs()),
+                "{back:?} vs {theta:?}"
+            );
+        }
+    }
+    let mut v = m.constrain(&vec![0.1; m.dim()]);
+    v[1] = 1.0 - v[0] + 0.01;
+    let e = m.unconstrain(&v).unwrap_err().to_string();
+    assert!(e.contains("b: ") && e.contains("outside"), "{e}");
+    for name in posteriors() {
+        let m = compile(&name);
+        let theta: Vec<f64> = (0..m.dim()).map(|i| 0.5 - 0.37 * (i % 5) as f64).collect();
+        let back = m.unconstrain(&m.constrain(&theta)).unwrap();
+        for (x, y) in back.iter().zip(&theta) {
+            assert!((x - y).abs() < 1e-7 * (1.0 + y.abs()), "{name}: {x} vs {y}");
+        }
     }
 }
 
@@ -522,14 +543,192 @@ fn generated_quantities_run_per_draw() {
         "{v:?}"
     );
     assert!(v[first + 100].is_finite() && names[first + 100] == "log_p_z_star");
-    let rng_src = "parameters {\n  real mu;\n}\nmodel {\n  mu ~ normal(0, 1);\n}\ngenerated quantities {\n  real y = normal_rng(mu, 1);\n}\n";
-    let e = compile_source(&t, "rng.stan", rng_src)
+}
+
+/// `_rng` functions in generated quantities draw from the stream of their draw: the same
+/// (seed, chain, draw) gives the same quantities, other draws fresh ones, and a posterior
+/// predictive draw has its distribution around the draw; `_rng` elsewhere is refused
+/// with its position.
+#[test]
+fn random_numbers_come_from_each_draws_stream() {
+    let t = TempDir::new("stan-rng");
+    let src = "parameters {\n  real mu;\n}\nmodel {\n  mu ~ normal(0, 1);\n}\ngenerated quantities {\n  real y = normal_rng(mu, 2);\n  array[3] int k = poisson_rng({1.0, 2.0, 3.0});\n}\n";
+    let m = compile_source(&t, "rng.stan", src).unwrap();
+    assert_eq!(m.param_names(), ["mu", "y", "k[1]", "k[2]", "k[3]"]);
+    let a = m.constrain_draw(&[0.5], 7, 3, 11);
+    assert_eq!(a, m.constrain_draw(&[0.5], 7, 3, 11));
+    assert_ne!(a[1], m.constrain_draw(&[0.5], 7, 3, 12)[1]);
+    assert_ne!(a[1], m.constrain_draw(&[0.5], 7, 4, 11)[1]);
+    assert_ne!(a[1], m.constrain_draw(&[0.5], 8, 3, 11)[1]);
+    let n = 20_000u32;
+    let (mut s1, mut s2, mut k3) = (0.0, 0.0, 0.0);
+    for draw in 0..n {
+        let v = m.constrain_draw(&[0.5], 1, 0, draw);
+        s1 += v[1] - 0.5;
+        s2 += (v[1] - 0.5).powi(2);
+        assert!(
+            v[2..].iter().all(|k| k.fract() == 0.0 && *k >= 0.0),
+            "{v:?}"
+        );
+        k3 += v[4];
+    }
+    let n = f64::from(n);
+    assert!((s1 / n).abs() < 5.0 * 2.0 / n.sqrt(), "mean {}", s1 / n);
+    assert!((s2 / n / 4.0 - 1.0).abs() < 0.05, "variance {}", s2 / n);
+    assert!(
+        (k3 / n - 3.0).abs() < 5.0 * (3.0 / n).sqrt(),
+        "poisson mean {}",
+        k3 / n
+    );
+    let in_model = "parameters {\n  real mu;\n}\nmodel {\n  real z = normal_rng(0, 1);\n  mu ~ normal(z, 1);\n}\n";
+    let e = compile_source(&t, "model_rng.stan", in_model)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("rng.stan:8:12") && e.contains("normal_rng"),
+        e.contains("model_rng.stan:5:12") && e.contains("only in generated quantities"),
         "{e}"
     );
+    let unknown = "parameters {\n  real mu;\n}\nmodel {\n  mu ~ normal(0, 1);\n}\ngenerated quantities {\n  real y = frechet_rng(mu, 1);\n}\n";
+    let e = compile_source(&t, "unknown_rng.stan", unknown)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown_rng.stan:8:12") && e.contains("frechet_rng"),
+        "{e}"
+    );
+}
+
+/// Simulation-based calibration of a hierarchical program whose generated quantities
+/// simulate its data (examples/stan/eight_schools_sbc.stan): 500 datasets on the CPU pass
+/// the uniformity tests at alpha 0.001; the same study fitting a program with another prior
+/// on mu (but simulating from the first) fails them, which shows the test can fail.
+#[test]
+fn sbc_of_a_hierarchical_program_is_calibrated() {
+    use gpsamp::backend::Backend;
+    use gpsamp::study::{Design, Study};
+    use std::sync::Arc;
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stan");
+    let program = ex.join("eight_schools_sbc.stan");
+    let data = ex.join("eight_schools.json");
+    let m: Arc<dyn Model> = Arc::new(
+        StanModel::from_files(&program, Some(&data))
+            .unwrap()
+            .for_study()
+            .unwrap(),
+    );
+    let backend = Backend::cpu();
+    let study = |generator: Arc<dyn Model>, fit: Arc<dyn Model>, datasets: usize| Study {
+        generator,
+        fit,
+        points: 1,
+        datasets,
+        config: gpsamp::hmc::Config {
+            chains: 4,
+            warmup: 500,
+            draws: 500,
+            seed: 11,
+            ..Default::default()
+        },
+        batch: 250,
+        alpha: 0.001,
+        design: Design::Prior,
+        given: None,
+    };
+    let s = study(m.clone(), m.clone(), 500);
+    let records = s.run(0..500, &backend, &mut |_, _| {}).unwrap();
+    let rep = gpsamp::study::sbc::report(&s.settings(), &records);
+    for q in &rep.quantities {
+        assert!(q.pass, "{}: not uniform ({q:?})", q.quantity);
+    }
+    assert!(rep.pass);
+    let names: Vec<&str> = rep.quantities.iter().map(|q| q.quantity.as_str()).collect();
+    assert_eq!(names[..3], ["mu", "tau", "theta_raw[1]"]);
+    assert!(
+        names.contains(&"theta[8]") && names.contains(&"log_lik"),
+        "{names:?}"
+    );
+
+    let t = TempDir::new("stan-sbc");
+    let wrong = std::fs::read_to_string(&program)
+        .unwrap()
+        .replace("mu ~ normal(0, 5);", "mu ~ normal(0, 1);");
+    let wrong_path = t.join("wrong.stan");
+    std::fs::write(&wrong_path, wrong).unwrap();
+    let fit: Arc<dyn Model> = Arc::new(
+        StanModel::from_files(&wrong_path, Some(&data))
+            .unwrap()
+            .for_study()
+            .unwrap(),
+    );
+    let s = study(m, fit, 200);
+    let records = s.run(0..200, &backend, &mut |_, _| {}).unwrap();
+    let rep = gpsamp::study::sbc::report(&s.settings(), &records);
+    let mu = rep.quantities.iter().find(|q| q.quantity == "mu").unwrap();
+    assert!(!mu.pass && !rep.pass, "{mu:?}");
+}
+
+/// `for_study` refuses a program whose generated quantities do not simulate every
+/// parameter and some data, naming what is missing; `sbc --stan` runs from the command
+/// line and writes a study folder.
+#[test]
+fn sbc_convention_is_checked_and_runs_from_the_command_line() {
+    let t = TempDir::new("stan-sbc-cli");
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stan");
+    let data = ex.join("eight_schools.json");
+    let full = std::fs::read_to_string(ex.join("eight_schools_sbc.stan")).unwrap();
+    let cases = [
+        (
+            "tau_sim",
+            "tau_true",
+            "parameter tau has no generated quantity tau_sim",
+        ),
+        (
+            "  vector[J] y_sim = to_vector(normal_rng(mu_sim + tau_sim * theta_raw_sim, sigma));\n",
+            "",
+            "simulate no data variable",
+        ),
+        (
+            "real mu_sim = normal_rng(0, 5);",
+            "real mu_sim = normal_rng(mu, 5);",
+            "mu_sim a value that is not finite",
+        ),
+    ];
+    for (k, (from, to, want)) in cases.iter().enumerate() {
+        assert!(full.contains(from), "{from}");
+        let path = t.join(&format!("p{k}.stan"));
+        std::fs::write(&path, full.replace(from, to)).unwrap();
+        let e = match StanModel::from_files(&path, Some(&data))
+            .unwrap()
+            .for_study()
+        {
+            Err(e) => e.to_string(),
+            Ok(m) => {
+                let mut rng = gpsamp::rng::host_rng(0, 0, gpsamp::rng::Purpose::Simulate);
+                m.try_simulate(0, &mut rng).unwrap_err().to_string()
+            }
+        };
+        assert!(e.contains(want), "case {k}: {e}");
+    }
+    let out = t.join("study");
+    let (ok, stdout, err) = gpsamp(&[
+        "sbc",
+        "--stan",
+        ex.join("eight_schools_sbc.stan").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--datasets",
+        "20",
+        "--backend",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("theta[8]") && err.contains("stan:eight_schools_sbc"),
+        "{stdout}"
+    );
+    assert!(out.join("datasets.csv").exists());
 }
 
 /// A program that calls every function the recording knows, with its gradient through each.
@@ -600,16 +799,39 @@ fn gpu_kernel_matches_cpu_on_random_inputs() {
     )
     .unwrap();
     let data = Arc::new(two);
+    let mut models: Vec<(String, Arc<dyn Model>, Arc<gpsamp::DataBatch>)> = models
+        .into_iter()
+        .map(|(n, m)| (n, Arc::new(m) as Arc<dyn Model>, data.clone()))
+        .collect();
+    // A study's program bound to two simulated datasets: a program per dataset.
+    let sim = StanModel::from_files(
+        &ex.join("eight_schools_sbc.stan"),
+        Some(&ex.join("eight_schools.json")),
+    )
+    .unwrap()
+    .for_study()
+    .unwrap();
+    let sets: Vec<gpsamp::Dataset> = (0..2)
+        .map(|i| {
+            let mut r = gpsamp::rng::host_rng(5, i, gpsamp::rng::Purpose::Simulate);
+            sim.try_simulate(0, &mut r).unwrap().1
+        })
+        .collect();
+    let simulated = Arc::new(gpsamp::DataBatch::new(0, &sets).unwrap());
+    let bound = sim
+        .bind(&simulated)
+        .unwrap()
+        .expect("a study's program binds");
+    models.push(("simulated datasets".into(), bound, simulated));
     let chains = 37;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    for (name, m) in models {
+    for (name, m, data) in models {
         assert!(m.has_gpu_kernel(), "{name}");
         let d = m.dim();
         let n = 2 * chains;
         let theta: Vec<f64> = (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect();
         let (mut lc, mut gc) = (vec![0.0; n], vec![0.0; n * d]);
         let (mut lg, mut gg) = (vec![0.0; n], vec![0.0; n * d]);
-        let m = Arc::new(m);
         CpuEvaluator::new(m.clone(), data.clone(), chains)
             .unwrap()
             .eval(&theta, &mut lc, &mut gc)
@@ -618,6 +840,11 @@ fn gpu_kernel_matches_cpu_on_random_inputs() {
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .eval(&theta, &mut lg, &mut gg)
             .unwrap();
+        if name == "simulated datasets" {
+            // Each dataset's own program: the same position has different densities.
+            let at = |b| m.log_density(&data, b, &theta[..d], &mut vec![0.0; d], &mut Vec::new());
+            assert!((at(0) - at(1)).abs() > 1e-6, "{} {}", at(0), at(1));
+        }
         let (el, eg) = (common::rel_norm(&lg, &lc), common::rel_norm(&gg, &gc));
         eprintln!("{name}: logp {el:.2e}, gradient {eg:.2e}");
         assert!(

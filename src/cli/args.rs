@@ -130,8 +130,9 @@ pub struct ModelArgs {
     /// Model family (or give --model-file).
     #[arg(long, value_enum, required_unless_present_any = ["model_file", "stan"])]
     pub model: Option<ModelKind>,
-    /// A Stan program to fit instead of a built-in family (`gpsamp sample`; its data with
-    /// --data: CmdStan's JSON format, or a CSV whose columns are vectors of the data block).
+    /// A Stan program to fit instead of a built-in family (`gpsamp sample` and `gpsamp
+    /// sbc`; its data with --data: CmdStan's JSON format, or a CSV whose columns are
+    /// vectors of the data block).
     #[arg(long, conflicts_with = "model")]
     pub stan: Option<PathBuf>,
     /// TOML file with the model settings: any model flag of this command without dashes

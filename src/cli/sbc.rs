@@ -22,7 +22,8 @@ pub struct Args {
     /// Input columns of each simulated dataset (glm and mixglm), each standard normal.
     #[arg(long, default_value_t = 1)]
     features: usize,
-    /// Points per dataset (hmm/glmhmm: steps of its one sequence).
+    /// Points per dataset (hmm/glmhmm: steps of its one sequence; with --stan the data
+    /// file sizes the data).
     #[arg(long, default_value_t = 100)]
     n: usize,
     /// Datasets in the study (all shards together).
@@ -33,6 +34,11 @@ pub struct Args {
     /// study should then fail, which shows it can.
     #[arg(long)]
     fit_model_file: Option<PathBuf>,
+    /// The data of a Stan program (--stan): CmdStan's JSON or a CSV of vectors. Variables
+    /// the program's generated quantities simulate (`y_sim` for `y`) are replaced in each
+    /// dataset; the others are the file's.
+    #[arg(long, requires = "stan")]
+    data: Option<PathBuf>,
     /// Level of the uniformity tests (chi-square and ECDF band), per quantity.
     #[arg(long, default_value_t = 0.001)]
     alpha: f64,
@@ -145,13 +151,14 @@ pub fn write_study(
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
-    a.model.builtin_only("sbc")?;
     let inputs: Vec<&Path> = a
         .model
         .model_file
         .as_deref()
         .into_iter()
         .chain(a.fit_model_file.as_deref())
+        .chain(a.model.stan.as_deref())
+        .chain(a.data.as_deref())
         .collect();
     let out = OutputDir::create("--out", &a.run.out, STUDY, a.run.force, &inputs)?;
     let p = match a.model.kind() {
@@ -159,14 +166,24 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         ModelKind::Eiv => a.model.w.len(),
         _ => a.features,
     };
-    let model = a.model.build_simulated(p)?;
-    let fit = match &a.fit_model_file {
-        None => model.clone(),
-        Some(path) => {
-            let f = super::model_file::model_args_from_file(path)?;
-            f.build_simulated(p)
-                .with_context(|| format!("--fit-model-file {}", path.display()))?
+    let (model, fit) = if let Some(program) = &a.model.stan {
+        if a.fit_model_file.is_some() {
+            bail!("--fit-model-file: a Stan study fits the program it simulates from");
         }
+        let m = gpsamp::stan::StanModel::from_files(program, a.data.as_deref())?.for_study()?;
+        let m: std::sync::Arc<dyn gpsamp::Model> = std::sync::Arc::new(m);
+        (m.clone(), m)
+    } else {
+        let model = a.model.build_simulated(p)?;
+        let fit = match &a.fit_model_file {
+            None => model.clone(),
+            Some(path) => {
+                let f = super::model_file::model_args_from_file(path)?;
+                f.build_simulated(p)
+                    .with_context(|| format!("--fit-model-file {}", path.display()))?
+            }
+        };
+        (model, fit)
     };
     let study = Study {
         generator: model,
@@ -240,6 +257,9 @@ pub fn run_study(
     );
     if !a.quiet {
         let n = match study.design.cells() {
+            [] if study.fit.name().starts_with("stan:") => {
+                "data simulated by its generated quantities".to_string()
+            }
             [] => format!("N {}", study.points),
             cells => format!("{} cells", cells.len()),
         };

@@ -36,6 +36,8 @@ pub struct NpySink<'a> {
     filled: usize,
     sums: Vec<f64>,
     count: usize,
+    /// Seed and first global chain of the random streams of generated quantities.
+    stream: (u64, u32),
 }
 
 impl<'a> NpySink<'a> {
@@ -76,7 +78,15 @@ impl<'a> NpySink<'a> {
             filled: 0,
             sums: vec![0.0; n_chains * n_params],
             count: 0,
+            stream: (0, 0),
         })
+    }
+
+    /// Draws the random numbers of generated quantities from the streams of `seed`, chain
+    /// `chain_offset + c` for chain `c` of the sink (default: seed 0, offset 0).
+    pub fn with_stream(mut self, seed: u64, chain_offset: u32) -> Self {
+        self.stream = (seed, chain_offset);
+        self
     }
 
     /// Uses chunks of `draws` draws (the default keeps the buffer near 64 MiB).
@@ -129,11 +139,13 @@ impl DrawSink for NpySink<'_> {
             self.chunk,
             self.n_params,
         );
-        let (model, keep, consts, cpd) = (
+        let (model, keep, consts, cpd, (seed, offset), draw) = (
             self.model,
             &self.keep,
             &self.constants,
             self.chains_per_dataset,
+            self.stream,
+            self.count as u32,
         );
         self.buf
             .par_chunks_mut(chunk * k)
@@ -141,7 +153,8 @@ impl DrawSink for NpySink<'_> {
             .zip(self.sums.par_chunks_mut(np))
             .enumerate()
             .for_each(|(c, ((b, sb), sums))| {
-                let v = model.constrain(&out.position[c * d..(c + 1) * d]);
+                let theta = &out.position[c * d..(c + 1) * d];
+                let v = model.constrain_draw(theta, seed, offset + c as u32, draw);
                 for (sm, x) in sums.iter_mut().zip(&v) {
                     *sm += x;
                 }

@@ -11,6 +11,8 @@ pub mod eiv;
 pub mod hmm;
 pub mod mixglm;
 
+use std::sync::Arc;
+
 use crate::data::{DataBatch, Dataset};
 use crate::error::{Error, Result};
 
@@ -54,6 +56,26 @@ pub trait Model: Send + Sync {
     /// Maps constrained parameters (in [`Model::param_names`] order) to the unconstrained
     /// position; an error when a value is outside its support.
     fn unconstrain(&self, params: &[f64]) -> Result<Vec<f64>>;
+
+    /// [`Model::constrain`] for stored draw `draw` of global chain `chain` under `seed`:
+    /// quantities that draw random numbers (a Stan program's generated quantities) take
+    /// them from that draw's own stream.
+    fn constrain_draw(&self, theta: &[f64], _seed: u64, _chain: u32, _draw: u32) -> Vec<f64> {
+        self.constrain(theta)
+    }
+
+    /// The log likelihood of dataset `b` at `theta` when the family computes it itself
+    /// (a simulation study's `log_lik` quantity); `None`: the log density less its value
+    /// on an empty dataset.
+    fn log_lik(&self, _data: &DataBatch, _b: usize, _theta: &[f64]) -> Option<f64> {
+        None
+    }
+
+    /// The family fitted to `data` when it depends on the batch beyond its columns (a Stan
+    /// program compiled against each simulated dataset of a study); `None`: itself.
+    fn bind(&self, _data: &DataBatch) -> Result<Option<Arc<dyn Model>>> {
+        Ok(None)
+    }
 
     /// Checks that a data batch fits the model (column count, response domain).
     fn check_data(&self, data: &DataBatch) -> Result<()>;
@@ -167,6 +189,12 @@ pub trait Model: Send + Sync {
     /// Draws parameters from the prior and a dataset of `n` points given them; returns the
     /// unconstrained true parameters and the dataset.
     fn simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset);
+
+    /// [`Model::simulate`] for families whose simulation can fail (a Stan program's
+    /// generated quantities).
+    fn try_simulate(&self, n: usize, rng: &mut rand::rngs::StdRng) -> Result<(Vec<f64>, Dataset)> {
+        Ok(self.simulate(n, rng))
+    }
 
     /// The number of hidden states of a family with them (HMMs), whose
     /// [`Model::state_probabilities`] are defined; 0 otherwise (the default).

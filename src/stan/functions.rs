@@ -4,7 +4,7 @@
 //! exact. A sampling statement drops the terms that do not depend on the parameters, as
 //! Stan's `~` does; a `_lpdf` call keeps them.
 
-use super::interp::{scalar, Interp, R};
+use super::interp::{scalar, Block, Interp, R};
 use super::tape::{Fun, Sc, Tape};
 use super::value::Val;
 use super::Pos;
@@ -156,8 +156,18 @@ impl Interp {
                 return Ok(Val::Real(self.cdf(dist, suffix, &args, pos)?));
             }
         }
-        if name.ends_with("_rng") {
-            return err(pos, format!("{name}: random numbers are not supported yet"));
+        if let Some(dist) = name.strip_suffix("_rng") {
+            if self.block != Block::Generated {
+                return err(
+                    pos,
+                    format!("{name}: random numbers are drawn only in generated quantities"),
+                );
+            }
+            let Some(rng) = self.rng.as_mut() else {
+                return err(pos, format!("{name}: no random stream to draw from here"));
+            };
+            return super::random::draw(dist, &args, rng, self.nan_args, pos)
+                .unwrap_or_else(|| err(pos, format!("{name}: unknown random number generator")));
         }
         if name.ends_with("_log") && name != "multiply_log" && name != "binomial_coefficient_log" {
             return err(
@@ -643,6 +653,12 @@ impl Interp {
     /// The log density (or mass) of `args[0]` under `dist` with parameters `args[1..]`,
     /// summed over the elements; `drop` leaves out the terms that are constants.
     pub fn density(&mut self, dist: &str, args: &[Val], drop: bool, pos: Pos) -> R<Sc> {
+        if args
+            .first()
+            .is_some_and(|v| v.flat().iter().all(|s| s.constant().is_some()))
+        {
+            self.data_densities += 1;
+        }
         let t = &mut self.tape;
         let np = |k: usize| -> R<()> {
             if args.len() == k + 1 {

@@ -49,6 +49,15 @@ pub struct Interp {
     pub block: Block,
     /// Lines of `print` output (printed once, when the program is recorded).
     pub printed: Vec<String>,
+    /// Terms of `target` that are the log likelihood: `~` statements whose left side is
+    /// data, and `target +=` statements that call a density of data.
+    pub loglik: Vec<Sc>,
+    /// Densities evaluated so far whose variate is data (constant).
+    pub data_densities: usize,
+    /// The stream `_rng` functions draw from (generated quantities only).
+    pub rng: Option<rand::rngs::StdRng>,
+    /// What a NaN argument of an `_rng` function does.
+    pub nan_args: super::random::NanArgs,
 }
 
 fn err<T>(pos: Pos, msg: impl Into<String>) -> R<T> {
@@ -65,6 +74,10 @@ impl Interp {
             target: Vec::new(),
             block: Block::TransformedData,
             printed: Vec::new(),
+            loglik: Vec::new(),
+            data_densities: 0,
+            rng: None,
+            nan_args: super::random::NanArgs::Refuse,
         }
     }
 
@@ -201,10 +214,14 @@ impl Interp {
             }
             StmtKind::Target(e) => {
                 self.need_model(s.pos, "target +=")?;
+                let before = self.data_densities;
                 let v = self.eval(e)?;
                 let terms = v.flat();
                 let t = self.tape.sum(&terms);
                 self.target.push(t);
+                if self.data_densities > before {
+                    self.loglik.push(t);
+                }
             }
             StmtKind::Tilde {
                 lhs,
@@ -222,6 +239,9 @@ impl Interp {
                 }
                 let lp = self.density(dist, &vals, true, s.pos)?;
                 self.target.push(lp);
+                if vals[0].flat().iter().all(|x| x.constant().is_some()) {
+                    self.loglik.push(lp);
+                }
             }
             StmtKind::For { var, lo, hi, body } => {
                 let lo = self.int(lo)?;

@@ -19,6 +19,7 @@ pub mod interp;
 mod kernel;
 pub mod lexer;
 pub mod parser;
+pub mod random;
 pub mod tape;
 pub mod value;
 
@@ -62,16 +63,68 @@ pub fn parse(path: &Path, source: &str) -> Result<Program> {
 #[derive(Clone, Debug)]
 pub struct StanModel {
     name: String,
+    /// The recording against the data file's data.
+    rec: Arc<Recording>,
+    /// One recording per dataset of the batch the model is bound to ([`Model::bind`]: a
+    /// study's simulated datasets); `None`: every dataset is `rec`'s.
+    bound: Option<Arc<Vec<Arc<Recording>>>>,
+    dim: usize,
+    /// CmdStan names of the parameters and transformed parameters.
+    output_names: Vec<String>,
+    /// Whether the generated quantities are among the model's quantities (not in a study,
+    /// where they are the simulation).
+    report_generated: bool,
+    notes: Vec<String>,
+    /// The program and its data, to compile it again against simulated data.
+    source: Arc<Source>,
+    /// What a study simulates ([`StanModel::for_study`]).
+    simulation: Option<Arc<Simulation>>,
+}
+
+/// A parsed program and the data it was given.
+#[derive(Debug)]
+struct Source {
+    path: PathBuf,
+    prog: Program,
+    data_path: PathBuf,
+    json: serde_json::Value,
+}
+
+/// What running a program against one dataset recorded.
+#[derive(Debug)]
+struct Recording {
     kernel: kernel::Kernel,
     /// The recording as the GPU kernel reads it (`None`: too long for f32 words).
     encoded: Option<Arc<kernel::Encoded>>,
     target: Sc,
-    dim: usize,
+    /// The log likelihood: the `~` and `target +=` terms with a density of data (the
+    /// target when there are none).
+    loglik: Sc,
     /// (CmdStan name, value) of every parameter and transformed parameter.
     outputs: Vec<(String, Sc)>,
+    /// Data and transformed data.
+    base: Arc<std::collections::HashMap<String, Val>>,
     /// What runs per draw for `generated quantities`, when the program has them.
     generated: Option<Arc<Generated>>,
-    notes: Vec<String>,
+}
+
+impl Recording {
+    /// Parameters and transformed parameters at `theta`.
+    fn outputs_at(&self, theta: &[f64], dim: usize) -> Vec<f64> {
+        let mut vals = vec![0.0; self.kernel.slots()];
+        self.kernel.forward(theta, dim, 1, &mut vals);
+        self.outputs
+            .iter()
+            .map(|(_, s)| value_of(*s, &vals))
+            .collect()
+    }
+}
+
+fn value_of(s: Sc, vals: &[f64]) -> f64 {
+    match s {
+        Sc::C(c) => c,
+        Sc::N(i) => vals[i as usize],
+    }
 }
 
 /// A program's `generated quantities`, run per draw on the CPU in f64 after the
@@ -88,23 +141,40 @@ struct Generated {
 }
 
 impl Generated {
-    /// The generated quantities at a draw whose parameters and transformed parameters are
-    /// `outputs` (CmdStan order).
-    fn run(&self, outputs: &[f64]) -> interp::R<Vec<f64>> {
+    /// Runs the block with the parameters bound to `outputs` (CmdStan order; `None`: NaN,
+    /// and NaN arguments of `_rng` functions give NaN) and returns the interpreter.
+    fn interp(
+        &self,
+        outputs: Option<&[f64]>,
+        rng: Option<rand::rngs::StdRng>,
+    ) -> interp::R<Interp> {
         let mut it = Interp::with_base(self.base.clone());
+        it.rng = rng;
+        if outputs.is_none() {
+            it.nan_args = random::NanArgs::Propagate;
+        }
         it.block = Block::TransformedParameters;
         let mut k = 0;
         for d in &self.parameters {
             let mut v = it.declare(d)?;
             for (_, idx) in v.names(&d.name) {
-                v.set(&idx, Sc::C(outputs[k]));
+                v.set(&idx, Sc::C(outputs.map_or(f64::NAN, |o| o[k])));
                 k += 1;
             }
             it.bind(&d.name, v);
         }
-        it.run(&self.transformed_parameters)?;
+        if outputs.is_some() {
+            it.run(&self.transformed_parameters)?;
+        }
         it.block = Block::Generated;
         it.run(&self.block)?;
+        Ok(it)
+    }
+
+    /// The generated quantities at a draw whose parameters and transformed parameters are
+    /// `outputs` (CmdStan order), drawing random numbers from `rng`.
+    fn run(&self, outputs: &[f64], rng: Option<rand::rngs::StdRng>) -> interp::R<Vec<f64>> {
+        let it = self.interp(Some(outputs), rng)?;
         let mut out = Vec::with_capacity(self.names.len());
         for s in &self.block {
             if let StmtKind::Decl(d) = &s.kind {
@@ -159,143 +229,182 @@ impl StanModel {
         data: Option<(&Path, &serde_json::Value)>,
     ) -> Result<Self> {
         let prog = parse(path, source)?;
-        let located = |(pos, message): (Pos, String)| Error::Program {
-            path: path.to_path_buf(),
-            line: pos.line,
-            column: pos.col,
-            message,
-        };
-        let mut it = Interp::new();
-        let empty = serde_json::Value::Object(Default::default());
         let (data_path, json) = match data {
-            Some((p, v)) => (p.to_path_buf(), v),
-            None => (PathBuf::from("(no data)"), &empty),
+            Some((p, v)) => (p.to_path_buf(), v.clone()),
+            None => (
+                PathBuf::from("(no data)"),
+                serde_json::Value::Object(Default::default()),
+            ),
         };
-        for d in &prog.data {
-            let shape = it.declare(d).map_err(located)?;
-            let v = read_data(&data_path, json, d, &shape)?;
-            check_bounds(&mut it, d, &v).map_err(|(pos, m)| Error::Config {
-                flag: format!("--data {}", data_path.display()),
-                message: format!(
-                    "{}: {m} (declared at {}:{}:{})",
-                    d.name,
-                    path.display(),
-                    pos.line,
-                    pos.col
-                ),
-            })?;
-            it.bind(&d.name, v);
-        }
-        it.block = Block::TransformedData;
-        it.run(&prog.transformed_data).map_err(located)?;
-        let base = Arc::new(it.globals());
-        // Parameters: unconstrained inputs through Stan's transforms.
-        let mut next = 0usize;
-        let mut outputs = Vec::new();
-        let mut jacobian = Vec::new();
-        for d in &prog.parameters {
-            let shape = it.declare(d).map_err(located)?;
-            let v = constrain(&mut it, d, &shape, &mut next, &mut jacobian).map_err(located)?;
-            for (name, idx) in v.names(&d.name) {
-                outputs.push((name, v.at(&idx)));
-            }
-            it.bind(&d.name, v);
-        }
-        it.block = Block::TransformedParameters;
-        it.run(&prog.transformed_parameters).map_err(located)?;
-        for s in &prog.transformed_parameters {
-            if let StmtKind::Decl(d) = &s.kind {
-                let v = it.get(&d.name).cloned().expect("declared");
-                for (name, idx) in v.names(&d.name) {
-                    outputs.push((name, v.at(&idx)));
-                }
-            }
-        }
-        it.block = Block::Model;
-        it.target.extend(jacobian);
-        let model_block = ast::Stmt {
-            kind: StmtKind::Block(prog.model.clone()),
-            pos: Pos::default(),
-        };
-        it.run(std::slice::from_ref(&model_block))
-            .map_err(located)?;
-        let terms = std::mem::take(&mut it.target);
-        let target = it.tape.sum(&terms);
-        let notes: Vec<String> = it.printed.iter().map(|l| format!("print: {l}")).collect();
-        let generated = if prog.generated_quantities.is_empty() {
-            None
-        } else {
-            // The quantities' names come from their declared sizes (data only).
-            let mut names = Vec::new();
-            let mut g = Interp::with_base(base.clone());
-            for s in &prog.generated_quantities {
-                if let StmtKind::Decl(d) = &s.kind {
-                    let shape = g.declare(d).map_err(located)?;
-                    names.extend(shape.names(&d.name).into_iter().map(|(n, _)| n));
-                }
-            }
-            Some(Arc::new(Generated {
-                base,
-                parameters: prog.parameters.clone(),
-                transformed_parameters: prog.transformed_parameters.clone(),
-                block: prog.generated_quantities.clone(),
-                names,
-            }))
-        };
+        let source = Arc::new(Source {
+            path: path.to_path_buf(),
+            prog,
+            data_path,
+            json,
+        });
+        let (rec, dim, notes) = record(&source, &Default::default())?;
         let name = path
             .file_stem()
             .map_or("stan".into(), |s| s.to_string_lossy().into_owned());
-        let kernel = kernel::Kernel::new(&it.tape);
-        let encoded = kernel.encode(target, next).map(Arc::new);
-        Ok(Self {
+        Self {
             name,
-            kernel,
-            encoded,
-            target,
-            dim: next,
-            outputs,
-            generated,
+            output_names: rec.outputs.iter().map(|(n, _)| n.clone()).collect(),
+            rec: Arc::new(rec),
+            bound: None,
+            dim,
+            report_generated: true,
             notes,
-        })
-        .and_then(|m: Self| m.check_generated(path))
+            source,
+            simulation: None,
+        }
+        .check_generated()
     }
 
     /// Runs the generated quantities once (at the unconstrained origin) so that a
     /// construct they use outside the subset is refused now, with its position, and not
     /// draw by draw; an error that depends on the values (a `reject`) is left to the draws.
-    fn check_generated(self, path: &Path) -> Result<Self> {
-        if let Some(g) = &self.generated {
-            let outputs = self.outputs_at(&vec![0.0; self.dim]);
-            if let Err((pos, message)) = g.run(&outputs) {
-                if message.contains("not supported") || message.contains("unknown") {
-                    return Err(Error::Program {
-                        path: path.to_path_buf(),
-                        line: pos.line,
-                        column: pos.col,
-                        message,
-                    });
+    fn check_generated(self) -> Result<Self> {
+        if let Some(g) = &self.rec.generated {
+            let outputs = self.rec.outputs_at(&vec![0.0; self.dim], self.dim);
+            let rng = crate::rng::stream_rng(0, 0, 0, crate::rng::Purpose::Predict);
+            if let Err((pos, message)) = g.run(&outputs, Some(rng)) {
+                if message.contains("not supported")
+                    || message.contains("unknown")
+                    || message.contains("only in generated")
+                {
+                    return Err(self.located((pos, message)));
                 }
             }
         }
         Ok(self)
     }
 
+    fn located(&self, (pos, message): (Pos, String)) -> Error {
+        Error::Program {
+            path: self.source.path.clone(),
+            line: pos.line,
+            column: pos.col,
+            message,
+        }
+    }
+
+    /// The recording of dataset `b`.
+    fn rec(&self, b: usize) -> &Recording {
+        match &self.bound {
+            Some(all) => &all[b],
+            None => &self.rec,
+        }
+    }
+
     /// Parameters and transformed parameters at `theta`.
     fn outputs_at(&self, theta: &[f64]) -> Vec<f64> {
-        let mut vals = vec![0.0; self.kernel.slots()];
-        self.kernel.forward(theta, self.dim, 1, &mut vals);
-        self.outputs
+        self.rec.outputs_at(theta, self.dim)
+    }
+
+    /// Every recording: the data file's, or one per bound dataset.
+    fn recordings(&self) -> impl Iterator<Item = &Recording> {
+        let bound = self.bound.iter().flat_map(|b| b.iter().map(|r| r.as_ref()));
+        std::iter::once(self.rec.as_ref())
+            .filter(move |_| self.bound.is_none())
+            .chain(bound)
+    }
+
+    /// [`Model::constrain`], the generated quantities drawing from `rng`.
+    fn constrain_with(&self, theta: &[f64], rng: Option<rand::rngs::StdRng>) -> Vec<f64> {
+        let mut out = self.outputs_at(theta);
+        if let Some(g) = self
+            .rec
+            .generated
+            .as_ref()
+            .filter(|_| self.report_generated)
+        {
+            match g.run(&out, rng) {
+                Ok(v) => out.extend(v),
+                Err(_) => out.extend(std::iter::repeat_n(f64::NAN, g.names.len())),
+            }
+        }
+        out
+    }
+
+    /// The program as a study fits and simulates it (`gpsamp sbc --stan`): its generated
+    /// quantities are the simulation and not among its quantities. They must declare
+    /// `<p>_sim` for every parameter `p`, drawn from the prior with `_rng` functions and
+    /// without reading the parameters, and `<y>_sim` for each data variable `y` they
+    /// simulate (at least one), of the same shape; the data file gives every other data
+    /// variable. Each dataset is the data file's with `y` replaced by `y_sim`, and its
+    /// true parameters are the `p_sim`.
+    pub fn for_study(self) -> Result<Self> {
+        let bad = |message: String| Error::Program {
+            path: self.source.path.clone(),
+            line: 1,
+            column: 1,
+            message,
+        };
+        let Some(g) = &self.rec.generated else {
+            return Err(bad(format!(
+                "a study needs a generated quantities block that simulates the data: <parameter>{SIM} for every parameter, drawn from its prior, and <data>{SIM} for the data it simulates"
+            )));
+        };
+        let declared: std::collections::HashMap<&str, &Decl> = g
+            .block
             .iter()
-            .map(|(_, s)| match *s {
-                Sc::C(c) => c,
-                Sc::N(i) => vals[i as usize],
+            .filter_map(|s| match &s.kind {
+                StmtKind::Decl(d) => Some((d.name.as_str(), d.as_ref())),
+                _ => None,
             })
-            .collect()
+            .collect();
+        let mut probe = Interp::with_base(self.rec.base.clone());
+        let mut shape_of = |d: &Decl| probe.declare(d).map_err(|e| self.located(e));
+        for d in &self.source.prog.parameters {
+            let want = format!("{}{SIM}", d.name);
+            let Some(gd) = declared.get(want.as_str()) else {
+                return Err(bad(format!(
+                    "parameter {} has no generated quantity {want} (its true value, drawn from the prior)",
+                    d.name
+                )));
+            };
+            if shape_of(d)?.dims() != shape_of(gd)?.dims() {
+                return Err(self.located((
+                    gd.pos,
+                    format!("{want} must have the shape of parameter {}", d.name),
+                )));
+            }
+        }
+        let mut data = Vec::new();
+        let mut shapes = Vec::new();
+        for d in &self.source.prog.data {
+            let want = format!("{}{SIM}", d.name);
+            if let Some(gd) = declared.get(want.as_str()) {
+                let shape = shape_of(d)?;
+                if shape.dims() != shape_of(gd)?.dims() || shape.is_int() != shape_of(gd)?.is_int()
+                {
+                    return Err(self.located((
+                        gd.pos,
+                        format!(
+                            "{want} must have the type and shape of data variable {}",
+                            d.name
+                        ),
+                    )));
+                }
+                data.push(d.name.clone());
+                shapes.push(shape);
+            }
+        }
+        if data.is_empty() {
+            return Err(bad(format!(
+                "the generated quantities simulate no data variable: declare <data>{SIM} for the data they simulate (e.g. y{SIM} for y)"
+            )));
+        }
+        Ok(Self {
+            report_generated: false,
+            simulation: Some(Arc::new(Simulation { data, shapes })),
+            ..self
+        })
     }
 
     /// Operations recorded for one evaluation of the log density.
     pub fn tape_len(&self) -> usize {
-        self.kernel.slots()
+        self.rec.kernel.slots()
     }
 
     /// What a user should know about how the program runs (its `print` output when
@@ -305,32 +414,147 @@ impl StanModel {
     }
 
     /// Log densities and gradients of `lanes` chains at once (positions one after
-    /// another).
+    /// another) on dataset `b`.
     fn eval_block(
         &self,
+        b: usize,
         lanes: usize,
         theta: &[f64],
         grad: &mut [f64],
         logp: &mut [f64],
         scratch: &mut Vec<f64>,
     ) {
-        let n = self.kernel.slots();
+        let rec = self.rec(b);
+        let n = rec.kernel.slots();
         scratch.resize(2 * n * lanes, 0.0);
         let (vals, adj) = scratch.split_at_mut(n * lanes);
-        self.kernel.forward(theta, self.dim, lanes, vals);
+        rec.kernel.forward(theta, self.dim, lanes, vals);
         grad[..lanes * self.dim].fill(0.0);
-        match self.target {
+        match rec.target {
             Sc::C(c) => logp[..lanes].fill(c),
             Sc::N(i) => {
                 let i = i as usize;
                 logp[..lanes].copy_from_slice(&vals[i * lanes..(i + 1) * lanes]);
-                self.kernel.reverse(i, vals, adj, self.dim, lanes, grad);
+                rec.kernel.reverse(i, vals, adj, self.dim, lanes, grad);
             }
         }
         for l in 0..lanes {
             logp[l] = crate::math::sanitize(logp[l], &mut grad[l * self.dim..(l + 1) * self.dim]);
         }
     }
+}
+
+/// Runs `src`'s program against its data (variables in `overrides` replacing the data
+/// file's) with the parameters as symbols: the recording, the parameter count and the
+/// program's notes.
+fn record(
+    src: &Source,
+    overrides: &std::collections::HashMap<String, Val>,
+) -> Result<(Recording, usize, Vec<String>)> {
+    let (path, prog) = (&src.path, &src.prog);
+    let located = |(pos, message): (Pos, String)| Error::Program {
+        path: path.to_path_buf(),
+        line: pos.line,
+        column: pos.col,
+        message,
+    };
+    let mut it = Interp::new();
+    for d in &prog.data {
+        let shape = it.declare(d).map_err(located)?;
+        let v = match overrides.get(&d.name) {
+            Some(v) => v.clone(),
+            None => read_data(&src.data_path, &src.json, d, &shape)?,
+        };
+        check_bounds(&mut it, d, &v).map_err(|(pos, m)| Error::Config {
+            flag: format!("--data {}", src.data_path.display()),
+            message: format!(
+                "{}: {m} (declared at {}:{}:{})",
+                d.name,
+                path.display(),
+                pos.line,
+                pos.col
+            ),
+        })?;
+        it.bind(&d.name, v);
+    }
+    it.block = Block::TransformedData;
+    it.run(&prog.transformed_data).map_err(located)?;
+    let base = Arc::new(it.globals());
+    let base_for_rec = base.clone();
+    // Parameters: unconstrained inputs through Stan's transforms.
+    let mut next = 0usize;
+    let mut outputs = Vec::new();
+    let mut jacobian = Vec::new();
+    for d in &prog.parameters {
+        let shape = it.declare(d).map_err(located)?;
+        let v = constrain(&mut it, d, &shape, &mut next, &mut jacobian).map_err(located)?;
+        for (name, idx) in v.names(&d.name) {
+            outputs.push((name, v.at(&idx)));
+        }
+        it.bind(&d.name, v);
+    }
+    it.block = Block::TransformedParameters;
+    it.run(&prog.transformed_parameters).map_err(located)?;
+    for s in &prog.transformed_parameters {
+        if let StmtKind::Decl(d) = &s.kind {
+            let v = it.get(&d.name).cloned().expect("declared");
+            for (name, idx) in v.names(&d.name) {
+                outputs.push((name, v.at(&idx)));
+            }
+        }
+    }
+    it.block = Block::Model;
+    it.target.extend(jacobian);
+    let model_block = ast::Stmt {
+        kind: StmtKind::Block(prog.model.clone()),
+        pos: Pos::default(),
+    };
+    it.run(std::slice::from_ref(&model_block))
+        .map_err(located)?;
+    let terms = std::mem::take(&mut it.target);
+    let target = it.tape.sum(&terms);
+    let loglik = if it.loglik.is_empty() {
+        target
+    } else {
+        let terms = std::mem::take(&mut it.loglik);
+        it.tape.sum(&terms)
+    };
+    let notes: Vec<String> = it.printed.iter().map(|l| format!("print: {l}")).collect();
+    let generated = if prog.generated_quantities.is_empty() {
+        None
+    } else {
+        // The quantities' names come from their declared sizes (data only).
+        let mut names = Vec::new();
+        let mut g = Interp::with_base(base.clone());
+        for s in &prog.generated_quantities {
+            if let StmtKind::Decl(d) = &s.kind {
+                let shape = g.declare(d).map_err(located)?;
+                names.extend(shape.names(&d.name).into_iter().map(|(n, _)| n));
+            }
+        }
+        Some(Arc::new(Generated {
+            base,
+            parameters: prog.parameters.clone(),
+            transformed_parameters: prog.transformed_parameters.clone(),
+            block: prog.generated_quantities.clone(),
+            names,
+        }))
+    };
+    let kernel = kernel::Kernel::new(&it.tape);
+    let encoded = kernel.encode(target, next).map(Arc::new);
+    Ok((
+        Recording {
+            kernel,
+            encoded,
+            target,
+            loglik,
+            outputs,
+            base: base_for_rec,
+            generated,
+        },
+        next,
+        notes,
+    ))
 }
 
 /// A CSV file (header line first) as the data of `prog`, in CmdStan's JSON form: each column
@@ -699,31 +923,58 @@ impl Model for StanModel {
     }
 
     fn param_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.outputs.iter().map(|(n, _)| n.clone()).collect();
-        if let Some(g) = &self.generated {
+        let mut names = self.output_names.clone();
+        if let Some(g) = self
+            .rec
+            .generated
+            .as_ref()
+            .filter(|_| self.report_generated)
+        {
             names.extend(g.names.iter().cloned());
         }
         names
     }
 
     /// Parameters, transformed parameters and generated quantities (NaN where the
-    /// generated quantities failed at this draw, e.g. by `reject`).
+    /// generated quantities failed at this draw, e.g. by `reject`, or drew random numbers:
+    /// those need [`Model::constrain_draw`]'s stream).
     fn constrain(&self, theta: &[f64]) -> Vec<f64> {
-        let mut out = self.outputs_at(theta);
-        if let Some(g) = &self.generated {
-            match g.run(&out) {
-                Ok(v) => out.extend(v),
-                Err(_) => out.extend(std::iter::repeat_n(f64::NAN, g.names.len())),
-            }
-        }
-        out
+        self.constrain_with(theta, None)
     }
 
-    fn unconstrain(&self, _params: &[f64]) -> Result<Vec<f64>> {
-        Err(Error::config(
-            "--init",
-            "starting a Stan program from given parameter values is not supported yet",
-        ))
+    fn constrain_draw(&self, theta: &[f64], seed: u64, chain: u32, draw: u32) -> Vec<f64> {
+        let rng = crate::rng::stream_rng(seed, chain, draw, crate::rng::Purpose::Predict);
+        self.constrain_with(theta, Some(rng))
+    }
+
+    /// The parameters (and transformed parameters, which are recomputed and not read) in
+    /// CmdStan order through the inverses of Stan's transforms.
+    fn unconstrain(&self, params: &[f64]) -> Result<Vec<f64>> {
+        let src = &self.source;
+        let mut it = Interp::with_base(self.rec.base.clone());
+        it.block = Block::TransformedParameters;
+        let mut out = Vec::with_capacity(self.dim);
+        let mut k = 0;
+        for d in &src.prog.parameters {
+            let mut v = it.declare(d).map_err(|e| self.located(e))?;
+            for (_, idx) in v.names(&d.name) {
+                let Some(&x) = params.get(k) else {
+                    return Err(Error::Invalid(format!(
+                        "{} values, too few for the parameters of {}",
+                        params.len(),
+                        self.name
+                    )));
+                };
+                v.set(&idx, Sc::C(x));
+                k += 1;
+            }
+            unconstrain(&mut it, d, &v, &mut out).map_err(|(_, m)| Error::Config {
+                flag: "--init".into(),
+                message: format!("{}: {m}", d.name),
+            })?;
+            it.bind(&d.name, v);
+        }
+        Ok(out)
     }
 
     fn check_data(&self, _data: &DataBatch) -> Result<()> {
@@ -733,27 +984,27 @@ impl Model for StanModel {
     fn log_density(
         &self,
         _data: &DataBatch,
-        _b: usize,
+        b: usize,
         theta: &[f64],
         grad: &mut [f64],
         scratch: &mut Vec<f64>,
     ) -> f64 {
         let mut lp = [0.0];
-        self.eval_block(1, theta, grad, &mut lp, scratch);
+        self.eval_block(b, 1, theta, grad, &mut lp, scratch);
         lp[0]
     }
 
     fn log_density_block(
         &self,
         _data: &DataBatch,
-        _b: usize,
+        b: usize,
         lanes: usize,
         theta: &[f64],
         grad: &mut [f64],
         logp: &mut [f64],
         scratch: &mut Vec<f64>,
     ) {
-        self.eval_block(lanes, theta, grad, logp, scratch);
+        self.eval_block(b, lanes, theta, grad, logp, scratch);
     }
 
     fn block_lanes(&self) -> usize {
@@ -762,6 +1013,46 @@ impl Model for StanModel {
 
     fn constant(&self, _data: &DataBatch, _b: usize) -> f64 {
         0.0
+    }
+
+    /// The `~` statements whose left side is data and the `target +=` statements that
+    /// evaluate a density of data (the whole target when the program has neither).
+    fn log_lik(&self, _data: &DataBatch, b: usize, theta: &[f64]) -> Option<f64> {
+        let rec = self.rec(b);
+        let mut vals = vec![0.0; rec.kernel.slots()];
+        rec.kernel.forward(theta, self.dim, 1, &mut vals);
+        Some(value_of(rec.loglik, &vals))
+    }
+
+    /// Compiles the program against each dataset of `data` when they are simulated ones
+    /// (see [`StanModel::for_study`]).
+    fn bind(&self, data: &DataBatch) -> Result<Option<Arc<dyn Model>>> {
+        let Some(sim) = &self.simulation else {
+            return Ok(None);
+        };
+        use rayon::prelude::*;
+        let recs = (0..data.n_datasets())
+            .into_par_iter()
+            .map(|b| {
+                let y = &data.y()[data.range(b)];
+                let overrides = sim.unflatten(y).map_err(|m| {
+                    Error::Invalid(format!("dataset {}: {m}", data.dataset_name(b)))
+                })?;
+                let (rec, dim, _) = record(&self.source, &overrides)?;
+                if dim != self.dim {
+                    return Err(Error::Invalid(format!(
+                        "dataset {}: the program has {dim} parameters with this data, not {}",
+                        data.dataset_name(b),
+                        self.dim
+                    )));
+                }
+                Ok(Arc::new(rec))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Arc::new(Self {
+            bound: Some(Arc::new(recs)),
+            ..self.clone()
+        })))
     }
 
     fn wgsl(&self) -> String {
@@ -788,7 +1079,7 @@ impl Model for StanModel {
     }
 
     fn has_gpu_kernel(&self) -> bool {
-        self.encoded.is_some() && self.dim > 0
+        self.recordings().all(|r| r.encoded.is_some()) && self.dim > 0
     }
 
     /// One thread per chain walks the recorded program.
@@ -796,35 +1087,252 @@ impl Model for StanModel {
         1
     }
 
-    /// One point per dataset whose input columns are the encoded program.
+    /// One point per dataset whose input columns are its encoded program (shorter ones
+    /// padded with zeros).
     fn device_data(&self, data: &DataBatch) -> Result<Option<DataBatch>> {
-        let e = self.encoded.as_ref().ok_or_else(|| {
-            Error::DeviceLimit(format!(
-                "{}: the recorded program has {} operations, too many for the GPU kernel",
-                self.name,
-                self.kernel.slots()
-            ))
-        })?;
-        let one = Dataset {
-            x: e.words.iter().map(|&w| vec![w]).collect(),
-            y: vec![0.0],
-        };
-        let all = vec![one; data.n_datasets()];
-        Ok(Some(DataBatch::new(e.words.len(), &all)?))
+        let mut words = Vec::with_capacity(data.n_datasets());
+        for b in 0..data.n_datasets() {
+            let rec = self.rec(b);
+            let e = rec.encoded.as_ref().ok_or_else(|| {
+                Error::DeviceLimit(format!(
+                    "{}: the recorded program has {} operations, too many for the GPU kernel",
+                    self.name,
+                    rec.kernel.slots()
+                ))
+            })?;
+            words.push(&e.words);
+        }
+        let w = words.iter().map(|e| e.len()).max().unwrap_or(0);
+        let all: Vec<Dataset> = words
+            .iter()
+            .map(|e| Dataset {
+                x: (0..w)
+                    .map(|j| vec![e.get(j).copied().unwrap_or(0.0)])
+                    .collect(),
+                y: vec![0.0],
+            })
+            .collect();
+        Ok(Some(DataBatch::new(w, &all)?))
     }
 
     fn device_scratch(&self) -> usize {
-        2 * self.encoded.as_ref().map_or(0, |e| e.slots)
+        2 * self
+            .recordings()
+            .filter_map(|r| r.encoded.as_ref().map(|e| e.slots))
+            .max()
+            .unwrap_or(0)
     }
 
-    fn device_loop_iterations(&self, _data: &DataBatch, _b: usize, _lanes: u32) -> usize {
-        self.encoded.as_ref().map_or(1, |e| e.loop_iterations)
+    fn device_loop_iterations(&self, _data: &DataBatch, b: usize, _lanes: u32) -> usize {
+        self.rec(b)
+            .encoded
+            .as_ref()
+            .map_or(1, |e| e.loop_iterations)
     }
 
-    fn simulate(&self, _n: usize, _rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
-        // A program simulates through generated quantities, which are not run yet; the
-        // study and simulate commands do not take Stan programs.
-        (vec![0.0; self.dim], Dataset::default())
+    fn simulate(&self, _n: usize, rng: &mut rand::rngs::StdRng) -> (Vec<f64>, Dataset) {
+        match self.try_simulate(0, rng) {
+            Ok(s) => s,
+            Err(_) => (vec![f64::NAN; self.dim], Dataset::default()),
+        }
+    }
+
+    fn try_simulate(&self, _n: usize, rng: &mut rand::rngs::StdRng) -> Result<(Vec<f64>, Dataset)> {
+        let sim = self.simulation.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: a Stan program simulates datasets only in a study (`gpsamp sbc --stan`)",
+                self.name
+            ))
+        })?;
+        let g = self.rec.generated.as_ref().expect("checked by for_study");
+        let child: rand::rngs::StdRng = rand::SeedableRng::from_rng(rng);
+        let it = g.interp(None, Some(child)).map_err(|e| self.located(e))?;
+        let values = |name: &str, like: Vec<(String, Vec<usize>)>| -> Result<Vec<f64>> {
+            let v = it.get(&format!("{name}{SIM}")).expect("declared");
+            let out: Vec<f64> = if like.is_empty() {
+                v.flat()
+                    .iter()
+                    .map(|s| s.constant().unwrap_or(f64::NAN))
+                    .collect()
+            } else {
+                like.iter()
+                    .map(|(_, idx)| v.at(idx).constant().unwrap_or(f64::NAN))
+                    .collect()
+            };
+            if out.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "{}: the generated quantities gave {name}{SIM} a value that is not finite (it must be drawn with _rng functions from constants and data, not from the parameters)",
+                    self.name
+                )));
+            }
+            Ok(out)
+        };
+        let mut params = Vec::new();
+        let mut probe = Interp::with_base(self.rec.base.clone());
+        for d in &self.source.prog.parameters {
+            // CmdStan order, as unconstrain reads it.
+            let shape = probe.declare(d).map_err(|e| self.located(e))?;
+            params.extend(values(&d.name, shape.names(&d.name))?);
+        }
+        let mut y = Vec::new();
+        for name in &sim.data {
+            y.extend(values(name, Vec::new())?);
+        }
+        let theta = self
+            .unconstrain(&params)
+            .map_err(|e| Error::Invalid(format!("{}: a simulated parameter: {e}", self.name)))?;
+        Ok((theta, Dataset { x: Vec::new(), y }))
+    }
+}
+
+/// The suffix of a generated quantity that simulates the parameter or data variable it
+/// is named after, in a study (`gpsamp sbc --stan`).
+pub const SIM: &str = "_sim";
+
+/// Which data variables a study simulates, and their shapes.
+#[derive(Debug)]
+struct Simulation {
+    /// Data variables with a `<name>_sim` generated quantity, in data-block order.
+    data: Vec<String>,
+    /// Their declared shapes (filled with placeholders).
+    shapes: Vec<Val>,
+}
+
+impl Simulation {
+    /// The simulated variables from a dataset's values (flattened in data-block order).
+    fn unflatten(
+        &self,
+        y: &[f64],
+    ) -> std::result::Result<std::collections::HashMap<String, Val>, String> {
+        let mut out = std::collections::HashMap::new();
+        let mut k = 0;
+        for (name, like) in self.data.iter().zip(&self.shapes) {
+            let n = like.flat().len();
+            let vals = y
+                .get(k..k + n)
+                .ok_or_else(|| format!("{} values, the simulated data need more", y.len()))?;
+            out.insert(name.clone(), fill_flat(like, vals));
+            k += n;
+        }
+        Ok(out)
+    }
+}
+
+/// `like` with its scalars replaced by `vals` in [`Val::flat`] order (ints stay ints).
+fn fill_flat(like: &Val, vals: &[f64]) -> Val {
+    fn go(like: &Val, vals: &[f64], k: &mut usize) -> Val {
+        let mut next = || {
+            *k += 1;
+            vals[*k - 1]
+        };
+        match like {
+            Val::Int(_) => Val::Int(next() as i64),
+            Val::Array(a) => Val::Array(a.iter().map(|e| go(e, vals, k)).collect()),
+            other => other.map(&mut |_| Sc::C(next())),
+        }
+    }
+    go(like, vals, &mut 0)
+}
+
+/// Appends the unconstrained values of parameter `d` (constrained value `v`) to `out`:
+/// the inverse of [`constrain`], with its bounds evaluated by `it`.
+fn unconstrain(it: &mut Interp, d: &Decl, v: &Val, out: &mut Vec<f64>) -> interp::R<()> {
+    let nums = |v: &Val| -> Vec<f64> {
+        v.flat()
+            .iter()
+            .map(|s| s.constant().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let outside = |what: String| Err((d.pos, what));
+    match (&d.shape, v) {
+        (_, Val::Array(a)) => {
+            for e in a {
+                unconstrain(it, d, e, out)?;
+            }
+            Ok(())
+        }
+        (Shape::Simplex(_), Val::Vector(_)) => {
+            let x = nums(v);
+            let k = x.len();
+            if x.iter().any(|v| v.is_nan() || *v <= 0.0)
+                || (x.iter().sum::<f64>() - 1.0).abs() > 1e-8
+            {
+                return outside(format!("{x:?} is not a simplex"));
+            }
+            let mut rest = 1.0;
+            for (i, xi) in x.iter().enumerate().take(k - 1) {
+                let z = xi / rest;
+                out.push((z / (1.0 - z)).ln() + ((k - 1 - i) as f64).ln());
+                rest -= xi;
+            }
+            Ok(())
+        }
+        (Shape::Ordered(_) | Shape::PositiveOrdered(_), Val::Vector(_)) => {
+            let x = nums(v);
+            let positive = matches!(d.shape, Shape::PositiveOrdered(_));
+            for i in 0..x.len() {
+                let step = if i == 0 { x[0] } else { x[i] - x[i - 1] };
+                if i == 0 && !positive {
+                    out.push(x[0]);
+                } else if step > 0.0 {
+                    out.push(step.ln());
+                } else {
+                    return outside(format!(
+                        "{x:?} is not {}",
+                        if positive {
+                            "positive and ordered"
+                        } else {
+                            "ordered"
+                        }
+                    ));
+                }
+            }
+            Ok(())
+        }
+        (_, v) => {
+            let c = &d.constraint;
+            let bound = |it: &mut Interp, e: &Option<ast::Expr>| -> interp::R<Option<Vec<f64>>> {
+                match e {
+                    Some(e) => Ok(Some(nums(&it.eval(e)?))),
+                    None => Ok(None),
+                }
+            };
+            let lo = bound(it, &c.lower)?;
+            let hi = bound(it, &c.upper)?;
+            let off = bound(it, &c.offset)?;
+            let mul = bound(it, &c.multiplier)?;
+            let pick = |b: &Option<Vec<f64>>, k: usize| {
+                b.as_ref()
+                    .map(|v| v[if v.len() == 1 { 0 } else { k % v.len() }])
+            };
+            for (k, x) in nums(v).into_iter().enumerate() {
+                let u = match (pick(&lo, k), pick(&hi, k)) {
+                    (Some(l), Some(h)) if l < x && x < h => {
+                        let p = (x - l) / (h - l);
+                        (p / (1.0 - p)).ln()
+                    }
+                    (Some(l), None) if x > l => (x - l).ln(),
+                    (None, Some(h)) if x < h => (h - x).ln(),
+                    (None, None) => {
+                        let o = pick(&off, k).unwrap_or(0.0);
+                        let m = pick(&mul, k).unwrap_or(1.0);
+                        (x - o) / m
+                    }
+                    (l, h) => {
+                        return outside(format!(
+                            "{x} is outside ({}, {})",
+                            l.map_or("-inf".into(), |l| l.to_string()),
+                            h.map_or("inf".into(), |h| h.to_string())
+                        ))
+                    }
+                };
+                if !u.is_finite() {
+                    return outside(format!("{x} has no finite unconstrained value"));
+                }
+                out.push(u);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -909,7 +1417,7 @@ mod tests {
                 Some(&dir.join(name).join("data.json")),
             )
             .unwrap();
-            let e = m.encoded.as_ref().unwrap();
+            let e = m.rec.encoded.as_ref().unwrap();
             let theta: Vec<f64> = (0..m.dim).map(|i| 0.3 - 0.1 * i as f64).collect();
             let mut g = vec![0.0; m.dim];
             let lp = m.log_density(&placeholder_data(), 0, &theta, &mut g, &mut Vec::new());

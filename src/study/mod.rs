@@ -151,10 +151,12 @@ pub fn simulate_dataset(
     points: usize,
     seed: u64,
     index: usize,
-) -> (Vec<f64>, Dataset) {
+) -> Result<(Vec<f64>, Dataset)> {
     let mut rng = host_rng(seed, index as u64, Purpose::Simulate);
-    let (theta, data) = generator.simulate(points, &mut rng);
-    (generator.constrain(&theta), data)
+    let (theta, data) = generator
+        .try_simulate(points, &mut rng)
+        .map_err(|e| Error::Invalid(format!("simulating dataset {index}: {e}")))?;
+    Ok((generator.constrain(&theta), data))
 }
 
 pub use crate::labels::canonical_order;
@@ -266,12 +268,7 @@ impl Study {
     pub fn dataset(&self, i: usize) -> Result<(Vec<f64>, Dataset)> {
         let seed = self.config.seed;
         match &self.design {
-            Design::Prior => Ok(simulate_dataset(
-                self.generator.as_ref(),
-                self.points,
-                seed,
-                i,
-            )),
+            Design::Prior => simulate_dataset(self.generator.as_ref(), self.points, seed, i),
             Design::Grid { cells, .. } => {
                 let g = self.generator.as_ref();
                 let cell = &cells[self.design.cell_of(i)];
@@ -356,12 +353,12 @@ impl Study {
             chain_offset: (range.start * chains) as u32,
             ..self.config.clone()
         };
-        let mut integ =
-            crate::hmc::integrator(backend, self.fit.clone(), data.clone(), chains, seed)?;
+        let fit = self.fit.bind(&data)?.unwrap_or_else(|| self.fit.clone());
+        let mut integ = crate::hmc::integrator(backend, fit.clone(), data.clone(), chains, seed)?;
         let mut sink = MemorySink::default();
         let rep = hmc::sample(
             integ.as_mut(),
-            self.fit.as_ref(),
+            fit.as_ref(),
             range.len(),
             &cfg,
             &mut sink,
@@ -381,17 +378,28 @@ impl Study {
             .into_par_iter()
             .map(|i| {
                 let b = i - range.start;
-                let mut r = self.record(i, b, &truths[b], &data, &empty, &sink, &rep.datasets[b]);
+                let mut r = self.record(
+                    fit.as_ref(),
+                    i,
+                    b,
+                    &truths[b],
+                    &data,
+                    &empty,
+                    &sink,
+                    &rep.datasets[b],
+                );
                 r.warmup_iterations = rep.warmup_iterations;
                 r
             })
             .collect())
     }
 
-    /// Reduces dataset `b` of a batch (study index `i`) to its record.
+    /// Reduces dataset `b` of a batch (study index `i`, fitted by `fit`: the study's, bound
+    /// to the batch) to its record.
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     fn record(
         &self,
+        fit: &dyn Model,
         i: usize,
         b: usize,
         truth: &[f64],
@@ -400,7 +408,6 @@ impl Study {
         sink: &MemorySink,
         rep: &hmc::DatasetReport,
     ) -> DatasetRecord {
-        let fit = self.fit.as_ref();
         let groups = fit.label_groups();
         let chains = self.config.chains;
         let d = fit.dim();
@@ -409,6 +416,9 @@ impl Study {
         let mut scratch = Vec::new();
         let mut grad = vec![0.0; d];
         let mut loglik = |theta: &[f64], lp: Option<f64>| -> f64 {
+            if let Some(l) = fit.log_lik(data, b, theta) {
+                return l;
+            }
             let full =
                 lp.unwrap_or_else(|| fit.log_density(data, b, theta, &mut grad, &mut scratch));
             full - fit.log_density(empty, 0, theta, &mut grad, &mut scratch)

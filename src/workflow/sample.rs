@@ -136,7 +136,8 @@ pub fn sample_to_dir(
         n_chains,
         cfg.draws,
         keep.clone(),
-    )?;
+    )?
+    .with_stream(cfg.seed, cfg.chain_offset);
     let report = match hmc::sample(
         integ.as_mut(),
         model.as_ref(),
