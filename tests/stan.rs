@@ -898,3 +898,67 @@ fn csv_data_is_the_json_data() {
         .to_string();
     assert!(e.contains("none.csv"), "{e}");
 }
+
+/// `gpsamp logp --stan` is the program's log density (`~` without constants, Jacobian
+/// included, as BridgeStan's `log_density(propto, jacobian)`) and its gradient on the
+/// unconstrained scale, in closed form for a normal model; a wrong value count is refused
+/// with the parameters' names.
+#[test]
+fn logp_of_a_program_is_its_log_density() {
+    let t = TempDir::new("stan-logp");
+    let program = t.join("p.stan");
+    std::fs::write(
+        &program,
+        "data {\n  int N;\n  vector[N] y;\n}\nparameters {\n  real mu;\n  real<lower=0> s;\n}\nmodel {\n  y ~ normal(mu, s);\n  mu ~ normal(0, 10);\n}\n",
+    )
+    .unwrap();
+    let data = t.join("d.json");
+    std::fs::write(&data, r#"{"N": 3, "y": [0.5, -1.0, 2.0]}"#).unwrap();
+    let (ok, out, err) = gpsamp(&[
+        "logp",
+        "--stan",
+        program.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--params",
+        "0.3,1.7",
+        "--backend",
+        "cpu",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (mu, s) = (0.3f64, 1.7f64);
+    let y = [0.5, -1.0, 2.0];
+    let want: f64 = y
+        .iter()
+        .map(|yi| -s.ln() - (yi - mu).powi(2) / (2.0 * s * s))
+        .sum::<f64>()
+        - mu * mu / 200.0
+        + s.ln();
+    let d_mu: f64 = y.iter().map(|yi| (yi - mu) / (s * s)).sum::<f64>() - mu / 100.0;
+    let d_u: f64 = y
+        .iter()
+        .map(|yi| -1.0 + (yi - mu).powi(2) / (s * s))
+        .sum::<f64>()
+        + 1.0;
+    let got = v["datasets"][0]["logp"].as_f64().unwrap();
+    let g = &v["datasets"][0]["grad_unconstrained"];
+    assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
+    assert!((g[0].as_f64().unwrap() - d_mu).abs() < 1e-9, "{g}");
+    assert!((g[1].as_f64().unwrap() - d_u).abs() < 1e-9, "{g}");
+    assert_eq!(v["params"]["mu"], 0.3);
+    let (ok, _, err) = gpsamp(&[
+        "logp",
+        "--stan",
+        program.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--params",
+        "0.3",
+    ]);
+    assert!(
+        !ok && err.contains("the program's parameters are mu, s"),
+        "{err}"
+    );
+}

@@ -1,7 +1,7 @@
 //! `gpsamp logp`: the log density and gradient of a model on a data file at given parameter
 //! values, per dataset, on the chosen backend (to check a model against another tool's
 //! log_prob); HMMs and GLM-HMMs read sequence data and take their parameters from a JSON
-//! file too.
+//! file too, and a Stan program (`--stan`) its data file as `sample --stan` does.
 
 use std::sync::Arc;
 
@@ -19,7 +19,9 @@ pub struct Args {
     data: DataArgs,
     /// Constrained parameter values, comma-separated, in the model's parameter order
     /// (default: equal weights, coefficients and intercepts at their prior means, scales 1;
-    /// hmm/glmhmm have no default: give these or --params-file).
+    /// hmm/glmhmm and Stan programs have no default: give these or, for an HMM,
+    /// --params-file; a Stan program takes its `parameters` block's values in CmdStan's
+    /// order, without transformed parameters).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     params: Vec<f64>,
     /// hmm/glmhmm: parameters as JSON (`gpsamp em`'s params.json, one set per dataset or one
@@ -88,10 +90,33 @@ fn hmm_setup(a: &Args) -> anyhow::Result<Setup> {
     Ok((Arc::new(hmm), Arc::new(sd.batch), params))
 }
 
+/// The program, its (placeholder) batch and the parameter values of a Stan `logp`.
+fn stan_setup(a: &Args, program: &std::path::Path) -> anyhow::Result<(Setup, Vec<String>)> {
+    if a.params_file.is_some() {
+        anyhow::bail!("--params-file: for hmm/glmhmm; give --params for a Stan program");
+    }
+    let m = gpsamp::stan::StanModel::from_files(program, Some(&a.data.data))?;
+    let names = m.parameter_names();
+    if a.params.len() != names.len() {
+        anyhow::bail!(
+            "--params: {} value(s); the program's parameters are {} ({} values, CmdStan's order: first index fastest)",
+            a.params.len(),
+            names.join(", "),
+            names.len()
+        );
+    }
+    let data = Arc::new(gpsamp::stan::placeholder_data());
+    Ok(((Arc::new(m), data, vec![a.params.clone()]), names))
+}
+
 pub fn run(mut a: Args) -> anyhow::Result<()> {
     a.model.resolve()?;
-    a.model.builtin_only("logp")?;
-    let (model, data, per_dataset): Setup = if a.model.is_hmm() {
+    let mut stan_names = None;
+    let (model, data, per_dataset): Setup = if let Some(program) = a.model.stan.clone() {
+        let (setup, names) = stan_setup(&a, &program)?;
+        stan_names = Some(names);
+        setup
+    } else if a.model.is_hmm() {
         hmm_setup(&a)?
     } else {
         if a.params_file.is_some() {
@@ -126,7 +151,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     model
         .check_data(&data)
         .with_context(|| format!("{}", a.data.data.display()))?;
-    let names = model.param_names();
+    let names = stan_names.unwrap_or_else(|| model.param_names());
     let theta = per_dataset
         .iter()
         .map(|p| model.unconstrain(p))

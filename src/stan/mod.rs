@@ -402,6 +402,20 @@ impl StanModel {
         })
     }
 
+    /// CmdStan names of the `parameters` block's values (no transformed parameters): the
+    /// values [`Model::unconstrain`] reads.
+    pub fn parameter_names(&self) -> Vec<String> {
+        let mut probe = Interp::with_base(self.rec.base.clone());
+        let n: usize = self
+            .source
+            .prog
+            .parameters
+            .iter()
+            .map(|d| probe.declare(d).map_or(0, |v| v.flat().len()))
+            .sum();
+        self.output_names[..n.min(self.output_names.len())].to_vec()
+    }
+
     /// Operations recorded for one evaluation of the log density.
     pub fn tape_len(&self) -> usize {
         self.rec.kernel.slots()
@@ -968,10 +982,8 @@ impl Model for StanModel {
                 v.set(&idx, Sc::C(x));
                 k += 1;
             }
-            unconstrain(&mut it, d, &v, &mut out).map_err(|(_, m)| Error::Config {
-                flag: "--init".into(),
-                message: format!("{}: {m}", d.name),
-            })?;
+            unconstrain(&mut it, d, &v, &mut out)
+                .map_err(|(_, m)| Error::Invalid(format!("{}: {m}", d.name)))?;
             it.bind(&d.name, v);
         }
         Ok(out)
