@@ -199,8 +199,16 @@ fn constructs_outside_the_subset_are_refused_with_their_position() {
             ":2:3: type 'cholesky_factor_corr' is not supported yet",
         ),
         (
-            "functions {\n  real f(real x) { return x; }\n}\n",
-            ":2:3: user-defined functions are not supported yet",
+            "functions {\n  real f(real x) {\n    return x > 0 ? f(x - 1) : 0;\n  }\n}\ntransformed data {\n  real z = f(3);\n}\n",
+            ":3:20: recursive function 'f' is not supported",
+        ),
+        (
+            "functions {\n  complex f(real x) { return x; }\n}\n",
+            ":2:3: type 'complex' is not supported in a function signature",
+        ),
+        (
+            "model {\n  return 1;\n}\n",
+            ":2:3: 'return' outside a function",
         ),
         ("data {\n  real y[3];\n}\n", ":2:9: old array syntax"),
         (
@@ -960,5 +968,102 @@ fn logp_of_a_program_is_its_log_density() {
     assert!(
         !ok && err.contains("the program's parameters are mu, s"),
         "{err}"
+    );
+}
+
+/// User-defined functions (a `_lpdf` used with `~`, a forward declaration, int and void
+/// functions called from `transformed data`, an array argument, `break` in a function's
+/// loop) give the log density and gradient of the same program written inline, and a
+/// function's error names its position inside the function.
+#[test]
+fn user_defined_functions_are_the_inlined_program() {
+    use rand::{RngExt, SeedableRng};
+    let t = TempDir::new("stan-functions");
+    let with = "functions {
+  real my_normal_lpdf(vector y, vector mu, real sigma) {
+    return -rows(y) * log(sigma) - 0.5 * dot_self((y - mu) / sigma);
+  }
+  vector affine(vector x, real a, real b);
+  vector affine(vector x, real a, real b) {
+    return a + b * x;
+  }
+  int twice(int n) { return 2 * n; }
+  void check_positive(real x) {
+    if (x <= 0) reject(\"not positive: \", x);
+  }
+  real scale_of(array[] real s) {
+    real t = 0;
+    for (i in 1:size(s)) {
+      if (i > 2) break;
+      t += s[i];
+    }
+    return t;
+  }
+  real relu(real x) {
+    if (x > 0) return x;
+    return 0;
+  }
+}
+data { int N; vector[N] x; vector[N] y; }
+transformed data { int M = twice(N); check_positive(M); }
+parameters { real a; real b; real<lower=0> sigma; }
+model {
+  y ~ my_normal(affine(x, a, b), sigma);
+  target += normal_lupdf(a | 0, scale_of({10.0, 0.0, 100.0}));
+  b ~ normal(0, 10);
+}
+generated quantities { int m = M; real r = relu(a); }
+";
+    let inline = "data { int N; vector[N] x; vector[N] y; }
+parameters { real a; real b; real<lower=0> sigma; }
+model {
+  target += -N * log(sigma) - 0.5 * dot_self((y - (a + b * x)) / sigma);
+  target += normal_lupdf(a | 0, 10.0);
+  b ~ normal(0, 10);
+}
+";
+    let data = t.join("d.json");
+    std::fs::write(
+        &data,
+        r#"{"N": 4, "x": [0.1, -1.0, 0.5, 2.0], "y": [0.3, -2.0, 1.2, 3.9]}"#,
+    )
+    .unwrap();
+    let compile = |file: &str, src: &str| {
+        let path = t.join(file);
+        std::fs::write(&path, src).unwrap();
+        StanModel::from_files(&path, Some(&data))
+    };
+    let a = compile("with.stan", with).unwrap();
+    let b = compile("inline.stan", inline).unwrap();
+    let placeholder = gpsamp::stan::placeholder_data();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for _ in 0..20 {
+        let theta: Vec<f64> = (0..3).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let (mut ga, mut gb) = (vec![0.0; 3], vec![0.0; 3]);
+        let la = a.log_density(&placeholder, 0, &theta, &mut ga, &mut Vec::new());
+        let lb = b.log_density(&placeholder, 0, &theta, &mut gb, &mut Vec::new());
+        assert!((la - lb).abs() < 1e-12 * (1.0 + lb.abs()), "{la} vs {lb}");
+        for (x, y) in ga.iter().zip(&gb) {
+            assert!((x - y).abs() < 1e-12 * (1.0 + y.abs()), "{ga:?} vs {gb:?}");
+        }
+        let v = a.constrain(&theta);
+        assert_eq!(v[3], 8.0, "m = twice(N)");
+        assert_eq!(
+            v[4],
+            theta[0].max(0.0),
+            "relu of a constant in generated quantities"
+        );
+    }
+    let bad = with.replace("check_positive(M);", "check_positive(-M);");
+    let e = compile("bad.stan", &bad).unwrap_err().to_string();
+    assert!(
+        e.contains("bad.stan:11:17") && e.contains("not positive: -8"),
+        "{e}"
+    );
+    let param_if = with.replace("b ~ normal(0, 10);", "b ~ normal(relu(a), 10);");
+    let e = compile("param_if.stan", &param_if).unwrap_err().to_string();
+    assert!(
+        e.contains("param_if.stan:22:11") && e.contains("depends on the parameters"),
+        "{e}"
     );
 }

@@ -172,6 +172,34 @@ pub enum StmtKind {
     Continue,
     /// `;`
     Empty,
+    /// `return e;` / `return;` (in a function body).
+    Return(Option<Expr>),
+    /// `f(args);`: a call of a `void` function.
+    Call(Expr),
+}
+
+/// An argument or return type of a user-defined function (unsized).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunType {
+    /// `int`, `real`, `vector`, `row_vector`, `matrix` or `void`.
+    pub base: String,
+    /// Array dimensions (`array[,] real`: 2).
+    pub dims: usize,
+}
+
+/// A user-defined function of the `functions` block.
+#[derive(Clone, Debug)]
+pub struct FunDef {
+    /// What it returns.
+    pub ret: FunType,
+    /// Its name.
+    pub name: String,
+    /// Its arguments' types and names.
+    pub params: Vec<(FunType, String)>,
+    /// Its body.
+    pub body: Vec<Stmt>,
+    /// Where it is defined.
+    pub pos: Pos,
 }
 
 /// An argument of `print` or `reject`.
@@ -186,6 +214,8 @@ pub enum Printable {
 /// A whole program: the blocks it has, in order.
 #[derive(Clone, Debug, Default)]
 pub struct Program {
+    /// `functions` (definitions; forward declarations are dropped).
+    pub functions: Vec<FunDef>,
     /// `data`.
     pub data: Vec<Decl>,
     /// `transformed data`.

@@ -117,6 +117,16 @@ fn constant_unary(name: &str) -> Option<fn(f64) -> f64> {
 impl Interp {
     /// Calls function `name`.
     pub fn call(&mut self, name: &str, args: Vec<Val>, pos: Pos) -> R<Val> {
+        let user = self.functions.get(name).or_else(|| {
+            let full = name
+                .strip_suffix("_lupdf")
+                .map(|d| format!("{d}_lpdf"))
+                .or_else(|| name.strip_suffix("_lupmf").map(|d| format!("{d}_lpmf")))?;
+            self.functions.get(&full)
+        });
+        if let Some(f) = user.cloned() {
+            return self.call_user(&f, args, pos);
+        }
         let n = args.len();
         let want = |k: usize| -> R<()> {
             if n == k {
@@ -653,6 +663,12 @@ impl Interp {
     /// The log density (or mass) of `args[0]` under `dist` with parameters `args[1..]`,
     /// summed over the elements; `drop` leaves out the terms that are constants.
     pub fn density(&mut self, dist: &str, args: &[Val], drop: bool, pos: Pos) -> R<Sc> {
+        for suffix in ["_lpdf", "_lpmf"] {
+            if let Some(f) = self.functions.get(&format!("{dist}{suffix}")).cloned() {
+                let v = self.call_user(&f, args.to_vec(), pos)?;
+                return scalar(&v, pos);
+            }
+        }
         if args
             .first()
             .is_some_and(|v| v.flat().iter().all(|s| s.constant().is_some()))

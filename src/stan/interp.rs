@@ -18,6 +18,8 @@ pub type R<T> = Result<T, (Pos, String)>;
 /// How a statement ended.
 enum Flow {
     Normal,
+    /// A function body's `return` (its value in [`Interp::returned`]).
+    Return,
     Break,
     Continue,
 }
@@ -58,6 +60,12 @@ pub struct Interp {
     pub rng: Option<rand::rngs::StdRng>,
     /// What a NaN argument of an `_rng` function does.
     pub nan_args: super::random::NanArgs,
+    /// The program's user-defined functions.
+    pub functions: std::sync::Arc<HashMap<String, std::sync::Arc<FunDef>>>,
+    /// The value of the `return` that ended a function body.
+    returned: Option<Val>,
+    /// Functions being called, innermost last (recursion is refused).
+    calls: Vec<String>,
 }
 
 fn err<T>(pos: Pos, msg: impl Into<String>) -> R<T> {
@@ -78,6 +86,9 @@ impl Interp {
             data_densities: 0,
             rng: None,
             nan_args: super::random::NanArgs::Refuse,
+            functions: Default::default(),
+            returned: None,
+            calls: Vec::new(),
         }
     }
 
@@ -124,6 +135,87 @@ impl Interp {
             }
         }
         Ok(())
+    }
+
+    /// Calls user-defined function `f`: its body runs with only its arguments in scope.
+    pub fn call_user(&mut self, f: &FunDef, mut args: Vec<Val>, pos: Pos) -> R<Val> {
+        if args.len() != f.params.len() {
+            return err(
+                pos,
+                format!(
+                    "{} takes {} argument(s), got {}",
+                    f.name,
+                    f.params.len(),
+                    args.len()
+                ),
+            );
+        }
+        if self.calls.contains(&f.name) {
+            return err(
+                pos,
+                format!("recursive function '{}' is not supported", f.name),
+            );
+        }
+        for ((t, name), a) in f.params.iter().zip(args.iter_mut()) {
+            if t.base == "int" && !a.is_int() {
+                return err(
+                    pos,
+                    format!(
+                        "{}: argument {name} must be an int, found {}",
+                        f.name,
+                        a.type_name()
+                    ),
+                );
+            }
+            if t.base != "int" && a.is_int() {
+                *a = a.map(&mut |s| s);
+            }
+        }
+        let first_is_data = args
+            .first()
+            .is_some_and(|v| v.flat().iter().all(|s| s.constant().is_some()));
+        if (f.name.ends_with("_lpdf") || f.name.ends_with("_lpmf")) && first_is_data {
+            self.data_densities += 1;
+        }
+        let scopes = std::mem::replace(&mut self.scopes, vec![HashMap::new()]);
+        let base = self.base.take();
+        for ((_, name), a) in f.params.iter().zip(args) {
+            self.bind(name, a);
+        }
+        self.calls.push(f.name.clone());
+        self.returned = None;
+        let mut result = Ok(());
+        for st in &f.body {
+            match self.exec(st) {
+                Ok(Flow::Normal) => {}
+                Ok(Flow::Return) => break,
+                Ok(_) => {
+                    result = err(st.pos, "break or continue outside a loop");
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.calls.pop();
+        self.scopes = scopes;
+        self.base = base;
+        result?;
+        match (f.ret.base.as_str(), self.returned.take()) {
+            ("void", _) => Ok(Val::Int(0)),
+            ("int", Some(v)) if !v.is_int() => err(
+                f.pos,
+                format!("{} returns an int, not {}", f.name, v.type_name()),
+            ),
+            (base, Some(v)) if base != "int" && v.is_int() => Ok(v.map(&mut |s| s)),
+            (_, Some(v)) => Ok(v),
+            (_, None) => err(
+                f.pos,
+                format!("function '{}' ended without returning a value", f.name),
+            ),
+        }
     }
 
     fn scoped<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
@@ -252,8 +344,10 @@ impl Interp {
                         me.bind(var, Val::Int(i));
                         me.exec(body)
                     })?;
-                    if let Flow::Break = flow {
-                        break;
+                    match flow {
+                        Flow::Break => break,
+                        Flow::Return => return Ok(Flow::Return),
+                        _ => {}
                     }
                     i += 1;
                 }
@@ -275,8 +369,10 @@ impl Interp {
                         me.bind(var, item);
                         me.exec(body)
                     })?;
-                    if let Flow::Break = flow {
-                        break;
+                    match flow {
+                        Flow::Break => break,
+                        Flow::Return => return Ok(Flow::Return),
+                        _ => {}
                     }
                 }
             }
@@ -288,8 +384,10 @@ impl Interp {
                         return err(s.pos, "while loop ran 10^8 times");
                     }
                     let flow = self.scoped(|me| me.exec(body))?;
-                    if let Flow::Break = flow {
-                        break;
+                    match flow {
+                        Flow::Break => break,
+                        Flow::Return => return Ok(Flow::Return),
+                        _ => {}
                     }
                 }
             }
@@ -318,6 +416,16 @@ impl Interp {
             StmtKind::Reject(items) => {
                 let line = self.printable(items)?;
                 return err(s.pos, format!("reject: {line}"));
+            }
+            StmtKind::Return(e) => {
+                self.returned = match e {
+                    Some(e) => Some(self.eval(e)?),
+                    None => None,
+                };
+                return Ok(Flow::Return);
+            }
+            StmtKind::Call(e) => {
+                self.eval(e)?;
             }
             StmtKind::Break => return Ok(Flow::Break),
             StmtKind::Continue => return Ok(Flow::Continue),

@@ -81,11 +81,16 @@ pub struct StanModel {
     simulation: Option<Arc<Simulation>>,
 }
 
+/// User-defined functions by name.
+type Functions = Arc<std::collections::HashMap<String, Arc<ast::FunDef>>>;
+
 /// A parsed program and the data it was given.
 #[derive(Debug)]
 struct Source {
     path: PathBuf,
     prog: Program,
+    /// The program's user-defined functions by name.
+    functions: Functions,
     data_path: PathBuf,
     json: serde_json::Value,
 }
@@ -138,6 +143,8 @@ struct Generated {
     block: Vec<ast::Stmt>,
     /// CmdStan names of the generated quantities.
     names: Vec<String>,
+    /// The program's user-defined functions.
+    functions: Functions,
 }
 
 impl Generated {
@@ -149,6 +156,7 @@ impl Generated {
         rng: Option<rand::rngs::StdRng>,
     ) -> interp::R<Interp> {
         let mut it = Interp::with_base(self.base.clone());
+        it.functions = self.functions.clone();
         it.rng = rng;
         if outputs.is_none() {
             it.nan_args = random::NanArgs::Propagate;
@@ -236,8 +244,15 @@ impl StanModel {
                 serde_json::Value::Object(Default::default()),
             ),
         };
+        let functions: Functions = Arc::new(
+            prog.functions
+                .iter()
+                .map(|f| (f.name.clone(), Arc::new(f.clone())))
+                .collect(),
+        );
         let source = Arc::new(Source {
             path: path.to_path_buf(),
+            functions,
             prog,
             data_path,
             json,
@@ -354,6 +369,7 @@ impl StanModel {
             })
             .collect();
         let mut probe = Interp::with_base(self.rec.base.clone());
+        probe.functions = self.source.functions.clone();
         let mut shape_of = |d: &Decl| probe.declare(d).map_err(|e| self.located(e));
         for d in &self.source.prog.parameters {
             let want = format!("{}{SIM}", d.name);
@@ -406,6 +422,7 @@ impl StanModel {
     /// values [`Model::unconstrain`] reads.
     pub fn parameter_names(&self) -> Vec<String> {
         let mut probe = Interp::with_base(self.rec.base.clone());
+        probe.functions = self.source.functions.clone();
         let n: usize = self
             .source
             .prog
@@ -473,6 +490,7 @@ fn record(
         message,
     };
     let mut it = Interp::new();
+    it.functions = src.functions.clone();
     for d in &prog.data {
         let shape = it.declare(d).map_err(located)?;
         let v = match overrides.get(&d.name) {
@@ -540,6 +558,7 @@ fn record(
         // The quantities' names come from their declared sizes (data only).
         let mut names = Vec::new();
         let mut g = Interp::with_base(base.clone());
+        g.functions = src.functions.clone();
         for s in &prog.generated_quantities {
             if let StmtKind::Decl(d) = &s.kind {
                 let shape = g.declare(d).map_err(located)?;
@@ -552,6 +571,7 @@ fn record(
             transformed_parameters: prog.transformed_parameters.clone(),
             block: prog.generated_quantities.clone(),
             names,
+            functions: src.functions.clone(),
         }))
     };
     let kernel = kernel::Kernel::new(&it.tape);
@@ -966,6 +986,7 @@ impl Model for StanModel {
     fn unconstrain(&self, params: &[f64]) -> Result<Vec<f64>> {
         let src = &self.source;
         let mut it = Interp::with_base(self.rec.base.clone());
+        it.functions = self.source.functions.clone();
         it.block = Block::TransformedParameters;
         let mut out = Vec::with_capacity(self.dim);
         let mut k = 0;
@@ -1181,6 +1202,7 @@ impl Model for StanModel {
         };
         let mut params = Vec::new();
         let mut probe = Interp::with_base(self.rec.base.clone());
+        probe.functions = self.source.functions.clone();
         for d in &self.source.prog.parameters {
             // CmdStan order, as unconstrain reads it.
             let shape = probe.declare(d).map_err(|e| self.located(e))?;

@@ -9,13 +9,19 @@ type PResult<T> = Result<T, (Pos, String)>;
 
 /// Parses a whole program from its tokens.
 pub fn parse(toks: Vec<(Tok, Pos)>) -> PResult<Program> {
-    let mut p = Parser { toks, i: 0 };
+    let mut p = Parser {
+        toks,
+        i: 0,
+        in_function: false,
+    };
     p.program()
 }
 
 struct Parser {
     toks: Vec<(Tok, Pos)>,
     i: usize,
+    /// Whether a function body is being parsed (`return` allowed).
+    in_function: bool,
 }
 
 const TYPES: &[&str] = &[
@@ -134,12 +140,19 @@ impl Parser {
             self.expect_sym("{")?;
             match name.as_str() {
                 "functions" => {
-                    if !self.is_sym("}") {
-                        return Err((
-                            self.pos(),
-                            "user-defined functions are not supported yet (the functions block must be empty)"
-                                .into(),
-                        ));
+                    while !self.is_sym("}") {
+                        if let Some(f) = self.function()? {
+                            if prog.functions.iter().any(|g| g.name == f.name) {
+                                return Err((
+                                    f.pos,
+                                    format!(
+                                        "function '{}' is defined twice (overloading is not supported)",
+                                        f.name
+                                    ),
+                                ));
+                            }
+                            prog.functions.push(f);
+                        }
                     }
                 }
                 "data" => prog.data = self.decls("data")?,
@@ -160,6 +173,80 @@ impl Parser {
             self.expect_sym("}")?;
         }
         Ok(prog)
+    }
+
+    /// An argument or return type: `[data] [array[,...]] int|real|vector|row_vector|matrix`,
+    /// or `void` where `void_ok`.
+    fn fun_type(&mut self, void_ok: bool) -> PResult<FunType> {
+        if self.is_ident("data") {
+            self.bump();
+        }
+        let mut dims = 0;
+        if self.is_ident("array") {
+            self.bump();
+            self.expect_sym("[")?;
+            dims = 1;
+            while self.eat_sym(",") {
+                dims += 1;
+            }
+            self.expect_sym("]")?;
+        }
+        let pos = self.pos();
+        let base = self.ident()?;
+        let ok = matches!(
+            base.as_str(),
+            "int" | "real" | "vector" | "row_vector" | "matrix"
+        ) || (void_ok && base == "void" && dims == 0);
+        if !ok {
+            return Err((
+                pos,
+                format!("type '{base}' is not supported in a function signature"),
+            ));
+        }
+        Ok(FunType { base, dims })
+    }
+
+    /// A function definition (`None`: a forward declaration).
+    fn function(&mut self) -> PResult<Option<FunDef>> {
+        let pos = self.pos();
+        let ret = self.fun_type(true)?;
+        let name = self.ident()?;
+        self.expect_sym("(")?;
+        let mut params = Vec::new();
+        if !self.eat_sym(")") {
+            loop {
+                let t = self.fun_type(false)?;
+                params.push((t, self.ident()?));
+                if self.eat_sym(")") {
+                    break;
+                }
+                self.expect_sym(",")?;
+            }
+        }
+        if self.eat_sym(";") {
+            return Ok(None);
+        }
+        self.expect_sym("{")?;
+        self.in_function = true;
+        let mut body = Vec::new();
+        while !self.is_sym("}") {
+            match self.stmt() {
+                Ok(s) => body.push(s),
+                Err(e) => {
+                    self.in_function = false;
+                    return Err(e);
+                }
+            }
+        }
+        self.in_function = false;
+        self.bump();
+        Ok(Some(FunDef {
+            ret,
+            name,
+            params,
+            body,
+            pos,
+        }))
     }
 
     fn decls(&mut self, block: &str) -> PResult<Vec<Decl>> {
@@ -389,7 +476,17 @@ impl Parser {
                     });
                 }
                 "return" => {
-                    return Err((pos, "'return' outside a function".into()));
+                    if !self.in_function {
+                        return Err((pos, "'return' outside a function".into()));
+                    }
+                    self.bump();
+                    let value = if self.is_sym(";") {
+                        None
+                    } else {
+                        Some(self.expr()?)
+                    };
+                    self.expect_sym(";")?;
+                    return st(StmtKind::Return(value));
                 }
                 "increment_log_prob" | "get_lp" => {
                     return Err((
@@ -476,11 +573,9 @@ impl Parser {
                 });
             }
         }
-        if let ExprKind::Call(name, _) = &lhs.kind {
-            return Err((
-                pos,
-                format!("a call to '{name}' as a statement is not supported"),
-            ));
+        if let ExprKind::Call(..) = &lhs.kind {
+            self.expect_sym(";")?;
+            return st(StmtKind::Call(lhs));
         }
         Err((
             self.pos(),
