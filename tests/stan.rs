@@ -756,6 +756,8 @@ model {
   target += pow(b, 1.5) + pow(v[1], 3) + fmax(a, v[1]) + fmin(a, v[2]);
   target += log_sum_exp(v) + log_mix(0.3, v[1], v[2]) - a / (1 + b);
   target += beta_lpdf(inv_logit(v[3]) | 2, 3) + poisson_log_lpmf(3 | v[2]);
+  1.5 ~ cauchy(a, 2) T[-1, 4];
+  0.5 ~ exponential(b) T[, 3];
 }
 ";
 
@@ -1064,6 +1066,68 @@ model {
     let e = compile("param_if.stan", &param_if).unwrap_err().to_string();
     assert!(
         e.contains("param_if.stan:22:11") && e.contains("depends on the parameters"),
+        "{e}"
+    );
+}
+
+/// Truncation `T[L, U]`: the log density less the log probability of the interval, in
+/// closed form for an exponential with a parameter rate (upper bound) and a cauchy with
+/// parameter location (both bounds); dropped by `~` when it is a constant (a half-normal
+/// prior); data outside the bounds and a CDF of parameters with no closed form are refused
+/// with their position.
+#[test]
+fn truncation_subtracts_the_log_probability_of_the_interval() {
+    let t = TempDir::new("stan-trunc");
+    let data = t.join("d.json");
+    std::fs::write(&data, r#"{"N": 3, "y": [0.5, 1.5, 2.5]}"#).unwrap();
+    let compile = |file: &str, src: &str| {
+        let path = t.join(file);
+        std::fs::write(&path, src).unwrap();
+        StanModel::from_files(&path, Some(&data))
+    };
+    let src = "data {\n  int N;\n  vector[N] y;\n}\nparameters {\n  real<lower=0> lambda;\n  real mu;\n  real<lower=0> s;\n}\nmodel {\n  for (n in 1:N) {\n    y[n] ~ exponential(lambda) T[, 3];\n    y[n] ~ cauchy(mu, 2) T[-1, 4];\n  }\n  s ~ normal(0, 1) T[0, ];\n}\n";
+    let m = compile("t.stan", src).unwrap();
+    let placeholder = gpsamp::stan::placeholder_data();
+    let (u, mu, us) = (0.3f64, 0.7f64, -0.4f64);
+    let lambda = u.exp();
+    let s = us.exp();
+    let cauchy_cdf = |x: f64| 0.5 + ((x - mu) / 2.0).atan() / std::f64::consts::PI;
+    let mut want = 0.0;
+    for y in [0.5, 1.5, 2.5] {
+        // exponential: log lambda - lambda y - log(1 - exp(-3 lambda)).
+        want += lambda.ln() - lambda * y - (1.0 - (-3.0 * lambda).exp()).ln();
+        // cauchy, constants dropped: -log(1 + z^2) - log(F(4) - F(-1)).
+        want +=
+            -(1.0 + ((y - mu) / 2.0f64).powi(2)).ln() - (cauchy_cdf(4.0) - cauchy_cdf(-1.0)).ln();
+    }
+    want += -0.5 * s * s + u + us; // half-normal without its constant; Jacobians
+    let mut g = vec![0.0; 3];
+    let lp = m.log_density(&placeholder, 0, &[u, mu, us], &mut g, &mut Vec::new());
+    assert!((lp - want).abs() < 1e-10 * want.abs(), "{lp} vs {want}");
+    // The gradient through the truncation terms against central differences.
+    let f = |th: &[f64]| m.log_density(&placeholder, 0, th, &mut [0.0; 3], &mut Vec::new());
+    for k in 0..3 {
+        let mut a = vec![u, mu, us];
+        let mut b = a.clone();
+        a[k] += 1e-6;
+        b[k] -= 1e-6;
+        let fd = (f(&a) - f(&b)) / 2e-6;
+        assert!(
+            (fd - g[k]).abs() < 1e-6 * (1.0 + fd.abs()),
+            "{k}: {fd} vs {}",
+            g[k]
+        );
+    }
+    let outside = src.replace("T[, 3]", "T[, 2]");
+    let e = compile("outside.stan", &outside).unwrap_err().to_string();
+    assert!(
+        e.contains("outside.stan:12:5") && e.contains("2.5 is outside"),
+        "{e}"
+    );
+    let normal = src.replace("cauchy(mu, 2)", "normal(mu, 2)");
+    let e = compile("normal.stan", &normal).unwrap_err().to_string();
+    assert!(
+        e.contains("normal.stan:13:5") && e.contains("normal_lcdf of parameters"),
         "{e}"
     );
 }

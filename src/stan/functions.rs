@@ -1064,7 +1064,7 @@ impl Interp {
 
     /// `_lcdf`, `_lccdf` and `_cdf`: closed forms where the derivative is elementary,
     /// constants otherwise.
-    fn cdf(&mut self, dist: &str, suffix: &str, args: &[Val], pos: Pos) -> R<Sc> {
+    pub fn cdf(&mut self, dist: &str, suffix: &str, args: &[Val], pos: Pos) -> R<Sc> {
         let t = &mut self.tape;
         let a: Vec<Sc> = args.iter().map(|v| scalar(v, pos)).collect::<R<_>>()?;
         let lower = suffix != "_lccdf";

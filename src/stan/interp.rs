@@ -137,6 +137,77 @@ impl Interp {
         Ok(())
     }
 
+    /// `lp` of `vals[0] ~ dist(vals[1..]) T[lo, hi]`: less the log probability of the
+    /// interval, which `~` drops when it does not depend on the parameters. The variate
+    /// must be a scalar; a discrete one's interval starts at `lo - 1` in the CDF.
+    fn truncate(
+        &mut self,
+        lp: Sc,
+        dist: &str,
+        vals: &[Val],
+        lo: Option<&Expr>,
+        hi: Option<&Expr>,
+        pos: Pos,
+    ) -> R<Sc> {
+        if !vals[0].is_scalar() {
+            return err(pos, "truncation T[,] of a container is not supported yet");
+        }
+        let discrete = vals[0].is_int();
+        let bound = |me: &mut Self, e: Option<&Expr>| -> R<Option<Sc>> {
+            match e {
+                Some(e) => Ok(Some(scalar(&me.eval(e)?, e.pos)?)),
+                None => Ok(None),
+            }
+        };
+        let l = bound(self, lo)?;
+        let h = bound(self, hi)?;
+        if let Some(y) = vals[0].flat()[0].constant() {
+            let below = l.and_then(Sc::constant).is_some_and(|l| y < l);
+            let above = h.and_then(Sc::constant).is_some_and(|h| y > h);
+            if below || above {
+                return err(pos, format!("{y} is outside its truncation bounds"));
+            }
+        }
+        let mut all: Vec<Sc> = [l, h].into_iter().flatten().collect();
+        for v in &vals[1..] {
+            all.extend(v.flat());
+        }
+        let constant = all.iter().all(|s| s.constant().is_some());
+        if constant {
+            // `~` drops terms that do not depend on the parameters.
+            return Ok(lp);
+        }
+        let at = |x: Sc| {
+            let mut a = vec![Val::Real(x)];
+            a.extend(vals[1..].iter().cloned());
+            a
+        };
+        // P(y >= l) is the complement of the CDF just below l for a discrete variate.
+        let below = |me: &mut Self, l: Sc| {
+            if discrete {
+                me.tape.sub(l, Sc::C(1.0))
+            } else {
+                l
+            }
+        };
+        let norm = match (l, h) {
+            (None, None) => return Ok(lp),
+            (Some(l), None) => {
+                let l = below(self, l);
+                self.cdf(dist, "_lccdf", &at(l), pos)?
+            }
+            (None, Some(h)) => self.cdf(dist, "_lcdf", &at(h), pos)?,
+            (Some(l), Some(h)) => {
+                let l = below(self, l);
+                let a = self.cdf(dist, "_lcdf", &at(h), pos)?;
+                let b = self.cdf(dist, "_lcdf", &at(l), pos)?;
+                let v = self.call("log_diff_exp", vec![Val::Real(a), Val::Real(b)], pos)?;
+                scalar(&v, pos)?
+            }
+        };
+        Ok(self.tape.sub(lp, norm))
+    }
+
     /// Calls user-defined function `f`: its body runs with only its arguments in scope.
     pub fn call_user(&mut self, f: &FunDef, mut args: Vec<Val>, pos: Pos) -> R<Val> {
         if args.len() != f.params.len() {
@@ -322,14 +393,14 @@ impl Interp {
                 trunc,
             } => {
                 self.need_model(s.pos, "~")?;
-                if trunc.is_some() {
-                    return err(s.pos, "truncation T[,] is not supported yet");
-                }
                 let mut vals = vec![self.eval(lhs)?];
                 for a in args {
                     vals.push(self.eval(a)?);
                 }
-                let lp = self.density(dist, &vals, true, s.pos)?;
+                let mut lp = self.density(dist, &vals, true, s.pos)?;
+                if let Some((lo, hi)) = trunc {
+                    lp = self.truncate(lp, dist, &vals, lo.as_ref(), hi.as_ref(), s.pos)?;
+                }
                 self.target.push(lp);
                 if vals[0].flat().iter().all(|x| x.constant().is_some()) {
                     self.loglik.push(lp);
