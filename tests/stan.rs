@@ -758,6 +758,8 @@ model {
   target += beta_lpdf(inv_logit(v[3]) | 2, 3) + poisson_log_lpmf(3 | v[2]);
   1.5 ~ cauchy(a, 2) T[-1, 4];
   0.5 ~ exponential(b) T[, 3];
+  0.8 ~ normal(a, b) T[-2, 1];
+  target += erf(0.4 * a) + Phi(v[1]) + normal_lccdf(1 | v[2], 1.5);
 }
 ";
 
@@ -1124,10 +1126,39 @@ fn truncation_subtracts_the_log_probability_of_the_interval() {
         e.contains("outside.stan:12:5") && e.contains("2.5 is outside"),
         "{e}"
     );
-    let normal = src.replace("cauchy(mu, 2)", "normal(mu, 2)");
-    let e = compile("normal.stan", &normal).unwrap_err().to_string();
+    let gamma = src.replace("cauchy(mu, 2)", "gamma(lambda, 2)");
+    let e = compile("gamma.stan", &gamma).unwrap_err().to_string();
     assert!(
-        e.contains("normal.stan:13:5") && e.contains("normal_lcdf of parameters"),
+        e.contains("gamma.stan:13:5") && e.contains("gamma_lcdf of parameters"),
         "{e}"
     );
+    // A normal truncated on both sides, with parameters: through erfc in each tail.
+    let normal = "data {\n  int N;\n  vector[N] y;\n}\nparameters {\n  real mu;\n  real<lower=0> s;\n}\nmodel {\n  for (n in 1:N) y[n] ~ normal(mu, s) T[0.2, 3];\n  target += normal_lccdf(4 | mu, s) + normal_lcdf(-3 | mu, s);\n}\n";
+    let m = compile("normal.stan", normal).unwrap();
+    use statrs::distribution::{Continuous, ContinuousCDF, Normal};
+    for (mu, us) in [(0.7f64, -0.4f64), (-1.0, 0.5), (2.0, -1.5)] {
+        let s = us.exp();
+        let d = Normal::new(mu, s).unwrap();
+        let mut want = us + d.sf(4.0).ln() + d.cdf(-3.0).ln();
+        for y in [0.5, 1.5, 2.5] {
+            want += d.ln_pdf(y) + 0.5 * (2.0 * std::f64::consts::PI).ln()
+                - (d.cdf(3.0) - d.cdf(0.2)).ln();
+        }
+        let mut g = vec![0.0; 2];
+        let lp = m.log_density(&placeholder, 0, &[mu, us], &mut g, &mut Vec::new());
+        assert!((lp - want).abs() < 1e-9 * want.abs(), "{lp} vs {want}");
+        let f = |th: &[f64]| m.log_density(&placeholder, 0, th, &mut [0.0; 2], &mut Vec::new());
+        for k in 0..2 {
+            let mut a = vec![mu, us];
+            let mut b = a.clone();
+            a[k] += 1e-6;
+            b[k] -= 1e-6;
+            let fd = (f(&a) - f(&b)) / 2e-6;
+            assert!(
+                (fd - g[k]).abs() < 1e-5 * (1.0 + fd.abs()),
+                "{k}: {fd} vs {}",
+                g[k]
+            );
+        }
+    }
 }

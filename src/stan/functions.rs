@@ -38,6 +38,17 @@ fn unary(name: &str) -> Option<UnaryFn> {
         "tan" => &|t, x| t.fun(Fun::Tan, x),
         "tanh" => &|t, x| t.fun(Fun::Tanh, x),
         "atan" => &|t, x| t.fun(Fun::Atan, x),
+        "erfc" => &|t, x| t.fun(Fun::Erfc, x),
+        "erf" => &|t, x| {
+            let c = t.fun(Fun::Erfc, x);
+            t.sub(Sc::C(1.0), c)
+        },
+        "Phi" => &|t, x| {
+            // Φ(x) = erfc(−x/√2) / 2
+            let z = t.mul(x, Sc::C(-std::f64::consts::FRAC_1_SQRT_2));
+            let c = t.fun(Fun::Erfc, z);
+            t.mul(c, Sc::C(0.5))
+        },
         "inv" => &|t, x| t.div(Sc::C(1.0), x),
         "inv_sqrt" => &|t, x| {
             let s = t.fun(Fun::Sqrt, x);
@@ -102,9 +113,6 @@ fn constant_unary(name: &str) -> Option<fn(f64) -> f64> {
         "ceil" => f64::ceil,
         "round" => f64::round,
         "trunc" => f64::trunc,
-        "erf" => |x| statrs::function::erf::erf(x),
-        "erfc" => |x| statrs::function::erf::erfc(x),
-        "Phi" => |x| 0.5 * statrs::function::erf::erfc(-x / std::f64::consts::SQRT_2),
         "inv_Phi" => |p| {
             use statrs::distribution::ContinuousCDF;
             statrs::distribution::Normal::standard().inverse_cdf(p)
@@ -1101,6 +1109,25 @@ impl Interp {
                     t.neg(e)
                 }));
             }
+            ("normal", 3) => {
+                // Φ(z) = erfc(−z/√2)/2 and 1 − Φ(z) = erfc(z/√2)/2, each accurate in its
+                // own tail.
+                let d = t.sub(a[0], a[1]);
+                let z = t.div(d, a[2]);
+                let k = if suffix == "_lccdf" {
+                    std::f64::consts::FRAC_1_SQRT_2
+                } else {
+                    -std::f64::consts::FRAC_1_SQRT_2
+                };
+                let w = t.mul(z, Sc::C(k));
+                let c = t.fun(Fun::Erfc, w);
+                let p = t.mul(c, Sc::C(0.5));
+                return Ok(if suffix == "_cdf" {
+                    p
+                } else {
+                    t.fun(Fun::Log, p)
+                });
+            }
             ("logistic", 3) => {
                 let d = t.sub(a[0], a[1]);
                 let z = t.div(d, a[2]);
@@ -1117,9 +1144,6 @@ impl Interp {
         use statrs::distribution::{ContinuousCDF, DiscreteCDF};
         let bad = |e: &dyn std::fmt::Display| (pos, format!("{dist}{suffix}: {e}"));
         let p: f64 = match (dist, c.len()) {
-            ("normal", 3) => statrs::distribution::Normal::new(c[1], c[2])
-                .map_err(|e| bad(&e))?
-                .cdf(c[0]),
             ("student_t", 4) => statrs::distribution::StudentsT::new(c[2], c[3], c[1])
                 .map_err(|e| bad(&e))?
                 .cdf(c[0]),

@@ -94,6 +94,7 @@ fn fun_code(f: Fun) -> u32 {
         Fun::Tanh => 12,
         Fun::Atan => 13,
         Fun::Digamma => 14,
+        Fun::Erfc => 15,
     }
 }
 

@@ -1428,6 +1428,7 @@ mod tests {
                         Fun::Tanh,
                         Fun::Atan,
                         Fun::Digamma,
+                        Fun::Erfc,
                     ];
                     funs[f as usize - 16].f(arg(&val, a))
                 }

@@ -58,6 +58,8 @@ pub enum Fun {
     Atan,
     /// ψ(x) (the derivative of ln Γ)
     Digamma,
+    /// erfc x = 1 − erf x
+    Erfc,
 }
 
 impl Fun {
@@ -86,6 +88,7 @@ impl Fun {
             Fun::Tanh => x.tanh(),
             Fun::Atan => x.atan(),
             Fun::Digamma => digamma(x),
+            Fun::Erfc => statrs::function::erf::erfc(x),
         }
     }
 
@@ -115,6 +118,7 @@ impl Fun {
             Fun::Tanh => 1.0 - y * y,
             Fun::Atan => 1.0 / (1.0 + x * x),
             Fun::Digamma => trigamma(x),
+            Fun::Erfc => -std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
         }
     }
 }
