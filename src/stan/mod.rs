@@ -6,7 +6,10 @@
 //! join `target`, so the sampler works on the unconstrained space as Stan's does.
 //!
 //! `generated quantities` run per stored draw on the CPU in f64, after the parameters and
-//! transformed parameters are recomputed from the draw.
+//! transformed parameters are recomputed from the draw; their `_rng` functions
+//! ([`random`]) draw from the Philox stream of the draw. A study (`gpsamp sbc --stan`)
+//! simulates datasets with them ([`StanModel::for_study`]) and compiles the program
+//! against each one ([`Model::bind`]).
 //!
 //! Two kernels run the recording: on the CPU over blocks of chains (`kernel.rs`, structure
 //! of arrays), and on the GPU one invocation per chain (`shaders/stan.wgsl`), which reads the
