@@ -588,6 +588,23 @@ fn random_numbers_come_from_each_draws_stream() {
         "poisson mean {}",
         k3 / n
     );
+    // Sampling to an ESS target watches the replicates drawn from the same streams (they
+    // were NaN to it, and the target was never reached).
+    let out = t.join("fit");
+    let (ok, _, err) = gpsamp(&[
+        "sample",
+        "--stan",
+        t.join("rng.stan").to_str().unwrap(),
+        "--chains",
+        "8",
+        "--target-ess",
+        "200",
+        "--draws",
+        "3000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok && err.contains("--target-ess 200: reached"), "{err}");
     let in_model = "parameters {\n  real mu;\n}\nmodel {\n  real z = normal_rng(0, 1);\n  mu ~ normal(z, 1);\n}\n";
     let e = compile_source(&t, "model_rng.stan", in_model)
         .unwrap_err()

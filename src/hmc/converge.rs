@@ -82,6 +82,9 @@ pub(super) struct Tracker<'a> {
     traces: Vec<Vec<f64>>,
     draws: usize,
     next_check: usize,
+    /// Seed and first global chain of the random streams of generated quantities (those
+    /// the stored draws use).
+    stream: (u64, u32),
     pub(super) report: TargetReport,
 }
 
@@ -101,6 +104,7 @@ impl<'a> Tracker<'a> {
             traces: vec![Vec::new(); n_chains * np],
             draws: 0,
             next_check: FIRST_CHECK,
+            stream: (cfg.seed, cfg.chain_offset),
             report: TargetReport {
                 target_ess: target,
                 rhat_max: RHAT_MAX,
@@ -114,8 +118,12 @@ impl<'a> Tracker<'a> {
     /// Adds one draw of every chain (unconstrained positions, chains x D).
     pub(super) fn record(&mut self, position: &[f64]) {
         let d = self.model.dim();
+        let (seed, offset) = self.stream;
         for (c, q) in position.chunks(d).enumerate() {
-            for (p, v) in self.model.constrain(q).into_iter().enumerate() {
+            let values = self
+                .model
+                .constrain_draw(q, seed, offset + c as u32, self.draws as u32);
+            for (p, v) in values.into_iter().enumerate() {
                 self.traces[c * self.np + p].push(f64::from(v as f32));
             }
         }
