@@ -1089,6 +1089,18 @@ model {
     );
 }
 
+/// The derivative of `m`'s log density in coordinate `k` at `theta` by central
+/// differences (step 1e-6).
+fn central_difference(m: &StanModel, theta: &[f64], k: usize) -> f64 {
+    let data = gpsamp::stan::placeholder_data();
+    let f = |dx: f64| {
+        let mut th = theta.to_vec();
+        th[k] += dx;
+        m.log_density(&data, 0, &th, &mut vec![0.0; theta.len()], &mut Vec::new())
+    };
+    (f(1e-6) - f(-1e-6)) / 2e-6
+}
+
 /// Truncation `T[L, U]`: the log density less the log probability of the interval, in
 /// closed form for an exponential with a parameter rate (upper bound) and a cauchy with
 /// parameter location (both bounds); dropped by `~` when it is a constant (a half-normal
@@ -1124,17 +1136,11 @@ fn truncation_subtracts_the_log_probability_of_the_interval() {
     let lp = m.log_density(&placeholder, 0, &[u, mu, us], &mut g, &mut Vec::new());
     assert!((lp - want).abs() < 1e-10 * want.abs(), "{lp} vs {want}");
     // The gradient through the truncation terms against central differences.
-    let f = |th: &[f64]| m.log_density(&placeholder, 0, th, &mut [0.0; 3], &mut Vec::new());
-    for k in 0..3 {
-        let mut a = vec![u, mu, us];
-        let mut b = a.clone();
-        a[k] += 1e-6;
-        b[k] -= 1e-6;
-        let fd = (f(&a) - f(&b)) / 2e-6;
+    for (k, gk) in g.iter().enumerate() {
+        let fd = central_difference(&m, &[u, mu, us], k);
         assert!(
-            (fd - g[k]).abs() < 1e-6 * (1.0 + fd.abs()),
-            "{k}: {fd} vs {}",
-            g[k]
+            (fd - gk).abs() < 1e-6 * (1.0 + fd.abs()),
+            "{k}: {fd} vs {gk}"
         );
     }
     let outside = src.replace("T[, 3]", "T[, 2]");
@@ -1164,17 +1170,11 @@ fn truncation_subtracts_the_log_probability_of_the_interval() {
         let mut g = vec![0.0; 2];
         let lp = m.log_density(&placeholder, 0, &[mu, us], &mut g, &mut Vec::new());
         assert!((lp - want).abs() < 1e-9 * want.abs(), "{lp} vs {want}");
-        let f = |th: &[f64]| m.log_density(&placeholder, 0, th, &mut [0.0; 2], &mut Vec::new());
-        for k in 0..2 {
-            let mut a = vec![mu, us];
-            let mut b = a.clone();
-            a[k] += 1e-6;
-            b[k] -= 1e-6;
-            let fd = (f(&a) - f(&b)) / 2e-6;
+        for (k, gk) in g.iter().enumerate() {
+            let fd = central_difference(&m, &[mu, us], k);
             assert!(
-                (fd - g[k]).abs() < 1e-5 * (1.0 + fd.abs()),
-                "{k}: {fd} vs {}",
-                g[k]
+                (fd - gk).abs() < 1e-5 * (1.0 + fd.abs()),
+                "{k}: {fd} vs {gk}"
             );
         }
     }

@@ -50,14 +50,19 @@ pub struct Pos {
     pub col: usize,
 }
 
-/// Parses a program; errors name the file, line and column.
-pub fn parse(path: &Path, source: &str) -> Result<Program> {
-    let located = |(pos, message): (Pos, String)| Error::Program {
+/// An interpreter error as the error of the program in `path`, at its line and column.
+fn located(path: &Path, (pos, message): (Pos, String)) -> Error {
+    Error::Program {
         path: path.to_path_buf(),
         line: pos.line,
         column: pos.col,
         message,
-    };
+    }
+}
+
+/// Parses a program; errors name the file, line and column.
+pub fn parse(path: &Path, source: &str) -> Result<Program> {
+    let located = |e| located(path, e);
     let toks = lexer::lex(source).map_err(located)?;
     parser::parse(toks).map_err(located)
 }
@@ -141,13 +146,11 @@ fn value_of(s: Sc, vals: &[f64]) -> f64 {
 struct Generated {
     /// Data and transformed data.
     base: Arc<std::collections::HashMap<String, Val>>,
-    parameters: Vec<Decl>,
-    transformed_parameters: Vec<ast::Stmt>,
-    block: Vec<ast::Stmt>,
+    /// The program (its parameters, transformed parameters, generated quantities and
+    /// functions), shared by every recording.
+    source: Arc<Source>,
     /// CmdStan names of the generated quantities.
     names: Vec<String>,
-    /// The program's user-defined functions.
-    functions: Functions,
 }
 
 impl Generated {
@@ -158,15 +161,16 @@ impl Generated {
         outputs: Option<&[f64]>,
         rng: Option<rand::rngs::StdRng>,
     ) -> interp::R<Interp> {
+        let prog = &self.source.prog;
         let mut it = Interp::with_base(self.base.clone());
-        it.functions = self.functions.clone();
+        it.functions = self.source.functions.clone();
         it.rng = rng;
         if outputs.is_none() {
             it.nan_args = random::NanArgs::Propagate;
         }
         it.block = Block::TransformedParameters;
         let mut k = 0;
-        for d in &self.parameters {
+        for d in &prog.parameters {
             let mut v = it.declare(d)?;
             for (_, idx) in v.names(&d.name) {
                 v.set(&idx, Sc::C(outputs.map_or(f64::NAN, |o| o[k])));
@@ -175,10 +179,10 @@ impl Generated {
             it.bind(&d.name, v);
         }
         if outputs.is_some() {
-            it.run(&self.transformed_parameters)?;
+            it.run(&prog.transformed_parameters)?;
         }
         it.block = Block::Generated;
-        it.run(&self.block)?;
+        it.run(&prog.generated_quantities)?;
         Ok(it)
     }
 
@@ -187,7 +191,7 @@ impl Generated {
     fn run(&self, outputs: &[f64], rng: Option<rand::rngs::StdRng>) -> interp::R<Vec<f64>> {
         let it = self.interp(Some(outputs), rng)?;
         let mut out = Vec::with_capacity(self.names.len());
-        for s in &self.block {
+        for s in &self.source.prog.generated_quantities {
             if let StmtKind::Decl(d) = &s.kind {
                 let v = it.get(&d.name).expect("declared at the top level");
                 for (_, idx) in v.names(&d.name) {
@@ -297,13 +301,8 @@ impl StanModel {
         Ok(self)
     }
 
-    fn located(&self, (pos, message): (Pos, String)) -> Error {
-        Error::Program {
-            path: self.source.path.clone(),
-            line: pos.line,
-            column: pos.col,
-            message,
-        }
+    fn located(&self, e: (Pos, String)) -> Error {
+        located(&self.source.path, e)
     }
 
     /// The recording of dataset `b`.
@@ -321,10 +320,11 @@ impl StanModel {
 
     /// Every recording: the data file's, or one per bound dataset.
     fn recordings(&self) -> impl Iterator<Item = &Recording> {
-        let bound = self.bound.iter().flat_map(|b| b.iter().map(|r| r.as_ref()));
-        std::iter::once(self.rec.as_ref())
-            .filter(move |_| self.bound.is_none())
-            .chain(bound)
+        let all: &[Arc<Recording>] = match &self.bound {
+            Some(b) => b,
+            None => std::slice::from_ref(&self.rec),
+        };
+        all.iter().map(|r| r.as_ref())
     }
 
     /// [`Model::constrain`], the generated quantities drawing from `rng`.
@@ -358,13 +358,15 @@ impl StanModel {
             column: 1,
             message,
         };
-        let Some(g) = &self.rec.generated else {
+        if self.rec.generated.is_none() {
             return Err(bad(format!(
                 "a study needs a generated quantities block that simulates the data: <parameter>{SIM} for every parameter, drawn from its prior, and <data>{SIM} for the data it simulates"
             )));
-        };
-        let declared: std::collections::HashMap<&str, &Decl> = g
-            .block
+        }
+        let declared: std::collections::HashMap<&str, &Decl> = self
+            .source
+            .prog
+            .generated_quantities
             .iter()
             .filter_map(|s| match &s.kind {
                 StmtKind::Decl(d) => Some((d.name.as_str(), d.as_ref())),
@@ -482,16 +484,11 @@ impl StanModel {
 /// file's) with the parameters as symbols: the recording, the parameter count and the
 /// program's notes.
 fn record(
-    src: &Source,
+    src: &Arc<Source>,
     overrides: &std::collections::HashMap<String, Val>,
 ) -> Result<(Recording, usize, Vec<String>)> {
     let (path, prog) = (&src.path, &src.prog);
-    let located = |(pos, message): (Pos, String)| Error::Program {
-        path: path.to_path_buf(),
-        line: pos.line,
-        column: pos.col,
-        message,
-    };
+    let located = |e| located(path, e);
     let mut it = Interp::new();
     it.functions = src.functions.clone();
     for d in &prog.data {
@@ -515,7 +512,6 @@ fn record(
     it.block = Block::TransformedData;
     it.run(&prog.transformed_data).map_err(located)?;
     let base = Arc::new(it.globals());
-    let base_for_rec = base.clone();
     // Parameters: unconstrained inputs through Stan's transforms.
     let mut next = 0usize;
     let mut outputs = Vec::new();
@@ -569,12 +565,9 @@ fn record(
             }
         }
         Some(Arc::new(Generated {
-            base,
-            parameters: prog.parameters.clone(),
-            transformed_parameters: prog.transformed_parameters.clone(),
-            block: prog.generated_quantities.clone(),
+            base: base.clone(),
+            source: src.clone(),
             names,
-            functions: src.functions.clone(),
         }))
     };
     let kernel = kernel::Kernel::new(&it.tape);
@@ -586,7 +579,7 @@ fn record(
             target,
             loglik,
             outputs,
-            base: base_for_rec,
+            base,
             generated,
         },
         next,

@@ -68,9 +68,6 @@ fn elementwise(name: &str) -> Option<(&'static [&'static str], bool, Draw)> {
             .map(|p| p.sample(rng))
             .map_err(|e| e.to_string())
     }
-    fn normal(rng: &mut StdRng) -> f64 {
-        rng.sample(rand_distr::StandardNormal)
-    }
     fn uniform(rng: &mut StdRng) -> f64 {
         // (0, 1): never 0, so logs and quantiles stay finite.
         loop {
@@ -97,10 +94,10 @@ fn elementwise(name: &str) -> Option<(&'static [&'static str], bool, Draw)> {
     }
     Some(match name {
         "normal" => (&["mu", "sigma"], false, |a, r| {
-            Ok(finite("mu", a[0])? + positive("sigma", a[1])? * normal(r))
+            Ok(finite("mu", a[0])? + positive("sigma", a[1])? * normal_draw(r))
         }),
         "lognormal" => (&["mu", "sigma"], false, |a, r| {
-            Ok((finite("mu", a[0])? + positive("sigma", a[1])? * normal(r)).exp())
+            Ok((finite("mu", a[0])? + positive("sigma", a[1])? * normal_draw(r)).exp())
         }),
         "student_t" => (&["nu", "mu", "sigma"], false, |a, r| {
             let nu = positive("nu", a[0])?;
