@@ -11,13 +11,13 @@ use super::tape::{Fun, Op, Sc, Tape};
 
 /// An operand: a node (its slot) or a constant (its index in the pool).
 #[derive(Clone, Copy, Debug)]
-enum Arg {
+pub(super) enum Arg {
     Node(u32),
     Const(u32),
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Kind {
     Input(u32),
     Add,
     Sub,
@@ -34,10 +34,10 @@ enum Kind {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Ins {
-    kind: Kind,
-    a: Arg,
-    b: Arg,
+pub(super) struct Ins {
+    pub(super) kind: Kind,
+    pub(super) a: Arg,
+    pub(super) b: Arg,
 }
 
 /// Words before the constants in an encoded program (see [`Kernel::encode`]).
@@ -59,9 +59,9 @@ pub struct Encoded {
 /// A program ready to run over blocks of chains.
 #[derive(Clone, Debug, Default)]
 pub struct Kernel {
-    code: Vec<Ins>,
-    consts: Vec<f64>,
-    list: Vec<Arg>,
+    pub(super) code: Vec<Ins>,
+    pub(super) consts: Vec<f64>,
+    pub(super) list: Vec<Arg>,
 }
 
 /// The GPU kernel's padding instruction.
@@ -100,14 +100,14 @@ fn fun_code(f: Fun) -> u32 {
 
 /// A source operand over a block: a slice (one value per lane) or a constant.
 #[derive(Clone, Copy)]
-enum Src<'a> {
+pub(super) enum Src<'a> {
     Lanes(&'a [f64]),
     Scalar(f64),
 }
 
 impl Src<'_> {
     #[inline(always)]
-    fn at(&self, l: usize) -> f64 {
+    pub(super) fn at(&self, l: usize) -> f64 {
         match self {
             Src::Lanes(s) => s[l],
             Src::Scalar(c) => *c,
@@ -289,79 +289,27 @@ impl Kernel {
         for (i, ins) in self.code.iter().enumerate() {
             let (done, rest) = vals.split_at_mut(i * lanes);
             let out = &mut rest[..lanes];
-            macro_rules! bin {
-                ($f:expr) => {{
-                    let (a, b) = (self.src(done, ins.a, lanes), self.src(done, ins.b, lanes));
-                    match (a, b) {
-                        (Src::Lanes(a), Src::Lanes(b)) => {
-                            for l in 0..lanes {
-                                out[l] = $f(a[l], b[l]);
-                            }
-                        }
-                        (Src::Lanes(a), Src::Scalar(b)) => {
-                            for l in 0..lanes {
-                                out[l] = $f(a[l], b);
-                            }
-                        }
-                        (Src::Scalar(a), Src::Lanes(b)) => {
-                            for l in 0..lanes {
-                                out[l] = $f(a, b[l]);
-                            }
-                        }
-                        (Src::Scalar(a), Src::Scalar(b)) => out.fill($f(a, b)),
-                    }
-                }};
-            }
+            let list = |s: u32, e: u32| &self.list[s as usize..e as usize];
             match ins.kind {
                 Kind::Input(k) => {
                     for l in 0..lanes {
                         out[l] = theta[l * dim + k as usize];
                     }
                 }
-                Kind::Add => bin!(|x: f64, y: f64| x + y),
-                Kind::Sub => bin!(|x: f64, y: f64| x - y),
-                Kind::Mul => bin!(|x: f64, y: f64| x * y),
-                Kind::Div => bin!(|x: f64, y: f64| x / y),
-                Kind::Pow => bin!(|x: f64, y: f64| x.powf(y)),
-                Kind::Max => bin!(|x: f64, y: f64| x.max(y)),
-                Kind::Min => bin!(|x: f64, y: f64| x.min(y)),
-                Kind::Fun(f) => {
-                    let a = self.src(done, ins.a, lanes);
-                    for (l, o) in out.iter_mut().enumerate() {
-                        *o = f.f(a.at(l));
-                    }
-                }
                 Kind::Sum(s, e) => {
-                    out.fill(0.0);
-                    for &x in &self.list[s as usize..e as usize] {
-                        match self.src(done, x, lanes) {
-                            Src::Lanes(a) => {
-                                for l in 0..lanes {
-                                    out[l] += a[l];
-                                }
-                            }
-                            Src::Scalar(c) => out.iter_mut().for_each(|o| *o += c),
-                        }
-                    }
+                    let items = list(s, e);
+                    sum_into(out, items.len(), |j| self.src(done, items[j], lanes));
                 }
                 Kind::LogSumExp(s, e) => {
-                    let items = &self.list[s as usize..e as usize];
-                    for l in 0..lanes {
-                        let m = items
-                            .iter()
-                            .map(|&x| self.src(done, x, lanes).at(l))
-                            .fold(f64::NEG_INFINITY, f64::max);
-                        out[l] = if !m.is_finite() {
-                            m
-                        } else {
-                            m + items
-                                .iter()
-                                .map(|&x| (self.src(done, x, lanes).at(l) - m).exp())
-                                .sum::<f64>()
-                                .ln()
-                        };
-                    }
+                    let items = list(s, e);
+                    log_sum_exp_into(out, items.len(), |j| self.src(done, items[j], lanes));
                 }
+                k => apply(
+                    k,
+                    self.src(done, ins.a, lanes),
+                    self.src(done, ins.b, lanes),
+                    out,
+                ),
             }
         }
     }
@@ -380,7 +328,21 @@ impl Kernel {
     ) {
         adj[..(out + 1) * lanes].fill(0.0);
         adj[out * lanes..(out + 1) * lanes].fill(1.0);
-        for i in (0..=out).rev() {
+        self.reverse_seeded(out + 1, vals, adj, dim, lanes, grad);
+    }
+
+    /// The reverse sweep over slots `0..upto` from the adjoints already in `adj` (`upto` ×
+    /// `lanes`, consumed): adds each lane's gradient to `grad`.
+    pub(super) fn reverse_seeded(
+        &self,
+        upto: usize,
+        vals: &[f64],
+        adj: &mut [f64],
+        dim: usize,
+        lanes: usize,
+        grad: &mut [f64],
+    ) {
+        for i in (0..upto).rev() {
             let ins = self.code[i];
             let (before, rest) = adj.split_at_mut(i * lanes);
             let a = &rest[..lanes];
@@ -388,70 +350,218 @@ impl Kernel {
                 continue;
             }
             let y = &vals[i * lanes..(i + 1) * lanes];
-            let (va, vb) = (self.src(vals, ins.a, lanes), self.src(vals, ins.b, lanes));
-            // adj[x] += a · d(l) for each lane l, when x is a node.
-            macro_rules! give {
-                ($x:expr, |$l:ident| $d:expr) => {
-                    if let Arg::Node(n) = $x {
-                        let dst = &mut before[n as usize * lanes..(n as usize + 1) * lanes];
-                        for $l in 0..lanes {
-                            dst[$l] += a[$l] * $d;
-                        }
-                    }
-                };
-            }
+            let slot = |n: u32| n as usize * lanes..(n as usize + 1) * lanes;
             match ins.kind {
                 Kind::Input(k) => {
                     for l in 0..lanes {
                         grad[l * dim + k as usize] += a[l];
                     }
                 }
-                Kind::Add => {
-                    give!(ins.a, |l| 1.0);
-                    give!(ins.b, |l| 1.0);
-                }
-                Kind::Sub => {
-                    give!(ins.a, |l| 1.0);
-                    if let Arg::Node(n) = ins.b {
-                        let dst = &mut before[n as usize * lanes..(n as usize + 1) * lanes];
-                        for l in 0..lanes {
-                            dst[l] -= a[l];
+                Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
+                    for &x in &self.list[s as usize..e as usize] {
+                        if let Arg::Node(n) = x {
+                            let vx = &vals[slot(n)];
+                            give_item(ins.kind, a, y, vx, &mut before[slot(n)]);
                         }
                     }
                 }
-                Kind::Mul => {
-                    give!(ins.a, |l| vb.at(l));
-                    give!(ins.b, |l| va.at(l));
-                }
-                Kind::Div => {
-                    give!(ins.a, |l| 1.0 / vb.at(l));
-                    give!(ins.b, |l| -y[l] / vb.at(l));
-                }
-                Kind::Pow => {
-                    give!(ins.a, |l| vb.at(l) * va.at(l).powf(vb.at(l) - 1.0));
-                    give!(ins.b, |l| y[l] * va.at(l).ln());
-                }
-                Kind::Max => {
-                    give!(ins.a, |l| f64::from(u8::from(va.at(l) >= vb.at(l))));
-                    give!(ins.b, |l| f64::from(u8::from(va.at(l) < vb.at(l))));
-                }
-                Kind::Min => {
-                    give!(ins.a, |l| f64::from(u8::from(va.at(l) <= vb.at(l))));
-                    give!(ins.b, |l| f64::from(u8::from(va.at(l) > vb.at(l))));
-                }
-                Kind::Fun(f) => give!(ins.a, |l| f.d(va.at(l), y[l])),
-                Kind::Sum(s, e) => {
-                    for &x in &self.list[s as usize..e as usize] {
-                        give!(x, |l| 1.0);
+                k => {
+                    let (va, vb) = (self.src(vals, ins.a, lanes), self.src(vals, ins.b, lanes));
+                    if let Arg::Node(n) = ins.a {
+                        give_partial(k, false, a, y, va, vb, &mut before[slot(n)]);
                     }
-                }
-                Kind::LogSumExp(s, e) => {
-                    for &x in &self.list[s as usize..e as usize] {
-                        let vx = self.src(vals, x, lanes);
-                        give!(x, |l| (vx.at(l) - y[l]).exp());
+                    if let Arg::Node(n) = ins.b {
+                        give_partial(k, true, a, y, va, vb, &mut before[slot(n)]);
                     }
                 }
             }
         }
+    }
+}
+
+/// `out[l] = kind(a[l], b[l])` for the kinds of one or two operands (not inputs or lists,
+/// which the callers run).
+#[inline(always)]
+pub(super) fn apply(kind: Kind, a: Src, b: Src, out: &mut [f64]) {
+    #[inline(always)]
+    fn bin(a: Src, b: Src, out: &mut [f64], f: impl Fn(f64, f64) -> f64) {
+        let n = out.len();
+        match (a, b) {
+            (Src::Lanes(a), Src::Lanes(b)) => {
+                let (a, b) = (&a[..n], &b[..n]);
+                for l in 0..n {
+                    out[l] = f(a[l], b[l]);
+                }
+            }
+            (Src::Lanes(a), Src::Scalar(b)) => {
+                let a = &a[..n];
+                for l in 0..n {
+                    out[l] = f(a[l], b);
+                }
+            }
+            (Src::Scalar(a), Src::Lanes(b)) => {
+                let b = &b[..n];
+                for l in 0..n {
+                    out[l] = f(a, b[l]);
+                }
+            }
+            (Src::Scalar(a), Src::Scalar(b)) => out.fill(f(a, b)),
+        }
+    }
+    match kind {
+        Kind::Add => bin(a, b, out, |x, y| x + y),
+        Kind::Sub => bin(a, b, out, |x, y| x - y),
+        Kind::Mul => bin(a, b, out, |x, y| x * y),
+        Kind::Div => bin(a, b, out, |x, y| x / y),
+        Kind::Pow => bin(a, b, out, f64::powf),
+        Kind::Max => bin(a, b, out, f64::max),
+        Kind::Min => bin(a, b, out, f64::min),
+        Kind::Fun(f) => bin(a, Src::Scalar(0.0), out, |x, _| f.f(x)),
+        Kind::Input(_) | Kind::Sum(..) | Kind::LogSumExp(..) => {
+            debug_assert!(false, "apply: {kind:?} is run by the caller")
+        }
+    }
+}
+
+/// `out[l] = Σ_j item(j)[l]`, in item order.
+#[inline(always)]
+pub(super) fn sum_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Src<'a>) {
+    out.fill(0.0);
+    let lanes = out.len();
+    for j in 0..n {
+        match item(j) {
+            Src::Lanes(a) => {
+                let a = &a[..lanes];
+                for l in 0..lanes {
+                    out[l] += a[l];
+                }
+            }
+            Src::Scalar(c) => out.iter_mut().for_each(|o| *o += c),
+        }
+    }
+}
+
+/// `out[l] = ln Σ_j e^item(j)[l]` (the largest item taken out first), with the
+/// branch-free [`crate::math::exp`] and [`crate::math::ln`] that vectorise.
+#[inline(always)]
+pub(super) fn log_sum_exp_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Src<'a>) {
+    const CHUNK: usize = 64;
+    let mut sum = [0.0f64; CHUNK];
+    for (c, out) in out.chunks_mut(CHUNK).enumerate() {
+        let (base, lanes) = (c * CHUNK, out.len());
+        out.fill(f64::NEG_INFINITY);
+        for j in 0..n {
+            let x = item(j);
+            for l in 0..lanes {
+                out[l] = out[l].max(x.at(base + l));
+            }
+        }
+        sum[..lanes].fill(0.0);
+        for j in 0..n {
+            let x = item(j);
+            for l in 0..lanes {
+                sum[l] += crate::math::exp(x.at(base + l) - out[l]);
+            }
+        }
+        for l in 0..lanes {
+            // The sum is at least 1 (the largest item's term) or NaN.
+            let s = sum[l];
+            let ln = if s.is_nan() { s } else { crate::math::ln(s) };
+            if out[l].is_finite() {
+                out[l] += ln;
+            }
+        }
+    }
+}
+
+/// Adds `adj[l]` times the derivative of a list instruction's result `y` with respect to
+/// one of its items (value `x`) to `dst`: 1 for a sum, e^(x − y) for a log-sum-exp.
+#[inline(always)]
+pub(super) fn give_item(kind: Kind, adj: &[f64], y: &[f64], x: &[f64], dst: &mut [f64]) {
+    let n = adj.len();
+    let (y, x, dst) = (&y[..n], &x[..n], &mut dst[..n]);
+    if let Kind::LogSumExp(..) = kind {
+        for l in 0..n {
+            dst[l] += adj[l] * crate::math::exp(x[l] - y[l]);
+        }
+    } else {
+        for l in 0..n {
+            dst[l] += adj[l];
+        }
+    }
+}
+
+/// Adds `adj[l]` times the partial derivative of `kind`'s result `y` with respect to its
+/// first operand (value `va`), or its second (`vb`) when `second`, to `dst[l]`, for the
+/// kinds [`apply`] runs.
+#[inline(always)]
+pub(super) fn give_partial(
+    kind: Kind,
+    second: bool,
+    adj: &[f64],
+    y: &[f64],
+    va: Src,
+    vb: Src,
+    dst: &mut [f64],
+) {
+    let n = adj.len();
+    let (adj, y, dst) = (&adj[..n], &y[..n], &mut dst[..n]);
+    // One loop per pair of operand forms, so that each vectorises.
+    macro_rules! give {
+        (|$a:ident, $b:ident, $y:ident| $d:expr) => {
+            match (va, vb) {
+                (Src::Lanes(xa), Src::Lanes(xb)) => {
+                    let (xa, xb) = (&xa[..n], &xb[..n]);
+                    for l in 0..n {
+                        let ($a, $b, $y) = (xa[l], xb[l], y[l]);
+                        dst[l] += adj[l] * $d;
+                    }
+                }
+                (Src::Lanes(xa), Src::Scalar($b)) => {
+                    let xa = &xa[..n];
+                    for l in 0..n {
+                        let ($a, $y) = (xa[l], y[l]);
+                        dst[l] += adj[l] * $d;
+                    }
+                }
+                (Src::Scalar($a), Src::Lanes(xb)) => {
+                    let xb = &xb[..n];
+                    for l in 0..n {
+                        let ($b, $y) = (xb[l], y[l]);
+                        dst[l] += adj[l] * $d;
+                    }
+                }
+                (Src::Scalar($a), Src::Scalar($b)) => {
+                    for l in 0..n {
+                        let $y = y[l];
+                        dst[l] += adj[l] * $d;
+                    }
+                }
+            }
+        };
+    }
+    match (kind, second) {
+        (Kind::Add, _) | (Kind::Sub, false) => {
+            for l in 0..n {
+                dst[l] += adj[l];
+            }
+        }
+        (Kind::Sub, true) => {
+            for l in 0..n {
+                dst[l] -= adj[l];
+            }
+        }
+        (Kind::Mul, false) => give!(|_a, b, _y| b),
+        (Kind::Mul, true) => give!(|a, _b, _y| a),
+        (Kind::Div, false) => give!(|_a, b, _y| 1.0 / b),
+        (Kind::Div, true) => give!(|_a, b, y| -y / b),
+        (Kind::Pow, false) => give!(|a, b, _y| b * a.powf(b - 1.0)),
+        (Kind::Pow, true) => give!(|a, _b, y| y * a.ln()),
+        (Kind::Max, false) => give!(|a, b, _y| f64::from(u8::from(a >= b))),
+        (Kind::Max, true) => give!(|a, b, _y| f64::from(u8::from(a < b))),
+        (Kind::Min, false) => give!(|a, b, _y| f64::from(u8::from(a <= b))),
+        (Kind::Min, true) => give!(|a, b, _y| f64::from(u8::from(a > b))),
+        (Kind::Fun(f), false) => give!(|a, _b, y| f.d(a, y)),
+        _ => debug_assert!(false, "give_partial: {kind:?} has no operand {second}"),
     }
 }

@@ -194,12 +194,48 @@ pub struct Tape {
     /// The operations, in order; node i is the value of `ops[i]`.
     pub ops: Vec<Op>,
     memo: HashMap<(Fun, u32), u32>,
+    /// The node of each binary operation already recorded (operation, operands' keys).
+    memo2: HashMap<BinKey, u32>,
+}
+
+/// A binary operation as a hash key: its number and its operands' keys.
+type BinKey = (u8, (bool, u64), (bool, u64));
+
+/// An operand as a hash key: a node's index or a constant's bits.
+fn key(s: Sc) -> (bool, u64) {
+    match s {
+        Sc::C(c) => (false, c.to_bits()),
+        Sc::N(n) => (true, u64::from(n)),
+    }
 }
 
 impl Tape {
     fn push(&mut self, op: Op) -> Sc {
         self.ops.push(op);
         Sc::N(self.ops.len() as u32 - 1)
+    }
+
+    /// A binary operation, recorded once per operands (the operations are pure).
+    fn push2(&mut self, op: Op) -> Sc {
+        let k = match &op {
+            Op::Add(a, b) => (0, *a, *b),
+            Op::Sub(a, b) => (1, *a, *b),
+            Op::Mul(a, b) => (2, *a, *b),
+            Op::Div(a, b) => (3, *a, *b),
+            Op::Pow(a, b) => (4, *a, *b),
+            Op::Max(a, b) => (5, *a, *b),
+            Op::Min(a, b) => (6, *a, *b),
+            _ => return self.push(op),
+        };
+        let k = (k.0, key(k.1), key(k.2));
+        if let Some(&n) = self.memo2.get(&k) {
+            return Sc::N(n);
+        }
+        let r = self.push(op);
+        if let Sc::N(n) = r {
+            self.memo2.insert(k, n);
+        }
+        r
     }
 
     /// A node for unconstrained parameter `i`.
@@ -212,7 +248,7 @@ impl Tape {
         match (a, b) {
             (Sc::C(x), Sc::C(y)) => Sc::C(x + y),
             (Sc::C(0.0), o) | (o, Sc::C(0.0)) => o,
-            _ => self.push(Op::Add(a, b)),
+            _ => self.push2(Op::Add(a, b)),
         }
     }
 
@@ -221,7 +257,7 @@ impl Tape {
         match (a, b) {
             (Sc::C(x), Sc::C(y)) => Sc::C(x - y),
             (o, Sc::C(0.0)) => o,
-            _ => self.push(Op::Sub(a, b)),
+            _ => self.push2(Op::Sub(a, b)),
         }
     }
 
@@ -230,7 +266,7 @@ impl Tape {
         match (a, b) {
             (Sc::C(x), Sc::C(y)) => Sc::C(x * y),
             (Sc::C(1.0), o) | (o, Sc::C(1.0)) => o,
-            _ => self.push(Op::Mul(a, b)),
+            _ => self.push2(Op::Mul(a, b)),
         }
     }
 
@@ -239,7 +275,7 @@ impl Tape {
         match (a, b) {
             (Sc::C(x), Sc::C(y)) => Sc::C(x / y),
             (o, Sc::C(1.0)) => o,
-            _ => self.push(Op::Div(a, b)),
+            _ => self.push2(Op::Div(a, b)),
         }
     }
 
@@ -254,7 +290,7 @@ impl Tape {
             (Sc::C(x), Sc::C(y)) => Sc::C(x.powf(y)),
             (o, Sc::C(1.0)) => o,
             (o, Sc::C(2.0)) => self.mul(o, o),
-            _ => self.push(Op::Pow(a, b)),
+            _ => self.push2(Op::Pow(a, b)),
         }
     }
 
@@ -262,7 +298,7 @@ impl Tape {
     pub fn max(&mut self, a: Sc, b: Sc) -> Sc {
         match (a, b) {
             (Sc::C(x), Sc::C(y)) => Sc::C(x.max(y)),
-            _ => self.push(Op::Max(a, b)),
+            _ => self.push2(Op::Max(a, b)),
         }
     }
 
@@ -270,7 +306,7 @@ impl Tape {
     pub fn min(&mut self, a: Sc, b: Sc) -> Sc {
         match (a, b) {
             (Sc::C(x), Sc::C(y)) => Sc::C(x.min(y)),
-            _ => self.push(Op::Min(a, b)),
+            _ => self.push2(Op::Min(a, b)),
         }
     }
 

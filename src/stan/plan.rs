@@ -1,0 +1,521 @@
+//! The recorded program rearranged for the log density and its gradient over a block of
+//! chains, so that the work stays in cache and recovers the loops that recording unrolled.
+//!
+//! A Stan program's `target` is a sum of terms: one per `~` element and `target +=`, most
+//! of them inside loops over the data. A term's own operations (those nothing else reads)
+//! are needed only by that term, so each term runs forward and then straight back (its
+//! adjoint is 1) while its values are in cache, and only the operations that several terms
+//! read (the parameters, their transforms, `log(sigma)`) keep their values for the whole
+//! evaluation. Terms recorded from the same statement have the same instructions and
+//! differ only in their constants (the data), so they are grouped by shape and each
+//! instruction runs over a chunk of terms × lanes: the interpretation cost is shared by the
+//! chunk, as a loop over the data would share it.
+//!
+//! The forward values are the recording's bit for bit (the same operations in the same
+//! order on each lane); the gradient's sums run in another order.
+
+// The lane loops index several slices in step.
+#![allow(clippy::needless_range_loop)]
+
+use std::collections::HashMap;
+
+use super::kernel::{
+    apply, give_item, give_partial, log_sum_exp_into, sum_into, Arg, Ins, Kernel, Kind, Src,
+};
+
+/// An operand of a term's instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Opd {
+    /// The term's own value at this position.
+    Local(u32),
+    /// A value several terms read (its slot among the shared values).
+    Shared(u32),
+    /// The term's constant in this column.
+    Const(u32),
+}
+
+/// A term's instruction: lists index the group's `list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TermIns {
+    kind: Kind,
+    a: Opd,
+    b: Opd,
+}
+
+/// Terms with the same instructions: one program, a row of constants per term.
+#[derive(Clone, Debug, Default)]
+struct Group {
+    code: Vec<TermIns>,
+    list: Vec<Opd>,
+    /// Constants per term.
+    width: usize,
+    /// The terms' constants, term after term.
+    consts: Vec<f64>,
+    /// Each term's place among the terms (where its value goes).
+    terms: Vec<u32>,
+}
+
+/// An item of one of the sums that make up `target`.
+#[derive(Clone, Copy, Debug)]
+enum Item {
+    Const(f64),
+    Term(u32),
+    Shared(u32),
+    /// An earlier sum.
+    Sum(u32),
+}
+
+/// The log density's evaluation plan (see the module header).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The values several terms read, in recording order, as a program of their own.
+    shared: Kernel,
+    groups: Vec<Group>,
+    terms: usize,
+    /// The sums, in recording order; the last is `target`.
+    sums: Vec<Vec<Item>>,
+    /// Adjoints the sums give to shared values (slot, count).
+    seeds: Vec<(u32, f64)>,
+    /// The most instructions of a group.
+    widest: usize,
+}
+
+/// Terms × lanes an instruction runs over at once, about.
+const CHUNK_VALUES: usize = 256;
+
+const SHARED: u32 = u32::MAX;
+const DEAD: u32 = u32::MAX - 1;
+const SUM: u32 = u32::MAX - 2;
+/// The operand a one-operand instruction does not have.
+const NONE: u32 = u32::MAX;
+
+impl Plan {
+    /// The plan of `kernel`'s node `target`; `None` when it is not a sum with terms worth
+    /// grouping.
+    pub fn new(kernel: &Kernel, target: u32) -> Option<Plan> {
+        let code = &kernel.code[..=target as usize];
+        if !matches!(code.last()?.kind, Kind::Sum(..)) {
+            return None;
+        }
+        let n = code.len();
+        let items = |ins: &Ins| -> Vec<Arg> {
+            match ins.kind {
+                Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
+                    kernel.list[s as usize..e as usize].to_vec()
+                }
+                Kind::Input(_) => Vec::new(),
+                Kind::Fun(_) => vec![ins.a],
+                _ => vec![ins.a, ins.b],
+            }
+        };
+        let mut uses = vec![0u32; n];
+        for ins in code {
+            for a in items(ins) {
+                if let Arg::Node(m) = a {
+                    uses[m as usize] += 1;
+                }
+            }
+        }
+        // The sums that only add into target, and their items read once: the terms.
+        let mut owner = vec![DEAD; n];
+        owner[n - 1] = SUM;
+        let mut terms = 0u32;
+        let mut root = vec![false; n];
+        for i in (0..n).rev() {
+            if owner[i] != SUM {
+                continue;
+            }
+            for a in items(&code[i]) {
+                if let Arg::Node(m) = a {
+                    let m = m as usize;
+                    if uses[m] != 1 {
+                        continue;
+                    }
+                    match code[m].kind {
+                        Kind::Sum(..) => owner[m] = SUM,
+                        Kind::Input(_) => {}
+                        _ => {
+                            owner[m] = terms;
+                            root[m] = true;
+                            terms += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if terms == 0 {
+            return None;
+        }
+        // Each value belongs to the one term that reads it, or is shared.
+        for i in (0..n).rev() {
+            let (user, sum) = match owner[i] {
+                DEAD => continue,
+                SUM => (SHARED, true),
+                o => (o, false),
+            };
+            for a in items(&code[i]) {
+                if let Arg::Node(m) = a {
+                    let m = m as usize;
+                    owner[m] = match owner[m] {
+                        SUM => SUM,
+                        // A term, read by its sum alone.
+                        o if sum && root[m] => o,
+                        DEAD => user,
+                        o if o == user => o,
+                        _ => SHARED,
+                    };
+                }
+            }
+            if let Kind::Input(_) = code[i].kind {
+                owner[i] = SHARED;
+            }
+        }
+        // The shared values as a program of their own.
+        let mut slot = vec![u32::MAX; n];
+        let mut shared = Kernel {
+            consts: kernel.consts.clone(),
+            ..Kernel::default()
+        };
+        let remap = |slot: &[u32], a: Arg| match a {
+            Arg::Node(m) => Arg::Node(slot[m as usize]),
+            c => c,
+        };
+        for (i, ins) in code.iter().enumerate() {
+            if owner[i] != SHARED {
+                continue;
+            }
+            let kind = match ins.kind {
+                Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
+                    let start = shared.list.len() as u32;
+                    for &a in &kernel.list[s as usize..e as usize] {
+                        shared.list.push(remap(&slot, a));
+                    }
+                    let end = shared.list.len() as u32;
+                    if let Kind::Sum(..) = ins.kind {
+                        Kind::Sum(start, end)
+                    } else {
+                        Kind::LogSumExp(start, end)
+                    }
+                }
+                k => k,
+            };
+            slot[i] = shared.code.len() as u32;
+            shared.code.push(Ins {
+                kind,
+                a: remap(&slot, ins.a),
+                b: remap(&slot, ins.b),
+            });
+        }
+        // Each term's instructions, grouped by shape.
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); terms as usize];
+        for i in 0..n {
+            if owner[i] < terms {
+                members[owner[i] as usize].push(i as u32);
+            }
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        let mut by_shape: HashMap<(Vec<TermIns>, Vec<Opd>), usize> = HashMap::new();
+        let mut local = vec![u32::MAX; n];
+        for (t, nodes) in members.iter().enumerate() {
+            let (mut body, mut list, mut consts) = (Vec::new(), Vec::new(), Vec::new());
+            for (p, &i) in nodes.iter().enumerate() {
+                local[i as usize] = p as u32;
+            }
+            let opd = |a: Arg, consts: &mut Vec<f64>| match a {
+                Arg::Node(m) if owner[m as usize] == t as u32 => Opd::Local(local[m as usize]),
+                Arg::Node(m) => Opd::Shared(slot[m as usize]),
+                Arg::Const(c) => {
+                    consts.push(kernel.consts[c as usize]);
+                    Opd::Const(consts.len() as u32 - 1)
+                }
+            };
+            for &i in nodes {
+                let ins = code[i as usize];
+                let none = Opd::Const(NONE);
+                let (kind, a, b) = match ins.kind {
+                    Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
+                        let start = list.len() as u32;
+                        for &a in &kernel.list[s as usize..e as usize] {
+                            let o = opd(a, &mut consts);
+                            list.push(o);
+                        }
+                        let end = list.len() as u32;
+                        let kind = if let Kind::Sum(..) = ins.kind {
+                            Kind::Sum(start, end)
+                        } else {
+                            Kind::LogSumExp(start, end)
+                        };
+                        (kind, none, none)
+                    }
+                    Kind::Fun(_) => (ins.kind, opd(ins.a, &mut consts), none),
+                    k => {
+                        let a = opd(ins.a, &mut consts);
+                        (k, a, opd(ins.b, &mut consts))
+                    }
+                };
+                body.push(TermIns { kind, a, b });
+            }
+            let g = *by_shape
+                .entry((body, list))
+                .or_insert_with_key(|(body, list)| {
+                    groups.push(Group {
+                        code: body.clone(),
+                        list: list.clone(),
+                        width: consts.len(),
+                        ..Group::default()
+                    });
+                    groups.len() - 1
+                });
+            groups[g].consts.extend(consts);
+            groups[g].terms.push(t as u32);
+        }
+        // The sums over terms, shared values and earlier sums.
+        let mut sums = Vec::new();
+        let mut seeds: HashMap<u32, f64> = HashMap::new();
+        let mut sum_slot = vec![u32::MAX; n];
+        for (i, ins) in code.iter().enumerate() {
+            if owner[i] != SUM {
+                continue;
+            }
+            let Kind::Sum(s, e) = ins.kind else {
+                continue;
+            };
+            let row: Vec<Item> = kernel.list[s as usize..e as usize]
+                .iter()
+                .map(|&a| match a {
+                    Arg::Const(c) => Item::Const(kernel.consts[c as usize]),
+                    Arg::Node(m) => match owner[m as usize] {
+                        SUM => Item::Sum(sum_slot[m as usize]),
+                        o if root[m as usize] => Item::Term(o),
+                        _ => {
+                            *seeds.entry(slot[m as usize]).or_insert(0.0) += 1.0;
+                            Item::Shared(slot[m as usize])
+                        }
+                    },
+                })
+                .collect();
+            sum_slot[i] = sums.len() as u32;
+            sums.push(row);
+        }
+        let mut seeds: Vec<(u32, f64)> = seeds.into_iter().collect();
+        seeds.sort_by_key(|s| s.0);
+        let widest = groups.iter().map(|g| g.code.len()).max().unwrap_or(0);
+        Some(Plan {
+            shared,
+            groups,
+            terms: terms as usize,
+            sums,
+            seeds,
+            widest,
+        })
+    }
+
+    /// Shapes of terms.
+    #[cfg(test)]
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Terms of `target`.
+    #[cfg(test)]
+    pub fn term_count(&self) -> usize {
+        self.terms
+    }
+
+    /// Terms a chunk holds at `lanes` lanes.
+    #[inline(always)]
+    fn chunk(lanes: usize) -> usize {
+        (CHUNK_VALUES / lanes.max(1)).max(1)
+    }
+
+    /// Working memory [`Plan::eval`] needs at `lanes` lanes.
+    pub fn scratch_len(&self, lanes: usize) -> usize {
+        let shared = self.shared.code.len();
+        let chunk = 2 * self.widest * Self::chunk(lanes);
+        lanes * (2 * shared + self.terms + self.sums.len() + chunk)
+    }
+
+    /// The log density (`logp`, `lanes`) and its gradient (`grad`, `lanes` × `dim`, added
+    /// to) of `lanes` chains whose positions are `theta` (`lanes` × `dim`); `scratch` holds
+    /// at least [`Plan::scratch_len`] values.
+    pub fn eval(
+        &self,
+        theta: &[f64],
+        dim: usize,
+        lanes: usize,
+        logp: &mut [f64],
+        grad: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        let ns = self.shared.code.len();
+        let (sv, rest) = scratch.split_at_mut(ns * lanes);
+        let (sa, rest) = rest.split_at_mut(ns * lanes);
+        let (tv, rest) = rest.split_at_mut(self.terms * lanes);
+        let (uv, work) = rest.split_at_mut(self.sums.len() * lanes);
+        self.shared.forward(theta, dim, lanes, sv);
+        sa.fill(0.0);
+        crate::math::simd_dispatch!(crate::math::simd(), (
+            plan: &Plan = self,
+            lanes: usize = lanes,
+            sv: &[f64] = sv,
+            sa: &mut [f64] = sa,
+            tv: &mut [f64] = tv,
+            work: &mut [f64] = work,
+        ) -> () {
+            let chunk = Plan::chunk(lanes);
+            for g in &plan.groups {
+                for first in (0..g.terms.len()).step_by(chunk) {
+                    let count = chunk.min(g.terms.len() - first);
+                    g.run(first, count, lanes, sv, sa, tv, work);
+                }
+            }
+        });
+        for (k, row) in self.sums.iter().enumerate() {
+            let (done, rest) = uv.split_at_mut(k * lanes);
+            let at = |r: u32, v| row_of(v, r, lanes);
+            sum_into(&mut rest[..lanes], row.len(), |j| match row[j] {
+                Item::Const(c) => Src::Scalar(c),
+                Item::Term(t) => at(t, tv),
+                Item::Shared(s) => at(s, sv),
+                Item::Sum(u) => at(u, done),
+            });
+        }
+        let last = (self.sums.len() - 1) * lanes;
+        logp[..lanes].copy_from_slice(&uv[last..last + lanes]);
+        for &(s, count) in &self.seeds {
+            for x in &mut sa[s as usize * lanes..(s as usize + 1) * lanes] {
+                *x += count;
+            }
+        }
+        self.shared.reverse_seeded(ns, sv, sa, dim, lanes, grad);
+    }
+}
+
+/// Row `r` of `lanes` values.
+fn row_of(v: &[f64], r: u32, lanes: usize) -> Src<'_> {
+    Src::Lanes(&v[r as usize * lanes..(r as usize + 1) * lanes])
+}
+
+/// Where a chunk's operands are.
+struct Chunk<'a> {
+    sv: &'a [f64],
+    consts: &'a [f64],
+    width: usize,
+    stride: usize,
+    lanes: usize,
+}
+
+impl Chunk<'_> {
+    /// Operand `o` of the chunk's term `t`, given the values computed so far (`done`).
+    #[inline(always)]
+    fn src<'b>(&'b self, done: &'b [f64], o: Opd, t: usize) -> Src<'b> {
+        match o {
+            Opd::Local(p) => {
+                let at = p as usize * self.stride + t * self.lanes;
+                Src::Lanes(&done[at..at + self.lanes])
+            }
+            Opd::Shared(s) => row_of(self.sv, s, self.lanes),
+            Opd::Const(NONE) => Src::Scalar(0.0),
+            Opd::Const(c) => Src::Scalar(self.consts[t * self.width + c as usize]),
+        }
+    }
+}
+
+impl Group {
+    /// Terms `first..first + count` forward and back: their values into `tv`, their
+    /// adjoints into the shared values' `sa`; `work` holds the chunk's values and adjoints.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn run(
+        &self,
+        first: usize,
+        count: usize,
+        lanes: usize,
+        sv: &[f64],
+        sa: &mut [f64],
+        tv: &mut [f64],
+        work: &mut [f64],
+    ) {
+        let n = self.code.len();
+        let stride = count * lanes;
+        let (vals, adj) = work.split_at_mut(n * stride);
+        let adj = &mut adj[..n * stride];
+        let consts = &self.consts[first * self.width..(first + count) * self.width];
+        let lane = |r: u32| r as usize * lanes..(r as usize + 1) * lanes;
+        let chunk = Chunk {
+            sv,
+            consts,
+            width: self.width,
+            stride,
+            lanes,
+        };
+        for (i, ins) in self.code.iter().enumerate() {
+            let (done, rest) = vals.split_at_mut(i * stride);
+            let done = &*done;
+            for t in 0..count {
+                let out = &mut rest[t * lanes..(t + 1) * lanes];
+                match ins.kind {
+                    Kind::Sum(s, e) => {
+                        let items = &self.list[s as usize..e as usize];
+                        sum_into(out, items.len(), |j| chunk.src(done, items[j], t));
+                    }
+                    Kind::LogSumExp(s, e) => {
+                        let items = &self.list[s as usize..e as usize];
+                        log_sum_exp_into(out, items.len(), |j| chunk.src(done, items[j], t));
+                    }
+                    k => apply(k, chunk.src(done, ins.a, t), chunk.src(done, ins.b, t), out),
+                }
+            }
+        }
+        let root = (n - 1) * stride;
+        for t in 0..count {
+            let at = self.terms[first + t] as usize * lanes;
+            tv[at..at + lanes].copy_from_slice(&vals[root + t * lanes..root + (t + 1) * lanes]);
+        }
+        adj[..root].fill(0.0);
+        adj[root..].fill(1.0);
+        let vals = &*vals;
+        for i in (0..n).rev() {
+            let ins = self.code[i];
+            let (before, rest) = adj.split_at_mut(i * stride);
+            for t in 0..count {
+                let a = &rest[t * lanes..(t + 1) * lanes];
+                let y = &vals[i * stride + t * lanes..i * stride + (t + 1) * lanes];
+                // The adjoint of operand `o` of term `t`: local or shared.
+                // The adjoint of operand `o` of term `t`: its own or a shared one.
+                macro_rules! to {
+                    ($o:expr, |$d:ident| $give:expr) => {
+                        match $o {
+                            Opd::Local(p) => {
+                                let at = p as usize * stride + t * lanes;
+                                let $d = &mut before[at..at + lanes];
+                                $give
+                            }
+                            Opd::Shared(s) => {
+                                let $d = &mut sa[lane(s)];
+                                $give
+                            }
+                            Opd::Const(_) => {}
+                        }
+                    };
+                }
+                match ins.kind {
+                    Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
+                        for &x in &self.list[s as usize..e as usize] {
+                            if let Src::Lanes(vx) = chunk.src(vals, x, t) {
+                                to!(x, |d| give_item(ins.kind, a, y, vx, d));
+                            }
+                        }
+                    }
+                    k => {
+                        let (va, vb) = (chunk.src(vals, ins.a, t), chunk.src(vals, ins.b, t));
+                        to!(ins.a, |d| give_partial(k, false, a, y, va, vb, d));
+                        if !matches!(k, Kind::Fun(_)) {
+                            to!(ins.b, |d| give_partial(k, true, a, y, va, vb, d));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
