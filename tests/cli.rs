@@ -68,6 +68,14 @@ fn bench_reports_cpu_and_gpu() {
     assert!(compiled
         .iter()
         .all(|r| r["milliseconds"].as_f64().unwrap() > 0.0 && r["tape_ops"].as_u64().unwrap() > 0));
+    // low_dim_gauss_mix's 1 000 log_mix terms (a loop over the data) fall into one shape.
+    let gauss_mix = compiled
+        .iter()
+        .find(|r| r["posterior"] == "low_dim_gauss_mix-low_dim_gauss_mix")
+        .unwrap();
+    let (terms, shapes) = (&gauss_mix["terms"][0], &gauss_mix["terms"][1]);
+    assert!(terms.as_u64().unwrap() >= 1000, "{gauss_mix}");
+    assert!(shapes.as_u64().unwrap() <= 10, "{gauss_mix}");
     assert!(stan["stan_mixture_evals_per_sec"].as_f64().unwrap() > 0.0);
     assert!(stan["mixglm_evals_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(stan["eight_schools"][0], 16);

@@ -23,6 +23,9 @@ pub struct CompileRow {
     pub milliseconds: f64,
     /// Operations recorded.
     pub tape_ops: usize,
+    /// Terms of `target` and the shapes they fall into (the CPU kernel runs each shape's
+    /// terms together), when the program's target is a sum of terms.
+    pub terms: Option<(usize, usize)>,
 }
 
 /// The Stan rows.
@@ -149,11 +152,13 @@ pub fn run(
         let (program, data) = (p.join("model.stan"), p.join("data.json"));
         let mut best = f64::INFINITY;
         let mut ops = 0;
+        let mut terms = None;
         for _ in 0..3 {
             let t = Instant::now();
             let m = StanModel::from_files(&program, Some(&data))?;
             best = best.min(t.elapsed().as_secs_f64() * 1e3);
             ops = m.tape_len();
+            terms = m.terms_and_shapes();
         }
         compile.push(CompileRow {
             posterior: p
@@ -162,6 +167,7 @@ pub fn run(
                 .unwrap_or_default(),
             milliseconds: best,
             tape_ops: ops,
+            terms,
         });
     }
     if !quiet {
@@ -236,14 +242,18 @@ pub fn render(s: &mut String, b: &StanBench) {
     );
     let _ = writeln!(
         s,
-        "{:<44} {:>9} {:>10}",
-        "posteriordb posterior", "ms", "tape ops"
+        "{:<44} {:>9} {:>10} {:>16}",
+        "posteriordb posterior", "ms", "tape ops", "terms (shapes)"
     );
     for r in &b.compile {
+        let terms = r
+            .terms
+            .map(|(t, g)| format!("{t} ({g})"))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             s,
-            "{:<44} {:>9.2} {:>10}",
-            r.posterior, r.milliseconds, r.tape_ops
+            "{:<44} {:>9.2} {:>10} {:>16}",
+            r.posterior, r.milliseconds, r.tape_ops, terms
         );
     }
     let _ = writeln!(

@@ -12,9 +12,10 @@
 //! against each one ([`Model::bind`]).
 //!
 //! Two kernels run the recording: on the CPU over blocks of chains (`kernel.rs`, structure
-//! of arrays), and on the GPU one invocation per chain (`shaders/stan.wgsl`), which reads the
-//! program from its data batch ([`Model::device_data`]) and keeps each chain's forward values
-//! and adjoints in scratch storage.
+//! of arrays), term by term with the terms of one shape together (`plan.rs`: the loops that
+//! recording unrolled), and on the GPU one invocation per chain (`shaders/stan.wgsl`), which
+//! reads the program from its data batch ([`Model::device_data`]) and keeps each chain's
+//! forward values and adjoints in scratch storage.
 
 pub mod ast;
 mod functions;
@@ -39,8 +40,13 @@ use tape::{Fun, Sc, Tape};
 
 use value::Val;
 
-/// Chains evaluated together on the CPU.
-const BLOCK_LANES: usize = 64;
+/// Chains evaluated together on the CPU, at most: wide blocks share each instruction's
+/// interpretation among more chains, as long as the values a block keeps stay in cache.
+const BLOCK_LANES: usize = 256;
+
+/// Values a block keeps for the whole evaluation (the shared values and their adjoints, or
+/// every slot without a plan), at most, when it can: 4 MiB.
+const BLOCK_VALUES: usize = 1 << 19;
 
 /// A position in a program: 1-based line and column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -444,6 +450,12 @@ impl StanModel {
     /// Operations recorded for one evaluation of the log density.
     pub fn tape_len(&self) -> usize {
         self.rec.kernel.slots()
+    }
+
+    /// The terms of `target` and the shapes they fall into (the CPU kernel runs the terms
+    /// of a shape together: the program's loops), when `target` is a sum of terms.
+    pub fn terms_and_shapes(&self) -> Option<(usize, usize)> {
+        self.rec.plan.as_ref().map(|p| (p.term_count(), p.groups()))
     }
 
     /// What a user should know about how the program runs (its `print` output when
@@ -1055,7 +1067,14 @@ impl Model for StanModel {
     }
 
     fn block_lanes(&self) -> usize {
-        BLOCK_LANES
+        let rec = self.rec(0);
+        let kept = match &rec.plan {
+            Some(p) => 2 * p.shared_len(),
+            None => 2 * rec.kernel.slots(),
+        };
+        // A power of two between 16 and BLOCK_LANES.
+        let fit = (BLOCK_VALUES / kept.max(1)).clamp(16, BLOCK_LANES);
+        1 << fit.ilog2()
     }
 
     fn constant(&self, _data: &DataBatch, _b: usize) -> f64 {

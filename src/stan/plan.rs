@@ -7,9 +7,10 @@
 //! adjoint is 1) while its values are in cache, and only the operations that several terms
 //! read (the parameters, their transforms, `log(sigma)`) keep their values for the whole
 //! evaluation. Terms recorded from the same statement have the same instructions and
-//! differ only in their constants (the data), so they are grouped by shape and each
-//! instruction runs over a chunk of terms × lanes: the interpretation cost is shared by the
-//! chunk, as a loop over the data would share it.
+//! differ only in their constants (the data) and in which shared values they read (a row
+//! of slots per term), so they are grouped by shape and each instruction runs over a chunk
+//! of terms × lanes: the interpretation cost is shared by the chunk, as a loop over the
+//! data would share it.
 //!
 //! The forward values are the recording's bit for bit (the same operations in the same
 //! order on each lane); the gradient's sums run in another order.
@@ -28,7 +29,8 @@ use super::kernel::{
 enum Opd {
     /// The term's own value at this position.
     Local(u32),
-    /// A value several terms read (its slot among the shared values).
+    /// A value several terms read: the term's shared value in this column (its slot
+    /// among the shared values), so that terms reading different ones share a shape.
     Shared(u32),
     /// The term's constant in this column.
     Const(u32),
@@ -42,7 +44,8 @@ struct TermIns {
     b: Opd,
 }
 
-/// Terms with the same instructions: one program, a row of constants per term.
+/// Terms with the same instructions: one program, a row of constants and a row of shared
+/// values' slots per term.
 #[derive(Clone, Debug, Default)]
 struct Group {
     code: Vec<TermIns>,
@@ -51,6 +54,10 @@ struct Group {
     width: usize,
     /// The terms' constants, term after term.
     consts: Vec<f64>,
+    /// Shared values per term.
+    reads: usize,
+    /// The slots of the terms' shared values, term after term.
+    shared: Vec<u32>,
     /// Each term's place among the terms (where its value goes).
     terms: Vec<u32>,
 }
@@ -81,7 +88,7 @@ pub struct Plan {
 }
 
 /// Terms × lanes an instruction runs over at once, about.
-const CHUNK_VALUES: usize = 256;
+const CHUNK_VALUES: usize = 1024;
 
 const SHARED: u32 = u32::MAX;
 const DEAD: u32 = u32::MAX - 1;
@@ -217,13 +224,18 @@ impl Plan {
         let mut by_shape: HashMap<(Vec<TermIns>, Vec<Opd>), usize> = HashMap::new();
         let mut local = vec![u32::MAX; n];
         for (t, nodes) in members.iter().enumerate() {
-            let (mut body, mut list, mut consts) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut body, mut list) = (Vec::new(), Vec::new());
+            let mut cols = (Vec::new(), Vec::new());
             for (p, &i) in nodes.iter().enumerate() {
                 local[i as usize] = p as u32;
             }
-            let opd = |a: Arg, consts: &mut Vec<f64>| match a {
+            // The term's constants and shared slots, in the order its operands read them.
+            let opd = |a: Arg, (consts, reads): &mut (Vec<f64>, Vec<u32>)| match a {
                 Arg::Node(m) if owner[m as usize] == t as u32 => Opd::Local(local[m as usize]),
-                Arg::Node(m) => Opd::Shared(slot[m as usize]),
+                Arg::Node(m) => {
+                    reads.push(slot[m as usize]);
+                    Opd::Shared(reads.len() as u32 - 1)
+                }
                 Arg::Const(c) => {
                     consts.push(kernel.consts[c as usize]);
                     Opd::Const(consts.len() as u32 - 1)
@@ -236,7 +248,7 @@ impl Plan {
                     Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
                         let start = list.len() as u32;
                         for &a in &kernel.list[s as usize..e as usize] {
-                            let o = opd(a, &mut consts);
+                            let o = opd(a, &mut cols);
                             list.push(o);
                         }
                         let end = list.len() as u32;
@@ -247,10 +259,10 @@ impl Plan {
                         };
                         (kind, none, none)
                     }
-                    Kind::Fun(_) => (ins.kind, opd(ins.a, &mut consts), none),
+                    Kind::Fun(_) => (ins.kind, opd(ins.a, &mut cols), none),
                     k => {
-                        let a = opd(ins.a, &mut consts);
-                        (k, a, opd(ins.b, &mut consts))
+                        let a = opd(ins.a, &mut cols);
+                        (k, a, opd(ins.b, &mut cols))
                     }
                 };
                 body.push(TermIns { kind, a, b });
@@ -261,12 +273,14 @@ impl Plan {
                     groups.push(Group {
                         code: body.clone(),
                         list: list.clone(),
-                        width: consts.len(),
+                        width: cols.0.len(),
+                        reads: cols.1.len(),
                         ..Group::default()
                     });
                     groups.len() - 1
                 });
-            groups[g].consts.extend(consts);
+            groups[g].consts.extend(cols.0);
+            groups[g].shared.extend(cols.1);
             groups[g].terms.push(t as u32);
         }
         // The sums over terms, shared values and earlier sums.
@@ -311,15 +325,18 @@ impl Plan {
     }
 
     /// Shapes of terms.
-    #[cfg(test)]
     pub fn groups(&self) -> usize {
         self.groups.len()
     }
 
     /// Terms of `target`.
-    #[cfg(test)]
     pub fn term_count(&self) -> usize {
         self.terms
+    }
+
+    /// Values several terms read, kept for the whole evaluation.
+    pub fn shared_len(&self) -> usize {
+        self.shared.code.len()
     }
 
     /// Terms a chunk holds at `lanes` lanes.
@@ -401,11 +418,19 @@ struct Chunk<'a> {
     sv: &'a [f64],
     consts: &'a [f64],
     width: usize,
+    shared: &'a [u32],
+    reads: usize,
     stride: usize,
     lanes: usize,
 }
 
 impl Chunk<'_> {
+    /// The slot of the chunk's term `t`'s shared value in column `c`.
+    #[inline(always)]
+    fn slot(&self, c: u32, t: usize) -> u32 {
+        self.shared[t * self.reads + c as usize]
+    }
+
     /// Operand `o` of the chunk's term `t`, given the values computed so far (`done`).
     #[inline(always)]
     fn src<'b>(&'b self, done: &'b [f64], o: Opd, t: usize) -> Src<'b> {
@@ -414,7 +439,7 @@ impl Chunk<'_> {
                 let at = p as usize * self.stride + t * self.lanes;
                 Src::Lanes(&done[at..at + self.lanes])
             }
-            Opd::Shared(s) => row_of(self.sv, s, self.lanes),
+            Opd::Shared(c) => row_of(self.sv, self.slot(c, t), self.lanes),
             Opd::Const(NONE) => Src::Scalar(0.0),
             Opd::Const(c) => Src::Scalar(self.consts[t * self.width + c as usize]),
         }
@@ -446,6 +471,8 @@ impl Group {
             sv,
             consts,
             width: self.width,
+            shared: &self.shared[first * self.reads..(first + count) * self.reads],
+            reads: self.reads,
             stride,
             lanes,
         };
@@ -491,8 +518,8 @@ impl Group {
                                 let $d = &mut before[at..at + lanes];
                                 $give
                             }
-                            Opd::Shared(s) => {
-                                let $d = &mut sa[lane(s)];
+                            Opd::Shared(c) => {
+                                let $d = &mut sa[lane(chunk.slot(c, t))];
                                 $give
                             }
                             Opd::Const(_) => {}
