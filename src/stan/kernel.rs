@@ -126,6 +126,8 @@ impl Kernel {
                 Arg::Const(k.consts.len() as u32 - 1)
             }
         };
+        // Constant 0 is the operand one-operand instructions do not read, so it exists.
+        k.consts.push(0.0);
         let none = Arg::Const(0);
         if tape.ops.is_empty() {
             return k;

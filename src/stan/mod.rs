@@ -476,25 +476,18 @@ impl StanModel {
         scratch: &mut Vec<f64>,
     ) {
         let rec = self.rec(b);
-        if let (Some(plan), Sc::N(_)) = (&rec.plan, rec.target) {
-            scratch.resize(plan.scratch_len(lanes), 0.0);
-            grad[..lanes * self.dim].fill(0.0);
-            plan.eval(theta, self.dim, lanes, logp, grad, scratch);
-            for l in 0..lanes {
-                logp[l] =
-                    crate::math::sanitize(logp[l], &mut grad[l * self.dim..(l + 1) * self.dim]);
-            }
-            return;
-        }
-        let n = rec.kernel.slots();
-        scratch.resize(2 * n * lanes, 0.0);
-        let (vals, adj) = scratch.split_at_mut(n * lanes);
-        rec.kernel.forward(theta, self.dim, lanes, vals);
         grad[..lanes * self.dim].fill(0.0);
-        match rec.target {
-            Sc::C(c) => logp[..lanes].fill(c),
-            Sc::N(i) => {
-                let i = i as usize;
+        match (&rec.plan, rec.target) {
+            (Some(plan), _) => {
+                scratch.resize(plan.scratch_len(lanes), 0.0);
+                plan.eval(theta, self.dim, lanes, logp, grad, scratch);
+            }
+            (None, Sc::C(c)) => logp[..lanes].fill(c),
+            (None, Sc::N(i)) => {
+                let (n, i) = (rec.kernel.slots(), i as usize);
+                scratch.resize(2 * n * lanes, 0.0);
+                let (vals, adj) = scratch.split_at_mut(n * lanes);
+                rec.kernel.forward(theta, self.dim, lanes, vals);
                 logp[..lanes].copy_from_slice(&vals[i * lanes..(i + 1) * lanes]);
                 rec.kernel.reverse(i, vals, adj, self.dim, lanes, grad);
             }
@@ -1558,5 +1551,22 @@ mod tests {
         }
         // Most programs' terms repeat a shape (the loops recording unrolled).
         assert!(grouped >= 8, "{grouped} programs grouped");
+    }
+
+    /// A program without a single constant runs on both paths (the unread operand of a
+    /// one-operand instruction is a constant that exists).
+    #[test]
+    fn a_program_without_constants_runs() {
+        let m = StanModel::compile(
+            Path::new("e.stan"),
+            "parameters { real x; } model { target += exp(x); }",
+            None,
+        )
+        .unwrap();
+        let (mut g, x) = (vec![0.0], 0.5f64);
+        let lp = m.log_density(&placeholder_data(), 0, &[x], &mut g, &mut Vec::new());
+        assert_eq!(lp, x.exp());
+        assert_eq!(g[0], x.exp());
+        assert_eq!(m.rec.outputs_at(&[x], 1), vec![x]);
     }
 }

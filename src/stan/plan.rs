@@ -179,13 +179,16 @@ impl Plan {
         }
         // The shared values as a program of their own.
         let mut slot = vec![u32::MAX; n];
-        let mut shared = Kernel {
-            consts: kernel.consts.clone(),
-            ..Kernel::default()
-        };
-        let remap = |slot: &[u32], a: Arg| match a {
+        // Only the constants the shared values read (the terms keep theirs in rows).
+        let mut shared = Kernel::default();
+        let mut consts = Vec::new();
+        let mut pool: HashMap<u32, u32> = HashMap::new();
+        let mut remap = |slot: &[u32], consts: &mut Vec<f64>, a: Arg| match a {
             Arg::Node(m) => Arg::Node(slot[m as usize]),
-            c => c,
+            Arg::Const(c) => Arg::Const(*pool.entry(c).or_insert_with(|| {
+                consts.push(kernel.consts[c as usize]);
+                consts.len() as u32 - 1
+            })),
         };
         for (i, ins) in code.iter().enumerate() {
             if owner[i] != SHARED {
@@ -195,7 +198,7 @@ impl Plan {
                 Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
                     let start = shared.list.len() as u32;
                     for &a in &kernel.list[s as usize..e as usize] {
-                        shared.list.push(remap(&slot, a));
+                        shared.list.push(remap(&slot, &mut consts, a));
                     }
                     let end = shared.list.len() as u32;
                     if let Kind::Sum(..) = ins.kind {
@@ -209,10 +212,11 @@ impl Plan {
             slot[i] = shared.code.len() as u32;
             shared.code.push(Ins {
                 kind,
-                a: remap(&slot, ins.a),
-                b: remap(&slot, ins.b),
+                a: remap(&slot, &mut consts, ins.a),
+                b: remap(&slot, &mut consts, ins.b),
             });
         }
+        shared.consts = consts;
         // Each term's instructions, grouped by shape.
         let mut members: Vec<Vec<u32>> = vec![Vec::new(); terms as usize];
         for i in 0..n {
