@@ -195,8 +195,12 @@ fn constructs_outside_the_subset_are_refused_with_their_position() {
     let t = TempDir::new("stan-refuse");
     let cases: &[(&str, &str)] = &[
         (
-            "parameters {\n  cholesky_factor_corr[3] L;\n}\n",
-            ":2:3: type 'cholesky_factor_corr' is not supported yet",
+            "parameters {\n  unit_vector[3] u;\n}\n",
+            ":2:3: type 'unit_vector' is not supported yet",
+        ),
+        (
+            "functions {\n  vector rhs(real t, vector y) { return -y; }\n}\nparameters {\n  real y0;\n}\nmodel {\n  array[1] vector[1] y = ode_rk45(rhs, [y0]', 0, {1.0});\n}\n",
+            ":8:35: function 'rhs' passed as a value: higher-order functions",
         ),
         (
             "functions {\n  real f(real x) {\n    return x > 0 ? f(x - 1) : 0;\n  }\n}\ntransformed data {\n  real z = f(3);\n}\n",
@@ -998,7 +1002,6 @@ fn logp_of_a_program_is_its_log_density() {
 /// function's error names its position inside the function.
 #[test]
 fn user_defined_functions_are_the_inlined_program() {
-    use rand::{RngExt, SeedableRng};
     let t = TempDir::new("stan-functions");
     let with = "functions {
   real my_normal_lpdf(vector y, vector mu, real sigma) {
@@ -1056,17 +1059,7 @@ model {
     };
     let a = compile("with.stan", with).unwrap();
     let b = compile("inline.stan", inline).unwrap();
-    let placeholder = gpsamp::stan::placeholder_data();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    for _ in 0..20 {
-        let theta: Vec<f64> = (0..3).map(|_| rng.random_range(-2.0..2.0)).collect();
-        let (mut ga, mut gb) = (vec![0.0; 3], vec![0.0; 3]);
-        let la = a.log_density(&placeholder, 0, &theta, &mut ga, &mut Vec::new());
-        let lb = b.log_density(&placeholder, 0, &theta, &mut gb, &mut Vec::new());
-        assert!((la - lb).abs() < 1e-12 * (1.0 + lb.abs()), "{la} vs {lb}");
-        for (x, y) in ga.iter().zip(&gb) {
-            assert!((x - y).abs() < 1e-12 * (1.0 + y.abs()), "{ga:?} vs {gb:?}");
-        }
+    for theta in assert_same_density(&a, &b, (20, 2.0, 3), 1e-12) {
         let v = a.constrain(&theta);
         assert_eq!(v[3], 8.0, "m = twice(N)");
         assert_eq!(
@@ -1087,6 +1080,47 @@ model {
         e.contains("param_if.stan:22:11") && e.contains("depends on the parameters"),
         "{e}"
     );
+}
+
+/// Asserts that the gradient `g` of `m` at `theta` is the central differences of its log
+/// density (to 1e-5, relative).
+fn assert_gradient_is_differences(m: &StanModel, theta: &[f64], g: &[f64]) {
+    for (k, gk) in g.iter().enumerate() {
+        let fd = central_difference(m, theta, k);
+        assert!(
+            (gk - fd).abs() < 1e-5 * (1.0 + fd.abs()),
+            "{k}: {gk} vs {fd}"
+        );
+    }
+}
+
+/// Asserts that `a` and `b` give the same log density and gradient (to `tol`, relative) at
+/// `n` positions drawn uniformly from [−r, r]^dim with `seed`; returns the positions.
+fn assert_same_density(
+    a: &StanModel,
+    b: &StanModel,
+    (n, r, seed): (usize, f64, u64),
+    tol: f64,
+) -> Vec<Vec<f64>> {
+    use rand::{RngExt, SeedableRng};
+    let (d, placeholder) = (a.dim(), gpsamp::stan::placeholder_data());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let theta: Vec<f64> = (0..d).map(|_| rng.random_range(-r..r)).collect();
+            let (mut ga, mut gb) = (vec![0.0; d], vec![0.0; d]);
+            let la = a.log_density(&placeholder, 0, &theta, &mut ga, &mut Vec::new());
+            let lb = b.log_density(&placeholder, 0, &theta, &mut gb, &mut Vec::new());
+            assert!(
+                la.is_finite() && (la - lb).abs() < tol * (1.0 + lb.abs()),
+                "{la} vs {lb}"
+            );
+            for (x, y) in ga.iter().zip(&gb) {
+                assert!((x - y).abs() < tol * (1.0 + y.abs()), "{ga:?} vs {gb:?}");
+            }
+            theta
+        })
+        .collect()
 }
 
 /// The derivative of `m`'s log density in coordinate `k` at `theta` by central
@@ -1170,12 +1204,315 @@ fn truncation_subtracts_the_log_probability_of_the_interval() {
         let mut g = vec![0.0; 2];
         let lp = m.log_density(&placeholder, 0, &[mu, us], &mut g, &mut Vec::new());
         assert!((lp - want).abs() < 1e-9 * want.abs(), "{lp} vs {want}");
-        for (k, gk) in g.iter().enumerate() {
-            let fd = central_difference(&m, &[mu, us], k);
-            assert!(
-                (fd - gk).abs() < 1e-5 * (1.0 + fd.abs()),
-                "{k}: {fd} vs {gk}"
-            );
+        assert_gradient_is_differences(&m, &[mu, us], &g);
+    }
+}
+
+/// The GLM densities (`bernoulli_logit_glm`, `poisson_log_glm`, one row as a row_vector or
+/// a one-row matrix) are their families on `α + x β`; the matrix helpers posteriordb's
+/// programs use (`append_col`/`append_row` of matrices, `rep_matrix` of a vector or a
+/// row_vector, `sub_col`, `sub_row`, `dims`, `diag_pre_multiply`, `diag_post_multiply`,
+/// `quad_form_diag`, `multiply_lower_tri_self_transpose`) give Stan's values (a wrong one rejects the
+/// transformed data); `u[n][j] = ...` assigns `u[n, j]`.
+#[test]
+fn glm_densities_and_matrix_helpers_are_their_definitions() {
+    let t = TempDir::new("stan-glm");
+    let with = "data { int N; matrix[N, 2] X; array[N] int y; array[N] int k; }
+transformed data {
+  matrix[N, 3] X1 = append_col(X, rep_vector(1, N));
+  matrix[2 * N, 2] XX = append_row(X, X);
+  matrix[N, 2] R = rep_matrix(col(X, 1), 2);
+  matrix[3, 2] C = rep_matrix(row(X, 1), 3);
+  array[2] int d = dims(X1);
+  vector[2] s = sub_col(X, 2, 1, 2);
+  row_vector[2] r = sub_row(X, 1, 1, 2);
+  if (d[1] != N || d[2] != 3) reject(\"dims\");
+  if (XX[N + 1, 2] != X[1, 2] || XX[2, 1] != X[2, 1]) reject(\"append_row\");
+  if (X1[2, 3] != 1 || X1[2, 2] != X[2, 2]) reject(\"append_col\");
+  if (R[3, 2] != X[3, 1] || R[4, 1] != X[4, 1]) reject(\"rep_matrix of a vector\");
+  if (C[3, 1] != X[1, 1] || C[2, 2] != X[1, 2]) reject(\"rep_matrix of a row_vector\");
+  if (s[1] != X[2, 1] || s[2] != X[3, 1] || r[2] != X[1, 2]) reject(\"sub_col, sub_row\");
+  matrix[2, 2] M = [[1, 2], [3, 4]];
+  matrix[2, 2] D = diag_pre_multiply([2, 3]', M);
+  matrix[2, 2] E = diag_post_multiply(M, [2, 3]');
+  matrix[2, 2] Q = quad_form_diag(M, [2, 3]');
+  matrix[2, 2] P = multiply_lower_tri_self_transpose(M);
+  if (D[2, 1] != 9 || D[1, 2] != 4 || E[2, 1] != 6 || E[1, 2] != 6) reject(\"diag_*_multiply\");
+  if (Q[1, 2] != 12 || Q[2, 1] != 18 || Q[2, 2] != 36) reject(\"quad_form_diag\");
+  if (P[1, 1] != 1 || P[1, 2] != 3 || P[2, 2] != 25) reject(\"multiply_lower_tri_self_transpose\");
+}
+parameters { real a; vector[2] b; }
+model {
+  array[N] vector[2] u;
+  for (n in 1:N) for (j in 1:2) u[n][j] = X[n, j] * b[j];
+  y ~ bernoulli_logit_glm(X, a, b);
+  k ~ poisson_log_glm(X, a, b);
+  target += bernoulli_logit_glm_lpmf({y[1]} | [X[1]], a, b);
+  target += poisson_log_glm_lpmf(k[2] | X[2], a, b);
+  target += normal_lpdf(u[3][2] | 0, 1);
+}
+";
+    let inline = "data { int N; matrix[N, 2] X; array[N] int y; array[N] int k; }
+parameters { real a; vector[2] b; }
+model {
+  y ~ bernoulli_logit(a + X * b);
+  k ~ poisson_log(a + X * b);
+  target += bernoulli_logit_lpmf(y[1] | a + X[1] * b);
+  target += poisson_log_lpmf(k[2] | a + X[2] * b);
+  target += normal_lpdf(X[3, 2] * b[2] | 0, 1);
+}
+";
+    let data = t.join("d.json");
+    std::fs::write(
+        &data,
+        r#"{"N": 4, "X": [[0.1, -1.0], [0.5, 2.0], [-0.3, 0.7], [1.5, -0.2]],
+            "y": [1, 0, 1, 1], "k": [3, 0, 2, 7]}"#,
+    )
+    .unwrap();
+    let compile = |file: &str, src: &str| {
+        let path = t.join(file);
+        std::fs::write(&path, src).unwrap();
+        StanModel::from_files(&path, Some(&data))
+    };
+    let a = compile("with.stan", with).unwrap_or_else(|e| panic!("{e}"));
+    let b = compile("inline.stan", inline).unwrap();
+    assert_same_density(&a, &b, (20, 2.0, 5), 1e-12);
+    // A multiple index before another indexing is not x[idxs, i].
+    let multi = with.replace(
+        "u[n][j] = X[n, j] * b[j];",
+        "u[{n}][1][j] = X[n, j] * b[j];",
+    );
+    let e = compile("multi.stan", &multi).unwrap_err().to_string();
+    assert!(
+        e.contains("multi.stan:28:33") && e.contains("multiple index"),
+        "{e}"
+    );
+}
+
+/// Gaussian processes: `gp_exp_quad_cov` is its definition written as a loop,
+/// `cholesky_decompose` with `multi_normal_cholesky` is `multi_normal`, a bivariate
+/// `multi_normal` is its closed form, and the gradients through the recorded Cholesky
+/// factorisation are central differences of the log density.
+#[test]
+fn gaussian_process_programs_are_their_definitions() {
+    use rand::{RngExt, SeedableRng};
+    let t = TempDir::new("stan-gp");
+    let data = t.join("d.json");
+    std::fs::write(
+        &data,
+        r#"{"N": 5, "x": [-1.0, 0.2, 0.5, 1.7, 3.0], "y": [0.3, -0.4, 0.1, 1.1, 0.6]}"#,
+    )
+    .unwrap();
+    let compile = |file: &str, src: &str| {
+        let path = t.join(file);
+        std::fs::write(&path, src).unwrap();
+        StanModel::from_files(&path, Some(&data)).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let head = "data { int N; array[N] real x; vector[N] y; }
+parameters { real<lower=0> rho; real<lower=0> alpha; real<lower=0> sigma; }
+";
+    let gp = compile(
+        "gp.stan",
+        &format!(
+            "{head}model {{
+  matrix[N, N] K = gp_exp_quad_cov(x, alpha, rho) + diag_matrix(rep_vector(square(sigma), N));
+  matrix[N, N] L = cholesky_decompose(K);
+  y ~ multi_normal_cholesky(rep_vector(0, N), L);
+}}"
+        ),
+    );
+    let by_hand = compile(
+        "by_hand.stan",
+        &format!(
+            "{head}model {{
+  matrix[N, N] K;
+  for (i in 1:N) for (j in 1:N)
+    K[i, j] = square(alpha) * exp(-0.5 * square(x[i] - x[j]) / square(rho))
+              + (i == j ? square(sigma) : 0);
+  y ~ multi_normal(rep_vector(0, N), K);
+}}"
+        ),
+    );
+    let placeholder = gpsamp::stan::placeholder_data();
+    for theta in assert_same_density(&gp, &by_hand, (10, 1.0, 9), 1e-9) {
+        let mut g = vec![0.0; 3];
+        gp.log_density(&placeholder, 0, &theta, &mut g, &mut Vec::new());
+        assert_gradient_is_differences(&gp, &theta, &g);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    // A bivariate normal with correlation r: the closed form, constants kept by target +=.
+    let bi = compile(
+        "bi.stan",
+        "parameters { vector[2] v; real<lower=-1, upper=1> r; }
+model {
+  matrix[2, 2] S = [[4, 2 * 0.5 * r], [2 * 0.5 * r, 0.25]];
+  target += multi_normal_lpdf(v | [1, -1]', S);
+}",
+    );
+    for _ in 0..10 {
+        let theta: Vec<f64> = (0..3).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut g = vec![0.0; 3];
+        let lp = bi.log_density(&placeholder, 0, &theta, &mut g, &mut Vec::new());
+        let r = 2.0 / (1.0 + (-theta[2]).exp()) - 1.0;
+        let (z1, z2) = ((theta[0] - 1.0) / 2.0, (theta[1] + 1.0) / 0.5);
+        let want = -(2.0 * std::f64::consts::PI).ln()
+            - (2.0 * 0.5 * (1.0 - r * r).sqrt()).ln()
+            - (z1 * z1 - 2.0 * r * z1 * z2 + z2 * z2) / (2.0 * (1.0 - r * r));
+        // The log Jacobian of r's bounds is part of the program's density.
+        let jac = (2.0f64).ln() - theta[2] - 2.0 * (1.0 + (-theta[2]).exp()).ln();
+        assert!((lp - want - jac).abs() < 1e-10, "{lp} vs {}", want + jac);
+    }
+    // A covariance of data that is not positive definite is refused where it is decomposed.
+    let path = t.join("not_pd.stan");
+    std::fs::write(
+        &path,
+        "transformed data { matrix[2, 2] L = cholesky_decompose([[1, 2], [2, 1]]); }
+parameters { real a; }
+model { a ~ normal(0, 1); }",
+    )
+    .unwrap();
+    let e = StanModel::from_files(&path, None).unwrap_err().to_string();
+    assert!(
+        e.contains("not_pd.stan:1:37") && e.contains("not positive definite"),
+        "{e}"
+    );
+}
+
+/// `weibull`, `chi_square`, `inv_chi_square` and `beta_proportion` are statrs' densities
+/// (constants kept by `target +=`), with gradients that are central differences.
+#[test]
+fn more_densities_are_their_closed_forms() {
+    use rand::{RngExt, SeedableRng};
+    use statrs::distribution::{Beta, ChiSquared, Continuous, InverseGamma, Weibull};
+    let t = TempDir::new("stan-densities");
+    let m = compile_source(
+        &t,
+        "d.stan",
+        "parameters { real<lower=0> y; real<lower=0> a; real<lower=0> s; real<lower=0, upper=1> u; }
+model {
+  target += weibull_lpdf(y | a, s);
+  target += chi_square_lpdf(y | a);
+  target += inv_chi_square_lpdf(y | a);
+  target += beta_proportion_lpdf(u | 0.3, a + 1);
+}",
+    )
+    .unwrap();
+    let placeholder = gpsamp::stan::placeholder_data();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for _ in 0..10 {
+        let theta: Vec<f64> = (0..4).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (y, a, s) = (theta[0].exp(), theta[1].exp(), theta[2].exp());
+        let u = 1.0 / (1.0 + (-theta[3]).exp());
+        let want = Weibull::new(a, s).unwrap().ln_pdf(y)
+            + ChiSquared::new(a).unwrap().ln_pdf(y)
+            + InverseGamma::new(a / 2.0, 0.5).unwrap().ln_pdf(y)
+            + Beta::new(0.3 * (a + 1.0), 0.7 * (a + 1.0))
+                .unwrap()
+                .ln_pdf(u)
+            + theta[0]
+            + theta[1]
+            + theta[2]
+            + (u * (1.0 - u)).ln();
+        let mut g = vec![0.0; 4];
+        let lp = m.log_density(&placeholder, 0, &theta, &mut g, &mut Vec::new());
+        assert!(
+            (lp - want).abs() < 1e-9 * (1.0 + want.abs()),
+            "{lp} vs {want}"
+        );
+        assert_gradient_is_differences(&m, &theta, &g);
+    }
+}
+
+/// Correlation structure: `cholesky_factor_corr` with `lkj_corr_cholesky` is the LKJ
+/// distribution (for K = 2 in closed form, `(r + 1)/2 ~ Beta(η, η)`; for K = 3 sampled,
+/// every correlation with sd `1/sqrt(2η + K − 1)`, through both branches of the transform);
+/// `cholesky_factor_corr` and `cholesky_factor_cov` values round-trip through
+/// unconstrain; a `corr_matrix` parameter is refused with its position.
+#[test]
+fn lkj_priors_on_cholesky_factors_are_the_lkj_distribution() {
+    use rand::{RngExt, SeedableRng};
+    use statrs::distribution::{Beta, Continuous};
+    let t = TempDir::new("stan-lkj");
+    let two = compile_source(
+        &t,
+        "two.stan",
+        "parameters { cholesky_factor_corr[2] L; }
+model { target += lkj_corr_cholesky_lpdf(L | 2.5); }",
+    )
+    .unwrap();
+    let placeholder = gpsamp::stan::placeholder_data();
+    for u in [-1.3, -0.2, 0.0, 0.7, 2.0f64] {
+        let r = u.tanh();
+        let want =
+            Beta::new(2.5, 2.5).unwrap().ln_pdf((r + 1.0) / 2.0) - 2f64.ln() + (1.0 - r * r).ln();
+        let mut g = vec![0.0];
+        let lp = two.log_density(&placeholder, 0, &[u], &mut g, &mut Vec::new());
+        assert!((lp - want).abs() < 1e-10, "{lp} vs {want}");
+        let fd = central_difference(&two, &[u], 0);
+        assert!(
+            (g[0] - fd).abs() < 1e-5 * (1.0 + fd.abs()),
+            "{} vs {fd}",
+            g[0]
+        );
+    }
+    let both = compile_source(
+        &t,
+        "both.stan",
+        "parameters { cholesky_factor_corr[3] L; cholesky_factor_cov[3, 2] C; }
+model { L ~ lkj_corr_cholesky(2); to_vector(C) ~ normal(0, 1); }",
+    )
+    .unwrap();
+    assert_eq!(both.dim(), 3 + 5);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    for _ in 0..10 {
+        let theta: Vec<f64> = (0..8).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let v = both.constrain(&theta);
+        let back = both.unconstrain(&v[..15]).unwrap();
+        for (a, b) in theta.iter().zip(&back) {
+            assert!((a - b).abs() < 1e-10, "{theta:?} -> {back:?}");
         }
     }
+    let src = "parameters { cholesky_factor_corr[3] L; }
+model { L ~ lkj_corr_cholesky(2); }
+generated quantities { matrix[3, 3] Omega = multiply_lower_tri_self_transpose(L); }";
+    let path = t.join("lkj3.stan");
+    std::fs::write(&path, src).unwrap();
+    let out = t.join("lkj3");
+    let (ok, _, err) = gpsamp(&[
+        "sample",
+        "--stan",
+        path.to_str().unwrap(),
+        "--chains",
+        "16",
+        "--backend",
+        "cpu",
+        "--no-plots",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    // The marginal of every correlation: (r + 1)/2 ~ Beta(η − 1 + K/2, η − 1 + K/2).
+    let sd = (1.0f64 / 6.0).sqrt();
+    for q in ["Omega[2,1]", "Omega[3,1]", "Omega[3,2]"] {
+        let (m, s) = (
+            summary_value(&summary, q, "mean"),
+            summary_value(&summary, q, "sd"),
+        );
+        let mcse = summary_value(&summary, q, "mcse_mean");
+        assert!(m.abs() < 4.0 * mcse + 0.01, "{q}: mean {m} (mcse {mcse})");
+        assert!((s / sd - 1.0).abs() < 0.05, "{q}: sd {s}, want {sd}");
+    }
+    let e = compile_source(
+        &t,
+        "corr.stan",
+        "parameters { corr_matrix[3] Omega; }\nmodel { }",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("corr.stan:1:") && e.contains("cholesky_factor_corr"),
+        "{e}"
+    );
 }

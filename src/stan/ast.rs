@@ -66,6 +66,13 @@ pub enum Shape {
     Ordered(Expr),
     /// `positive_ordered[n]`.
     PositiveOrdered(Expr),
+    /// `cholesky_factor_corr[k]`.
+    CholeskyCorr(Expr),
+    /// `cholesky_factor_cov[m, n]` (`[m]` is `[m, m]`).
+    CholeskyCov(Expr, Expr),
+    /// `corr_matrix[k]` or `cov_matrix[k]` (`true` for a correlation matrix): a matrix
+    /// outside `parameters`, where it is not supported yet.
+    SquareMatrix(Expr, bool),
 }
 
 /// Bounds and affine transforms of a declaration.
@@ -116,8 +123,11 @@ pub enum StmtKind {
     Assign {
         /// The variable.
         name: String,
-        /// Its indexes, if any.
+        /// Its indexes, if any: those of `x[i][j]` one after the other.
         index: Vec<Index>,
+        /// How many of them come before the last indexing of `x[i][j]` (0 for `x[i, j]`),
+        /// which must be single indexes for `x[i][j]` to be `x[i, j]`.
+        chained: usize,
         /// The operator.
         op: &'static str,
         /// The right-hand side.

@@ -467,6 +467,23 @@ impl Interp {
                     Val::Row(vec![x; k])
                 }
             }
+            "rep_matrix" if n == 2 => {
+                // A vector as every column, or a row_vector as every row.
+                let k = count(&args[1], pos)?;
+                match &args[0] {
+                    Val::Vector(v) => Val::Matrix {
+                        rows: v.len(),
+                        cols: k,
+                        v: v.iter().flat_map(|&x| std::iter::repeat_n(x, k)).collect(),
+                    },
+                    Val::Row(v) => Val::Matrix {
+                        rows: k,
+                        cols: v.len(),
+                        v: (0..k).flat_map(|_| v.iter().copied()).collect(),
+                    },
+                    v => return err(pos, format!("rep_matrix of a {} and a size", v.type_name())),
+                }
+            }
             "rep_matrix" => {
                 want(3)?;
                 let x = real(&args[0])?;
@@ -625,8 +642,77 @@ impl Interp {
                         v.extend(y.flat());
                         Val::Row(v)
                     }
-                    _ => return err(pos, format!("{name} of matrices is not supported yet")),
+                    _ => {
+                        // As matrices: a vector is one column, a row_vector one row.
+                        let col = name == "append_col";
+                        let as_matrix = |v: &Val| match v {
+                            Val::Matrix { rows, cols, v } => Some((*rows, *cols, v.clone())),
+                            Val::Vector(v) if col => Some((v.len(), 1, v.clone())),
+                            Val::Row(v) if !col => Some((1, v.len(), v.clone())),
+                            _ => None,
+                        };
+                        let (Some((ra, ca, va)), Some((rb, cb, vb))) = (as_matrix(a), as_matrix(b))
+                        else {
+                            return err(
+                                pos,
+                                format!("{name} of a {} and a {}", a.type_name(), b.type_name()),
+                            );
+                        };
+                        if col && ra != rb || !col && ca != cb {
+                            return err(
+                                pos,
+                                format!("{name}: {ra}x{ca} and {rb}x{cb} do not line up"),
+                            );
+                        }
+                        if col {
+                            let v = (0..ra)
+                                .flat_map(|i| {
+                                    va[i * ca..(i + 1) * ca]
+                                        .iter()
+                                        .chain(&vb[i * cb..(i + 1) * cb])
+                                })
+                                .copied()
+                                .collect();
+                            Val::Matrix {
+                                rows: ra,
+                                cols: ca + cb,
+                                v,
+                            }
+                        } else {
+                            Val::Matrix {
+                                rows: ra + rb,
+                                cols: ca,
+                                v: va.into_iter().chain(vb).collect(),
+                            }
+                        }
+                    }
                 }
+            }
+            "sub_col" | "sub_row" => {
+                // x[i:i+n-1, j] or x[i, j:j+n-1].
+                want(4)?;
+                let (i, j, k) = (
+                    count(&args[1], pos)? as i64,
+                    count(&args[2], pos)? as i64,
+                    count(&args[3], pos)? as i64,
+                );
+                use super::interp::Ix;
+                let ix = if name == "sub_col" {
+                    [Ix::Range(Some(i), Some(i + k - 1)), Ix::One(j, pos)]
+                } else {
+                    [Ix::One(i, pos), Ix::Range(Some(j), Some(j + k - 1))]
+                };
+                super::interp::index_val(&args[0], &ix, pos)?
+            }
+            "dims" => {
+                want(1)?;
+                Val::Array(
+                    args[0]
+                        .dims()
+                        .into_iter()
+                        .map(|d| Val::Int(d as i64))
+                        .collect(),
+                )
             }
             "col" | "row" => {
                 want(2)?;
@@ -636,6 +722,148 @@ impl Interp {
                     super::interp::index_val(&args[0], &[all, k], pos)?
                 } else {
                     super::interp::index_val(&args[0], &[k], pos)?
+                }
+            }
+            "diag_pre_multiply" | "diag_post_multiply" => {
+                // diag(v) M scales M's rows by v, M diag(v) its columns.
+                want(2)?;
+                let pre = name == "diag_pre_multiply";
+                let (vec, m) = if pre {
+                    (&args[0], &args[1])
+                } else {
+                    (&args[1], &args[0])
+                };
+                let Val::Matrix { rows, cols, v } = m else {
+                    return err(
+                        pos,
+                        format!("{name}: expected a matrix, found {}", m.type_name()),
+                    );
+                };
+                let d = vec.flat();
+                if d.len() != if pre { *rows } else { *cols } {
+                    return err(
+                        pos,
+                        format!("{name}: a vector of {} for a {rows}x{cols} matrix", d.len()),
+                    );
+                }
+                let t = &mut self.tape;
+                let v = (0..rows * cols)
+                    .map(|e| t.mul(d[if pre { e / cols } else { e % cols }], v[e]))
+                    .collect();
+                Val::Matrix {
+                    rows: *rows,
+                    cols: *cols,
+                    v,
+                }
+            }
+            "quad_form_diag" => {
+                // diag(v) M diag(v).
+                want(2)?;
+                let (k, m) = square(&args[0], name, pos)?;
+                let d = args[1].flat();
+                if d.len() != k {
+                    return err(
+                        pos,
+                        format!("{name}: a vector of {} for a {k}x{k} matrix", d.len()),
+                    );
+                }
+                let t = &mut self.tape;
+                let v = (0..k * k)
+                    .map(|e| {
+                        let a = t.mul(d[e / k], m[e]);
+                        t.mul(a, d[e % k])
+                    })
+                    .collect();
+                Val::Matrix {
+                    rows: k,
+                    cols: k,
+                    v,
+                }
+            }
+            "multiply_lower_tri_self_transpose" => {
+                // L L' from L's lower triangle.
+                want(1)?;
+                let Val::Matrix { rows, cols, v } = &args[0] else {
+                    return err(
+                        pos,
+                        format!("{name}: expected a matrix, found {}", args[0].type_name()),
+                    );
+                };
+                let (r, c, t) = (*rows, *cols, &mut self.tape);
+                let mut out = vec![Sc::C(0.0); r * r];
+                for i in 0..r {
+                    for j in 0..=i {
+                        let items: Vec<Sc> = (0..c.min(j + 1))
+                            .map(|q| t.mul(v[i * c + q], v[j * c + q]))
+                            .collect();
+                        let x = t.sum(&items);
+                        out[i * r + j] = x;
+                        out[j * r + i] = x;
+                    }
+                }
+                Val::Matrix {
+                    rows: r,
+                    cols: r,
+                    v: out,
+                }
+            }
+            "cholesky_decompose" => {
+                want(1)?;
+                let (k, a) = square(&args[0], name, pos)?;
+                Val::Matrix {
+                    rows: k,
+                    cols: k,
+                    v: cholesky(&mut self.tape, k, &a, pos)?,
+                }
+            }
+            "gp_exp_quad_cov" => {
+                // α² exp(−|x_i − x'_j|² / (2ρ²)), from one set of points or two.
+                if n != 3 && n != 4 {
+                    return err(pos, "gp_exp_quad_cov takes x (and x2), alpha and rho");
+                }
+                let xs = points(&args[0], pos)?;
+                let ys = if n == 4 {
+                    points(&args[1], pos)?
+                } else {
+                    xs.clone()
+                };
+                let (alpha, rho) = (real(&args[n - 2])?, real(&args[n - 1])?);
+                let t = &mut self.tape;
+                let sq_alpha = t.mul(alpha, alpha);
+                let sq_rho = t.mul(rho, rho);
+                let scale = t.div(Sc::C(-0.5), sq_rho);
+                let mut v = vec![Sc::C(0.0); xs.len() * ys.len()];
+                for (i, x) in xs.iter().enumerate() {
+                    for (j, y) in ys.iter().enumerate() {
+                        if n == 3 && j < i {
+                            v[i * ys.len() + j] = v[j * ys.len() + i];
+                            continue;
+                        }
+                        if x.len() != y.len() {
+                            return err(pos, "gp_exp_quad_cov: points of different sizes");
+                        }
+                        let d2: Vec<Sc> = x
+                            .iter()
+                            .zip(y)
+                            .map(|(&a, &b)| {
+                                let d = t.sub(a, b);
+                                t.mul(d, d)
+                            })
+                            .collect();
+                        v[i * ys.len() + j] = if n == 3 && i == j {
+                            sq_alpha
+                        } else {
+                            let d2 = t.sum(&d2);
+                            let e = t.mul(d2, scale);
+                            let e = t.fun(Fun::Exp, e);
+                            t.mul(sq_alpha, e)
+                        };
+                    }
+                }
+                Val::Matrix {
+                    rows: xs.len(),
+                    cols: ys.len(),
+                    v,
                 }
             }
             "diag_matrix" => {
@@ -701,6 +929,87 @@ impl Interp {
             }
         };
         match dist {
+            "lkj_corr_cholesky" => {
+                // Σ_k (K − k − 2 + 2η − 2) log L_kk over k = 2..K, plus the normalising
+                // constant (Lewandowski, Kurowicka and Joe 2009, theorem 5), as Stan.
+                np(1)?;
+                let (k, l) = square(&args[0], dist, pos)?;
+                let eta = args[1].flat();
+                let [eta] = eta[..] else {
+                    return err(pos, "lkj_corr_cholesky: eta must be a real");
+                };
+                if k == 0 {
+                    return Ok(Sc::C(0.0));
+                }
+                let km1 = (k - 1) as f64;
+                let lg = t.add(eta, Sc::C(0.5 * km1));
+                let lg = t.fun(Fun::Lgamma, lg);
+                let mut constant = vec![t.mul(lg, Sc::C(km1))];
+                for j in 1..k {
+                    let a = t.add(eta, Sc::C(0.5 * (km1 - j as f64)));
+                    let lga = t.fun(Fun::Lgamma, a);
+                    constant.push(t.neg(lga));
+                    constant.push(Sc::C(-0.5 * j as f64 * std::f64::consts::PI.ln()));
+                }
+                let c = t.sum(&constant);
+                keep(c, &mut terms);
+                let two_eta = t.mul(eta, Sc::C(2.0));
+                for j in 1..k {
+                    let ld = t.fun(Fun::Log, l[j * k + j]);
+                    let w = t.add(two_eta, Sc::C(km1 - j as f64 - 2.0));
+                    keep(t.mul(w, ld), &mut terms);
+                }
+                return Ok(t.sum(&terms));
+            }
+            "multi_normal" | "multi_normal_cholesky" => {
+                // −½|L⁻¹(y − μ)|² − Σ log L_ii − k/2 log 2π per vector, L the Cholesky
+                // factor of the covariance (multi_normal) or the argument itself.
+                np(2)?;
+                let (k, a) = square(&args[2], dist, pos)?;
+                let l = if dist == "multi_normal" {
+                    cholesky(t, k, &a, pos)?
+                } else {
+                    a
+                };
+                let logs: Vec<Sc> = (0..k).map(|i| t.fun(Fun::Log, l[i * k + i])).collect();
+                let log_det = t.sum(&logs);
+                let (ys, mus) = (vectors(&args[0]), vectors(&args[1]));
+                for j in 0..ys.len().max(mus.len()) {
+                    let (y, mu) = (&ys[j % ys.len()], &mus[j % mus.len()]);
+                    if y.len() != k || mu.len() != k {
+                        return err(
+                            pos,
+                            format!(
+                                "{dist}: vectors of sizes {} and {} for a {k}x{k} matrix",
+                                y.len(),
+                                mu.len()
+                            ),
+                        );
+                    }
+                    // Forward substitution: L z = y − μ.
+                    let mut z: Vec<Sc> = Vec::with_capacity(k);
+                    for i in 0..k {
+                        let mut items = vec![t.sub(y[i], mu[i])];
+                        for (c, &zc) in z.iter().enumerate() {
+                            let p = t.mul(l[i * k + c], zc);
+                            items.push(t.neg(p));
+                        }
+                        let r = t.sum(&items);
+                        z.push(t.div(r, l[i * k + i]));
+                    }
+                    let sq: Vec<Sc> = z.iter().map(|&x| t.mul(x, x)).collect();
+                    let q = t.sum(&sq);
+                    let half = t.mul(q, Sc::C(-0.5));
+                    keep(half, &mut terms);
+                    let nld = t.neg(log_det);
+                    keep(nld, &mut terms);
+                    keep(
+                        Sc::C(-0.5 * k as f64 * (2.0 * std::f64::consts::PI).ln()),
+                        &mut terms,
+                    );
+                }
+                return Ok(t.sum(&terms));
+            }
             "dirichlet" => {
                 np(1)?;
                 let th = vectors(&args[0]);
@@ -750,27 +1059,43 @@ impl Interp {
                 }
                 return Ok(t.sum(&terms));
             }
-            "normal_id_glm" => {
-                np(4)?;
-                let x = &args[1];
-                let Val::Matrix { rows, cols, v } = x else {
-                    return err(pos, "normal_id_glm: x must be a matrix");
+            "normal_id_glm"
+            | "bernoulli_logit_glm"
+            | "poisson_log_glm"
+            | "neg_binomial_2_log_glm" => {
+                // The linear predictor x β + α, then the family's density on it.
+                let (family, extra) = match dist {
+                    "normal_id_glm" => ("normal", true),
+                    "bernoulli_logit_glm" => ("bernoulli_logit", false),
+                    "poisson_log_glm" => ("poisson_log", false),
+                    _ => ("neg_binomial_2_log", true),
+                };
+                np(3 + usize::from(extra))?;
+                let (rows, cols, v) = match &args[1] {
+                    Val::Matrix { rows, cols, v } => (*rows, *cols, v.clone()),
+                    Val::Row(v) => (1, v.len(), v.clone()),
+                    _ => return err(pos, format!("{dist}: x must be a matrix or row_vector")),
                 };
                 let beta = args[3].flat();
-                if beta.len() != *cols {
-                    return err(pos, "normal_id_glm: beta's length is not x's columns");
+                if beta.len() != cols {
+                    return err(pos, format!("{dist}: beta's length is not x's columns"));
                 }
                 let alpha = args[2].flat();
-                let mut mu = Vec::with_capacity(*rows);
-                for i in 0..*rows {
-                    let mut row: Vec<Sc> = (0..*cols)
-                        .map(|j| t.mul(v[i * cols + j], beta[j]))
-                        .collect();
+                if alpha.len() != 1 && alpha.len() != rows {
+                    return err(pos, format!("{dist}: alpha's length is not x's rows"));
+                }
+                let mut mu = Vec::with_capacity(rows);
+                for i in 0..rows {
+                    let mut row: Vec<Sc> =
+                        (0..cols).map(|j| t.mul(v[i * cols + j], beta[j])).collect();
                     row.push(alpha[i % alpha.len()]);
                     mu.push(t.sum(&row));
                 }
-                let args2 = [args[0].clone(), Val::Vector(mu), args[4].clone()];
-                return self.density("normal", &args2, drop, pos);
+                let mut args2 = vec![args[0].clone(), Val::Vector(mu)];
+                if extra {
+                    args2.push(args[4].clone());
+                }
+                return self.density(family, &args2, drop, pos);
             }
             _ => {}
         }
@@ -947,8 +1272,14 @@ impl Interp {
                     keep(nly, &mut terms);
                     keep(Sc::C(-HALF_LOG_2PI), &mut terms);
                 }
-                "beta" => {
-                    let (a, b) = (p(1), p(2));
+                "beta" | "beta_proportion" => {
+                    // beta_proportion(μ, κ) is beta(μκ, (1 − μ)κ).
+                    let (a, b) = if dist == "beta" {
+                        (p(1), p(2))
+                    } else {
+                        let a = t.mul(p(1), p(2));
+                        (a, t.sub(p(2), a))
+                    };
                     let ly = t.fun(Fun::Log, y);
                     let om = t.sub(Sc::C(1.0), y);
                     let l1y = t.fun(Fun::Log, om);
@@ -961,6 +1292,50 @@ impl Interp {
                     let lb = lbeta(t, a, b);
                     let nlb = t.neg(lb);
                     keep(nlb, &mut terms);
+                }
+                "weibull" => {
+                    // log α + (α − 1) log y − α log σ − (y/σ)^α.
+                    let (alpha, sigma) = (p(1), p(2));
+                    let la = t.fun(Fun::Log, alpha);
+                    keep(la, &mut terms);
+                    let ly = t.fun(Fun::Log, y);
+                    let am1 = t.sub(alpha, Sc::C(1.0));
+                    let x = t.mul(am1, ly);
+                    keep(x, &mut terms);
+                    let ls = t.fun(Fun::Log, sigma);
+                    let als = t.mul(alpha, ls);
+                    let nals = t.neg(als);
+                    keep(nals, &mut terms);
+                    let r = t.div(y, sigma);
+                    let pw = t.pow(r, alpha);
+                    let npw = t.neg(pw);
+                    keep(npw, &mut terms);
+                }
+                "chi_square" | "inv_chi_square" => {
+                    // (ν/2 − 1) log y − y/2 or −(ν/2 + 1) log y − 1/(2y), less
+                    // ν/2 log 2 + lgamma(ν/2).
+                    let h = t.mul(p(1), Sc::C(0.5));
+                    let ly = t.fun(Fun::Log, y);
+                    if dist == "chi_square" {
+                        let hm1 = t.sub(h, Sc::C(1.0));
+                        let x = t.mul(hm1, ly);
+                        keep(x, &mut terms);
+                        let hy = t.mul(y, Sc::C(-0.5));
+                        keep(hy, &mut terms);
+                    } else {
+                        let hp1 = t.add(h, Sc::C(1.0));
+                        let x = t.mul(hp1, ly);
+                        let nx = t.neg(x);
+                        keep(nx, &mut terms);
+                        let inv = t.div(Sc::C(-0.5), y);
+                        keep(inv, &mut terms);
+                    }
+                    let hl2 = t.mul(h, Sc::C(std::f64::consts::LN_2));
+                    let nhl2 = t.neg(hl2);
+                    keep(nhl2, &mut terms);
+                    let lg = t.fun(Fun::Lgamma, h);
+                    let nlg = t.neg(lg);
+                    keep(nlg, &mut terms);
                 }
                 "uniform" => {
                     if let (Some(yv), Some(lo), Some(hi)) =
@@ -1221,6 +1596,58 @@ fn ints(v: &Val, pos: Pos) -> R<Vec<i64>> {
 }
 
 /// A vector, or each vector of an array of vectors.
+/// A square matrix's size and entries (row-major).
+fn square(v: &Val, name: &str, pos: Pos) -> R<(usize, Vec<Sc>)> {
+    match v {
+        Val::Matrix { rows, cols, v } if rows == cols => Ok((*rows, v.clone())),
+        v => err(
+            pos,
+            format!("{name}: expected a square matrix, found {}", v.type_name()),
+        ),
+    }
+}
+
+/// The lower Cholesky factor (row-major, zeros above the diagonal) of the symmetric
+/// matrix `a` (k × k, its lower triangle read), recorded: a matrix of data that is not
+/// positive definite is refused; one of parameters gives NaN, which rejects the draw.
+fn cholesky(t: &mut Tape, k: usize, a: &[Sc], pos: Pos) -> R<Vec<Sc>> {
+    let mut l = vec![Sc::C(0.0); k * k];
+    for j in 0..k {
+        for i in j..k {
+            let mut items = vec![a[i * k + j]];
+            for c in 0..j {
+                let p = t.mul(l[i * k + c], l[j * k + c]);
+                items.push(t.neg(p));
+            }
+            let r = t.sum(&items);
+            l[i * k + j] = if i == j {
+                if r.constant().is_some_and(|r| r <= 0.0 || r.is_nan()) {
+                    return err(
+                        pos,
+                        "cholesky_decompose: the matrix is not positive definite",
+                    );
+                }
+                t.fun(Fun::Sqrt, r)
+            } else {
+                t.div(r, l[j * k + j])
+            };
+        }
+    }
+    Ok(l)
+}
+
+/// The points of a GP covariance: an array of reals (points of one dimension) or of
+/// vectors.
+fn points(v: &Val, pos: Pos) -> R<Vec<Vec<Sc>>> {
+    match v {
+        Val::Array(a) => Ok(a.iter().map(|e| e.flat()).collect()),
+        v => err(
+            pos,
+            format!("expected an array of points, found {}", v.type_name()),
+        ),
+    }
+}
+
 fn vectors(v: &Val) -> Vec<Vec<Sc>> {
     match v {
         Val::Array(a) => a.iter().map(|e| e.flat()).collect(),

@@ -310,7 +310,15 @@ impl Interp {
             | Shape::Ordered(n)
             | Shape::PositiveOrdered(n) => Val::Vector(vec![Sc::C(f64::NAN); self.size(n)?]),
             Shape::RowVector(n) => Val::Row(vec![Sc::C(f64::NAN); self.size(n)?]),
-            Shape::Matrix(r, c) => {
+            Shape::CholeskyCorr(k) | Shape::SquareMatrix(k, _) => {
+                let k = self.size(k)?;
+                Val::Matrix {
+                    rows: k,
+                    cols: k,
+                    v: vec![Sc::C(f64::NAN); k * k],
+                }
+            }
+            Shape::Matrix(r, c) | Shape::CholeskyCov(r, c) => {
                 let (rows, cols) = (self.size(r)?, self.size(c)?);
                 Val::Matrix {
                     rows,
@@ -351,11 +359,18 @@ impl Interp {
             StmtKind::Assign {
                 name,
                 index,
+                chained,
                 op,
                 value,
             } => {
                 let rhs = self.eval(value)?;
                 let idx = self.indexes(index)?;
+                if idx[..*chained].iter().any(|i| !matches!(i, Ix::One(..))) {
+                    return err(
+                        s.pos,
+                        "x[idxs][i] with a multiple index cannot be assigned: write x[idxs, i]",
+                    );
+                }
                 let Some(cur) = self.get(name) else {
                     return err(s.pos, format!("unknown variable '{name}'"));
                 };
@@ -601,6 +616,13 @@ impl Interp {
                 Some(v) => Ok(v.clone()),
                 None => match n.as_str() {
                     "target" => err(e.pos, "reading target is not supported"),
+                    _ if self.functions.contains_key(n) => err(
+                        e.pos,
+                        format!(
+                            "function '{n}' passed as a value: higher-order functions (ODE \
+                             solvers, algebraic solvers, reduce_sum) are not supported"
+                        ),
+                    ),
                     _ => err(e.pos, format!("unknown variable '{n}'")),
                 },
             },

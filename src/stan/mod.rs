@@ -868,6 +868,91 @@ fn constrain(
             out.push(rest);
             Ok(Val::Vector(out))
         }
+        (Shape::CholeskyCorr(_), Val::Matrix { rows: k, .. }) => {
+            // Stan's transform: canonical partial correlations z = tanh(u), row by row
+            // below the diagonal, each row scaled to unit length; K(K − 1)/2 free values.
+            let (k, t) = (*k, &mut it.tape);
+            let mut l = vec![Sc::C(0.0); k * k];
+            if k > 0 {
+                l[0] = Sc::C(1.0);
+            }
+            for i in 1..k {
+                let mut sum_sqs = Sc::C(0.0);
+                for j in 0..i {
+                    let u = t.input(*next);
+                    *next += 1;
+                    let z = t.fun(Fun::Tanh, u);
+                    let z2 = t.mul(z, z);
+                    let one_m = t.sub(Sc::C(1.0), z2);
+                    jac.push(t.fun(Fun::Log, one_m));
+                    let x = if j == 0 {
+                        z
+                    } else {
+                        let rest = t.sub(Sc::C(1.0), sum_sqs);
+                        let lr = t.fun(Fun::Log, rest);
+                        jac.push(t.mul(lr, Sc::C(0.5)));
+                        let sr = t.fun(Fun::Sqrt, rest);
+                        t.mul(z, sr)
+                    };
+                    let x2 = t.mul(x, x);
+                    sum_sqs = t.add(sum_sqs, x2);
+                    l[i * k + j] = x;
+                }
+                let rest = t.sub(Sc::C(1.0), sum_sqs);
+                l[i * k + i] = t.fun(Fun::Sqrt, rest);
+            }
+            Ok(Val::Matrix {
+                rows: k,
+                cols: k,
+                v: l,
+            })
+        }
+        (
+            Shape::CholeskyCov(..),
+            Val::Matrix {
+                rows: m, cols: n, ..
+            },
+        ) => {
+            // Below the diagonal free, the diagonal exp of a free value (its log Jacobian).
+            let (m, n, t) = (*m, *n, &mut it.tape);
+            if n > m {
+                return Err((
+                    d.pos,
+                    format!("cholesky_factor_cov[{m}, {n}]: more columns than rows"),
+                ));
+            }
+            let mut l = vec![Sc::C(0.0); m * n];
+            for i in 0..m {
+                for j in 0..n.min(i + 1) {
+                    let u = t.input(*next);
+                    *next += 1;
+                    l[i * n + j] = if i == j {
+                        jac.push(u);
+                        t.fun(Fun::Exp, u)
+                    } else {
+                        u
+                    };
+                }
+            }
+            Ok(Val::Matrix {
+                rows: m,
+                cols: n,
+                v: l,
+            })
+        }
+        (Shape::SquareMatrix(_, corr), _) => Err((
+            d.pos,
+            format!(
+                "{} parameters are not supported yet: declare a {} and multiply it by its \
+                 transpose (multiply_lower_tri_self_transpose)",
+                if *corr { "corr_matrix" } else { "cov_matrix" },
+                if *corr {
+                    "cholesky_factor_corr"
+                } else {
+                    "cholesky_factor_cov"
+                }
+            ),
+        )),
         (Shape::Ordered(_) | Shape::PositiveOrdered(_), Val::Vector(x)) => {
             let positive = matches!(d.shape, Shape::PositiveOrdered(_));
             let t = &mut it.tape;
@@ -1324,6 +1409,54 @@ fn unconstrain(it: &mut Interp, d: &Decl, v: &Val, out: &mut Vec<f64>) -> interp
                 let z = xi / rest;
                 out.push((z / (1.0 - z)).ln() + ((k - 1 - i) as f64).ln());
                 rest -= xi;
+            }
+            Ok(())
+        }
+        (Shape::CholeskyCorr(_), Val::Matrix { rows: k, .. }) => {
+            let (k, x) = (*k, nums(v));
+            for i in 0..k {
+                let row: f64 = x[i * k..=i * k + i].iter().map(|a| a * a).sum();
+                let upper = x[i * k + i + 1..(i + 1) * k].iter().any(|a| *a != 0.0);
+                if (row - 1.0).abs() > 1e-8 || upper || x[i * k + i] <= 0.0 {
+                    return outside(format!(
+                        "{x:?} is not the Cholesky factor of a correlation matrix"
+                    ));
+                }
+                let mut sum_sqs = 0.0f64;
+                for j in 0..i {
+                    let a = x[i * k + j];
+                    let z = if j == 0 {
+                        a
+                    } else {
+                        a / (1.0 - sum_sqs).sqrt()
+                    };
+                    out.push(z.atanh());
+                    sum_sqs += a * a;
+                }
+            }
+            Ok(())
+        }
+        (
+            Shape::CholeskyCov(..),
+            Val::Matrix {
+                rows: m, cols: n, ..
+            },
+        ) => {
+            let (m, n, x) = (*m, *n, nums(v));
+            for i in 0..m {
+                for j in 0..n {
+                    let a = x[i * n + j];
+                    if (j > i && a != 0.0) || (j == i && a <= 0.0) || a.is_nan() {
+                        return outside(format!(
+                            "{x:?} is not a Cholesky factor (lower triangular, positive diagonal)"
+                        ));
+                    }
+                    if j < i {
+                        out.push(a);
+                    } else if j == i {
+                        out.push(a.ln());
+                    }
+                }
             }
             Ok(())
         }

@@ -33,6 +33,10 @@ const TYPES: &[&str] = &[
     "simplex",
     "ordered",
     "positive_ordered",
+    "cholesky_factor_corr",
+    "cholesky_factor_cov",
+    "corr_matrix",
+    "cov_matrix",
     "array",
 ];
 
@@ -43,10 +47,6 @@ const UNSUPPORTED_TYPES: &[&str] = &[
     "complex_matrix",
     "unit_vector",
     "sum_to_zero_vector",
-    "cholesky_factor_corr",
-    "cholesky_factor_cov",
-    "corr_matrix",
-    "cov_matrix",
     "tuple",
     "column_stochastic_matrix",
     "row_stochastic_matrix",
@@ -341,6 +341,20 @@ impl Parser {
             "simplex" => Shape::Simplex(sized(self)?),
             "ordered" => Shape::Ordered(sized(self)?),
             "positive_ordered" => Shape::PositiveOrdered(sized(self)?),
+            "cholesky_factor_corr" => Shape::CholeskyCorr(sized(self)?),
+            "cholesky_factor_cov" => {
+                self.expect_sym("[")?;
+                let m = self.expr()?;
+                let n = if self.eat_sym(",") {
+                    self.expr()?
+                } else {
+                    m.clone()
+                };
+                self.expect_sym("]")?;
+                Shape::CholeskyCov(m, n)
+            }
+            "corr_matrix" => Shape::SquareMatrix(sized(self)?, true),
+            "cov_matrix" => Shape::SquareMatrix(sized(self)?, false),
             _ => return Err((tpos, format!("expected a type, found '{ty}'"))),
         };
         let name = self.ident()?;
@@ -538,24 +552,32 @@ impl Parser {
                 self.bump();
                 let value = self.expr()?;
                 self.expect_sym(";")?;
-                let (name, index) = match lhs.kind {
-                    ExprKind::Var(n) => (n, Vec::new()),
-                    ExprKind::Index(base, idx) => match base.kind {
-                        ExprKind::Var(n) => (n, idx),
-                        _ => {
-                            return Err((
-                                op_pos,
-                                "only a variable or one indexing of it can be assigned".into(),
-                            ))
-                        }
-                    },
-                    _ => {
-                        return Err((
-                            op_pos,
-                            "the left side of an assignment must be a variable".into(),
-                        ))
-                    }
+                // x[i][j] as x[i, j]: the indexings from the variable out.
+                let mut levels = Vec::new();
+                let mut base = lhs;
+                while let ExprKind::Index(b, idx) = base.kind {
+                    levels.push(idx);
+                    base = *b;
+                }
+                let ExprKind::Var(name) = base.kind else {
+                    return Err((
+                        op_pos,
+                        "the left side of an assignment must be a variable or its element".into(),
+                    ));
                 };
+                let last = levels.first().map_or(0, |l| l.len());
+                let index: Vec<Index> = levels.into_iter().rev().flatten().collect();
+                let chained = index.len() - last;
+                if index[..chained]
+                    .iter()
+                    .any(|i| matches!(i, Index::Range(..)))
+                {
+                    return Err((
+                        op_pos,
+                        "x[a:b][i] cannot be assigned: index it as x[a:b, i] or by one position"
+                            .into(),
+                    ));
+                }
                 let op = match op {
                     "=" => "=",
                     "+=" => "+=",
@@ -568,6 +590,7 @@ impl Parser {
                 return st(StmtKind::Assign {
                     name,
                     index,
+                    chained,
                     op,
                     value,
                 });
