@@ -947,18 +947,21 @@ fn logp_of_a_program_is_its_log_density() {
     .unwrap();
     let data = t.join("d.json");
     std::fs::write(&data, r#"{"N": 3, "y": [0.5, -1.0, 2.0]}"#).unwrap();
-    let (ok, out, err) = gpsamp(&[
-        "logp",
-        "--stan",
-        program.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--params",
-        "0.3,1.7",
-        "--backend",
-        "cpu",
-        "--json",
-    ]);
+    // `gpsamp logp --stan p.stan --data d.json --params <params>` and more flags.
+    let logp = |params: &str, more: &[&str]| {
+        let mut a = vec![
+            "logp",
+            "--stan",
+            program.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--params",
+            params,
+        ];
+        a.extend(more);
+        gpsamp(&a)
+    };
+    let (ok, out, err) = logp("0.3,1.7", &["--backend", "cpu", "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let (mu, s) = (0.3f64, 1.7f64);
@@ -981,15 +984,15 @@ fn logp_of_a_program_is_its_log_density() {
     assert!((g[0].as_f64().unwrap() - d_mu).abs() < 1e-9, "{g}");
     assert!((g[1].as_f64().unwrap() - d_u).abs() < 1e-9, "{g}");
     assert_eq!(v["params"]["mu"], 0.3);
-    let (ok, _, err) = gpsamp(&[
-        "logp",
-        "--stan",
-        program.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--params",
-        "0.3",
-    ]);
+    // The program's data file names its row; it has no points to count.
+    assert_eq!(v["datasets"][0]["dataset"], data.to_str().unwrap());
+    assert!(v["datasets"][0].get("points").is_none(), "{v}");
+    let (ok, out, _) = logp("0.3,1.5", &[]);
+    assert!(
+        ok && out.contains("\nlog density ") && !out.contains("points"),
+        "{out}"
+    );
+    let (ok, _, err) = logp("0.3", &[]);
     assert!(
         !ok && err.contains("the program's parameters are mu, s"),
         "{err}"
@@ -1513,6 +1516,57 @@ generated quantities { matrix[3, 3] Omega = multiply_lower_tri_self_transpose(L)
     .to_string();
     assert!(
         e.contains("corr.stan:1:") && e.contains("cholesky_factor_corr"),
+        "{e}"
+    );
+}
+
+/// Overloaded user-defined functions: a call takes the definition whose argument types the
+/// arguments have (an exact one before one that promotes an int to real), overloads call
+/// one another, an empty array fits an int array, and a call that no definition takes or
+/// two definitions with the same argument types are refused with their position.
+#[test]
+fn overloaded_functions_resolve_by_argument_types() {
+    let t = TempDir::new("stan-overloads");
+    let with = "functions {
+  real f(real x) { return square(x); }
+  real f(vector x) {
+    real s = 0;
+    for (i in 1:rows(x)) s += f(x[i]);
+    return s;
+  }
+  real f(int n, real x) { return n * x; }
+  real g(real x) { return 1; }
+  real g(int x) { return 2; }
+  int h(array[] int xs) { return size(xs); }
+}
+transformed data {
+  array[0] int none;
+  if (g(1) != 2 || g(1.0) != 1) reject(\"exact overload first\");
+  if (f(2, 1.5) != 3 || h(none) != 0) reject(\"f(int, real), h(empty)\");
+}
+parameters { vector[2] v; real a; }
+model { target += -0.5 * f(v) - 0.5 * f(a); }
+";
+    let inline = "parameters { vector[2] v; real a; }
+model { target += -0.5 * dot_self(v) - 0.5 * square(a); }
+";
+    let a = compile_source(&t, "with.stan", with).unwrap_or_else(|e| panic!("{e}"));
+    let b = compile_source(&t, "inline.stan", inline).unwrap();
+    assert_same_density(&a, &b, (10, 2.0, 17), 1e-12);
+    let none = with.replace("f(2, 1.5) != 3", "f([[1]]) != 3");
+    let e = compile_source(&t, "none.stan", &none)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("none.stan:16:") && e.contains("no definition of f takes (matrix)"),
+        "{e}"
+    );
+    let twice = with.replace("real g(int x)", "real g(real y)");
+    let e = compile_source(&t, "twice.stan", &twice)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("twice.stan:10:3") && e.contains("defined twice with the same argument types"),
         "{e}"
     );
 }

@@ -151,6 +151,8 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     model
         .check_data(&data)
         .with_context(|| format!("{}", a.data.data.display()))?;
+    // A Stan program's data is its own: no datasets of points to count.
+    let stan = stan_names.is_some();
     let names = stan_names.unwrap_or_else(|| model.param_names());
     let theta = per_dataset
         .iter()
@@ -167,7 +169,14 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     eval.eval(&all, &mut lp, &mut g)?;
     if a.json {
         let rows: Vec<_> = (0..b)
-            .map(|i| serde_json::json!({"dataset": data.dataset_name(i), "points": data.range(i).len(), "logp": lp[i], "grad_unconstrained": &g[i * d..(i + 1) * d]}))
+            .map(|i| {
+                let mut row = serde_json::json!({"dataset": data.dataset_name(i), "points": data.range(i).len(), "logp": lp[i], "grad_unconstrained": &g[i * d..(i + 1) * d]});
+                if stan {
+                    row["dataset"] = serde_json::json!(a.data.data.display().to_string());
+                    row.as_object_mut().map(|r| r.remove("points"));
+                }
+                row
+            })
             .collect();
         let out = serde_json::json!({"model": model.name(), "backend": eval.backend(), "params": names.iter().zip(&per_dataset[0]).map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(), "datasets": rows});
         outln!("{}", serde_json::to_string_pretty(&out)?);
@@ -184,12 +193,16 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         outln!("  {n:<12} = {v}");
     }
     for i in 0..b {
-        outln!(
-            "dataset {}: {} points, log density {:.10e}",
-            data.dataset_name(i),
-            data.range(i).len(),
-            lp[i]
-        );
+        if stan {
+            outln!("log density {:.10e}", lp[i]);
+        } else {
+            outln!(
+                "dataset {}: {} points, log density {:.10e}",
+                data.dataset_name(i),
+                data.range(i).len(),
+                lp[i]
+            );
+        }
         outln!("  gradient (unconstrained): {:?}", &g[i * d..(i + 1) * d]);
     }
     Ok(())

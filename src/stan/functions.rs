@@ -125,14 +125,18 @@ fn constant_unary(name: &str) -> Option<fn(f64) -> f64> {
 impl Interp {
     /// Calls function `name`.
     pub fn call(&mut self, name: &str, args: Vec<Val>, pos: Pos) -> R<Val> {
-        let user = self.functions.get(name).or_else(|| {
-            let full = name
-                .strip_suffix("_lupdf")
-                .map(|d| format!("{d}_lpdf"))
-                .or_else(|| name.strip_suffix("_lupmf").map(|d| format!("{d}_lpmf")))?;
-            self.functions.get(&full)
-        });
-        if let Some(f) = user.cloned() {
+        let unnormalised = name
+            .strip_suffix("_lupdf")
+            .map(|d| format!("{d}_lpdf"))
+            .or_else(|| name.strip_suffix("_lupmf").map(|d| format!("{d}_lpmf")));
+        let user = match self.overload(name, &args, pos)? {
+            Some(f) => Some(f),
+            None => match &unnormalised {
+                Some(full) => self.overload(full, &args, pos)?,
+                None => None,
+            },
+        };
+        if let Some(f) = user {
             return self.call_user(&f, args, pos);
         }
         let n = args.len();
@@ -900,7 +904,7 @@ impl Interp {
     /// summed over the elements; `drop` leaves out the terms that are constants.
     pub fn density(&mut self, dist: &str, args: &[Val], drop: bool, pos: Pos) -> R<Sc> {
         for suffix in ["_lpdf", "_lpmf"] {
-            if let Some(f) = self.functions.get(&format!("{dist}{suffix}")).cloned() {
+            if let Some(f) = self.overload(&format!("{dist}{suffix}"), args, pos)? {
                 let v = self.call_user(&f, args.to_vec(), pos)?;
                 return scalar(&v, pos);
             }

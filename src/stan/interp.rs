@@ -61,11 +61,11 @@ pub struct Interp {
     /// What a NaN argument of an `_rng` function does.
     pub nan_args: super::random::NanArgs,
     /// The program's user-defined functions.
-    pub functions: std::sync::Arc<HashMap<String, std::sync::Arc<FunDef>>>,
+    pub functions: std::sync::Arc<HashMap<String, Vec<std::sync::Arc<FunDef>>>>,
     /// The value of the `return` that ended a function body.
     returned: Option<Val>,
     /// Functions being called, innermost last (recursion is refused).
-    calls: Vec<String>,
+    calls: Vec<Pos>,
 }
 
 fn err<T>(pos: Pos, msg: impl Into<String>) -> R<T> {
@@ -208,6 +208,74 @@ impl Interp {
         Ok(self.tape.sub(lp, norm))
     }
 
+    /// The user-defined function `name` that takes `args`: its one definition, or the
+    /// overload whose argument types the arguments have (exactly, else with ints promoted
+    /// to reals); `None` when no function has that name.
+    pub fn overload(
+        &self,
+        name: &str,
+        args: &[Val],
+        pos: Pos,
+    ) -> R<Option<std::sync::Arc<FunDef>>> {
+        let Some(all) = self.functions.get(name) else {
+            return Ok(None);
+        };
+        if let [one] = &all[..] {
+            return Ok(Some(one.clone()));
+        }
+        // Some(exact) when every argument fits its parameter.
+        let fits = |f: &FunDef| -> Option<bool> {
+            if f.params.len() != args.len() {
+                return None;
+            }
+            let mut exact = true;
+            for ((t, _), a) in f.params.iter().zip(args) {
+                let (mut v, mut dims) = (a, 0);
+                while let Val::Array(items) = v {
+                    dims += 1;
+                    match items.first() {
+                        Some(e) => v = e,
+                        // An empty array fits any element type of its rank or more.
+                        None => break,
+                    }
+                }
+                let empty = matches!(v, Val::Array(_));
+                if dims != t.dims && !(empty && dims <= t.dims) {
+                    return None;
+                }
+                let base = match v {
+                    _ if empty => continue,
+                    Val::Int(_) => "int",
+                    Val::Real(_) => "real",
+                    Val::Vector(_) => "vector",
+                    Val::Row(_) => "row_vector",
+                    Val::Matrix { .. } => "matrix",
+                    Val::Array(_) => return None,
+                };
+                if base == "int" && t.base == "real" {
+                    exact = false;
+                } else if base != t.base {
+                    return None;
+                }
+            }
+            Some(exact)
+        };
+        let exact = all.iter().find(|f| fits(f) == Some(true));
+        match exact.or_else(|| all.iter().find(|f| fits(f).is_some())) {
+            Some(f) => Ok(Some(f.clone())),
+            None => err(
+                pos,
+                format!(
+                    "no definition of {name} takes ({})",
+                    args.iter()
+                        .map(Val::type_name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+    }
+
     /// Calls user-defined function `f`: its body runs with only its arguments in scope.
     pub fn call_user(&mut self, f: &FunDef, mut args: Vec<Val>, pos: Pos) -> R<Val> {
         if args.len() != f.params.len() {
@@ -221,14 +289,16 @@ impl Interp {
                 ),
             );
         }
-        if self.calls.contains(&f.name) {
+        // A definition is known by its position: overloads may call one another.
+        if self.calls.contains(&f.pos) {
             return err(
                 pos,
                 format!("recursive function '{}' is not supported", f.name),
             );
         }
         for ((t, name), a) in f.params.iter().zip(args.iter_mut()) {
-            if t.base == "int" && !a.is_int() {
+            let empty = matches!(a, Val::Array(v) if v.is_empty());
+            if t.base == "int" && !a.is_int() && !empty {
                 return err(
                     pos,
                     format!(
@@ -253,7 +323,7 @@ impl Interp {
         for ((_, name), a) in f.params.iter().zip(args) {
             self.bind(name, a);
         }
-        self.calls.push(f.name.clone());
+        self.calls.push(f.pos);
         self.returned = None;
         let mut result = Ok(());
         for st in &f.body {

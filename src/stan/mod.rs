@@ -97,7 +97,8 @@ pub struct StanModel {
 }
 
 /// User-defined functions by name.
-type Functions = Arc<std::collections::HashMap<String, Arc<ast::FunDef>>>;
+/// The user-defined functions by name, each name's overloads in definition order.
+type Functions = Arc<std::collections::HashMap<String, Vec<Arc<ast::FunDef>>>>;
 
 /// A parsed program and the data it was given.
 #[derive(Debug)]
@@ -260,12 +261,14 @@ impl StanModel {
                 serde_json::Value::Object(Default::default()),
             ),
         };
-        let functions: Functions = Arc::new(
-            prog.functions
-                .iter()
-                .map(|f| (f.name.clone(), Arc::new(f.clone())))
-                .collect(),
-        );
+        let mut by_name = std::collections::HashMap::<String, Vec<_>>::new();
+        for f in &prog.functions {
+            by_name
+                .entry(f.name.clone())
+                .or_default()
+                .push(Arc::new(f.clone()));
+        }
+        let functions: Functions = Arc::new(by_name);
         let source = Arc::new(Source {
             path: path.to_path_buf(),
             functions,

@@ -142,11 +142,22 @@ impl Parser {
                 "functions" => {
                     while !self.is_sym("}") {
                         if let Some(f) = self.function()? {
-                            if prog.functions.iter().any(|g| g.name == f.name) {
+                            // Overloads differ in their argument types.
+                            let types = |g: &FunDef| {
+                                g.params
+                                    .iter()
+                                    .map(|(t, _)| (t.base.clone(), t.dims))
+                                    .collect::<Vec<_>>()
+                            };
+                            if prog
+                                .functions
+                                .iter()
+                                .any(|g| g.name == f.name && types(g) == types(&f))
+                            {
                                 return Err((
                                     f.pos,
                                     format!(
-                                        "function '{}' is defined twice (overloading is not supported)",
+                                        "function '{}' is defined twice with the same argument types",
                                         f.name
                                     ),
                                 ));
