@@ -12,6 +12,10 @@
 //! of terms × lanes: the interpretation cost is shared by the chunk, as a loop over the
 //! data would share it.
 //!
+//! Within a term, the chains of operations the recording writes most run as one step with
+//! their intermediate values in registers: a linear predictor `a × b + c`, `normal_lpdf`'s
+//! `d × ((a − b) / c)²`, and a sum with the one addition that reads it.
+//!
 //! The forward values are the recording's bit for bit (the same operations in the same
 //! order on each lane); the gradient's sums run in another order.
 
@@ -248,6 +252,8 @@ impl Plan {
         let mut by_shape: HashMap<(Vec<TermIns>, Vec<Opd>), usize> = HashMap::new();
         let mut local = vec![u32::MAX; n];
         let mut fused: HashMap<u32, (Step, [Arg; 4])> = HashMap::new();
+        // Sums that take in the one addition that reads them: (the sum, the other operand).
+        let mut sum_plus: HashMap<u32, (usize, Arg)> = HashMap::new();
         let mut absorbed = vec![false; n];
         for (t, nodes) in members.iter().enumerate() {
             let (mut body, mut list) = (Vec::new(), Vec::new());
@@ -261,6 +267,7 @@ impl Plan {
                 _ => None,
             };
             fused.clear();
+            sum_plus.clear();
             for &i in nodes.iter().rev() {
                 let i = i as usize;
                 if absorbed[i] {
@@ -300,6 +307,19 @@ impl Plan {
                         }),
                     _ => None,
                 };
+                // s + x as one more item of the sum s (x + s is s + x, bit for bit).
+                if found.is_none() && ins.kind == Kind::Add {
+                    let sum = [(ins.a, ins.b), (ins.b, ins.a)]
+                        .into_iter()
+                        .find_map(|(x, c)| {
+                            let j = own(x, 1)?;
+                            matches!(code[j].kind, Kind::Sum(..)).then_some((j, c))
+                        });
+                    if let Some((j, c)) = sum {
+                        absorbed[j] = true;
+                        sum_plus.insert(i as u32, (j, c));
+                    }
+                }
                 if let Some((step, args, inner)) = found {
                     for j in inner {
                         absorbed[j] = true;
@@ -342,11 +362,14 @@ impl Plan {
                     body.push(TermIns { step, a, b, c, d });
                     continue;
                 }
-                let ins = code[i as usize];
+                let (ins, extra) = match sum_plus.get(&i) {
+                    Some(&(j, x)) => (code[j], Some(x)),
+                    None => (code[i as usize], None),
+                };
                 let (kind, a, b) = match ins.kind {
                     Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
                         let start = list.len() as u32;
-                        for &a in &kernel.list[s as usize..e as usize] {
+                        for &a in kernel.list[s as usize..e as usize].iter().chain(&extra) {
                             let o = opd(a, &mut cols);
                             list.push(o);
                         }
