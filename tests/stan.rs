@@ -1365,6 +1365,22 @@ model {
         let jac = (2.0f64).ln() - theta[2] - 2.0 * (1.0 + (-theta[2]).exp()).ln();
         assert!((lp - want - jac).abs() < 1e-10, "{lp} vs {}", want + jac);
     }
+    // An empty array of vectors has no terms (multi_normal and dirichlet alike).
+    let empty = compile_source(
+        &t,
+        "empty.stan",
+        "transformed data { array[0] vector[2] y; array[0] vector[2] p; }
+parameters { vector[2] mu; }
+model {
+  y ~ multi_normal(mu, [[1, 0], [0, 1]]);
+  p ~ dirichlet(exp(mu));
+  mu ~ normal(0, 1);
+}",
+    )
+    .unwrap();
+    let mut g = vec![0.0; 2];
+    let lp = empty.log_density(&placeholder, 0, &[0.3, -0.4], &mut g, &mut Vec::new());
+    assert!((lp + 0.5 * (0.09 + 0.16)).abs() < 1e-12, "{lp}");
     // A covariance of data that is not positive definite is refused where it is decomposed.
     let path = t.join("not_pd.stan");
     std::fs::write(

@@ -978,7 +978,13 @@ impl Interp {
                 let logs: Vec<Sc> = (0..k).map(|i| t.fun(Fun::Log, l[i * k + i])).collect();
                 let log_det = t.sum(&logs);
                 let (ys, mus) = (vectors(&args[0]), vectors(&args[1]));
-                for j in 0..ys.len().max(mus.len()) {
+                // An empty array of vectors has no terms.
+                let n = if ys.is_empty() || mus.is_empty() {
+                    0
+                } else {
+                    ys.len().max(mus.len())
+                };
+                for j in 0..n {
                     let (y, mu) = (&ys[j % ys.len()], &mus[j % mus.len()]);
                     if y.len() != k || mu.len() != k {
                         return err(
@@ -1018,7 +1024,12 @@ impl Interp {
                 np(1)?;
                 let th = vectors(&args[0]);
                 let al = vectors(&args[1]);
-                for k in 0..th.len().max(al.len()) {
+                let n = if th.is_empty() || al.is_empty() {
+                    0
+                } else {
+                    th.len().max(al.len())
+                };
+                for k in 0..n {
                     let (th, al) = (&th[k % th.len()], &al[k % al.len()]);
                     if th.len() != al.len() {
                         return err(pos, "dirichlet: theta and alpha differ in length");

@@ -96,7 +96,6 @@ pub struct StanModel {
     simulation: Option<Arc<Simulation>>,
 }
 
-/// User-defined functions by name.
 /// The user-defined functions by name, each name's overloads in definition order.
 type Functions = Arc<std::collections::HashMap<String, Vec<Arc<ast::FunDef>>>>;
 
