@@ -1247,8 +1247,13 @@ impl Interp {
                     let nby = t.neg(by);
                     keep(nby, &mut terms);
                 }
-                "gamma" | "inv_gamma" => {
-                    let (a, b) = (p(1), p(2));
+                "gamma" | "inv_gamma" | "chi_square" | "inv_chi_square" => {
+                    // chi_square(ν) is gamma(ν/2, 1/2), inv_chi_square(ν) inv_gamma(ν/2, 1/2).
+                    let (a, b) = if dist.ends_with("chi_square") {
+                        (t.mul(p(1), Sc::C(0.5)), Sc::C(0.5))
+                    } else {
+                        (p(1), p(2))
+                    };
                     let lb = t.fun(Fun::Log, b);
                     let alb = t.mul(a, lb);
                     keep(alb, &mut terms);
@@ -1256,7 +1261,7 @@ impl Interp {
                     let nlga = t.neg(lga);
                     keep(nlga, &mut terms);
                     let ly = t.fun(Fun::Log, y);
-                    if dist == "gamma" {
+                    if dist == "gamma" || dist == "chi_square" {
                         let am1 = t.sub(a, Sc::C(1.0));
                         let x = t.mul(am1, ly);
                         keep(x, &mut terms);
@@ -1325,32 +1330,6 @@ impl Interp {
                     let pw = t.pow(r, alpha);
                     let npw = t.neg(pw);
                     keep(npw, &mut terms);
-                }
-                "chi_square" | "inv_chi_square" => {
-                    // (ν/2 − 1) log y − y/2 or −(ν/2 + 1) log y − 1/(2y), less
-                    // ν/2 log 2 + lgamma(ν/2).
-                    let h = t.mul(p(1), Sc::C(0.5));
-                    let ly = t.fun(Fun::Log, y);
-                    if dist == "chi_square" {
-                        let hm1 = t.sub(h, Sc::C(1.0));
-                        let x = t.mul(hm1, ly);
-                        keep(x, &mut terms);
-                        let hy = t.mul(y, Sc::C(-0.5));
-                        keep(hy, &mut terms);
-                    } else {
-                        let hp1 = t.add(h, Sc::C(1.0));
-                        let x = t.mul(hp1, ly);
-                        let nx = t.neg(x);
-                        keep(nx, &mut terms);
-                        let inv = t.div(Sc::C(-0.5), y);
-                        keep(inv, &mut terms);
-                    }
-                    let hl2 = t.mul(h, Sc::C(std::f64::consts::LN_2));
-                    let nhl2 = t.neg(hl2);
-                    keep(nhl2, &mut terms);
-                    let lg = t.fun(Fun::Lgamma, h);
-                    let nlg = t.neg(lg);
-                    keep(nlg, &mut terms);
                 }
                 "uniform" => {
                     if let (Some(yv), Some(lo), Some(hi)) =
