@@ -90,13 +90,17 @@ impl GpuIntegrator {
         // A software adapter (lavapipe) ends an invocation after 65 535 loop iterations and
         // silently keeps what it had; a transition spends at least one per point its lane
         // walks per leapfrog step (exactly one for the HMM family's unrolled kernel), or
-        // what the family says one evaluation spends.
+        // what the family says one evaluation spends, and the kernel's own loops over the
+        // dimensions (five per step, four more per transition; `hmc_transition.wgsl` and
+        // `common/density.wgsl`): without them a model of many terms and few dimensions
+        // reached the cap at the last steps, and its chains stalled.
         let step_cap = (ctx.summary.device_type == "Cpu").then(|| {
             let longest = (0..n_datasets)
                 .map(|b| model.device_loop_iterations(data, b, lanes))
                 .max()
                 .unwrap_or(1);
-            (60_000 / longest.max(1)).max(1) as u32
+            let per_step = longest.max(1) + 5 * dim + 8 + lanes.ilog2() as usize;
+            (60_000usize.saturating_sub(4 * dim + 8) / per_step).max(1) as u32
         });
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
         let name = format!("hmc_transition[{}]", model.name());
