@@ -6,27 +6,19 @@
 //   the operand lists of Sum and LogSumExp.
 // An operand k < C is constant k, otherwise the value in slot k - C. The forward
 // values and adjoints every chain needs for the reverse sweep live in scratch storage.
-// The host prepends D, NACC, UNROLL, HEADER and common/logistic.wgsl (`sigmoid`), and
-// fills the two unrolled slots below.
+// The host prepends D, NACC, UNROLL, HEADER, common/logistic.wgsl and common/stan.wgsl
+// (the special functions, the chain's point and its words), and fills the two unrolled
+// slots below.
 // A software adapter (lavapipe) caps the loop iterations of an invocation, so the
 // instruction loops run a bundle of UNROLL cheap instructions per iteration (or one costly
 // instruction alone: lists, powers, special functions) and list loops four items.
 
-struct Chain {
-    point: u32,
-    // 1 for a chain (chain_setup runs only for them), 0 for a thread past the last chain.
-    live: u32,
-}
-
 // Forward values (slots 0..n) and adjoints (n..2n), chains side by side.
 @group(0) @binding(8) var<storage, read_write> scratch: array<f32>;
-var<private> g_point: u32;
 var<private> g_nc: u32;
 var<private> g_ins: u32;
 var<private> g_list: u32;
 var<private> g_slots: u32;
-
-const NEG_BIG: f32 = -3.0e38;
 
 fn val(i: u32) -> f32 {
     return scratch[i * g_chains + g_chain];
@@ -44,14 +36,6 @@ fn set_adj(i: u32, a: f32) {
     scratch[(g_slots + i) * g_chains + g_chain] = a;
 }
 
-fn word(j: u32) -> f32 {
-    return x_at(j, g_point);
-}
-
-fn wordu(j: u32) -> u32 {
-    return u32(x_at(j, g_point));
-}
-
 fn arg(k: u32) -> f32 {
     if (k < g_nc) {
         return word(HEADER + k);
@@ -63,171 +47,6 @@ fn give(k: u32, d: f32) {
     if (k >= g_nc) {
         let i = k - g_nc;
         set_adj(i, adj(i) + d);
-    }
-}
-
-// log(1 + x), accurate for small x (Goldberg's trick).
-fn st_log1p(x: f32) -> f32 {
-    let u = 1.0 + x;
-    if (u == 1.0) {
-        return x;
-    }
-    return log(u) * x / (u - 1.0);
-}
-
-// e^x - 1, accurate for small x (Kahan's trick).
-fn st_expm1(x: f32) -> f32 {
-    let u = exp(x);
-    if (u == 1.0) {
-        return x;
-    }
-    let um = u - 1.0;
-    if (um == -1.0) {
-        return -1.0;
-    }
-    return um * x / log(u);
-}
-
-fn st_tanh(x: f32) -> f32 {
-    let e = exp(-2.0 * abs(x));
-    return sign(x) * (1.0 - e) / (1.0 + e);
-}
-
-// ln Γ(x) for x > 0: the recurrence up to x ≥ 6 (unrolled: no loop), then Stirling's series;
-// reflection below 0.5.
-fn st_lgamma_pos(x0: f32) -> f32 {
-    var x = x0;
-    var p = 1.0;
-    if (x < 6.0) { p *= x; x += 1.0; }
-    if (x < 6.0) { p *= x; x += 1.0; }
-    if (x < 6.0) { p *= x; x += 1.0; }
-    if (x < 6.0) { p *= x; x += 1.0; }
-    if (x < 6.0) { p *= x; x += 1.0; }
-    if (x < 6.0) { p *= x; x += 1.0; }
-    let f = 1.0 / (x * x);
-    let series = (1.0 / 12.0 - f * (1.0 / 360.0 - f / 1260.0)) / x;
-    return (x - 0.5) * log(x) - x + 0.91893853320467274 + series - log(p);
-}
-
-fn st_lgamma(x: f32) -> f32 {
-    if (x < 0.5) {
-        let s = abs(sin(3.14159265358979 * x));
-        return log(3.14159265358979 / s) - st_lgamma_pos(1.0 - x);
-    }
-    return st_lgamma_pos(x);
-}
-
-fn st_digamma_pos(x0: f32) -> f32 {
-    var x = x0;
-    var r = 0.0;
-    if (x < 6.0) { r -= 1.0 / x; x += 1.0; }
-    if (x < 6.0) { r -= 1.0 / x; x += 1.0; }
-    if (x < 6.0) { r -= 1.0 / x; x += 1.0; }
-    if (x < 6.0) { r -= 1.0 / x; x += 1.0; }
-    if (x < 6.0) { r -= 1.0 / x; x += 1.0; }
-    if (x < 6.0) { r -= 1.0 / x; x += 1.0; }
-    let f = 1.0 / (x * x);
-    return r + log(x) - 0.5 / x - f * (1.0 / 12.0 - f * (1.0 / 120.0 - f / 252.0));
-}
-
-fn st_digamma(x: f32) -> f32 {
-    if (x < 0.5) {
-        return st_digamma_pos(1.0 - x) - 3.14159265358979 / tan(3.14159265358979 * x);
-    }
-    return st_digamma_pos(x);
-}
-
-fn st_trigamma_pos(x0: f32) -> f32 {
-    var x = x0;
-    var r = 0.0;
-    if (x < 6.0) { r += 1.0 / (x * x); x += 1.0; }
-    if (x < 6.0) { r += 1.0 / (x * x); x += 1.0; }
-    if (x < 6.0) { r += 1.0 / (x * x); x += 1.0; }
-    if (x < 6.0) { r += 1.0 / (x * x); x += 1.0; }
-    if (x < 6.0) { r += 1.0 / (x * x); x += 1.0; }
-    if (x < 6.0) { r += 1.0 / (x * x); x += 1.0; }
-    let f = 1.0 / (x * x);
-    return r + 1.0 / x + f / 2.0 + f / x * (1.0 / 6.0 - f * (1.0 / 30.0 - f / 42.0));
-}
-
-fn st_trigamma(x: f32) -> f32 {
-    if (x < 0.5) {
-        let s = sin(3.14159265358979 * x);
-        return -st_trigamma_pos(1.0 - x) + 9.8696044010893586 / (s * s);
-    }
-    return st_trigamma_pos(x);
-}
-
-// erfc x with relative error below 1.2e-7 everywhere (Numerical Recipes' erfcc, a
-// Chebyshev fit), so the tails keep their precision.
-fn st_erfc(x: f32) -> f32 {
-    let z = abs(x);
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
-        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
-        + t * (-0.82215223 + t * 0.17087277))))))));
-    let r = t * exp(-z * z + p);
-    return select(2.0 - r, r, x >= 0.0);
-}
-
-// a^b; a negative base with an integer exponent as Rust's powf gives it.
-fn st_pow(a: f32, b: f32) -> f32 {
-    if (a < 0.0 && b == floor(b)) {
-        let p = pow(-a, b);
-        return select(p, -p, fract(0.5 * b) != 0.0);
-    }
-    if (a == 0.0) {
-        if (b > 0.0) {
-            return 0.0;
-        }
-        if (b == 0.0) {
-            return 1.0;
-        }
-    }
-    return pow(a, b);
-}
-
-// The functions of `tape::Fun`, in its order.
-fn fun_f(f: u32, x: f32) -> f32 {
-    switch f {
-        case 0u: { return exp(x); }
-        case 1u: { return log(x); }
-        case 2u: { return sqrt(x); }
-        case 3u: { return st_log1p(x); }
-        case 4u: { return st_expm1(x); }
-        case 5u: { return st_lgamma(x); }
-        case 6u: { return sigmoid(x); }
-        case 7u: { return max(x, 0.0) + st_log1p(exp(-abs(x))); }
-        case 8u: { return abs(x); }
-        case 9u: { return sin(x); }
-        case 10u: { return cos(x); }
-        case 11u: { return tan(x); }
-        case 12u: { return st_tanh(x); }
-        case 13u: { return atan(x); }
-        case 14u: { return st_digamma(x); }
-        default: { return st_erfc(x); }
-    }
-}
-
-// Their derivatives at x, given y = f(x).
-fn fun_d(f: u32, x: f32, y: f32) -> f32 {
-    switch f {
-        case 0u: { return y; }
-        case 1u: { return 1.0 / x; }
-        case 2u: { return 0.5 / y; }
-        case 3u: { return 1.0 / (1.0 + x); }
-        case 4u: { return y + 1.0; }
-        case 5u: { return st_digamma(x); }
-        case 6u: { return y * (1.0 - y); }
-        case 7u: { return sigmoid(x); }
-        case 8u: { return sign(x); }
-        case 9u: { return cos(x); }
-        case 10u: { return -sin(x); }
-        case 11u: { return 1.0 + y * y; }
-        case 12u: { return 1.0 - y * y; }
-        case 13u: { return 1.0 / (1.0 + x * x); }
-        case 14u: { return st_trigamma(x); }
-        default: { return -1.1283791670955126 * exp(-x * x); }
     }
 }
 
@@ -399,18 +218,6 @@ fn rev(i: u32, grad: ptr<function, array<f32, D>>) {
         case 18u: { give(a, g * 0.5 / val(i)); }
         default: {}
     }
-}
-
-fn chain_setup(theta: ptr<function, array<f32, D>>) -> Chain {
-    var c: Chain;
-    c.point = 0u;
-    c.live = 1u;
-    return c;
-}
-
-// The dataset's one point: where its program is.
-fn point_accumulate(c: ptr<function, Chain>, n: u32, acc: ptr<function, array<f32, NACC>>) {
-    (*c).point = n;
 }
 
 fn chain_finish(

@@ -48,8 +48,12 @@ pub const EIV: Part = part!("eiv", "eiv.wgsl");
 pub const HMM: Part = part!("hmm", "hmm.wgsl");
 /// The MDN training kernels.
 pub const MDN: Part = part!("mdn", "mdn.wgsl");
+/// What both Stan-program kernels share: the chain's program words and special functions.
+pub const STAN_COMMON: Part = part!("stan_common", "common/stan.wgsl");
 /// The Stan-program interpreter (slots `FORWARD` and `REVERSE`: the unrolled steps).
 pub const STAN: Part = part!("stan", "stan.wgsl");
+/// A Stan program's generated kernel (slot `BODY`, see `src/stan/codegen.rs`).
+pub const STAN_GEN: Part = part!("stan_gen", "stan_gen.wgsl");
 
 /// Formats an `f64` as a WGSL f32 literal that always has a decimal point or exponent.
 pub fn f32_literal(x: f64) -> String {

@@ -77,7 +77,7 @@ fn is_slow(k: Kind) -> bool {
 }
 
 /// The WGSL kernel's number for each function (`fun_f` in `shaders/stan.wgsl`).
-fn fun_code(f: Fun) -> u32 {
+pub(super) fn fun_code(f: Fun) -> u32 {
     match f {
         Fun::Exp => 0,
         Fun::Log => 1,

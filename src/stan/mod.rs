@@ -13,11 +13,14 @@
 //!
 //! Two kernels run the recording: on the CPU over blocks of chains (`kernel.rs`, structure
 //! of arrays), term by term with the terms of one shape together (`plan.rs`: the loops that
-//! recording unrolled), and on the GPU one invocation per chain (`shaders/stan.wgsl`), which
-//! reads the program from its data batch ([`Model::device_data`]) and keeps each chain's
-//! forward values and adjoints in scratch storage.
+//! recording unrolled), and on the GPU one invocation per chain, by code generated from the
+//! plan (`codegen.rs`, `shaders/stan_gen.wgsl`) whose terms' data are the dataset's words
+//! ([`Model::device_data`]), or where there is none by the recording's interpreter
+//! (`shaders/stan.wgsl`), which reads the whole program from its data batch and keeps each
+//! chain's forward values and adjoints in scratch storage.
 
 pub mod ast;
+mod codegen;
 mod functions;
 pub mod interp;
 mod kernel;
@@ -94,6 +97,9 @@ pub struct StanModel {
     source: Arc<Source>,
     /// What a study simulates ([`StanModel::for_study`]).
     simulation: Option<Arc<Simulation>>,
+    /// Whether the GPU interprets the recording even where a generated kernel exists
+    /// ([`StanModel::interpreted`]).
+    interpret: bool,
 }
 
 /// The user-defined functions by name, each name's overloads in definition order.
@@ -116,8 +122,10 @@ struct Recording {
     kernel: kernel::Kernel,
     /// The log density and gradient by terms (`None`: target is not a sum of terms).
     plan: Option<plan::Plan>,
-    /// The recording as the GPU kernel reads it (`None`: too long for f32 words).
+    /// The recording as the GPU interpreter reads it (`None`: too long for f32 words).
     encoded: Option<Arc<kernel::Encoded>>,
+    /// The plan as a generated GPU kernel (`None`: no plan, or too large for one).
+    compiled: Option<Arc<codegen::Generated>>,
     target: Sc,
     /// The log likelihood: the `~` and `target +=` terms with a density of data (the
     /// target when there are none).
@@ -289,6 +297,7 @@ impl StanModel {
             notes,
             source,
             simulation: None,
+            interpret: false,
         }
         .check_generated()
     }
@@ -432,6 +441,34 @@ impl StanModel {
             simulation: Some(Arc::new(Simulation { data, shapes })),
             ..self
         })
+    }
+
+    /// The same model whose GPU kernel interprets the recording (`shaders/stan.wgsl`)
+    /// instead of running the code generated from its plan: the two kernels compute the
+    /// same thing, and this keeps the interpreter comparable.
+    pub fn interpreted(self) -> Self {
+        Self {
+            interpret: true,
+            ..self
+        }
+    }
+
+    /// Whether the GPU runs code generated for the program (`false`: it interprets the
+    /// recording, for a program too large for generated code, or datasets whose programs
+    /// differ in shape).
+    pub fn gpu_kernel_is_generated(&self) -> bool {
+        self.compiled().is_some()
+    }
+
+    /// The generated kernel of every dataset, when they share one.
+    fn compiled(&self) -> Option<&codegen::Generated> {
+        if self.interpret {
+            return None;
+        }
+        let mut all = self.recordings();
+        let first = all.next()?.compiled.as_deref()?;
+        all.all(|r| r.compiled.as_ref().is_some_and(|c| c.body == first.body))
+            .then_some(first)
     }
 
     /// CmdStan names of the `parameters` block's values (no transformed parameters): the
@@ -596,11 +633,13 @@ fn record(
         Sc::N(t) => plan::Plan::new(&kernel, t),
         Sc::C(_) => None,
     };
+    let compiled = plan.as_ref().and_then(codegen::generate).map(Arc::new);
     Ok((
         Recording {
             kernel,
             plan,
             encoded,
+            compiled,
             target,
             loglik,
             outputs,
@@ -1204,6 +1243,17 @@ impl Model for StanModel {
     fn wgsl(&self) -> String {
         use kernel::{HEADER, UNROLL};
 
+        let wgsl = crate::shader::Wgsl::new().u32("D", self.dim).u32("NACC", 1);
+        if let Some(c) = self.compiled() {
+            return wgsl
+                .part(crate::shader::LOGISTIC)
+                .part(crate::shader::STAN_COMMON)
+                .template(
+                    crate::shader::STAN_GEN,
+                    &[("GLOBALS", &c.globals()), ("BODY", &c.body)],
+                )
+                .build();
+        }
         let forward: String = (0..UNROLL)
             .map(|u| format!("            fwd(i + {u}u, theta);\n"))
             .collect();
@@ -1211,12 +1261,10 @@ impl Model for StanModel {
             .rev()
             .map(|u| format!("            rev(i + {u}u, grad);\n"))
             .collect();
-        crate::shader::Wgsl::new()
-            .u32("D", self.dim)
-            .u32("NACC", 1)
-            .u32("UNROLL", UNROLL)
+        wgsl.u32("UNROLL", UNROLL)
             .u32("HEADER", HEADER)
             .part(crate::shader::LOGISTIC)
+            .part(crate::shader::STAN_COMMON)
             .template(
                 crate::shader::STAN,
                 &[("FORWARD", &forward), ("REVERSE", &reverse)],
@@ -1225,20 +1273,26 @@ impl Model for StanModel {
     }
 
     fn has_gpu_kernel(&self) -> bool {
-        self.recordings().all(|r| r.encoded.is_some()) && self.dim > 0
+        self.dim > 0
+            && (self.compiled().is_some() || self.recordings().all(|r| r.encoded.is_some()))
     }
 
-    /// One thread per chain walks the recorded program.
+    /// One thread per chain runs the program.
     fn max_lanes(&self) -> u32 {
         1
     }
 
-    /// One point per dataset whose input columns are its encoded program (shorter ones
-    /// padded with zeros).
+    /// One point per dataset whose input columns are its program's words (shorter ones
+    /// padded with zeros): the generated kernel's data, or the encoded recording.
     fn device_data(&self, data: &DataBatch) -> Result<Option<DataBatch>> {
+        let generated = self.compiled().is_some();
         let mut words = Vec::with_capacity(data.n_datasets());
         for b in 0..data.n_datasets() {
             let rec = self.rec(b);
+            if generated {
+                words.push(&rec.compiled.as_ref().expect("checked by compiled").words);
+                continue;
+            }
             let e = rec.encoded.as_ref().ok_or_else(|| {
                 Error::DeviceLimit(format!(
                     "{}: the recorded program has {} operations, too many for the GPU kernel",
@@ -1261,7 +1315,12 @@ impl Model for StanModel {
         Ok(Some(DataBatch::new(w, &all)?))
     }
 
+    /// The interpreter's values and adjoints, or the generated kernel's shared values that
+    /// terms read and their adjoints.
     fn device_scratch(&self) -> usize {
+        if let Some(c) = self.compiled() {
+            return 2 * c.stored;
+        }
         2 * self
             .recordings()
             .filter_map(|r| r.encoded.as_ref().map(|e| e.slots))
@@ -1270,6 +1329,9 @@ impl Model for StanModel {
     }
 
     fn device_loop_iterations(&self, _data: &DataBatch, b: usize, _lanes: u32) -> usize {
+        if self.compiled().is_some() {
+            return self.rec(b).compiled.as_ref().map_or(1, |c| c.iterations);
+        }
         self.rec(b)
             .encoded
             .as_ref()

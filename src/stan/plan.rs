@@ -30,7 +30,7 @@ use super::kernel::{
 
 /// An operand of a term's instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Opd {
+pub(super) enum Opd {
     /// The term's own value at this position.
     Local(u32),
     /// A value several terms read: the term's shared value in this column (its slot
@@ -44,7 +44,7 @@ enum Opd {
 /// recording writes for common expressions, run in one pass over the lanes so that the
 /// values inside the chain stay in registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Step {
+pub(super) enum Step {
     /// One recorded operation (`a`, `b`).
     Op(Kind),
     /// `a × b + c`: a product that only a sum of two reads (a linear predictor).
@@ -57,35 +57,35 @@ enum Step {
 /// A term's instruction: lists index the group's `list`; operands past those its step
 /// reads are `Const(NONE)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct TermIns {
-    step: Step,
-    a: Opd,
-    b: Opd,
-    c: Opd,
-    d: Opd,
+pub(super) struct TermIns {
+    pub(super) step: Step,
+    pub(super) a: Opd,
+    pub(super) b: Opd,
+    pub(super) c: Opd,
+    pub(super) d: Opd,
 }
 
 /// Terms with the same instructions: one program, a row of constants and a row of shared
 /// values' slots per term.
 #[derive(Clone, Debug, Default)]
-struct Group {
-    code: Vec<TermIns>,
-    list: Vec<Opd>,
+pub(super) struct Group {
+    pub(super) code: Vec<TermIns>,
+    pub(super) list: Vec<Opd>,
     /// Constants per term.
-    width: usize,
+    pub(super) width: usize,
     /// The terms' constants, term after term.
-    consts: Vec<f64>,
+    pub(super) consts: Vec<f64>,
     /// Shared values per term.
-    reads: usize,
+    pub(super) reads: usize,
     /// The slots of the terms' shared values, term after term.
-    shared: Vec<u32>,
+    pub(super) shared: Vec<u32>,
     /// Each term's place among the terms (where its value goes).
-    terms: Vec<u32>,
+    pub(super) terms: Vec<u32>,
 }
 
 /// An item of one of the sums that make up `target`.
 #[derive(Clone, Copy, Debug)]
-enum Item {
+pub(super) enum Item {
     Const(f64),
     Term(u32),
     Shared(u32),
@@ -97,11 +97,11 @@ enum Item {
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// The values several terms read, in recording order, as a program of their own.
-    shared: Kernel,
-    groups: Vec<Group>,
+    pub(super) shared: Kernel,
+    pub(super) groups: Vec<Group>,
     terms: usize,
     /// The sums, in recording order; the last is `target`.
-    sums: Vec<Vec<Item>>,
+    pub(super) sums: Vec<Vec<Item>>,
     /// Adjoints the sums give to shared values (slot, count).
     seeds: Vec<(u32, f64)>,
     /// The most instructions of a group.
@@ -118,7 +118,7 @@ const SHARED: u32 = u32::MAX;
 const DEAD: u32 = u32::MAX - 1;
 const SUM: u32 = u32::MAX - 2;
 /// The operand a one-operand instruction does not have.
-const NONE: u32 = u32::MAX;
+pub(super) const NONE: u32 = u32::MAX;
 
 impl Plan {
     /// The plan of `kernel`'s node `target`; `None` when it is not a sum with terms worth
