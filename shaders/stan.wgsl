@@ -227,20 +227,16 @@ fn chain_finish(
     acc: ptr<function, array<f32, NACC>>,
     grad: ptr<function, array<f32, D>>,
 ) -> f32 {
-    // Threads past the last chain (density calls every thread) must not touch scratch.
-    if ((*c).live == 0u) {
+    // Threads past the last chain must not touch scratch.
+    if (!chain_start(c, grad)) {
         return 0.0;
     }
-    g_point = (*c).point;
     let n_ins = wordu(0u);
     g_slots = n_ins;
     g_nc = wordu(1u);
     let tgt = wordu(2u);
     g_list = wordu(3u);
     g_ins = HEADER + g_nc;
-    for (var d = 0u; d < D; d++) {
-        (*grad)[d] = 0.0;
-    }
     for (var i = 0u; i < n_ins; i += UNROLL) {
         if (is_slow(wordu(g_ins + 3u * i))) {
             fwd_slow(i);

@@ -19,13 +19,8 @@ fn chain_finish(
     acc: ptr<function, array<f32, NACC>>,
     grad: ptr<function, array<f32, D>>,
 ) -> f32 {
-    // Threads past the last chain (density calls every thread) have no program.
-    if ((*c).live == 0u) {
+    if (!chain_start(c, grad)) {
         return 0.0;
-    }
-    g_point = (*c).point;
-    for (var d = 0u; d < D; d++) {
-        (*grad)[d] = 0.0;
     }
     var lp = 0.0;
     // {BODY}

@@ -34,6 +34,19 @@ fn point_accumulate(c: ptr<function, Chain>, n: u32, acc: ptr<function, array<f3
     (*c).point = n;
 }
 
+// Whether this invocation runs a chain (threads past the last chain, which density calls too,
+// have no program); if it does, its words are its dataset's and its gradient is zeroed.
+fn chain_start(c: ptr<function, Chain>, grad: ptr<function, array<f32, D>>) -> bool {
+    if ((*c).live == 0u) {
+        return false;
+    }
+    g_point = (*c).point;
+    for (var d = 0u; d < D; d++) {
+        (*grad)[d] = 0.0;
+    }
+    return true;
+}
+
 // log(1 + x), accurate for small x (Goldberg's trick).
 fn st_log1p(x: f32) -> f32 {
     let u = 1.0 + x;

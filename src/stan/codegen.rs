@@ -140,7 +140,7 @@ pub fn generate(plan: &Plan) -> Option<Generated> {
     }
     out.line(format_args!("lp = {};", literal(constant)));
     for (i, &count) in seeds.iter().enumerate() {
-        let c = crate::shader::f32_literal(count);
+        let c = literal(count);
         if count != 0.0 {
             out.line(format_args!("lp += {c} * s{i};"));
         }

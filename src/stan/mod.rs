@@ -100,6 +100,10 @@ pub struct StanModel {
     /// Whether the GPU interprets the recording even where a generated kernel exists
     /// ([`StanModel::interpreted`]).
     interpret: bool,
+    /// Whether every dataset shares one generated kernel: decided once, since the GPU
+    /// asks per dataset and the answer compares every dataset's code (a study's
+    /// thousands). Unset again where the recordings or `interpret` change.
+    shares_generated: std::sync::OnceLock<bool>,
 }
 
 /// The user-defined functions by name, each name's overloads in definition order.
@@ -298,6 +302,7 @@ impl StanModel {
             source,
             simulation: None,
             interpret: false,
+            shares_generated: Default::default(),
         }
         .check_generated()
     }
@@ -449,6 +454,7 @@ impl StanModel {
     pub fn interpreted(self) -> Self {
         Self {
             interpret: true,
+            shares_generated: Default::default(),
             ..self
         }
     }
@@ -462,13 +468,14 @@ impl StanModel {
 
     /// The generated kernel of every dataset, when they share one.
     fn compiled(&self) -> Option<&codegen::Generated> {
-        if self.interpret {
-            return None;
-        }
-        let mut all = self.recordings();
-        let first = all.next()?.compiled.as_deref()?;
-        all.all(|r| r.compiled.as_ref().is_some_and(|c| c.body == first.body))
-            .then_some(first)
+        let first = self.rec(0).compiled.as_deref()?;
+        let shared = *self.shares_generated.get_or_init(|| {
+            !self.interpret
+                && self
+                    .recordings()
+                    .all(|r| r.compiled.as_ref().is_some_and(|c| c.body == first.body))
+        });
+        shared.then_some(first)
     }
 
     /// CmdStan names of the `parameters` block's values (no transformed parameters): the
@@ -1236,6 +1243,7 @@ impl Model for StanModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(Arc::new(Self {
             bound: Some(Arc::new(recs)),
+            shares_generated: Default::default(),
             ..self.clone()
         })))
     }
