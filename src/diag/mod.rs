@@ -7,7 +7,7 @@
 pub mod align;
 pub mod loo;
 
-use rustfft::{num_complex::Complex, FftPlanner};
+use realfft::{num_complex::Complex, RealFftPlanner};
 
 /// Splits each chain in half (dropping the middle draw of an odd length); views, no copies.
 pub fn split<C: AsRef<[f64]>>(chains: &[C]) -> Vec<&[f64]> {
@@ -47,41 +47,137 @@ pub fn rhat_basic<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
     (var_plus / w).sqrt()
 }
 
-/// Normal scores of the pooled ranks (Blom's offset, average ranks for ties).
-pub fn rank_normalize<C: AsRef<[f64]>>(chains: &[C]) -> Vec<Vec<f64>> {
-    let lens: Vec<usize> = chains.iter().map(|c| c.as_ref().len()).collect();
-    let mut starts = Vec::with_capacity(lens.len());
-    let mut total = 0usize;
-    for &l in &lens {
-        starts.push(total);
-        total += l;
+/// Normal scores by rank among `total` pooled draws (Blom's offset): the score of an untied
+/// draw depends on its rank alone, so one table serves every parameter of a run and both of
+/// a parameter's rankings (bulk and folded).
+pub struct NormalScores {
+    total: usize,
+    z: Vec<f64>,
+}
+
+impl NormalScores {
+    /// The scores of ranks 1..=`total` (computed in parallel; each is one inverse normal
+    /// CDF, the same whatever the number of threads).
+    pub fn new(total: usize) -> Self {
+        use rayon::prelude::*;
+        let s = total as f64;
+        let z = (0..total)
+            .into_par_iter()
+            .map(|k| blom(k as f64 + 1.0, s))
+            .collect();
+        NormalScores { total, z }
     }
-    let pooled: Vec<f64> = chains
-        .iter()
-        .flat_map(|c| c.as_ref().iter().copied())
-        .collect();
-    let mut idx: Vec<u32> = (0..total as u32).collect();
-    idx.sort_unstable_by(|&a, &b| pooled[a as usize].total_cmp(&pooled[b as usize]));
-    let mut scores = vec![0.0f64; total];
-    let s = total as f64;
+
+    /// The score of the tied draws at (0-based) sorted positions `i..=j`: their average rank.
+    fn tied(&self, i: usize, j: usize) -> f64 {
+        if (i + j).is_multiple_of(2) {
+            self.z[(i + j) / 2]
+        } else {
+            blom((i + j) as f64 / 2.0 + 1.0, self.total as f64)
+        }
+    }
+}
+
+fn blom(rank: f64, total: f64) -> f64 {
+    inv_normal_cdf((rank - 0.375) / (total + 0.25))
+}
+
+/// The draws `pooled` in ascending (total) order, each with its position in `pooled`.
+fn order(pooled: impl Iterator<Item = f64>) -> Vec<(f64, usize)> {
+    use rayon::prelude::*;
+    let mut v: Vec<(f64, usize)> = pooled.enumerate().map(|(i, x)| (x, i)).collect();
+    v.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+/// Normal scores of draws given in ascending order with their positions (`sorted`, from
+/// [`order`]), indexed by position; tied draws share their average rank's score.
+fn scores_in_order(sorted: &[(f64, usize)], table: &NormalScores) -> Vec<f64> {
+    let mut out = vec![0.0; sorted.len()];
     let mut i = 0;
-    while i < idx.len() {
+    while i < sorted.len() {
         let mut j = i;
-        while j + 1 < idx.len() && pooled[idx[j + 1] as usize] == pooled[idx[i] as usize] {
+        while j + 1 < sorted.len() && sorted[j + 1].0 == sorted[i].0 {
             j += 1;
         }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        let z = inv_normal_cdf((rank - 0.375) / (s + 0.25));
-        for &k in &idx[i..=j] {
-            scores[k as usize] = z;
+        let z = table.tied(i, j);
+        for &(_, k) in &sorted[i..=j] {
+            out[k] = z;
         }
         i = j + 1;
     }
-    let mut out = Vec::with_capacity(chains.len());
-    for (st, l) in starts.iter().zip(&lens) {
-        out.push(scores[*st..st + l].to_vec());
-    }
     out
+}
+
+/// numpy's median of values in ascending order: the mean of the two middle values (not an
+/// interpolation, which can round differently and break the tie the folding makes).
+fn median_of_sorted(sorted: &[(f64, usize)]) -> f64 {
+    let h = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[h].0
+    } else {
+        (sorted[h - 1].0 + sorted[h].0) / 2.0
+    }
+}
+
+/// The draws folded about `med` (`|x - med|`) in ascending order with their positions, from
+/// the draws in order. For finite draws the values below the median, read backwards, and
+/// the rest, read forwards, are two ascending runs (rounding is monotone), merged in one
+/// pass; otherwise they are sorted.
+fn folded_order(sorted: &[(f64, usize)], med: f64) -> Vec<(f64, usize)> {
+    let fold = |&(v, k): &(f64, usize)| ((v - med).abs(), k);
+    if !med.is_finite() || !sorted.iter().all(|x| x.0.is_finite()) {
+        let mut v: Vec<(f64, usize)> = sorted.iter().map(fold).collect();
+        v.sort_unstable_by_key(|x| x.1);
+        return order(v.into_iter().map(|x| x.0));
+    }
+    let p = sorted.partition_point(|x| x.0 < med);
+    let mut below = sorted[..p].iter().rev().map(fold).peekable();
+    let mut above = sorted[p..].iter().map(fold).peekable();
+    let mut out = Vec::with_capacity(sorted.len());
+    loop {
+        let next = match (below.peek(), above.peek()) {
+            (Some(a), Some(b)) if a.0 <= b.0 => below.next(),
+            (Some(_), Some(_)) => above.next(),
+            (Some(_), None) => below.next(),
+            (None, _) => above.next(),
+        };
+        match next {
+            Some(x) => out.push(x),
+            None => return out,
+        }
+    }
+}
+
+/// Pooled draws of chains (in chain order) and each chain's length.
+fn pool<C: AsRef<[f64]>>(chains: &[C]) -> Vec<f64> {
+    chains
+        .iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect()
+}
+
+/// Cuts pooled values back into chains of lengths `lens`.
+fn unpool(pooled: &[f64], lens: impl Iterator<Item = usize>) -> Vec<&[f64]> {
+    let mut start = 0;
+    lens.map(|l| {
+        start += l;
+        &pooled[start - l..start]
+    })
+    .collect()
+}
+
+/// Normal scores of the pooled ranks (Blom's offset, average ranks for ties).
+pub fn rank_normalize<C: AsRef<[f64]>>(chains: &[C]) -> Vec<Vec<f64>> {
+    let pooled = pool(chains);
+    let scores = scores_in_order(
+        &order(pooled.iter().copied()),
+        &NormalScores::new(pooled.len()),
+    );
+    unpool(&scores, chains.iter().map(|c| c.as_ref().len()))
+        .into_iter()
+        .map(<[f64]>::to_vec)
+        .collect()
 }
 
 fn inv_normal_cdf(p: f64) -> f64 {
@@ -96,29 +192,45 @@ pub fn rhat<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
         return f64::NAN;
     }
     let sp = split(chains);
-    let bulk = rhat_basic(&rank_normalize(&sp));
-    bulk.max(rhat_folded(&sp))
+    let pooled = pool(&sp);
+    let sorted = order(pooled.iter().copied());
+    let ranks = RankedSplit::new(&sp, &sorted, &NormalScores::new(pooled.len()));
+    ranks.bulk_rhat().max(ranks.folded_rhat())
 }
 
-/// R-hat of the split chains folded about their median (ArviZ's `_rhat_rank`: the median of
-/// the split draws, which for odd lengths leaves out each chain's middle draw).
-fn rhat_folded(sp: &[&[f64]]) -> f64 {
-    let mut all: Vec<f64> = sp.iter().flat_map(|c| c.iter().copied()).collect();
-    all.sort_unstable_by(|a, b| a.total_cmp(b));
-    // numpy's median: the mean of the two middle values (not an interpolation, which can
-    // round differently and break the tie the folding makes between them).
-    let h = all.len() / 2;
-    let med = if all.len() % 2 == 1 {
-        all[h]
-    } else {
-        (all[h - 1] + all[h]) / 2.0
-    };
-    drop(all);
-    let folded: Vec<Vec<f64>> = sp
-        .iter()
-        .map(|c| c.iter().map(|v| (v - med).abs()).collect())
-        .collect();
-    rhat_basic(&rank_normalize(&folded))
+/// A parameter's split chains ranked for the bulk and the folded (about the median, ArviZ's
+/// `_rhat_rank`) diagnostics: their normal scores, pooled in the split chains' order.
+struct RankedSplit {
+    lens: Vec<usize>,
+    bulk: Vec<f64>,
+    folded: Vec<f64>,
+}
+
+impl RankedSplit {
+    fn new(sp: &[&[f64]], sorted: &[(f64, usize)], table: &NormalScores) -> Self {
+        let folded = folded_order(sorted, median_of_sorted(sorted));
+        RankedSplit {
+            lens: sp.iter().map(|c| c.len()).collect(),
+            bulk: scores_in_order(sorted, table),
+            folded: scores_in_order(&folded, table),
+        }
+    }
+
+    fn chains<'a>(&self, pooled: &'a [f64]) -> Vec<&'a [f64]> {
+        unpool(pooled, self.lens.iter().copied())
+    }
+
+    fn bulk_rhat(&self) -> f64 {
+        rhat_basic(&self.chains(&self.bulk))
+    }
+
+    fn folded_rhat(&self) -> f64 {
+        rhat_basic(&self.chains(&self.folded))
+    }
+
+    fn bulk_ess(&self) -> f64 {
+        ess_basic(&self.chains(&self.bulk))
+    }
 }
 
 /// Quantile with linear interpolation (numpy's default).
@@ -136,28 +248,11 @@ pub fn quantile_sorted(s: &[f64], q: f64) -> f64 {
     s[lo] + (h - lo as f64) * (s[hi] - s[lo])
 }
 
-/// Autocovariances (1/N normalisation) of one chain at lags 0..N, by FFT.
-fn autocov(x: &[f64], planner: &mut FftPlanner<f64>) -> Vec<f64> {
-    let n = x.len();
-    let m = mean(x);
-    let size = (2 * n).next_power_of_two();
-    let mut buf: Vec<Complex<f64>> = x.iter().map(|v| Complex::new(v - m, 0.0)).collect();
-    buf.resize(size, Complex::new(0.0, 0.0));
-    planner.plan_fft_forward(size).process(&mut buf);
-    for c in buf.iter_mut() {
-        *c = Complex::new(c.norm_sqr(), 0.0);
-    }
-    planner.plan_fft_inverse(size).process(&mut buf);
-    buf[..n]
-        .iter()
-        .map(|c| c.re / size as f64 / n as f64)
-        .collect()
-}
-
 /// Effective sample size of equal-length chains (Stan's algorithm: Geyer's initial
-/// monotone sequence on the multi-chain autocorrelation). Chains' autocovariances are
-/// computed in parallel and only their mean is kept; the result does not depend on the
-/// number of threads.
+/// monotone sequence on the multi-chain autocorrelation). The mean autocovariance over the
+/// chains is the inverse transform of their summed power spectra, so each chain costs one
+/// real forward FFT and the whole set one inverse; the chains are transformed in parallel
+/// in fixed groups summed in order, so the result does not depend on the number of threads.
 pub fn ess_basic<C: AsRef<[f64]> + Sync>(chains: &[C]) -> f64 {
     use rayon::prelude::*;
     let m = chains.len();
@@ -179,20 +274,51 @@ pub fn ess_basic<C: AsRef<[f64]> + Sync>(chains: &[C]) -> f64 {
     if hi - lo < 1e-15 {
         return (m * n) as f64;
     }
-    // Fixed groups of chains summed in order, then the groups in order: the same sum
-    // whatever the number of threads (a rayon reduce would not be).
+    let size = (2 * n).next_power_of_two();
+    let mut planner = RealFftPlanner::<f64>::new();
+    let forward = planner.plan_fft_forward(size);
     let add = |mut a: Vec<f64>, b: &[f64]| {
         a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         a
     };
+    let bins = size / 2 + 1;
     let groups: Vec<Vec<f64>> = chains
         .par_chunks(16)
-        .map_init(FftPlanner::new, |p, g| {
-            g.iter()
-                .fold(vec![0.0; n], |a, c| add(a, &autocov(c.as_ref(), p)))
-        })
+        .map_init(
+            || {
+                let f = &forward;
+                (
+                    f.make_input_vec(),
+                    f.make_output_vec(),
+                    f.make_scratch_vec(),
+                )
+            },
+            |(input, spectrum, scratch), g| {
+                let mut power = vec![0.0; bins];
+                for c in g {
+                    let c = c.as_ref();
+                    let mu = mean(c);
+                    input.iter_mut().zip(c).for_each(|(d, v)| *d = v - mu);
+                    input[n..].fill(0.0);
+                    // Lengths come from the plan itself: it cannot fail.
+                    let _ = forward.process_with_scratch(input, spectrum, scratch);
+                    power
+                        .iter_mut()
+                        .zip(spectrum.iter())
+                        .for_each(|(p, z)| *p += z.norm_sqr());
+                }
+                power
+            },
+        )
         .collect();
-    let acov_sum = groups.iter().fold(vec![0.0; n], |a, g| add(a, g));
+    let power = groups.iter().fold(vec![0.0; bins], |a, g| add(a, g));
+    let inverse = planner.plan_fft_inverse(size);
+    let mut spectrum: Vec<Complex<f64>> = power.iter().map(|&p| Complex::new(p, 0.0)).collect();
+    let mut acov_sum = inverse.make_output_vec();
+    let _ = inverse.process(&mut spectrum, &mut acov_sum);
+    let scale = (size * n) as f64;
+    acov_sum.truncate(n);
+    acov_sum.iter_mut().for_each(|v| *v /= scale);
     let chain_means: Vec<f64> = chains.iter().map(|c| mean(c.as_ref())).collect();
     let nf = n as f64;
     let acov_mean = |t: usize| acov_sum[t] / m as f64;
@@ -253,13 +379,9 @@ pub fn ess_bulk<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
 
 /// Tail ESS: the smaller ESS of the 5% and 95% quantile indicators.
 pub fn ess_tail<C: AsRef<[f64]>>(chains: &[C]) -> f64 {
-    let sp = split(chains);
-    let mut all: Vec<f64> = chains
-        .iter()
-        .flat_map(|c| c.as_ref().iter().copied())
-        .collect();
+    let mut all = pool(chains);
     all.sort_unstable_by(|a, b| a.total_cmp(b));
-    ess_tail_sorted(&sp, &all)
+    ess_tail_sorted(&split(chains), &all)
 }
 
 /// Tail ESS of the split chains `sp`, with the 5% and 95% quantiles taken from `sorted`, all
@@ -414,41 +536,71 @@ pub struct SummaryRow {
     pub nested_r_hat: f64,
 }
 
-/// Summarises one parameter's draws (chains x draws). Sorts the pooled draws once and
-/// ranks them twice (bulk and folded), whatever the number of chains.
+/// Summarises one parameter's draws (chains x draws). Sorts the pooled draws once: their
+/// order gives the HDI, the tail quantiles and both rankings (the folded one by a merge).
 pub fn summarize<C: AsRef<[f64]> + Sync>(
     name: &str,
     chains: &[C],
     superchain_size: usize,
 ) -> SummaryRow {
+    summarize_with(name, chains, superchain_size, None)
+}
+
+/// The number of pooled split draws of `chains` chains of `draws` draws each: the size of
+/// the [`NormalScores`] that [`summarize_with`] uses.
+pub fn split_total(chains: usize, draws: usize) -> usize {
+    chains * 2 * (draws / 2)
+}
+
+/// [`summarize`] with normal scores made once for every parameter of a run (they depend
+/// only on the number of draws, [`split_total`]); others are ignored.
+pub fn summarize_with<C: AsRef<[f64]> + Sync>(
+    name: &str,
+    chains: &[C],
+    superchain_size: usize,
+    scores: Option<&NormalScores>,
+) -> SummaryRow {
+    use rayon::prelude::*;
     let n = chains[0].as_ref().len();
-    let mut sorted: Vec<f64> = chains
-        .iter()
-        .flat_map(|c| c.as_ref().iter().copied())
-        .collect();
-    let m = mean(&sorted);
-    let sd = if sorted.len() > 1 {
-        var(&sorted).sqrt()
+    let pooled = pool(chains);
+    let m = mean(&pooled);
+    let sd = if pooled.len() > 1 {
+        var(&pooled).sqrt()
     } else {
         0.0
     };
-    sorted.sort_unstable_by(|a, b| a.total_cmp(b));
-    let (lo, hi) = hdi_sorted(&sorted, 0.94);
-    let (eb, et, em, rh) = if n >= 4 {
-        let sp = split(chains);
-        let ranks = rank_normalize(&sp);
-        let eb = ess_basic(&ranks);
-        let rb = rhat_basic(&ranks);
-        drop(ranks);
-        let et = ess_tail_sorted(&sp, &sorted);
+    let sp = split(chains);
+    // With an even length the split chains pool to the same draws in the same order.
+    let sorted_split = (n >= 4).then(|| order(pool(&sp).into_iter()));
+    let sorted_all: Vec<f64> = match &sorted_split {
+        Some(s) if n.is_multiple_of(2) => s.iter().map(|x| x.0).collect(),
+        _ => {
+            let mut s = pooled.clone();
+            s.par_sort_unstable_by(|a, b| a.total_cmp(b));
+            s
+        }
+    };
+    drop(pooled);
+    let (lo, hi) = hdi_sorted(&sorted_all, 0.94);
+    let (eb, et, em, rh) = if let Some(sorted) = sorted_split {
+        let et = ess_tail_sorted(&sp, &sorted_all);
+        drop(sorted_all);
+        let own;
+        let table = match scores {
+            Some(t) if t.total == sorted.len() => t,
+            _ => {
+                own = NormalScores::new(sorted.len());
+                &own
+            }
+        };
+        let ranks = RankedSplit::new(&sp, &sorted, table);
         drop(sorted);
-        let rt = rhat_folded(&sp);
         let rh = if chains.len() >= 2 {
-            rb.max(rt)
+            ranks.bulk_rhat().max(ranks.folded_rhat())
         } else {
             f64::NAN
         };
-        (eb, et, ess_basic(&sp), rh)
+        (ranks.bulk_ess(), et, ess_basic(&sp), rh)
     } else {
         (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
     };
@@ -494,6 +646,74 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    /// Normal scores by the definition: sort, then give ties their average rank.
+    fn scores_by_sorting(x: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..x.len()).collect();
+        idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+        let mut out = vec![0.0; x.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
+                j += 1;
+            }
+            for &k in &idx[i..=j] {
+                out[k] = blom((i + j) as f64 / 2.0 + 1.0, x.len() as f64);
+            }
+            i = j + 1;
+        }
+        out
+    }
+
+    #[test]
+    fn one_sort_ranks_the_draws_and_their_folding_as_sorting_each_does() {
+        // Ties, zeros of both signs and values on both sides at equal distance from the
+        // median, with odd and even lengths (odd ones drop each chain's middle draw).
+        let grid = [-2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 1e-300, 3.25];
+        for (chains, n) in [(3usize, 5usize), (4, 8), (2, 7), (5, 4)] {
+            let x: Vec<Vec<f64>> = iid(chains, n, 4)
+                .iter()
+                .map(|c| {
+                    c.iter()
+                        .map(|&v| {
+                            let k = (v.abs() * 7.0) as usize;
+                            if k < grid.len() {
+                                grid[k]
+                            } else {
+                                v
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let sp = split(&x);
+            let pooled = pool(&sp);
+            let sorted = order(pooled.iter().copied());
+            let med = median_of_sorted(&sorted);
+            let ranks = RankedSplit::new(&sp, &sorted, &NormalScores::new(pooled.len()));
+            assert_eq!(ranks.bulk, scores_by_sorting(&pooled), "{chains}x{n}");
+            let folded: Vec<f64> = pooled.iter().map(|v| (v - med).abs()).collect();
+            assert_eq!(ranks.folded, scores_by_sorting(&folded), "{chains}x{n}");
+        }
+        // Non-finite draws take the sorting path and still rank as sorting does.
+        let x = [
+            vec![1.0, f64::NAN, 2.0, -1.0],
+            vec![f64::INFINITY, 0.0, 3.0, 1.0],
+        ];
+        let sp = split(&x);
+        let pooled = pool(&sp);
+        let sorted = order(pooled.iter().copied());
+        let med = median_of_sorted(&sorted);
+        let ranks = RankedSplit::new(&sp, &sorted, &NormalScores::new(pooled.len()));
+        let folded: Vec<f64> = pooled.iter().map(|v| (v - med).abs()).collect();
+        let want = scores_by_sorting(&folded);
+        assert!(ranks
+            .folded
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a == b || (a.is_nan() && b.is_nan())));
     }
 
     #[test]

@@ -197,17 +197,21 @@ pub fn summarize_npy(
     let per_param = chains_per_dataset * n_draws * 8;
     let group = (budget_bytes / per_param.max(1)).clamp(1, k.max(1));
     let mut block = Vec::new();
+    let scores = diag::NormalScores::new(diag::split_total(chains_per_dataset, n_draws));
     for (b, rows_b) in out.iter_mut().enumerate() {
         let mut start = 0;
         while start < k {
             let end = (start + group).min(k);
             let chains = b * chains_per_dataset..(b + 1) * chains_per_dataset;
             let cols = read_chains(&w, chains, n_draws, k, start..end, &mut block)?;
-            // One parameter at a time: the diagnostics parallelise inside.
+            // The parameters in memory at once in parallel (each one's diagnostics do not
+            // depend on the number of threads); their sorts and transforms parallelise too.
             let rows: Vec<SummaryRow> = cols
-                .iter()
+                .par_iter()
                 .enumerate()
-                .map(|(g, chains)| diag::summarize(&names[start + g], chains, superchain_size))
+                .map(|(g, chains)| {
+                    diag::summarize_with(&names[start + g], chains, superchain_size, Some(&scores))
+                })
                 .collect();
             rows_b.extend(rows);
             start = end;
