@@ -472,8 +472,9 @@ pub fn nested_rhat_moments(chain_means: &[f64], chain_vars: &[f64], size: usize)
 
 /// Shortest interval holding `prob` of the draws.
 pub fn hdi(x: &[f64], prob: f64) -> (f64, f64) {
+    use rayon::prelude::*;
     let mut s = x.to_vec();
-    s.sort_unstable_by(|a, b| a.total_cmp(b));
+    s.par_sort_unstable_by(|a, b| a.total_cmp(b));
     hdi_sorted(&s, prob)
 }
 

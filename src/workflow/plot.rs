@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::study::plot::{legend, padded_range, panels, plot_err, series_colour};
@@ -128,7 +129,7 @@ pub fn write_fit_plots(dir: &Path, fit: &FitDraws<'_>) -> Result<Vec<String>> {
     panels(&path, fit.names, |area, p| {
         let chains = &fit.draws[p];
         let mut pooled: Vec<f64> = chains.iter().flatten().copied().collect();
-        pooled.sort_unstable_by(|a, b| a.total_cmp(b));
+        pooled.par_sort_unstable_by(|a, b| a.total_cmp(b));
         let total = pooled.len() as f64;
         let counts: Vec<Vec<f64>> = chains
             .iter()
