@@ -117,6 +117,8 @@ pub fn sample_to_dir(
     let n_datasets = data.n_datasets();
     let n_chains = n_datasets * cfg.chains;
     let mut integ = hmc::integrator(backend, model.clone(), data.clone(), cfg.chains, cfg.seed)?;
+    let f32_check =
+        super::precision::check_f32(integ.as_mut(), model.clone(), data.clone(), backend, cfg)?;
     let mut notes = Vec::new();
     if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
         notes.push(format!(
@@ -296,6 +298,7 @@ pub fn sample_to_dir(
         "data": job.source,
         "truth": job.truth,
         "label_alignment": alignment,
+        "f32_check": f32_check,
         "report": report,
         "gpsamp_version": env!("CARGO_PKG_VERSION"),
     });
@@ -303,9 +306,11 @@ pub fn sample_to_dir(
         &dir.join("meta.json"),
         super::json_pretty(&meta)?.as_bytes(),
     )?;
+    let mut warnings = warnings(&summaries, &report, &data, cfg);
+    warnings.extend(f32_check.and_then(|c| c.warning(backend)));
     Ok(SampleRun {
         param_names: kept_names,
-        warnings: warnings(&summaries, &report, &data, cfg),
+        warnings,
         summaries,
         report,
         labels_aligned: alignment["applied"] == true,
