@@ -4,10 +4,13 @@
 //! about 1.5e3 gradients per second on kidiq).
 //!
 //! The code mirrors `plan.rs`: the values several terms read run forward as straight-line
-//! code into a private array `sv`; each shape of terms is a loop over its terms whose body
-//! is the shape's instructions forward (each value a `let`, in registers) and then back
-//! (adjoints in `var`s, the term's own adjoint 1), adding to the shared values' adjoints
-//! `sa`; finally the shared values run back into the gradient. The data the terms differ
+//! code (each a `let`); each shape of terms is a loop over its terms whose body is the
+//! shape's instructions forward (each value a `let`, in registers) and then back (adjoints
+//! in `var`s, the term's own adjoint 1), adding to the shared values' adjoints; finally the
+//! shared values run back into the gradient. A shared value that every term of a shape
+//! reads at the same place (a mixture's weights and coefficients) is that value's register,
+//! its adjoint a register too; only the values that terms read by index (a hierarchical
+//! model's `theta[j[n]]`) go through scratch storage, `sv` and `sa`. The data the terms differ
 //! in (their constants, and which shared values they read) are the dataset's words, so the
 //! code depends only on the program's shapes: the datasets a study binds one program to
 //! share one kernel when their shapes agree.
@@ -75,15 +78,20 @@ pub fn generate(plan: &Plan) -> Option<Generated> {
             }
         }
     }
-    // The shared values that terms read, numbered in storage.
+    // The shared values that terms read by index (a read whose slot differs between a
+    // shape's terms), numbered in storage; a read of one slot by every term uses its
+    // register.
     let mut read: Vec<Option<u32>> = vec![None; ns];
     let mut stored = 0u32;
-    for group in plan.groups.iter().filter(|g| g.terms.len() > 1) {
-        for &s in &group.shared {
-            read[s as usize].get_or_insert_with(|| {
-                stored += 1;
-                stored - 1
-            });
+    for group in &plan.groups {
+        let uniform = uniform_reads(group);
+        for (k, &s) in group.shared.iter().enumerate() {
+            if uniform[k % group.reads].is_none() {
+                read[s as usize].get_or_insert_with(|| {
+                    stored += 1;
+                    stored - 1
+                });
+            }
         }
     }
     let stored = stored as usize;
@@ -96,11 +104,12 @@ pub fn generate(plan: &Plan) -> Option<Generated> {
         words[1 + 3 * g] = words.len() as f64;
         words.extend(&group.consts);
         words[2 + 3 * g] = words.len() as f64;
+        // A uniform read's word is not read (0).
         words.extend(
             group
                 .shared
                 .iter()
-                .map(|&s| f64::from(read[s as usize].expect("numbered above"))),
+                .map(|&s| f64::from(read[s as usize].unwrap_or(0))),
         );
     }
     if words.len() >= 1 << 24 {
@@ -240,6 +249,24 @@ fn add_sa(k: u32, x: f32) {{
     }
 }
 
+/// For each of a shape's shared reads, the slot every one of its terms reads there, when
+/// they all read the same one (always, for a shape of one term): the code then names that
+/// value's register and adds to its adjoint's, with no storage or index.
+fn uniform_reads(group: &super::plan::Group) -> Vec<Option<u32>> {
+    (0..group.reads)
+        .map(|r| {
+            let first = group.shared[r];
+            group
+                .shared
+                .iter()
+                .skip(r)
+                .step_by(group.reads)
+                .all(|&s| s == first)
+                .then_some(first)
+        })
+        .collect()
+}
+
 /// `x` in f32 as WGSL: a literal, or the bits of an infinity or NaN (which have none).
 fn literal(x: f64) -> String {
     let f = x as f32;
@@ -355,6 +382,7 @@ impl Code {
         // A shape of one term is written out: its constants literals, its shared values
         // the registers that hold them (no storage, no loop).
         let single = group.terms.len() == 1;
+        let uniform = uniform_reads(group);
         self.line(format_args!("{{"));
         self.depth += 1;
         if single {
@@ -373,7 +401,7 @@ impl Code {
                     group.width
                 ));
             }
-            for r in 0..group.reads {
+            for r in (0..group.reads).filter(|&r| uniform[r].is_none()) {
                 self.line(format_args!(
                     "let r{r} = wordu(rb + t * {}u + {r}u);",
                     group.reads
@@ -382,8 +410,10 @@ impl Code {
         }
         let opd = |o: Opd| match o {
             Opd::Local(p) => format!("v{p}"),
-            Opd::Shared(c) if single => format!("s{}", group.shared[c as usize]),
-            Opd::Shared(c) => format!("sv(r{c})"),
+            Opd::Shared(c) => match uniform[c as usize] {
+                Some(slot) => format!("s{slot}"),
+                None => format!("sv(r{c})"),
+            },
             Opd::Const(NONE) => "0.0".into(),
             Opd::Const(c) => format!("c{c}"),
         };
@@ -421,11 +451,10 @@ impl Code {
             self.line(format_args!("let g = d{i};"));
             let mut give = |o: Opd, by: String| match o {
                 Opd::Local(p) => self.line(format_args!("d{p} += {by};")),
-                Opd::Shared(c) if single => {
-                    let slot = group.shared[c as usize];
-                    self.line(format_args!("a{slot} += {by};"))
-                }
-                Opd::Shared(c) => self.line(format_args!("add_sa(r{c}, {by});")),
+                Opd::Shared(c) => match uniform[c as usize] {
+                    Some(slot) => self.line(format_args!("a{slot} += {by};")),
+                    None => self.line(format_args!("add_sa(r{c}, {by});")),
+                },
                 Opd::Const(_) => {}
             };
             match step {
