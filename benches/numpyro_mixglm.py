@@ -119,6 +119,28 @@ def rhat(chains):
     return max(rhat_basic(rank_normalize(s)), rhat_basic(rank_normalize(folded)))
 
 
+def run_info(chains):
+    """What ran: the sampler, NumPyro's and JAX's versions, the device, the chains."""
+    import jax
+    import numpyro
+
+    return {
+        "sampler": "numpyro NUTS",
+        "numpyro": numpyro.__version__,
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "chains": chains,
+    }
+
+
+def emit(out, path):
+    """Prints the result as JSON, and writes it to `path` when one is given."""
+    print(json.dumps(out, indent=1))
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="CSV with columns x0,y")
@@ -199,11 +221,7 @@ def main():
         if (ess >= a.target_ess and rh < 1.01) or n >= a.max_draws:
             break
     out = {
-        "sampler": "numpyro NUTS",
-        "numpyro": numpyro.__version__,
-        "jax": jax.__version__,
-        "device": str(jax.devices()[0]),
-        "chains": a.chains,
+        **run_info(a.chains),
         "chain_method": method,
         "warmup": a.warmup,
         "draws": checks[-1]["draws"],
@@ -213,10 +231,7 @@ def main():
         "sampling_gradient_evals": grads,
         "checks": checks,
     }
-    print(json.dumps(out, indent=1))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+    emit(out, a.json)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ for t in ${GPU_TESTS:-custom_family eiv gpu hmc_twin hmm_em hmm_hmc hmm_kernels 
   [ -n "$exe" ] && strip -o ".gpu-carry/pack/tests/$t" "$exe"
 done
 tar czf .gpu-carry/carry.tar.gz -C .gpu-carry/pack . && rm -rf .gpu-carry/pack
-cp "$(dirname "${BASH_SOURCE[0]}")/run.sh" .gpu-carry/run.sh
+cp "$(dirname "${BASH_SOURCE[0]}")"/{run,stan}.sh .gpu-carry/
+# The checkout's path, which the test binaries and the bench have built in (stan.sh).
+pwd -P > .gpu-carry/root
 if [ ! -d .gl ] || ! ls .gl/*.deb >/dev/null 2>&1; then
   mkdir -p .gl /tmp/amd64/partial
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'

@@ -10,16 +10,7 @@ T0=$(date +%s)
 PARTS=" ${PARTS:-tests quick eval numpyro sample rest} "
 part() { [[ "$PARTS" == *" $1 "* ]] && el "$1"; }
 el() { echo "[+$(( $(date +%s) - T0 ))s] $*"; }
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-export XDG_RUNTIME_DIR=/tmp/xdg; mkdir -p $XDG_RUNTIME_DIR; chmod 700 $XDG_RUNTIME_DIR
-mkdir -p /tmp/c && tar xzf .gpu-carry/carry.tar.gz -C /tmp/c
-B=/tmp/c/gpsamp
-nv=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if ! $B devices 2>&1 | grep -qi nvidia && [ -f "$nv" ]; then
-  export VK_DRIVER_FILES=$nv
-  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-fi
-{ $B devices 2>&1; nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total,driver_version --format=csv 2>&1; nproc; lscpu | grep -i "model name"; } | tee "$OUT/devices.txt"
+source benches/device/setup.sh
 if part tests; then
 for t in /tmp/c/tests/*; do
   el "== $t"; GPSAMP_REQUIRE_GPU=1 timeout 90 "$t" --skip cli_ 2>&1 | grep -E "^test |test result|panicked|SKIPPING|assert|EpochStats" | tail -n 40
