@@ -250,6 +250,92 @@ fn programs_that_need_f64_are_named_on_the_gpu() {
     }
 }
 
+/// A study marks the datasets whose chains' starts f32 gets wrong: a program with a term
+/// that overflows f32 where `mu` > 0.89 (log1p(exp(100 mu)); f64 holds it) fails on the GPU
+/// with the reason in each record, and passes the same check on the CPU, which runs Stan
+/// programs in f64. Where f32 rejects every start (exp(100 mu + 300)), the error says why.
+#[test]
+fn studies_mark_the_datasets_that_need_f64() {
+    use gpsamp::backend::Backend;
+    use gpsamp::study::{Design, Study};
+    use std::sync::Arc;
+    let Some(gpu) = common::gpu() else {
+        return;
+    };
+    let t = TempDir::new("stan-f32-study");
+    let program = "data { int<lower=0> N; vector[N] y; }
+parameters { real mu; }
+model {
+  mu ~ normal(0, 1);
+  y ~ normal(mu, 1);
+  target += -log1p(exp(100 * mu));
+}
+generated quantities {
+  real mu_sim = normal_rng(0, 1);
+  vector[N] y_sim = to_vector(normal_rng(rep_vector(mu_sim, N), 1));
+}
+";
+    let data = t.join("data.json");
+    std::fs::write(&data, r#"{"N": 5, "y": [0.1, -0.3, 0.5, 1.2, 0.0]}"#).unwrap();
+    let path = t.join("f64.stan");
+    std::fs::write(&path, program).unwrap();
+    let m: Arc<dyn Model> = Arc::new(
+        StanModel::from_files(&path, Some(&data))
+            .unwrap()
+            .for_study()
+            .unwrap(),
+    );
+    let study = Study {
+        generator: m.clone(),
+        fit: m,
+        points: 1,
+        datasets: 4,
+        config: gpsamp::hmc::Config {
+            chains: 4,
+            warmup: 10,
+            draws: 10,
+            seed: 3,
+            ..Default::default()
+        },
+        batch: 4,
+        alpha: 0.001,
+        design: Design::Prior,
+        given: None,
+    };
+    for (backend, flagged) in [(Backend::Gpu(gpu), true), (Backend::cpu(), false)] {
+        let records = study.run(0..4, &backend, &mut |_, _| {}).unwrap();
+        for r in &records {
+            assert_eq!(
+                r.failed.contains("needs f64"),
+                flagged,
+                "{}: {:?}",
+                backend.describe(),
+                r.failed
+            );
+        }
+    }
+    let never = program.replace("exp(100 * mu)", "exp(100 * mu + 300)");
+    let path = t.join("never.stan");
+    std::fs::write(&path, never).unwrap();
+    let m: Arc<dyn Model> = Arc::new(
+        StanModel::from_files(&path, Some(&data))
+            .unwrap()
+            .for_study()
+            .unwrap(),
+    );
+    let study = Study {
+        generator: m.clone(),
+        fit: m,
+        ..study
+    };
+    let err = study.run(0..4, &Backend::Gpu(common::gpu().unwrap()), &mut |_, _| {});
+    let err = err.expect_err("f32 rejects every start").to_string();
+    assert!(
+        err.contains("no finite log density") && err.contains("needs f64"),
+        "{err}"
+    );
+}
+
 /// What is outside the subset is refused with the file, line, column and the construct.
 #[test]
 fn constructs_outside_the_subset_are_refused_with_their_position() {

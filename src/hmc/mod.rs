@@ -20,6 +20,7 @@ pub mod converge;
 pub mod cpu;
 pub mod gpu;
 mod init;
+pub mod precision;
 mod run;
 pub mod sink;
 

@@ -355,6 +355,14 @@ impl Study {
         };
         let fit = self.fit.bind(&data)?.unwrap_or_else(|| self.fit.clone());
         let mut integ = crate::hmc::integrator(backend, fit.clone(), data.clone(), chains, seed)?;
+        // A dataset whose chains' starts f32 gets wrong is marked failed, with the reason.
+        let f32_check = crate::hmc::precision::check_f32(
+            integ.as_mut(),
+            fit.clone(),
+            data.clone(),
+            backend,
+            &cfg,
+        )?;
         let mut sink = MemorySink::default();
         let rep = hmc::sample(
             integ.as_mut(),
@@ -363,7 +371,8 @@ impl Study {
             &cfg,
             &mut sink,
             &mut |_, _, _, _| {},
-        )?;
+        )
+        .map_err(|e| crate::hmc::precision::explain_init(e, f32_check.as_ref(), backend))?;
         drop(integ);
         // An empty dataset: the fitted model's log density there is its prior + Jacobian.
         let empty = DataBatch::new(
@@ -389,6 +398,15 @@ impl Study {
                     &rep.datasets[b],
                 );
                 r.warmup_iterations = rep.warmup_iterations;
+                let misses = f32_check.as_ref().map_or(0, |c| c.per_dataset[b]);
+                if misses > 0 {
+                    if !r.failed.is_empty() {
+                        r.failed.push_str("; ");
+                    }
+                    r.failed.push_str(&format!(
+                        "f32 rejects or misses f64 at {misses} of {chains} chain starts (the model needs f64: --backend cpu)"
+                    ));
+                }
                 r
             })
             .collect())

@@ -8,7 +8,6 @@ pub mod em_plot;
 pub mod loo;
 pub mod mdn;
 pub mod plot;
-pub mod precision;
 pub mod predict;
 pub mod resume;
 pub mod sample;

@@ -118,7 +118,7 @@ pub fn sample_to_dir(
     let n_chains = n_datasets * cfg.chains;
     let mut integ = hmc::integrator(backend, model.clone(), data.clone(), cfg.chains, cfg.seed)?;
     let f32_check =
-        super::precision::check_f32(integ.as_mut(), model.clone(), data.clone(), backend, cfg)?;
+        hmc::precision::check_f32(integ.as_mut(), model.clone(), data.clone(), backend, cfg)?;
     let mut notes = Vec::new();
     if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
         notes.push(format!(
@@ -149,7 +149,12 @@ pub fn sample_to_dir(
         progress,
     ) {
         Ok(r) => r,
-        Err(Error::Init { chain, message }) => {
+        Err(e @ Error::Init { .. }) => {
+            let Error::Init { chain, message } =
+                hmc::precision::explain_init(e, f32_check.as_ref(), backend)
+            else {
+                unreachable!("explain_init keeps an Init error one")
+            };
             let b = chain / cfg.chains;
             return Err(Error::Init {
                 chain,

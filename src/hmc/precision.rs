@@ -3,14 +3,14 @@
 //! whose arithmetic needs f64 (a Gaussian process's Cholesky factor with a 1e-10 jitter, say)
 //! gets densities that f32 rejects or gets wrong; its chains then avoid those regions and the
 //! posterior is biased with no error. The check names such a model before its draws are
-//! trusted.
+//! trusted: `sample` warns, a study marks the datasets where it fails.
 
 use std::sync::Arc;
 
+use super::{Config, Integrator};
 use crate::backend::{Backend, Precision};
 use crate::data::DataBatch;
-use crate::error::Result;
-use crate::hmc::{Config, Integrator};
+use crate::error::{Error, Result};
 use crate::math::LOGP_NEG_INF;
 use crate::model::Model;
 use crate::rng::{Purpose, Stream};
@@ -31,6 +31,8 @@ pub struct F32Check {
     pub inaccurate: usize,
     /// The worst position: (chain, f32 log density, f64 log density).
     pub worst: Option<(usize, f64, f64)>,
+    /// Positions where f32 disagrees, per dataset (its chains' starts).
+    pub per_dataset: Vec<usize>,
 }
 
 impl F32Check {
@@ -51,6 +53,18 @@ impl F32Check {
             self.rejected + self.inaccurate,
             self.positions,
         ))
+    }
+}
+
+/// `err` with the check's warning added when it is a failure to start (every random start
+/// rejected) and f32 was found wanting: then f32 is the likely cause, not the model.
+pub fn explain_init(err: Error, check: Option<&F32Check>, backend: &Backend) -> Error {
+    match (err, check.and_then(|c| c.warning(backend))) {
+        (Error::Init { chain, message }, Some(w)) => Error::Init {
+            chain,
+            message: format!("{message}; {w}"),
+        },
+        (err, _) => err,
     }
 }
 
@@ -93,6 +107,7 @@ pub fn check_f32(
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     let mut check = F32Check {
         positions: n,
+        per_dataset: vec![0; constants.len()],
         ..F32Check::default()
     };
     let mut worst = 0.0;
@@ -111,6 +126,9 @@ pub fn check_f32(
             check.rejected += 1;
         } else if err > F32_TOLERANCE {
             check.inaccurate += 1;
+        }
+        if err > F32_TOLERANCE {
+            check.per_dataset[c / cfg.chains] += 1;
         }
         if err > F32_TOLERANCE && err > worst {
             worst = err;
