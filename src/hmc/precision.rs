@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::{Config, Integrator};
 use crate::backend::{Backend, Precision};
 use crate::data::DataBatch;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::math::LOGP_NEG_INF;
 use crate::model::Model;
 use crate::rng::{Purpose, Stream};
@@ -56,15 +56,12 @@ impl F32Check {
     }
 }
 
-/// `err` with the check's warning added when it is a failure to start (every random start
-/// rejected) and f32 was found wanting: then f32 is the likely cause, not the model.
-pub fn explain_init(err: Error, check: Option<&F32Check>, backend: &Backend) -> Error {
-    match (err, check.and_then(|c| c.warning(backend))) {
-        (Error::Init { chain, message }, Some(w)) => Error::Init {
-            chain,
-            message: format!("{message}; {w}"),
-        },
-        (err, _) => err,
+/// The message of a failure to start (every random start rejected), with the check's
+/// warning added when f32 was found wanting: then f32 is the likely cause, not the model.
+pub fn explain_init(message: String, check: Option<&F32Check>, backend: &Backend) -> String {
+    match check.and_then(|c| c.warning(backend)) {
+        Some(w) => format!("{message}; {w}"),
+        None => message,
     }
 }
 

@@ -80,6 +80,12 @@ pub trait Model: Send + Sync {
     /// Checks that a data batch fits the model (column count, response domain).
     fn check_data(&self, data: &DataBatch) -> Result<()>;
 
+    /// Whether the data batch's columns are the model's data, so that their ranges explain a
+    /// failure to start; `false` for a Stan program, whose data are its JSON file's.
+    fn data_in_columns(&self) -> bool {
+        true
+    }
+
     /// Log density of dataset `b` at `theta` up to [`Model::constant`], and its gradient
     /// (written to `grad`, length [`Model::dim`]). `scratch` is reusable working memory.
     /// Never NaN: see [`crate::math::sanitize`].

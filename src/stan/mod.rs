@@ -1104,6 +1104,10 @@ impl Model for StanModel {
         format!("stan:{}", self.name)
     }
 
+    fn data_in_columns(&self) -> bool {
+        false
+    }
+
     fn dim(&self) -> usize {
         self.dim
     }

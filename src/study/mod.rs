@@ -372,7 +372,13 @@ impl Study {
             &mut sink,
             &mut |_, _, _, _| {},
         )
-        .map_err(|e| crate::hmc::precision::explain_init(e, f32_check.as_ref(), backend))?;
+        .map_err(|e| match e {
+            Error::Init { chain, message } => Error::Init {
+                chain,
+                message: crate::hmc::precision::explain_init(message, f32_check.as_ref(), backend),
+            },
+            e => e,
+        })?;
         drop(integ);
         // An empty dataset: the fitted model's log density there is its prior + Jacobian.
         let empty = DataBatch::new(

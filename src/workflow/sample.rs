@@ -149,20 +149,18 @@ pub fn sample_to_dir(
         progress,
     ) {
         Ok(r) => r,
-        Err(e @ Error::Init { .. }) => {
-            let Error::Init { chain, message } =
-                hmc::precision::explain_init(e, f32_check.as_ref(), backend)
-            else {
-                unreachable!("explain_init keeps an Init error one")
-            };
+        Err(Error::Init { chain, message }) => {
+            let message = hmc::precision::explain_init(message, f32_check.as_ref(), backend);
             let b = chain / cfg.chains;
+            // A Stan program's data are its JSON file's, not the batch's columns.
+            let ranges = if model.data_in_columns() {
+                format!(". {}", data_ranges(&data, b))
+            } else {
+                String::new()
+            };
             return Err(Error::Init {
                 chain,
-                message: format!(
-                    "dataset {}: {message}. {}",
-                    data.dataset_name(b),
-                    data_ranges(&data, b)
-                ),
+                message: format!("dataset {}: {message}{ranges}", data.dataset_name(b)),
             });
         }
         Err(e) => return Err(e),
