@@ -277,14 +277,13 @@ generated quantities {
 ";
     let data = t.join("data.json");
     std::fs::write(&data, r#"{"N": 5, "y": [0.1, -0.3, 0.5, 1.2, 0.0]}"#).unwrap();
-    let path = t.join("f64.stan");
-    std::fs::write(&path, program).unwrap();
-    let m: Arc<dyn Model> = Arc::new(
-        StanModel::from_files(&path, Some(&data))
-            .unwrap()
-            .for_study()
-            .unwrap(),
-    );
+    let compile = |file: &str, src: &str| -> Arc<dyn Model> {
+        let path = t.join(file);
+        std::fs::write(&path, src).unwrap();
+        let m = StanModel::from_files(&path, Some(&data)).unwrap();
+        Arc::new(m.for_study().unwrap())
+    };
+    let m = compile("f64.stan", program);
     let study = Study {
         generator: m.clone(),
         fit: m,
@@ -302,7 +301,7 @@ generated quantities {
         design: Design::Prior,
         given: None,
     };
-    for (backend, flagged) in [(Backend::Gpu(gpu), true), (Backend::cpu(), false)] {
+    for (backend, flagged) in [(Backend::Gpu(gpu.clone()), true), (Backend::cpu(), false)] {
         let records = study.run(0..4, &backend, &mut |_, _| {}).unwrap();
         for r in &records {
             assert_eq!(
@@ -314,21 +313,16 @@ generated quantities {
             );
         }
     }
-    let never = program.replace("exp(100 * mu)", "exp(100 * mu + 300)");
-    let path = t.join("never.stan");
-    std::fs::write(&path, never).unwrap();
-    let m: Arc<dyn Model> = Arc::new(
-        StanModel::from_files(&path, Some(&data))
-            .unwrap()
-            .for_study()
-            .unwrap(),
+    let m = compile(
+        "never.stan",
+        &program.replace("exp(100 * mu)", "exp(100 * mu + 300)"),
     );
     let study = Study {
         generator: m.clone(),
         fit: m,
         ..study
     };
-    let err = study.run(0..4, &Backend::Gpu(common::gpu().unwrap()), &mut |_, _| {});
+    let err = study.run(0..4, &Backend::Gpu(gpu), &mut |_, _| {});
     let err = err.expect_err("f32 rejects every start").to_string();
     assert!(
         err.contains("no finite log density") && err.contains("needs f64"),

@@ -127,9 +127,11 @@ fn median_of_sorted(sorted: &[(f64, usize)]) -> f64 {
 fn folded_order(sorted: &[(f64, usize)], med: f64) -> Vec<(f64, usize)> {
     let fold = |&(v, k): &(f64, usize)| ((v - med).abs(), k);
     if !med.is_finite() || !sorted.iter().all(|x| x.0.is_finite()) {
-        let mut v: Vec<(f64, usize)> = sorted.iter().map(fold).collect();
-        v.sort_unstable_by_key(|x| x.1);
-        return order(v.into_iter().map(|x| x.0));
+        let mut folded = vec![0.0; sorted.len()];
+        for &(v, k) in sorted {
+            folded[k] = (v - med).abs();
+        }
+        return order(folded.into_iter());
     }
     let p = sorted.partition_point(|x| x.0 < med);
     let mut below = sorted[..p].iter().rev().map(fold).peekable();
@@ -149,7 +151,7 @@ fn folded_order(sorted: &[(f64, usize)], med: f64) -> Vec<(f64, usize)> {
     }
 }
 
-/// Pooled draws of chains (in chain order) and each chain's length.
+/// The draws of `chains`, one chain after another.
 fn pool<C: AsRef<[f64]>>(chains: &[C]) -> Vec<f64> {
     chains
         .iter()
@@ -572,7 +574,13 @@ pub fn summarize_with<C: AsRef<[f64]> + Sync>(
     };
     let sp = split(chains);
     // With an even length the split chains pool to the same draws in the same order.
-    let sorted_split = (n >= 4).then(|| order(pool(&sp).into_iter()));
+    let sorted_split = (n >= 4).then(|| {
+        if n.is_multiple_of(2) {
+            order(pooled.iter().copied())
+        } else {
+            order(pool(&sp).into_iter())
+        }
+    });
     let sorted_all: Vec<f64> = match &sorted_split {
         Some(s) if n.is_multiple_of(2) => s.iter().map(|x| x.0).collect(),
         _ => {

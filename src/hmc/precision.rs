@@ -5,12 +5,11 @@
 //! posterior is biased with no error. The check names such a model before its draws are
 //! trusted: `sample` warns, a study marks the datasets where it fails.
 
-use std::sync::Arc;
-
 use super::{Config, Integrator};
+use crate::backend::cpu::eval_blocks;
 use crate::backend::{Backend, Precision};
 use crate::data::DataBatch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::math::LOGP_NEG_INF;
 use crate::model::Model;
 use crate::rng::{Purpose, Stream};
@@ -56,12 +55,16 @@ impl F32Check {
     }
 }
 
-/// The message of a failure to start (every random start rejected), with the check's
-/// warning added when f32 was found wanting: then f32 is the likely cause, not the model.
-pub fn explain_init(message: String, check: Option<&F32Check>, backend: &Backend) -> String {
-    match check.and_then(|c| c.warning(backend)) {
-        Some(w) => format!("{message}; {w}"),
-        None => message,
+/// `err` with the check's warning added to its message when it is a failure to start
+/// (every random start rejected) and f32 was found wanting: then f32 is the likely cause,
+/// not the model. Other errors pass unchanged.
+pub fn explain_init(err: Error, check: Option<&F32Check>, backend: &Backend) -> Error {
+    match (err, check.and_then(|c| c.warning(backend))) {
+        (Error::Init { chain, message }, Some(w)) => Error::Init {
+            chain,
+            message: format!("{message}; {w}"),
+        },
+        (err, _) => err,
     }
 }
 
@@ -71,8 +74,8 @@ pub fn explain_init(message: String, check: Option<&F32Check>, backend: &Backend
 /// initialisation sets its own. Nothing to check (`None`) for an f64 backend.
 pub fn check_f32(
     integrator: &mut dyn Integrator,
-    model: Arc<dyn Model>,
-    data: Arc<DataBatch>,
+    model: &dyn Model,
+    data: &DataBatch,
     backend: &Backend,
     cfg: &Config,
 ) -> Result<Option<F32Check>> {
@@ -88,46 +91,44 @@ pub fn check_f32(
         .collect();
     let (mut lp32, mut g32) = (vec![0.0; n], vec![0.0; n * d]);
     integrator.set_positions(&q, &mut lp32, &mut g32)?;
-    let constants: Vec<f64> = (0..data.n_datasets())
-        .map(|b| model.constant(&data, b))
-        .collect();
-    let mut exact = Backend::Cpu(Precision::F64).evaluator(model, data, cfg.chains)?;
+    // The f64 kernel without the datasets' constants, as the integrator leaves them out.
     let (mut lp64, mut g64) = (vec![0.0; n], vec![0.0; n * d]);
-    exact.eval(&q, &mut lp64, &mut g64)?;
-    // The evaluator adds each dataset's constant; the integrator leaves it out.
-    for (c, lp) in lp64.iter_mut().enumerate() {
-        if *lp > LOGP_NEG_INF {
-            *lp -= constants[c / cfg.chains];
-        }
-    }
+    eval_blocks(
+        (model, data),
+        cfg.chains,
+        Precision::F64,
+        &q,
+        &mut g64,
+        &mut lp64,
+    );
     let rejected = |lp: f64| lp <= LOGP_NEG_INF || !lp.is_finite();
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     let mut check = F32Check {
         positions: n,
-        per_dataset: vec![0; constants.len()],
+        per_dataset: vec![0; data.n_datasets()],
         ..F32Check::default()
     };
-    let mut worst = 0.0;
-    for c in 0..n {
-        if rejected(lp64[c]) {
-            continue;
-        }
+    let mut worst = F32_TOLERANCE;
+    for c in (0..n).filter(|&c| !rejected(lp64[c])) {
         let (a, b) = (&g32[c * d..(c + 1) * d], &g64[c * d..(c + 1) * d]);
-        let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
         let err = if rejected(lp32[c]) {
+            check.rejected += 1;
             f64::INFINITY
         } else {
-            ((lp32[c] - lp64[c]).abs() / lp64[c].abs().max(1.0)).max(norm(&diff) / norm(b).max(1.0))
+            let dg = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f64>()
+                .sqrt();
+            let e = ((lp32[c] - lp64[c]).abs() / lp64[c].abs().max(1.0)).max(dg / norm(b).max(1.0));
+            check.inaccurate += usize::from(e > F32_TOLERANCE);
+            e
         };
-        if err.is_infinite() {
-            check.rejected += 1;
-        } else if err > F32_TOLERANCE {
-            check.inaccurate += 1;
-        }
         if err > F32_TOLERANCE {
             check.per_dataset[c / cfg.chains] += 1;
         }
-        if err > F32_TOLERANCE && err > worst {
+        if err > worst {
             worst = err;
             check.worst = Some((c, lp32[c], lp64[c]));
         }

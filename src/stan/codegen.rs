@@ -19,7 +19,7 @@
 //! once) are literals in the code; the terms' constants (the data the loops run over) are
 //! words, as `shaders/common/stan.wgsl` reads them (`word(j)`, `wordu(j)`): per shape `g`,
 //! `[3g ..]` its term count, the first word of its constants and the first word of its
-//! shared reads; then each shape's constants (term after term) and shared reads (the
+//! shared reads; then each shape's constants (term after term) and shared reads by index (the
 //! values' places in scratch storage).
 //!
 //! The code has as few branches as it can: lavapipe's compiler (LLVM) spends its time on
@@ -81,10 +81,10 @@ pub fn generate(plan: &Plan) -> Option<Generated> {
     // The shared values that terms read by index (a read whose slot differs between a
     // shape's terms), numbered in storage; a read of one slot by every term uses its
     // register.
+    let uniforms: Vec<Vec<Option<u32>>> = plan.groups.iter().map(uniform_reads).collect();
     let mut read: Vec<Option<u32>> = vec![None; ns];
     let mut stored = 0u32;
-    for group in &plan.groups {
-        let uniform = uniform_reads(group);
+    for (group, uniform) in plan.groups.iter().zip(&uniforms) {
         for (k, &s) in group.shared.iter().enumerate() {
             if uniform[k % group.reads].is_none() {
                 read[s as usize].get_or_insert_with(|| {
@@ -104,12 +104,15 @@ pub fn generate(plan: &Plan) -> Option<Generated> {
         words[1 + 3 * g] = words.len() as f64;
         words.extend(&group.consts);
         words[2 + 3 * g] = words.len() as f64;
-        // A uniform read's word is not read (0).
+        // The reads by index alone: the code names a uniform read's register.
+        let uniform = &uniforms[g];
         words.extend(
             group
                 .shared
                 .iter()
-                .map(|&s| f64::from(read[s as usize].unwrap_or(0))),
+                .enumerate()
+                .filter(|(k, _)| uniform[k % group.reads].is_none())
+                .map(|(_, &s)| f64::from(read[s as usize].expect("numbered above"))),
         );
     }
     if words.len() >= 1 << 24 {
@@ -156,8 +159,8 @@ pub fn generate(plan: &Plan) -> Option<Generated> {
         out.line(format_args!("var a{i} = {c};"));
     }
     // The shapes of terms.
-    for (g, group) in plan.groups.iter().enumerate() {
-        out.term_loop(g, group);
+    for (g, (group, uniform)) in plan.groups.iter().zip(&uniforms).enumerate() {
+        out.term_loop(g, group, uniform);
     }
     // The shared values back.
     for (i, ins) in shared.code.iter().enumerate().rev() {
@@ -377,12 +380,12 @@ impl Code {
     }
 
     /// Shape `g`'s terms: a loop whose body runs a term forward and back.
-    fn term_loop(&mut self, g: usize, group: &super::plan::Group) {
+    /// `uniform`: [`uniform_reads`] of the shape.
+    fn term_loop(&mut self, g: usize, group: &super::plan::Group, uniform: &[Option<u32>]) {
         let n = group.code.len();
         // A shape of one term is written out: its constants literals, its shared values
         // the registers that hold them (no storage, no loop).
         let single = group.terms.len() == 1;
-        let uniform = uniform_reads(group);
         self.line(format_args!("{{"));
         self.depth += 1;
         if single {
@@ -401,10 +404,11 @@ impl Code {
                     group.width
                 ));
             }
-            for r in (0..group.reads).filter(|&r| uniform[r].is_none()) {
+            let indexed: Vec<usize> = (0..group.reads).filter(|&r| uniform[r].is_none()).collect();
+            for (j, r) in indexed.iter().enumerate() {
                 self.line(format_args!(
-                    "let r{r} = wordu(rb + t * {}u + {r}u);",
-                    group.reads
+                    "let r{r} = wordu(rb + t * {}u + {j}u);",
+                    indexed.len()
                 ));
             }
         }

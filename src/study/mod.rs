@@ -356,13 +356,8 @@ impl Study {
         let fit = self.fit.bind(&data)?.unwrap_or_else(|| self.fit.clone());
         let mut integ = crate::hmc::integrator(backend, fit.clone(), data.clone(), chains, seed)?;
         // A dataset whose chains' starts f32 gets wrong is marked failed, with the reason.
-        let f32_check = crate::hmc::precision::check_f32(
-            integ.as_mut(),
-            fit.clone(),
-            data.clone(),
-            backend,
-            &cfg,
-        )?;
+        let f32_check =
+            crate::hmc::precision::check_f32(integ.as_mut(), fit.as_ref(), &data, backend, &cfg)?;
         let mut sink = MemorySink::default();
         let rep = hmc::sample(
             integ.as_mut(),
@@ -372,13 +367,7 @@ impl Study {
             &mut sink,
             &mut |_, _, _, _| {},
         )
-        .map_err(|e| match e {
-            Error::Init { chain, message } => Error::Init {
-                chain,
-                message: crate::hmc::precision::explain_init(message, f32_check.as_ref(), backend),
-            },
-            e => e,
-        })?;
+        .map_err(|e| crate::hmc::precision::explain_init(e, f32_check.as_ref(), backend))?;
         drop(integ);
         // An empty dataset: the fitted model's log density there is its prior + Jacobian.
         let empty = DataBatch::new(

@@ -117,8 +117,7 @@ pub fn sample_to_dir(
     let n_datasets = data.n_datasets();
     let n_chains = n_datasets * cfg.chains;
     let mut integ = hmc::integrator(backend, model.clone(), data.clone(), cfg.chains, cfg.seed)?;
-    let f32_check =
-        hmc::precision::check_f32(integ.as_mut(), model.clone(), data.clone(), backend, cfg)?;
+    let f32_check = hmc::precision::check_f32(integ.as_mut(), model.as_ref(), &data, backend, cfg)?;
     let mut notes = Vec::new();
     if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
         notes.push(format!(
@@ -147,10 +146,11 @@ pub fn sample_to_dir(
         cfg,
         &mut sink,
         progress,
-    ) {
+    )
+    .map_err(|e| hmc::precision::explain_init(e, f32_check.as_ref(), backend))
+    {
         Ok(r) => r,
         Err(Error::Init { chain, message }) => {
-            let message = hmc::precision::explain_init(message, f32_check.as_ref(), backend);
             let b = chain / cfg.chains;
             // A Stan program's data are its JSON file's, not the batch's columns.
             let ranges = if model.data_in_columns() {
