@@ -23,11 +23,13 @@ struct HmcParams {
     row: u32,
     // Added to the chain index in the random streams (a study's dataset offset).
     chain_offset: u32,
-    _pad2: u32,
+    // 1: every tuning row holds a dense metric's Cholesky factor (src/hmc/metric.rs).
+    dense: u32,
 }
 
 @group(0) @binding(0) var<uniform> hp: HmcParams;
-// Per dataset, stride D + 1: step size, inverse mass (D).
+// Per dataset, stride D + 1: step size, inverse mass (D); with a dense metric, stride
+// D + 1 + D * D, followed by the lower Cholesky factor L of the inverse mass L Lᵀ (row-major).
 @group(0) @binding(4) var<storage, read> tuning: array<f32>;
 // Per chain, stride 2 D + 1: position (D), log density, gradient (D).
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
@@ -40,6 +42,26 @@ struct HmcParams {
 const MAX_ENERGY_ERROR: f32 = 1000.0;
 const PURPOSE_MOMENTUM: u32 = 0u;
 const PURPOSE_ACCEPT: u32 = 1u;
+
+// Dense metric, with the whitened momentum r = Lᵀ p (src/hmc/metric.rs): r += h Lᵀ g.
+fn dense_kick(lb: u32, g: ptr<function, array<f32, D>>, r: ptr<function, array<f32, D>>, h: f32) {
+    for (var i = 0u; i < D; i++) {
+        var acc = 0.0;
+        for (var j = i; j < D; j++) {
+            acc += tuning[lb + j * D + i] * (*g)[j];
+        }
+        (*r)[i] += h * acc;
+    }
+}
+
+// Row i of L r: the velocity L Lᵀ p, and the position step's direction.
+fn dense_row(lb: u32, r: ptr<function, array<f32, D>>, i: u32) -> f32 {
+    var acc = 0.0;
+    for (var j = 0u; j <= i; j++) {
+        acc += tuning[lb + i * D + j] * (*r)[j];
+    }
+    return acc;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -73,7 +95,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         }
         return;
     }
-    let tb = b * (D + 1u);
+    let dense = hp.dense == 1u;
+    let tb = b * select(D + 1u, D + 1u + D * D, dense);
+    let lb = tb + 1u + D;
     let eps = tuning[tb];
     let n_datasets = hp.n_chains / hp.chains_per_dataset;
     let n_steps = sched[hp.row * n_datasets + b];
@@ -88,9 +112,14 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         } else {
             z = box_muller(u32_to_uniform(w.z), u32_to_uniform(w.w));
         }
-        let m = tuning[tb + 1u + i];
-        p[i] = z / sqrt(m);
-        k0 += m * p[i] * p[i];
+        if (dense) {
+            p[i] = z;
+            k0 += z * z;
+        } else {
+            let m = tuning[tb + 1u + i];
+            p[i] = z / sqrt(m);
+            k0 += m * p[i] * p[i];
+        }
     }
     let h0 = -lp + 0.5 * k0;
     var q1 = q;
@@ -100,17 +129,28 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     for (var s = 0u; s < hp.max_steps; s++) {
         let moving = live && s < n_steps;
         if (moving) {
-            for (var i = 0u; i < D; i++) {
-                p[i] += 0.5 * eps * g1[i];
-                q1[i] += eps * tuning[tb + 1u + i] * p[i];
+            if (dense) {
+                dense_kick(lb, &g1, &p, 0.5 * eps);
+                for (var i = 0u; i < D; i++) {
+                    q1[i] += eps * dense_row(lb, &p, i);
+                }
+            } else {
+                for (var i = 0u; i < D; i++) {
+                    p[i] += 0.5 * eps * g1[i];
+                    q1[i] += eps * tuning[tb + 1u + i] * p[i];
+                }
             }
         }
         let lp_new = density(lid, lane, live, b, &q1, &g_new);
         if (moving) {
             lp1 = lp_new;
             g1 = g_new;
-            for (var i = 0u; i < D; i++) {
-                p[i] += 0.5 * eps * g1[i];
+            if (dense) {
+                dense_kick(lb, &g1, &p, 0.5 * eps);
+            } else {
+                for (var i = 0u; i < D; i++) {
+                    p[i] += 0.5 * eps * g1[i];
+                }
             }
         }
     }
@@ -120,10 +160,15 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var k1 = 0.0;
     let ob = chain * (3u * D + 4u);
     for (var i = 0u; i < D; i++) {
-        let m = tuning[tb + 1u + i];
-        k1 += m * p[i] * p[i];
         out[ob + D + 1u + i] = q1[i];
-        out[ob + 2u * D + 1u + i] = m * p[i];
+        if (dense) {
+            k1 += p[i] * p[i];
+            out[ob + 2u * D + 1u + i] = dense_row(lb, &p, i);
+        } else {
+            let m = tuning[tb + 1u + i];
+            k1 += m * p[i] * p[i];
+            out[ob + 2u * D + 1u + i] = m * p[i];
+        }
     }
     let h1 = -lp1 + 0.5 * k1;
     let delta = h1 - h0;

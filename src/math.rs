@@ -503,6 +503,26 @@ impl<F: num_traits::Float> Adam<F> {
     }
 }
 
+/// The lower Cholesky factor of a symmetric positive-definite `k`x`k` matrix (row-major), or
+/// `None` when it is not (a pivot that is not positive).
+pub fn cholesky(a: &[f64], k: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; k * k];
+    for i in 0..k {
+        for j in 0..=i {
+            let s = a[i * k + j] - (0..j).map(|m| l[i * k + m] * l[j * k + m]).sum::<f64>();
+            if i == j {
+                if s.is_nan() || s <= 0.0 {
+                    return None;
+                }
+                l[i * k + i] = s.sqrt();
+            } else {
+                l[i * k + j] = s / l[j * k + j];
+            }
+        }
+    }
+    Some(l)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -339,7 +339,7 @@ mod tests {
             rust_layout!(EvalParams; n_chains, chain_offset, chains_per_dataset, n_total,
                 groups_x, _pad0, _pad1, _pad2),
             rust_layout!(HmcParams; n_chains, chains_per_dataset, n_total, groups_x, iter,
-                seed_lo, seed_hi, max_steps, init, row, chain_offset, _pad2),
+                seed_lo, seed_hi, max_steps, init, row, chain_offset, dense),
             rust_layout!(EParams; n_threads, n_seq, r0, restarts, n_total, groups_x, _pad0,
                 _pad1),
             rust_layout!(StepParams; start, n, slot, update, step_scale, eps_hat, beta1,

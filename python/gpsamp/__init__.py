@@ -222,8 +222,8 @@ def sample(model: str = "glm", data: Any = None, *, x: Sequence[str] | None = No
            thin: int = 1, seed: int = 0, target_accept: float | None = None,
            target_ess: float | None = None, superchain_size: int | None = None,
            init_steps: int = 200, max_steps: int = 1024, init: str = "auto",
-           keep: Sequence[str] | None = None, backend: str = "auto", precision: str = "f32",
-           log_likelihood: bool | str = "auto", out: str | os.PathLike | None = None,
+           metric: str = "diag", keep: Sequence[str] | None = None, backend: str = "auto",
+           precision: str = "f32", log_likelihood: bool | str = "auto", out: str | os.PathLike | None = None,
            progress: bool = True, plots: bool = False, y_rep: bool = False,
            priors: Mapping[str, Any] | None = None, **model_settings: Any):
     """Ensemble HMC of a built-in family on your data; returns ``arviz.InferenceData``.
@@ -236,7 +236,8 @@ def sample(model: str = "glm", data: Any = None, *, x: Sequence[str] | None = No
     into datasets fitted together (a ``dataset`` dimension in the result); HMMs read
     sequences from the ``seq`` and ``t`` columns.
     The sampler's settings are the CLI's (``warmup=None``: at most 1000 iterations, ending
-    early once an ensemble of 64 or more chains is adapted).
+    early once an ensemble of 64 or more chains is adapted; ``metric="dense"`` adapts the
+    whole covariance, for strongly correlated posteriors).
     ``log_likelihood``: store the pointwise log likelihood (for ``az.loo``); "auto" does when
     it holds at most 50 million values (chains x draws kept x observations). ``out``: also keep the folder ``gpsamp sample``
     writes there (``plots=True`` adds its figures). ``y_rep=True`` adds a posterior
@@ -264,7 +265,8 @@ def sample(model: str = "glm", data: Any = None, *, x: Sequence[str] | None = No
                 spec, cols, x, ys, str(folder), group=group, seq=seq, t=t, chains=chains,
                 warmup=warmup, draws=draws, thin=thin, seed=seed, target_accept=target_accept,
                 target_ess=target_ess, superchain_size=superchain_size, init_steps=init_steps,
-                max_steps=max_steps, init=init, keep=list(keep or []), backend=backend,
+                max_steps=max_steps, init=init, metric=metric, keep=list(keep or []),
+                backend=backend,
                 precision=precision, log_lik=log_lik_limit, plots=plots, y_rep=y_rep,
                 progress=bar.callback))
         finally:

@@ -285,8 +285,8 @@ fn prepare(
 #[pyo3(signature = (model, data, x, y, out, *, group=None, seq="seq".to_string(), t="t".to_string(),
     chains=4, warmup=None, draws=1000, thin=1, seed=0, target_accept=None, target_ess=None,
     superchain_size=None, init_steps=200, max_steps=1024, init="auto".to_string(),
-    keep=Vec::new(), backend="auto".to_string(), precision="f32".to_string(), log_lik=None,
-    plots=false, y_rep=false, progress=None))]
+    metric="diag".to_string(), keep=Vec::new(), backend="auto".to_string(),
+    precision="f32".to_string(), log_lik=None, plots=false, y_rep=false, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn sample(
     py: Python<'_>,
@@ -309,6 +309,7 @@ fn sample(
     init_steps: usize,
     max_steps: u32,
     init: String,
+    metric: String,
     keep: Vec<String>,
     backend: String,
     precision: String,
@@ -338,6 +339,15 @@ fn sample(
         superchain_size: superchain_size.unwrap_or(workflow::default_superchain(chains)),
         init_steps,
         max_steps,
+        metric: match metric.as_str() {
+            "diag" => gpsamp::hmc::Metric::Diag,
+            "dense" => gpsamp::hmc::Metric::Dense,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "metric: {other:?} is not one of diag, dense"
+                )))
+            }
+        },
         init_radius: if p.init_centers.is_empty() { 2.0 } else { 0.5 },
         init_centers: p.init_centers,
         ..Config::default()

@@ -286,3 +286,33 @@ def test_the_gil_is_released_while_sampling(tutorial):
     # Another Python thread kept running: at least a third of the 10 ms ticks it could make.
     during = [t for t in ticks if t0 <= t <= t0 + elapsed]
     assert elapsed > 0.3 and len(during) > elapsed / 0.01 / 3, (elapsed, len(during))
+
+
+def test_dense_metric_is_the_cli_run(tmp_path):
+    """metric="dense" gives the CLI's --metric dense draws, and its adapted covariance of two
+    collinear slopes is in the folder's meta.json; a metric that is neither is refused."""
+    rng = np.random.default_rng(3)
+    n = 200
+    x1 = rng.normal(0, 1, n)
+    x2 = x1 + rng.normal(0, 0.05, n)
+    df = pd.DataFrame({"x1": x1, "x2": x2, "y": x1 + x2 + rng.normal(0, 1, n)})
+    path = tmp_path / "col.csv"
+    df.to_csv(path, index=False)
+    idata = gpsamp.sample("glm", df, x=["x1", "x2"], y="y", chains=8, warmup=300, draws=200,
+                          seed=4, metric="dense", backend="cpu", out=tmp_path / "py",
+                          progress=False)
+    cli("sample", "--model", "glm", "--data", str(path), "--x", "x1", "--x", "x2", "--chains",
+        "8", "--warmup", "300", "--draws", "200", "--seed", "4", "--metric", "dense",
+        "--backend", "cpu", "--no-plots", "--out", str(tmp_path / "cli"))
+    a = np.load(tmp_path / "py" / "draws.npy")
+    b = np.load(tmp_path / "cli" / "draws.npy")
+    np.testing.assert_array_equal(a, b)
+    meta = __import__("json").loads((tmp_path / "py" / "meta.json").read_text())
+    dense = np.array(meta["report"]["datasets"][0]["inv_mass_dense"])
+    names = meta["param_names"]
+    i, j = names.index("beta[0]"), names.index("beta[1]")
+    corr = dense[i, j] / np.sqrt(dense[i, i] * dense[j, j])
+    assert corr < -0.9, corr
+    assert "posterior" in idata.groups()
+    with pytest.raises(ValueError, match="metric"):
+        gpsamp.sample("glm", df, x=["x1", "x2"], y="y", metric="full", progress=False)

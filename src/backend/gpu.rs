@@ -87,6 +87,7 @@ impl GpuEvaluator {
             ));
         }
         let lanes = choose_lanes(lanes, data, model.max_lanes())?;
+        crate::device::check_loop_limit(&ctx, model, data, lanes)?;
         let source = crate::shader::logp_batch(&model.wgsl(), lanes);
         let name = format!("logp_batch[{}]", model.name());
         let layout = ctx.layout_for(&name, &source)?;

@@ -19,6 +19,25 @@ pub enum BackendArg {
     Cpu,
 }
 
+/// `--metric`: the inverse mass matrix warmup adapts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricArg {
+    /// Each coordinate's posterior variance (CmdStan's diag_e).
+    Diag,
+    /// The posterior covariance (CmdStan's dense_e): for strongly correlated posteriors,
+    /// such as a regression on collinear predictors.
+    Dense,
+}
+
+impl From<MetricArg> for gpsamp::hmc::Metric {
+    fn from(m: MetricArg) -> Self {
+        match m {
+            MetricArg::Diag => Self::Diag,
+            MetricArg::Dense => Self::Dense,
+        }
+    }
+}
+
 /// The backend `--backend` asks for; unless `quiet`, says on stderr what `auto` picked.
 pub fn select_backend(arg: BackendArg, quiet: bool) -> anyhow::Result<gpsamp::Backend> {
     let (backend, note) = gpsamp::Backend::select_noted(arg.into())?;

@@ -131,6 +131,10 @@ pub struct Args {
     /// Cap on leapfrog steps per transition.
     #[arg(long, default_value_t = 1024)]
     max_steps: u32,
+    /// Inverse mass matrix adapted in warmup: diag (each coordinate's variance) or dense
+    /// (the covariance, for strongly correlated posteriors: D² more work per leapfrog step).
+    #[arg(long, value_enum, default_value = "diag")]
+    metric: super::args::MetricArg,
     /// Backend: auto, gpu or cpu (auto: a hardware GPU for 256 chains or more in all, else
     /// the CPU backend).
     #[arg(long, value_enum, default_value = "auto")]
@@ -404,6 +408,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         superchain_size: superchain,
         init_steps: a.init_steps,
         max_steps: a.max_steps,
+        metric: a.metric.into(),
         init_radius,
         init_centers,
         start_positions,
@@ -420,6 +425,20 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
+    if a.metric == super::args::MetricArg::Dense {
+        // Per dataset: the window's scatter matrix, the metric and its factor (D² each),
+        // and each chain's window mean.
+        let d = model.dim() as u64;
+        super::check_memory(
+            "--metric",
+            (data.n_datasets() as u64).saturating_mul(d.saturating_mul(d) * 8 * 4)
+                + (n_chains as u64).saturating_mul(d * 8),
+            &format!(
+                "a dense metric of dimension {d} for {} datasets",
+                data.n_datasets()
+            ),
+        )?;
+    }
     let backend =
         super::args::select_backend_for_run(a.backend, a.quiet, n_chains, model.as_ref())?
             .with_precision(a.precision.into())

@@ -423,6 +423,35 @@ pub fn default_lanes(mean_points: usize) -> u32 {
     lanes
 }
 
+/// Loop iterations a software adapter (lavapipe) runs in one shader invocation before it
+/// silently ends it, keeping what it had.
+pub const SOFTWARE_LOOP_LIMIT: usize = 65_535;
+
+/// On a software adapter, the loop iterations one evaluation of `model` runs on `data`
+/// (its longest dataset, at `lanes` threads per chain): an error when they pass
+/// [`SOFTWARE_LOOP_LIMIT`], since the adapter would return a wrong log density without a
+/// word (the interpreted kernel of a program with tens of thousands of operations).
+pub fn check_loop_limit(
+    ctx: &GpuContext,
+    model: &dyn crate::model::Model,
+    data: &DataBatch,
+    lanes: u32,
+) -> Result<usize> {
+    let longest = (0..data.n_datasets())
+        .map(|b| model.device_loop_iterations(data, b, lanes))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    if ctx.summary.device_type == "Cpu" && longest >= SOFTWARE_LOOP_LIMIT {
+        return Err(Error::DeviceLimit(format!(
+            "{}: one evaluation runs {longest} loop iterations in the shader, and the software adapter {} stops an invocation after {SOFTWARE_LOOP_LIMIT} (a hardware GPU, or the CPU backend)",
+            model.name(),
+            ctx.summary.name
+        )));
+    }
+    Ok(longest)
+}
+
 /// Threads per chain: `lanes` if given (a power of two up to 64), else [`default_lanes`] for
 /// `data`; at most `max_lanes` (1 for a model whose points depend on each other in order).
 pub fn choose_lanes(lanes: Option<u32>, data: &DataBatch, max_lanes: u32) -> Result<u32> {

@@ -411,7 +411,8 @@ pub(crate) fn lambda_max(x: &[f64], n: usize, d: usize) -> f64 {
     lam
 }
 
-/// The ChEES gradient in log T for one dataset's chains (whitened by `inv_mass`).
+/// The ChEES gradient in log T for one dataset's chains, measured in the metric's whitened
+/// coordinates (`inv_mass`, or the dense factor `chol` when not empty; [`super::metric`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn chees_gradient(
     before: &[f64],
@@ -419,19 +420,26 @@ pub(crate) fn chees_gradient(
     vel: &[f64],
     accept: &[f64],
     div: &[bool],
-    inv_mass: &[f64],
+    (inv_mass, chol): (&[f64], &[f64]),
     jitter: f64,
     t: f64,
 ) -> f64 {
     let d = inv_mass.len();
     let n = accept.len();
-    let sd: Vec<f64> = inv_mass.iter().map(|m| m.sqrt()).collect();
+    let white = |x: &[f64]| {
+        let mut z = vec![0.0; x.len()];
+        for (r, o) in x.chunks(d.max(1)).zip(z.chunks_mut(d.max(1))) {
+            super::metric::whiten(inv_mass, chol, r, o);
+        }
+        z
+    };
+    let (before, after, vel) = (white(before), white(after), white(vel));
     let mut m0 = vec![0.0; d];
     let mut m1 = vec![0.0; d];
     for c in 0..n {
         for i in 0..d {
-            m0[i] += before[c * d + i] / sd[i] / n as f64;
-            m1[i] += after[c * d + i] / sd[i] / n as f64;
+            m0[i] += before[c * d + i] / n as f64;
+            m1[i] += after[c * d + i] / n as f64;
         }
     }
     let (mut num, mut den) = (0.0, 0.0);
@@ -441,11 +449,11 @@ pub(crate) fn chees_gradient(
         }
         let (mut s0, mut s1, mut xp) = (0.0, 0.0, 0.0);
         for i in 0..d {
-            let x0 = before[c * d + i] / sd[i] - m0[i];
-            let x1 = after[c * d + i] / sd[i] - m1[i];
+            let x0 = before[c * d + i] - m0[i];
+            let x1 = after[c * d + i] - m1[i];
             s0 += x0 * x0;
             s1 += x1 * x1;
-            xp += x1 * vel[c * d + i] / sd[i];
+            xp += x1 * vel[c * d + i];
         }
         let g = jitter * t * (s1 - s0) * xp;
         if g.is_finite() {

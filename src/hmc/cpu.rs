@@ -1,5 +1,6 @@
 //! The CPU twin of `shaders/hmc_transition.wgsl`: one HMC transition per chain (momentum
-//! from Philox, leapfrog with a diagonal inverse mass, Metropolis accept from Philox),
+//! from Philox, leapfrog with a diagonal or dense inverse mass ([`super::metric`]),
+//! Metropolis accept from Philox),
 //! parallel over chains with rayon; positions and momenta in f64, log densities in the
 //! backend's precision.
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::{Integrator, StepOut, Tuning, MAX_ENERGY_ERROR};
+use super::{metric, Integrator, StepOut, Tuning, MAX_ENERGY_ERROR};
 use crate::backend::cpu::{block_density, block_size, eval_blocks};
 use crate::backend::Precision;
 use crate::data::DataBatch;
@@ -82,6 +83,8 @@ struct Work {
     lp1: Vec<f64>,
     h0: Vec<f64>,
     scratch: Vec<f64>,
+    /// One chain's `Lᵀ g` or `L r` (dense metric).
+    tmp: Vec<f64>,
 }
 
 /// One transition of a block of `lanes` chains of dataset `b` (positions one after another,
@@ -108,6 +111,10 @@ fn transition(
     let (prop, vel, accept_prob, divergent, energy) = out;
     let eps = tuning.step_size;
     let m = &tuning.inv_mass;
+    // Dense metric: `w.p` holds the whitened momentum r = Lᵀ p (see `super::metric`).
+    let l = &tuning.chol;
+    let dense = !l.is_empty();
+    w.tmp.resize(d, 0.0);
     w.p.resize(lanes * d, 0.0);
     w.q1.clear();
     w.q1.extend_from_slice(q);
@@ -116,21 +123,42 @@ fn transition(
     w.lp1.clear();
     w.lp1.extend_from_slice(logp);
     w.h0.resize(lanes, 0.0);
-    for l in 0..lanes {
-        let mom = Stream::new(seed, stream_chain + l as u32, iter, Purpose::Momentum);
-        let p = &mut w.p[l * d..(l + 1) * d];
+    for c in 0..lanes {
+        let mom = Stream::new(seed, stream_chain + c as u32, iter, Purpose::Momentum);
+        let p = &mut w.p[c * d..(c + 1) * d];
         let mut k0 = 0.0;
         for i in 0..d {
-            p[i] = mom.normal(i as u32) / m[i].sqrt();
-            k0 += m[i] * p[i] * p[i];
+            if dense {
+                p[i] = mom.normal(i as u32);
+                k0 += p[i] * p[i];
+            } else {
+                p[i] = mom.normal(i as u32) / m[i].sqrt();
+                k0 += m[i] * p[i] * p[i];
+            }
         }
-        w.h0[l] = -logp[l] + 0.5 * k0;
+        w.h0[c] = -logp[c] + 0.5 * k0;
     }
     for _ in 0..tuning.n_steps {
-        for k in 0..lanes * d {
-            let i = k % d;
-            w.p[k] += 0.5 * eps * w.g1[k];
-            w.q1[k] += eps * m[i] * w.p[k];
+        if dense {
+            for k in (0..lanes * d).step_by(d) {
+                let r = k..k + d;
+                metric::lt_mul(l, &w.g1[r.clone()], &mut w.tmp);
+                w.p[r.clone()]
+                    .iter_mut()
+                    .zip(&w.tmp)
+                    .for_each(|(p, t)| *p += 0.5 * eps * t);
+                metric::l_mul(l, &w.p[r.clone()], &mut w.tmp);
+                w.q1[r]
+                    .iter_mut()
+                    .zip(&w.tmp)
+                    .for_each(|(q, t)| *q += eps * t);
+            }
+        } else {
+            for k in 0..lanes * d {
+                let i = k % d;
+                w.p[k] += 0.5 * eps * w.g1[k];
+                w.q1[k] += eps * m[i] * w.p[k];
+            }
         }
         block_density(
             precision,
@@ -143,34 +171,51 @@ fn transition(
             &mut w.lp1,
             &mut w.scratch,
         );
-        for k in 0..lanes * d {
-            w.p[k] += 0.5 * eps * w.g1[k];
+        if dense {
+            for k in (0..lanes * d).step_by(d) {
+                metric::lt_mul(l, &w.g1[k..k + d], &mut w.tmp);
+                w.p[k..k + d]
+                    .iter_mut()
+                    .zip(&w.tmp)
+                    .for_each(|(p, t)| *p += 0.5 * eps * t);
+            }
+        } else {
+            for k in 0..lanes * d {
+                w.p[k] += 0.5 * eps * w.g1[k];
+            }
         }
     }
-    for l in 0..lanes {
-        let r = l * d..(l + 1) * d;
+    for c in 0..lanes {
+        let r = c * d..(c + 1) * d;
         let mut k1 = 0.0;
-        for i in 0..d {
-            let k = l * d + i;
-            k1 += m[i] * w.p[k] * w.p[k];
-            prop[k] = w.q1[k];
-            vel[k] = m[i] * w.p[k];
+        if dense {
+            metric::l_mul(l, &w.p[r.clone()], &mut vel[r.clone()]);
         }
-        let (h0, lp1) = (w.h0[l], w.lp1[l]);
+        for i in 0..d {
+            let k = c * d + i;
+            prop[k] = w.q1[k];
+            if dense {
+                k1 += w.p[k] * w.p[k];
+            } else {
+                k1 += m[i] * w.p[k] * w.p[k];
+                vel[k] = m[i] * w.p[k];
+            }
+        }
+        let (h0, lp1) = (w.h0[c], w.lp1[c]);
         let h1 = -lp1 + 0.5 * k1;
         let delta = h1 - h0;
         let div = !delta.is_finite() || delta > MAX_ENERGY_ERROR || lp1 <= LOGP_NEG_INF;
         let a = if div { 0.0 } else { (-delta).exp().min(1.0) };
-        let u = Stream::new(seed, stream_chain + l as u32, iter, Purpose::Accept).uniform(0);
-        accept_prob[l] = a;
-        divergent[l] = div;
+        let u = Stream::new(seed, stream_chain + c as u32, iter, Purpose::Accept).uniform(0);
+        accept_prob[c] = a;
+        divergent[c] = div;
         if !div && u < a {
             q[r.clone()].copy_from_slice(&w.q1[r.clone()]);
             grad[r.clone()].copy_from_slice(&w.g1[r]);
-            logp[l] = lp1;
-            energy[l] = h1;
+            logp[c] = lp1;
+            energy[c] = h1;
         } else {
-            energy[l] = h0;
+            energy[c] = h0;
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{Integrator, StepOut, Tuning};
+use super::{Integrator, Metric, StepOut, Tuning};
 use crate::data::DataBatch;
 use crate::device::{choose_lanes, upload_data, GpuContext};
 use crate::error::{Error, Result};
@@ -37,8 +37,8 @@ pub struct HmcParams {
     pub row: u32,
     /// Added to the chain index in the random streams (see `Config::chain_offset`).
     pub chain_offset: u32,
-    /// Padding.
-    pub _pad2: u32,
+    /// 1: the tuning rows hold a dense metric's Cholesky factor (stride D + 1 + D²).
+    pub dense: u32,
 }
 
 /// HMC transitions on the GPU (see the module docs).
@@ -59,10 +59,13 @@ pub struct GpuIntegrator {
     dim: usize,
     n_chains: usize,
     tuning_f32: Vec<f32>,
-    step_cap: Option<u32>,
-    // Kept alive for the bind group.
-    _scratch: wgpu::Buffer,
-    _data: [wgpu::Buffer; 3],
+    /// On a software adapter, the loop iterations of one leapfrog step with a diagonal
+    /// metric (see [`GpuIntegrator::new`]).
+    step_loops: Option<usize>,
+    layout: wgpu::BindGroupLayout,
+    // Kept for rebinding (a larger tuning buffer for a dense metric).
+    scratch: Option<wgpu::Buffer>,
+    data: [wgpu::Buffer; 3],
 }
 
 impl GpuIntegrator {
@@ -94,14 +97,9 @@ impl GpuIntegrator {
         // dimensions (five per step, four more per transition; `hmc_transition.wgsl` and
         // `common/density.wgsl`): without them a model of many terms and few dimensions
         // reached the cap at the last steps, and its chains stalled.
-        let step_cap = (ctx.summary.device_type == "Cpu").then(|| {
-            let longest = (0..n_datasets)
-                .map(|b| model.device_loop_iterations(data, b, lanes))
-                .max()
-                .unwrap_or(1);
-            let per_step = longest.max(1) + 5 * dim + 8 + lanes.ilog2() as usize;
-            (60_000usize.saturating_sub(4 * dim + 8) / per_step).max(1) as u32
-        });
+        let longest = crate::device::check_loop_limit(&ctx, model, data, lanes)?;
+        let step_loops = (ctx.summary.device_type == "Cpu")
+            .then(|| longest + 5 * dim + 8 + lanes.ilog2() as usize);
         let source = crate::shader::hmc_transition(&model.wgsl(), lanes);
         let name = format!("hmc_transition[{}]", model.name());
         let layout = ctx.layout_for(&name, &source)?;
@@ -143,21 +141,10 @@ impl GpuIntegrator {
         let params_bufs: Vec<wgpu::Buffer> = (0..batch)
             .map(|_| ctx.uniform("hmc params", &params))
             .collect();
-        let bind_groups = params_bufs
-            .iter()
-            .map(|pb| {
-                let mut buffers = vec![pb, &x, &y, &offsets, &tuning_buf, &state, &out, &sched_buf];
-                if scratch_bytes > 0 {
-                    debug_assert_eq!(buffers.len(), crate::model::SCRATCH_BINDING as usize);
-                    buffers.push(&scratch);
-                }
-                ctx.bind_group("hmc_transition", &layout, &buffers)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
+        let mut me = Self {
             ctx,
             pipeline,
-            bind_groups,
+            bind_groups: Vec::new(),
             params,
             params_bufs,
             tuning_buf,
@@ -170,10 +157,41 @@ impl GpuIntegrator {
             dim,
             n_chains,
             tuning_f32,
-            step_cap,
-            _data: [x, y, offsets],
-            _scratch: scratch,
-        })
+            step_loops,
+            layout,
+            scratch: (scratch_bytes > 0).then_some(scratch),
+            data: [x, y, offsets],
+        };
+        me.bind()?;
+        Ok(me)
+    }
+
+    /// (Re)builds the bind groups, one per transition of a batch.
+    fn bind(&mut self) -> Result<()> {
+        let [x, y, offsets] = &self.data;
+        self.bind_groups = self
+            .params_bufs
+            .iter()
+            .map(|pb| {
+                let mut buffers = vec![
+                    pb,
+                    x,
+                    y,
+                    offsets,
+                    &self.tuning_buf,
+                    &self.state,
+                    &self.out,
+                    &self.sched_buf,
+                ];
+                if let Some(scratch) = &self.scratch {
+                    debug_assert_eq!(buffers.len(), crate::model::SCRATCH_BINDING as usize);
+                    buffers.push(scratch);
+                }
+                self.ctx
+                    .bind_group("hmc_transition", &self.layout, &buffers)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(())
     }
 
     /// Encodes transitions `first_iter..` (one per row of `steps`), copying each one's
@@ -243,18 +261,47 @@ impl GpuIntegrator {
         }
     }
 
-    fn upload_tuning(&mut self, tuning: &[Tuning]) {
+    /// Writes every dataset's step size and metric. When one dataset's metric is dense,
+    /// every row is (stride D + 1 + D², a diagonal one as its diagonal factor), and the
+    /// tuning buffer grows to hold them the first time.
+    fn upload_tuning(&mut self, tuning: &[Tuning]) -> Result<()> {
         let d = self.dim;
-        for (b, t) in tuning.iter().enumerate() {
-            let base = b * (d + 1);
-            self.tuning_f32[base] = t.step_size as f32;
+        let dense = tuning.iter().any(|t| !t.chol.is_empty());
+        let stride = if dense { d + 1 + d * d } else { d + 1 };
+        self.tuning_f32.clear();
+        self.tuning_f32.resize(tuning.len() * stride, 0.0);
+        for (t, row) in tuning.iter().zip(self.tuning_f32.chunks_mut(stride)) {
+            row[0] = t.step_size as f32;
             for i in 0..d {
-                self.tuning_f32[base + 1 + i] = t.inv_mass[i] as f32;
+                row[1 + i] = t.inv_mass[i] as f32;
             }
+            if dense {
+                let l = &mut row[1 + d..];
+                if t.chol.is_empty() {
+                    for i in 0..d {
+                        l[i * d + i] = t.inv_mass[i].sqrt() as f32;
+                    }
+                } else {
+                    l.iter_mut().zip(&t.chol).for_each(|(a, &v)| *a = v as f32);
+                }
+            }
+        }
+        self.params.dense = u32::from(dense);
+        let bytes = (self.tuning_f32.len() * 4) as u64;
+        if bytes > self.tuning_buf.size() {
+            if bytes > self.ctx.limits.max_storage_buffer_binding_size {
+                return Err(Error::DeviceLimit(format!(
+                    "a dense metric of {d} dimensions for {} datasets needs {bytes} bytes of tuning storage, more than the adapter's binding limit (the diagonal metric, or the CPU backend)",
+                    tuning.len()
+                )));
+            }
+            self.tuning_buf = self.ctx.storage_init("tuning", &self.tuning_f32, false)?;
+            self.bind()?;
         }
         self.ctx
             .queue
             .write_buffer(&self.tuning_buf, 0, bytemuck::cast_slice(&self.tuning_f32));
+        Ok(())
     }
 }
 
@@ -271,8 +318,17 @@ impl Integrator for GpuIntegrator {
         self.n_chains
     }
 
-    fn step_cap(&self) -> Option<u32> {
-        self.step_cap
+    /// A dense metric's triangular products add about 1.5 D² + 3 D loop iterations per
+    /// leapfrog step and D² / 2 + D per transition (`hmc_transition.wgsl`).
+    fn step_cap(&self, metric: Metric) -> Option<u32> {
+        let d = self.dim;
+        self.step_loops.map(|base| {
+            let (per_step, once) = match metric {
+                Metric::Diag => (base, 4 * d + 8),
+                Metric::Dense => (base + 2 * d * (d + 1) + 3 * d, d * (d + 1) + 5 * d + 8),
+            };
+            (60_000usize.saturating_sub(once) / per_step).max(1) as u32
+        })
     }
 
     fn set_positions(&mut self, q: &[f64], logp: &mut [f64], grad: &mut [f64]) -> Result<()> {
@@ -318,7 +374,7 @@ impl Integrator for GpuIntegrator {
     }
 
     fn step(&mut self, iter: u32, tuning: &[Tuning], out: &mut StepOut) -> Result<()> {
-        self.upload_tuning(tuning);
+        self.upload_tuning(tuning)?;
         let steps = vec![tuning.iter().map(|t| t.n_steps).collect::<Vec<u32>>()];
         let raw = self.run_rows(iter, &steps)?;
         self.unpack(&raw, out);
@@ -336,7 +392,7 @@ impl Integrator for GpuIntegrator {
         steps: &[Vec<u32>],
         outs: &mut [StepOut],
     ) -> Result<()> {
-        self.upload_tuning(tuning);
+        self.upload_tuning(tuning)?;
         let stride = self.n_chains * (3 * self.dim + 4);
         for (k, rows) in steps.chunks(self.batch_len()).enumerate() {
             let first = k * self.batch_len();

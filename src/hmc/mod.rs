@@ -6,20 +6,21 @@
 //! Philox momenta and accept uniforms. [`sample`] drives warmup (dual averaging of the step
 //! size on the harmonic-mean acceptance, ChEES trajectory length with Halton jitter, the
 //! diagonal inverse mass matrix from the windowed within-chain variance averaged over all
-//! chains of a dataset) and then frozen sampling, handing draws to a [`DrawSink`].
-
+//! chains of a dataset, or with [`Metric::Dense`] the pooled within-chain covariance) and
+//! then frozen sampling, handing draws to a [`DrawSink`].
 //!
 //! Files by job: `adapt.rs` (step size, trajectory length, mass matrix, the acceptance and
-//! stuck-chain statistics), `init.rs` (starting points), `run.rs` (the warmup and sampling
-//! loop), `converge.rs` (the
-//! stopping rule of `--target-ess`), `sink.rs` (where draws go: `.npy` files or memory), `cpu.rs` and `gpu.rs` (the
-//! integrators).
+//! stuck-chain statistics), `metric.rs` (the dense metric), `init.rs` (starting points),
+//! `run.rs` (the warmup and sampling loop), `converge.rs` (the stopping rule of
+//! `--target-ess`), `sink.rs` (where draws go: `.npy` files or memory), `precision.rs` (the
+//! f32 check), `cpu.rs` and `gpu.rs` (the integrators).
 
 pub mod adapt;
 pub mod converge;
 pub mod cpu;
 pub mod gpu;
 mod init;
+pub mod metric;
 pub mod precision;
 mod run;
 pub mod sink;
@@ -45,8 +46,25 @@ pub struct Tuning {
     pub step_size: f64,
     /// Leapfrog steps.
     pub n_steps: u32,
-    /// Diagonal inverse mass matrix (the posterior variance estimate).
+    /// Diagonal inverse mass matrix (the posterior variance estimate); with a dense metric,
+    /// the diagonal of the dense one.
     pub inv_mass: Vec<f64>,
+    /// Dense metric: the lower Cholesky factor `L` (row-major D x D) of the inverse mass
+    /// matrix `L Lᵀ` (the posterior covariance estimate). Empty: the metric is `inv_mass`.
+    pub chol: Vec<f64>,
+}
+
+/// The shape of the inverse mass matrix warmup adapts (CmdStan's `metric`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Diagonal: each coordinate's posterior variance (`diag_e`).
+    #[default]
+    Diag,
+    /// Dense: the posterior covariance (`dense_e`), for posteriors whose coordinates are
+    /// strongly correlated (a regression on collinear predictors). Costs D² per leapfrog
+    /// step and D² of adaptation state per dataset.
+    Dense,
 }
 
 /// What one transition returns for all chains (chain-major, D per chain).
@@ -96,10 +114,12 @@ pub trait Integrator {
     /// `offset + c` of a larger batch would (see [`Config::chain_offset`]).
     fn set_chain_offset(&mut self, offset: u32);
 
-    /// The most leapfrog steps one transition can run correctly, when the device limits it;
+    /// The most leapfrog steps one transition with `metric` can run correctly, when the
+    /// device limits it;
     /// the sampler never asks for more (see [`crate::hmc::gpu::GpuIntegrator`] on software
     /// adapters).
-    fn step_cap(&self) -> Option<u32> {
+    fn step_cap(&self, metric: Metric) -> Option<u32> {
+        let _ = metric;
         None
     }
 
@@ -192,6 +212,8 @@ pub struct Config {
     /// (see [`adapt::WarmupEnd`]); `warmup` is then the upper bound. False: run all `warmup`
     /// iterations.
     pub adaptive_warmup: bool,
+    /// The inverse mass matrix warmup adapts: diagonal, or dense.
+    pub metric: Metric,
 }
 
 impl Default for Config {
@@ -216,6 +238,7 @@ impl Default for Config {
             cancel: None,
             target_ess: None,
             adaptive_warmup: true,
+            metric: Metric::Diag,
         }
     }
 }
@@ -272,8 +295,11 @@ pub struct Adaptation {
     pub step_size: f64,
     /// Trajectory length (ChEES).
     pub trajectory_length: f64,
-    /// Diagonal inverse mass matrix.
+    /// Diagonal inverse mass matrix (with a dense metric, its diagonal).
     pub inv_mass: Vec<f64>,
+    /// Dense inverse mass matrix (rows), when the metric is dense.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inv_mass_dense: Option<Vec<Vec<f64>>>,
 }
 
 /// Receives draws as sampling produces them.
@@ -290,8 +316,11 @@ pub struct DatasetReport {
     pub step_size: f64,
     /// Trajectory length after warmup.
     pub trajectory_length: f64,
-    /// Inverse mass matrix after warmup.
+    /// Inverse mass matrix after warmup (with a dense metric, its diagonal).
     pub inv_mass: Vec<f64>,
+    /// Dense inverse mass matrix after warmup (rows), when the metric is dense.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inv_mass_dense: Option<Vec<Vec<f64>>>,
     /// Divergent transitions during sampling (all chains).
     pub divergences: usize,
     /// Mean acceptance probability during sampling.

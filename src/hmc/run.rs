@@ -9,7 +9,10 @@ use super::adapt::{
 };
 use super::converge;
 use super::init::{initialise, Start};
-use super::{Config, DatasetReport, DrawSink, Integrator, Progress, RunReport, StepOut, Tuning};
+use super::metric::{regularised, whiten, PooledCov};
+use super::{
+    Config, DatasetReport, DrawSink, Integrator, Metric, Progress, RunReport, StepOut, Tuning,
+};
 use crate::error::{Error, Result};
 use crate::labels;
 use crate::model::Model;
@@ -26,6 +29,11 @@ struct DatasetState {
     /// chains sitting in different modes (label switching) do not inflate it.
     mass: Vec<Welford>,
     inv_mass: Vec<f64>,
+    /// Dense metric ([`Metric::Dense`]): the window's pooled within-chain covariance, and
+    /// the current inverse mass matrix and its Cholesky factor (empty while diagonal).
+    cov: Option<PooledCov>,
+    dense: Vec<f64>,
+    chol: Vec<f64>,
     metric_adapted: bool,
     divergences: usize,
     accept_sum: f64,
@@ -107,7 +115,22 @@ pub fn sample(
             let eps = pre.map_or(cfg.step_size, |a| a.step_size);
             (pre, eps)
         })
-        .map(|(pre, eps)| DatasetState {
+        .map(|(pre, eps)| {
+            // A dense matrix handed over (`--adapt-from` a dense run) is used as it is.
+            let dense: Vec<f64> = pre
+                .and_then(|a| a.inv_mass_dense.as_ref())
+                .map_or_else(Vec::new, |rows| rows.concat());
+            let chol = if dense.len() == d * d && d > 0 {
+                crate::math::cholesky(&dense, d).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            (pre, eps, dense, chol)
+        })
+        .map(|(pre, eps, dense, chol)| DatasetState {
+            cov: (cfg.metric == Metric::Dense).then(|| PooledCov::new(cfg.chains, d)),
+            dense: if chol.is_empty() { Vec::new() } else { dense },
+            chol,
             da: DualAveraging::new(eps, target_accept),
             chees: ChEES::new(pre.map_or(cfg.step_size * 10.0, |a| a.trajectory_length)),
             mass: (0..cfg.chains).map(|_| Welford::new(d)).collect(),
@@ -141,10 +164,11 @@ pub fn sample(
             step_size: s.da.log_eps.exp(),
             n_steps: 1,
             inv_mass: s.inv_mass.clone(),
+            chol: s.chol.clone(),
         })
         .collect();
     let max_steps = integrator
-        .step_cap()
+        .step_cap(cfg.metric)
         .map_or(cfg.max_steps, |c| c.min(cfg.max_steps));
     let steps_for = |t: usize, traj: f64, eps: f64| -> u32 {
         let l = (halton(t as u64 + 1) * traj / eps).ceil();
@@ -177,6 +201,7 @@ pub fn sample(
                 tu.n_steps = tu.n_steps.min(PRE_METRIC_MAX_STEPS);
             }
             tu.inv_mass.copy_from_slice(&s.inv_mass);
+            tu.chol.clone_from(&s.chol);
         }
         integrator.step(t as u32, &tuning, &mut out)?;
         transitions += 1;
@@ -204,7 +229,7 @@ pub fn sample(
                 &out.velocity[rd.clone()],
                 &out.accept_prob[r.clone()],
                 &out.divergent[r.clone()],
-                &s.inv_mass,
+                (&s.inv_mass, &s.chol),
                 jitter,
                 s.chees.log_t.exp(),
             );
@@ -212,18 +237,21 @@ pub fn sample(
             // The floor needs an adapted metric: before the first mass-matrix update the
             // ensemble's spread reflects the starting points, not the posterior.
             if cfg.whitened_floor && cfg.chains > 1 && s.metric_adapted {
-                let sd: Vec<f64> = s.inv_mass.iter().map(|m| m.sqrt()).collect();
-                let z: Vec<f64> = out.position[rd.clone()]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| v / sd[i % d])
-                    .collect();
+                let mut z = vec![0.0; rd.len()];
+                for (x, o) in out.position[rd.clone()].chunks(d).zip(z.chunks_mut(d)) {
+                    whiten(&s.inv_mass, &s.chol, x, o);
+                }
                 lo = lo.max(std::f64::consts::FRAC_PI_2 * lambda_max(&z, cfg.chains, d).sqrt());
             }
             s.chees.update(g, lo, 1000.0 * eps.max(lo / 1000.0));
             if t >= slow_start && windows.last().is_some_and(|&e| t < e) {
                 for (w, c) in s.mass.iter_mut().zip(r.clone()) {
                     w.add(&out.position[c * d..(c + 1) * d]);
+                }
+                if let Some(cov) = s.cov.as_mut() {
+                    for (k, c) in r.clone().enumerate() {
+                        cov.add(k, &out.position[c * d..(c + 1) * d]);
+                    }
                 }
                 if adaptive_end {
                     for (w, c) in s.lp_window.iter_mut().zip(r.clone()) {
@@ -275,6 +303,22 @@ pub fn sample(
                     s.halves.iter_mut().for_each(Welford::reset);
                 }
                 s.inv_mass = new;
+                // Dense: Stan's regularised estimate from the same window; the diagonal one
+                // serves while it is not positive definite (fewer draws than dimensions).
+                if let Some(cov) = s.cov.as_mut() {
+                    match regularised(&cov.covariance(), d, nn) {
+                        Some((dense, chol)) => {
+                            s.inv_mass = (0..d).map(|i| dense[i * d + i]).collect();
+                            s.dense = dense;
+                            s.chol = chol;
+                        }
+                        None => {
+                            s.dense.clear();
+                            s.chol.clear();
+                        }
+                    }
+                    cov.reset();
+                }
                 s.mass.iter_mut().for_each(Welford::reset);
                 s.metric_adapted = true;
                 s.da.restart(eps);
@@ -321,6 +365,7 @@ pub fn sample(
             s.da.log_eps.exp()
         };
         tu.inv_mass.copy_from_slice(&s.inv_mass);
+        tu.chol.clone_from(&s.chol);
     }
     let t1 = std::time::Instant::now();
     let total = cfg.draws * cfg.thin;
@@ -404,6 +449,8 @@ pub fn sample(
                 step_size: tu.step_size,
                 trajectory_length: tr,
                 inv_mass: s.inv_mass.clone(),
+                inv_mass_dense: (!s.dense.is_empty())
+                    .then(|| s.dense.chunks(d).map(<[f64]>::to_vec).collect()),
                 divergences: s.divergences,
                 mean_accept: s.accept_sum / per,
                 mean_steps: s.steps_sum / per,

@@ -335,7 +335,7 @@ pub fn draw(dist: &str, args: &[Val], rng: &mut StdRng, nan: NanArgs, pos: Pos) 
                 return Ok(Val::Vector(vec![Sc::C(f64::NAN); k]));
             }
             let l = if dist == "multi_normal" {
-                cholesky(&a[1], k)
+                crate::math::cholesky(&a[1], k)
                     .ok_or_else(|| (pos, format!("{dist}_rng: Sigma is not positive definite")))?
             } else {
                 a[1].clone()
@@ -349,25 +349,6 @@ pub fn draw(dist: &str, args: &[Val], rng: &mut StdRng, nan: NanArgs, pos: Pos) 
         })(),
         _ => return None,
     })
-}
-
-/// The lower Cholesky factor of a symmetric positive-definite `k`x`k` matrix (row-major).
-fn cholesky(a: &[f64], k: usize) -> Option<Vec<f64>> {
-    let mut l = vec![0.0; k * k];
-    for i in 0..k {
-        for j in 0..=i {
-            let s = a[i * k + j] - (0..j).map(|m| l[i * k + m] * l[j * k + m]).sum::<f64>();
-            if i == j {
-                if s.is_nan() || s <= 0.0 {
-                    return None;
-                }
-                l[i * k + i] = s.sqrt();
-            } else {
-                l[i * k + j] = s / l[j * k + j];
-            }
-        }
-    }
-    Some(l)
 }
 
 fn normal_draw(rng: &mut StdRng) -> f64 {

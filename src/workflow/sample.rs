@@ -119,7 +119,7 @@ pub fn sample_to_dir(
     let mut integ = hmc::integrator(backend, model.clone(), data.clone(), cfg.chains, cfg.seed)?;
     let f32_check = hmc::precision::check_f32(integ.as_mut(), model.as_ref(), &data, backend, cfg)?;
     let mut notes = Vec::new();
-    if let Some(cap) = integ.step_cap().filter(|&c| c < cfg.max_steps) {
+    if let Some(cap) = integ.step_cap(cfg.metric).filter(|&c| c < cfg.max_steps) {
         notes.push(format!(
             "a software adapter stops a shader invocation after 65 535 loop iterations; with these datasets a transition may take at most {cap} leapfrog steps, and the sampler keeps to that"
         ));
