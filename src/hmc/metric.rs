@@ -28,6 +28,17 @@ pub fn l_mul(l: &[f64], x: &[f64], out: &mut [f64]) {
     }
 }
 
+/// The inverse mass matrix `L Lᵀ` of the factor `l` (row-major `d` x `d`), as rows.
+pub fn product(l: &[f64], d: usize) -> Vec<Vec<f64>> {
+    (0..d)
+        .map(|i| {
+            (0..d)
+                .map(|j| (0..=i.min(j)).map(|k| l[i * d + k] * l[j * d + k]).sum())
+                .collect()
+        })
+        .collect()
+}
+
 /// `out = L⁻¹ x` (forward substitution) when `chol` holds `L`, else `x / sqrt(inv_mass)`:
 /// coordinates in which the metric's posterior estimate is the identity.
 pub fn whiten(inv_mass: &[f64], chol: &[f64], x: &[f64], out: &mut [f64]) {
@@ -181,5 +192,11 @@ mod tests {
         let (s, l) = regularised(&q.covariance(), 2, 1.0).unwrap();
         assert!(s[1] == 0.0 && l[0] > 0.0);
         assert!(regularised(&[1.0, 2.0, 2.0, 1.0], 2, 100.0).is_none());
+        let (s, l) = regularised(&[4.0, 1.2, 1.2, 9.0], 2, 100.0).unwrap();
+        let back = product(&l, 2).concat();
+        assert!(
+            back.iter().zip(&s).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{back:?}"
+        );
     }
 }

@@ -30,9 +30,8 @@ struct DatasetState {
     mass: Vec<Welford>,
     inv_mass: Vec<f64>,
     /// Dense metric ([`Metric::Dense`]): the window's pooled within-chain covariance, and
-    /// the current inverse mass matrix and its Cholesky factor (empty while diagonal).
+    /// the Cholesky factor of the current inverse mass matrix (empty while diagonal).
     cov: Option<PooledCov>,
-    dense: Vec<f64>,
     chol: Vec<f64>,
     metric_adapted: bool,
     divergences: usize,
@@ -115,22 +114,15 @@ pub fn sample(
             let eps = pre.map_or(cfg.step_size, |a| a.step_size);
             (pre, eps)
         })
-        .map(|(pre, eps)| {
-            // A dense matrix handed over (`--adapt-from` a dense run) is used as it is.
-            let dense: Vec<f64> = pre
-                .and_then(|a| a.inv_mass_dense.as_ref())
-                .map_or_else(Vec::new, |rows| rows.concat());
-            let chol = if dense.len() == d * d && d > 0 {
-                crate::math::cholesky(&dense, d).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            (pre, eps, dense, chol)
-        })
-        .map(|(pre, eps, dense, chol)| DatasetState {
+        .map(|(pre, eps)| DatasetState {
             cov: (cfg.metric == Metric::Dense).then(|| PooledCov::new(cfg.chains, d)),
-            dense: if chol.is_empty() { Vec::new() } else { dense },
-            chol,
+            // A dense matrix handed over (`--adapt-from` a dense run) is used as it is.
+            chol: pre
+                .and_then(|a| a.inv_mass_dense.as_ref())
+                .map(|rows| rows.concat())
+                .filter(|m| d > 0 && m.len() == d * d)
+                .and_then(|m| crate::math::cholesky(&m, d))
+                .unwrap_or_default(),
             da: DualAveraging::new(eps, target_accept),
             chees: ChEES::new(pre.map_or(cfg.step_size * 10.0, |a| a.trajectory_length)),
             mass: (0..cfg.chains).map(|_| Welford::new(d)).collect(),
@@ -309,13 +301,9 @@ pub fn sample(
                     match regularised(&cov.covariance(), d, nn) {
                         Some((dense, chol)) => {
                             s.inv_mass = (0..d).map(|i| dense[i * d + i]).collect();
-                            s.dense = dense;
                             s.chol = chol;
                         }
-                        None => {
-                            s.dense.clear();
-                            s.chol.clear();
-                        }
+                        None => s.chol.clear(),
                     }
                     cov.reset();
                 }
@@ -449,8 +437,7 @@ pub fn sample(
                 step_size: tu.step_size,
                 trajectory_length: tr,
                 inv_mass: s.inv_mass.clone(),
-                inv_mass_dense: (!s.dense.is_empty())
-                    .then(|| s.dense.chunks(d).map(<[f64]>::to_vec).collect()),
+                inv_mass_dense: (!s.chol.is_empty()).then(|| super::metric::product(&s.chol, d)),
                 divergences: s.divergences,
                 mean_accept: s.accept_sum / per,
                 mean_steps: s.steps_sum / per,
