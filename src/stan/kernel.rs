@@ -415,20 +415,73 @@ pub(super) fn apply(kind: Kind, a: Src, b: Src, out: &mut [f64]) {
     }
 }
 
-/// `out[l] = Σ_j item(j)[l]`, in item order.
+/// An operand of a fused step as its lane loop reads it: a row of lanes or one value.
+pub(super) trait Get: Copy {
+    fn lane(self, l: usize) -> f64;
+}
+
+impl Get for &[f64] {
+    #[inline(always)]
+    fn lane(self, l: usize) -> f64 {
+        self[l]
+    }
+}
+
+/// One value for every lane.
+#[derive(Clone, Copy)]
+pub(super) struct Splat(pub(super) f64);
+
+impl Get for Splat {
+    #[inline(always)]
+    fn lane(self, _: usize) -> f64 {
+        self.0
+    }
+}
+
+/// Runs `$body` with each operand bound to a row of `$n` lanes or a [`Splat`], one copy
+/// of the body per combination, so that each lane loop vectorises.
+macro_rules! each {
+    ($n:expr; $src:expr => $x:ident $(, $rest:expr => $y:ident)*; $body:block) => {
+        match $src {
+            Src::Lanes(s) => {
+                let $x: &[f64] = &s[..$n];
+                each!($n; $($rest => $y),*; $body)
+            }
+            Src::Scalar(c) => {
+                let $x = Splat(c);
+                each!($n; $($rest => $y),*; $body)
+            }
+        }
+    };
+    ($n:expr; ; $body:block) => {
+        $body
+    };
+}
+pub(super) use each;
+
+/// `out[l] = Σ_j item(j)[l]`, in item order, four items per pass over the lanes.
 #[inline(always)]
 pub(super) fn sum_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Src<'a>) {
-    out.fill(0.0);
     let lanes = out.len();
-    for j in 0..n {
-        match item(j) {
-            Src::Lanes(a) => {
-                let a = &a[..lanes];
+    // −0 is the identity of addition (x + −0 is x, bit for bit), so it pads the last pass.
+    let at = |j: usize| if j < n { item(j) } else { Src::Scalar(-0.0) };
+    let mut j = 0;
+    loop {
+        let first = j == 0;
+        each!(lanes; at(j) => a, at(j + 1) => b, at(j + 2) => c, at(j + 3) => d; {
+            if first {
                 for l in 0..lanes {
-                    out[l] += a[l];
+                    out[l] = 0.0 + a.lane(l) + b.lane(l) + c.lane(l) + d.lane(l);
+                }
+            } else {
+                for l in 0..lanes {
+                    out[l] = out[l] + a.lane(l) + b.lane(l) + c.lane(l) + d.lane(l);
                 }
             }
-            Src::Scalar(c) => out.iter_mut().for_each(|o| *o += c),
+        });
+        j += 4;
+        if j >= n {
+            break;
         }
     }
 }
@@ -437,6 +490,22 @@ pub(super) fn sum_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Sr
 /// branch-free [`crate::math::exp`] and [`crate::math::ln`] that vectorise.
 #[inline(always)]
 pub(super) fn log_sum_exp_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Src<'a>) {
+    if n == 2 {
+        // The common pair (a two-component mixture, two states) in one pass: the same
+        // operations in the same order as the passes below.
+        let lanes = out.len();
+        each!(lanes; item(0) => a, item(1) => b; {
+            for l in 0..lanes {
+                let m = f64::NEG_INFINITY.max(a.lane(l)).max(b.lane(l));
+                let s = 0.0
+                    + crate::math::exp(a.lane(l) - m)
+                    + crate::math::exp(b.lane(l) - m);
+                let ln = if s.is_nan() { s } else { crate::math::ln(s) };
+                out[l] = if m.is_finite() { m + ln } else { m };
+            }
+        });
+        return;
+    }
     const CHUNK: usize = 64;
     let mut sum = [0.0f64; CHUNK];
     for (c, out) in out.chunks_mut(CHUNK).enumerate() {

@@ -25,7 +25,8 @@
 use std::collections::HashMap;
 
 use super::kernel::{
-    apply, give_item, give_partial, log_sum_exp_into, sum_into, Arg, Ins, Kernel, Kind, Src,
+    apply, each, give_item, give_partial, log_sum_exp_into, sum_into, Arg, Get, Ins, Kernel, Kind,
+    Splat, Src,
 };
 
 /// An operand of a term's instruction.
@@ -582,49 +583,6 @@ impl Chunk<'_> {
             Opd::Const(c) => Src::Scalar(self.consts[t * self.width + c as usize]),
         }
     }
-}
-
-/// An operand of a fused step as its lane loop reads it: a row of lanes or one value.
-trait Get: Copy {
-    fn lane(self, l: usize) -> f64;
-}
-
-impl Get for &[f64] {
-    #[inline(always)]
-    fn lane(self, l: usize) -> f64 {
-        self[l]
-    }
-}
-
-/// One value for every lane.
-#[derive(Clone, Copy)]
-struct Splat(f64);
-
-impl Get for Splat {
-    #[inline(always)]
-    fn lane(self, _: usize) -> f64 {
-        self.0
-    }
-}
-
-/// Runs `$body` with each operand bound to a row of `$n` lanes or a [`Splat`], one copy
-/// of the body per combination, so that each lane loop vectorises.
-macro_rules! each {
-    ($n:expr; $src:expr => $x:ident $(, $rest:expr => $y:ident)*; $body:block) => {
-        match $src {
-            Src::Lanes(s) => {
-                let $x: &[f64] = &s[..$n];
-                each!($n; $($rest => $y),*; $body)
-            }
-            Src::Scalar(c) => {
-                let $x = Splat(c);
-                each!($n; $($rest => $y),*; $body)
-            }
-        }
-    };
-    ($n:expr; ; $body:block) => {
-        $body
-    };
 }
 
 impl Group {
