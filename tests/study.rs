@@ -198,6 +198,25 @@ fn shards_merge_into_the_unsharded_report_byte_for_byte() {
         dir.join("bad").to_str().unwrap(),
     ]);
     assert!(!ok && e.contains("settings differ"), "{e}");
+    // A dense metric reaches every fit (other records than the diagonal one's shard) and
+    // is part of the settings, so its shard is not merged with diagonal ones.
+    let dense = dir.join("dense");
+    run(&dense, &["--shard", "2/4", "--metric", "dense"]);
+    let study = std::fs::read_to_string(dense.join("study.json")).unwrap();
+    assert!(study.contains("\"metric\": \"dense\""), "{study}");
+    let csv = |d: &std::path::Path| std::fs::read_to_string(d.join("datasets.csv")).unwrap();
+    assert_ne!(csv(&dense), csv(&shards[1]));
+    assert!(!std::fs::read_to_string(shards[1].join("study.json"))
+        .unwrap()
+        .contains("metric"));
+    let (ok, _, e) = gpsamp(&[
+        "merge",
+        shards[0].to_str().unwrap(),
+        dense.to_str().unwrap(),
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    assert!(!ok && e.contains("settings differ"), "{e}");
     let (ok, _, e) = gpsamp(&[
         "sbc",
         "--model",

@@ -297,12 +297,14 @@ class SbcResult:
 def sbc(model: str = "glm", *, features: int = 1, n: int = 100, datasets: int = 1000,
         chains_per_dataset: int = 4, warmup: int | None = None, draws: int = 500,
         seed: int = 0, batch: int | None = None, alpha: float = 0.001, backend: str = "auto",
-        precision: str = "f32", out: str | os.PathLike | None = None, progress: bool = True,
-        priors: Mapping[str, Any] | None = None, **model_settings: Any) -> SbcResult:
+        precision: str = "f32", metric: str = "diag", out: str | os.PathLike | None = None,
+        progress: bool = True, priors: Mapping[str, Any] | None = None,
+        **model_settings: Any) -> SbcResult:
     """Simulation-based calibration of a built-in family: ``datasets`` datasets of ``n``
     points simulated from the prior, each fitted, the ranks of the truths tested for
     uniformity at level ``alpha``. Returns the CLI's ``datasets.csv`` and ``summary.csv`` as
-    DataFrames; ``out`` also keeps the folder (with its figures)."""
+    DataFrames; ``out`` also keeps the folder (with its figures). ``metric="dense"`` adapts
+    each fit's whole covariance, as in :func:`sample`."""
     import pandas as pd
 
     def tables(folder: Path) -> dict:
@@ -313,7 +315,7 @@ def sbc(model: str = "glm", *, features: int = 1, n: int = 100, datasets: int = 
     found, meta = _run_study(spec, out, progress, tables, features=features, n=n,
                              datasets=datasets, chains_per_dataset=chains_per_dataset,
                              warmup=warmup, draws=draws, seed=seed, batch=batch, alpha=alpha,
-                             backend=backend, precision=precision)
+                             backend=backend, precision=precision, metric=metric)
     return SbcResult(**found, meta=meta, folder=Path(out) if out is not None else None)
 
 
@@ -347,9 +349,9 @@ class StudyResult:
 def study(model: str = "glm", grid: Any = None, *, replicates: int = 100, n: int = 100,
           null: float = 0.0, features: int = 1, chains_per_dataset: int = 4,
           warmup: int | None = None, draws: int = 500, seed: int = 0, batch: int | None = None,
-          backend: str = "auto", precision: str = "f32", out: str | os.PathLike | None = None,
-          progress: bool = True, priors: Mapping[str, Any] | None = None,
-          **model_settings: Any) -> StudyResult:
+          backend: str = "auto", precision: str = "f32", metric: str = "diag",
+          out: str | os.PathLike | None = None, progress: bool = True,
+          priors: Mapping[str, Any] | None = None, **model_settings: Any) -> StudyResult:
     """A recovery and power study at chosen values, as ``gpsamp study --grid``: ``grid`` is a
     DataFrame (or dict of columns) with a column per chosen parameter (named as in the
     summary: ``"beta[0]"``, ``"sigma"``) and optionally ``"n"``, one row per cell; each cell
@@ -377,7 +379,7 @@ def study(model: str = "glm", grid: Any = None, *, replicates: int = 100, n: int
                              chains_per_dataset=chains_per_dataset, warmup=warmup, draws=draws,
                              seed=seed, batch=batch, backend=backend, precision=precision,
                              grid_columns=columns, grid_rows=rows, replicates=replicates,
-                             null=null)
+                             null=null, metric=metric)
     return StudyResult(**found, meta=meta, folder=Path(out) if out is not None else None)
 
 

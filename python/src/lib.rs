@@ -339,15 +339,7 @@ fn sample(
         superchain_size: superchain_size.unwrap_or(workflow::default_superchain(chains)),
         init_steps,
         max_steps,
-        metric: match metric.as_str() {
-            "diag" => gpsamp::hmc::Metric::Diag,
-            "dense" => gpsamp::hmc::Metric::Dense,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "metric: {other:?} is not one of diag, dense"
-                )))
-            }
-        },
+        metric: parse_metric(&metric)?,
         init_radius: if p.init_centers.is_empty() { 2.0 } else { 0.5 },
         init_centers: p.init_centers,
         ..Config::default()
@@ -387,13 +379,24 @@ fn sample(
     Ok(v.to_string())
 }
 
+/// The `metric` keyword: the inverse mass matrix warmup adapts.
+fn parse_metric(metric: &str) -> PyResult<gpsamp::hmc::Metric> {
+    match metric {
+        "diag" => Ok(gpsamp::hmc::Metric::Diag),
+        "dense" => Ok(gpsamp::hmc::Metric::Dense),
+        other => Err(PyValueError::new_err(format!(
+            "metric: {other:?} is not one of diag, dense"
+        ))),
+    }
+}
+
 /// A simulation-based calibration study of a built-in family, written to the folder `out`
 /// as `gpsamp sbc` writes it; returns its `meta.json` and the number of datasets as JSON.
 #[pyfunction]
 #[pyo3(signature = (model, out, *, features=1, n=100, datasets=1000, chains_per_dataset=4,
     warmup=None, draws=500, seed=0, batch=None, alpha=0.001, backend="auto".to_string(),
     precision="f32".to_string(), progress=None, grid_columns=Vec::new(), grid_rows=Vec::new(),
-    replicates=100, null=0.0))]
+    replicates=100, null=0.0, metric="diag".to_string()))]
 #[allow(clippy::too_many_arguments)]
 fn sbc(
     py: Python<'_>,
@@ -415,6 +418,7 @@ fn sbc(
     grid_rows: Vec<Vec<f64>>,
     replicates: usize,
     null: f64,
+    metric: String,
 ) -> PyResult<String> {
     use gpsamp::workflow::spec::ModelKind;
     let spec = ModelSpec::from_json(model).map_err(py_err)?;
@@ -474,6 +478,7 @@ fn sbc(
             seed,
             superchain_size: workflow::default_superchain(chains_per_dataset),
             cancel: Some(cancel.clone()),
+            metric: parse_metric(&metric)?,
             ..Config::default()
         },
         batch: batch.unwrap_or_else(|| gpsamp::study::default_batch(&backend, chains_per_dataset)),

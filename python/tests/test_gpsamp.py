@@ -114,6 +114,15 @@ def test_sbc_tables_are_the_cli_csvs(tmp_path):
     pd.testing.assert_frame_equal(res.datasets, pd.read_csv(out / "datasets.csv"))
     pd.testing.assert_frame_equal(res.summary, pd.read_csv(out / "summary.csv"))
     assert res.datasets["dataset"].nunique() == 12 and isinstance(res.calibrated, bool)
+    # metric="dense" is the CLI's --metric dense: the same records, other than the diagonal's.
+    dense = gpsamp.sbc("glm", backend="cpu", progress=False, metric="dense", **args)
+    cli("sbc", "--model", "glm", "--datasets", "12", "--n", "40", "--chains-per-dataset", "4",
+        "--warmup", "150", "--draws", "100", "--seed", "5", "--backend", "cpu", "--metric",
+        "dense", "--out", str(tmp_path / "dense"))
+    pd.testing.assert_frame_equal(dense.datasets, pd.read_csv(tmp_path / "dense" / "datasets.csv"))
+    assert not dense.datasets["mean"].equals(res.datasets["mean"])
+    with pytest.raises(ValueError, match="metric"):
+        gpsamp.sbc("glm", datasets=2, metric="full", progress=False)
 
 
 def test_grid_study_is_the_cli_study(tmp_path):

@@ -38,6 +38,27 @@ impl From<MetricArg> for gpsamp::hmc::Metric {
     }
 }
 
+/// Refuses a dense `--metric` whose matrices would not fit in memory: per dataset fitted
+/// at once, the window's scatter matrix, the metric and its factor (D² each), and each
+/// chain's window mean.
+pub fn check_metric_memory(
+    metric: MetricArg,
+    dim: usize,
+    datasets: usize,
+    chains: usize,
+) -> anyhow::Result<()> {
+    if metric != MetricArg::Dense {
+        return Ok(());
+    }
+    let d = dim as u64;
+    super::check_memory(
+        "--metric",
+        (datasets as u64).saturating_mul(d.saturating_mul(d) * 8 * 4)
+            + (chains as u64).saturating_mul(d * 8),
+        &format!("a dense metric of dimension {d} for {datasets} datasets"),
+    )
+}
+
 /// The backend `--backend` asks for; unless `quiet`, says on stderr what `auto` picked.
 pub fn select_backend(arg: BackendArg, quiet: bool) -> anyhow::Result<gpsamp::Backend> {
     let (backend, note) = gpsamp::Backend::select_noted(arg.into())?;

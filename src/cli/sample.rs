@@ -425,20 +425,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         (n_chains as u64).saturating_mul(model.dim() as u64 * 8 * 48 + 256),
         &format!("{n_chains} chains of dimension {}", model.dim()),
     )?;
-    if a.metric == super::args::MetricArg::Dense {
-        // Per dataset: the window's scatter matrix, the metric and its factor (D² each),
-        // and each chain's window mean.
-        let d = model.dim() as u64;
-        super::check_memory(
-            "--metric",
-            (data.n_datasets() as u64).saturating_mul(d.saturating_mul(d) * 8 * 4)
-                + (n_chains as u64).saturating_mul(d * 8),
-            &format!(
-                "a dense metric of dimension {d} for {} datasets",
-                data.n_datasets()
-            ),
-        )?;
-    }
+    super::args::check_metric_memory(a.metric, model.dim(), data.n_datasets(), n_chains)?;
     let backend =
         super::args::select_backend_for_run(a.backend, a.quiet, n_chains, model.as_ref())?
             .with_precision(a.precision.into())

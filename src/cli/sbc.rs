@@ -75,6 +75,11 @@ pub struct RunArgs {
     /// node of a cluster; `gpsamp merge` combines the shards' folders.
     #[arg(long)]
     pub shard: Option<String>,
+    /// Inverse mass matrix adapted in each dataset's warmup: diag (each coordinate's
+    /// variance) or dense (the covariance, for strongly correlated posteriors: D² more work
+    /// per leapfrog step).
+    #[arg(long, value_enum, default_value = "diag")]
+    pub metric: super::args::MetricArg,
     /// Backend: auto, gpu or cpu.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: super::args::BackendArg,
@@ -110,6 +115,7 @@ impl RunArgs {
             draws: self.draws,
             seed: self.seed,
             superchain_size: gpsamp::workflow::default_superchain(self.chains_per_dataset),
+            metric: self.metric.into(),
             ..Config::default()
         })
     }
@@ -230,6 +236,12 @@ pub fn run_study(
         .batch
         .unwrap_or_else(|| default_batch(&backend, a.chains_per_dataset));
     study.validate()?;
+    super::args::check_metric_memory(
+        a.metric,
+        study.fit.dim(),
+        study.batch,
+        study.batch * a.chains_per_dataset,
+    )?;
     let range = match &a.shard {
         Some(s) => shard_range(s, study.datasets)?,
         None => 0..study.datasets,

@@ -88,6 +88,14 @@ pub struct Settings {
     /// Where the truths come from (absent from the files of prior studies).
     #[serde(default, skip_serializing_if = "Design::is_prior")]
     pub design: Design,
+    /// The metric each fit adapts (absent from the files of studies with the diagonal one,
+    /// so that shards fitted with different metrics are not merged).
+    #[serde(default, skip_serializing_if = "is_diag")]
+    pub metric: crate::hmc::Metric,
+}
+
+fn is_diag(m: &crate::hmc::Metric) -> bool {
+    *m == crate::hmc::Metric::Diag
 }
 
 /// One quantity of one dataset.
@@ -259,6 +267,7 @@ impl Study {
             seed: self.config.seed,
             alpha: self.alpha,
             design: self.design.clone(),
+            metric: self.config.metric,
         }
     }
 
