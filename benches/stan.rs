@@ -10,7 +10,6 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gpsamp::backend::{Backend, Precision};
 use gpsamp::stan::StanModel;
 use gpsamp::{DataBatch, MixGlm, Model, Priors};
-use rand::RngExt;
 
 /// Evaluates `model` at random positions of `chains` chains, as the sampler's batches do.
 fn bench_model(
@@ -24,10 +23,7 @@ fn bench_model(
     let backend = Backend::Cpu(Precision::F64);
     let mut eval = backend.evaluator(model.clone(), data, chains).unwrap();
     let d = model.dim();
-    let mut rng = gpsamp::rng::host_rng(5, 0, gpsamp::rng::Purpose::Simulate);
-    let theta: Vec<f64> = (0..chains * d)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
+    let theta = gpsamp::tutorial::positions(5, chains * d);
     let (mut lp, mut g) = (vec![0.0; chains], vec![0.0; chains * d]);
     let mut group = c.benchmark_group(group);
     group.sample_size(10);
@@ -41,12 +37,7 @@ fn bench_model(
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sim = gpsamp::tutorial::mixreg(0);
-    let json = serde_json::json!({
-        "N": sim.data.len(),
-        "K": 2,
-        "x": sim.data.x[0],
-        "y": sim.data.y,
-    });
+    let json = sim.stan_json(2);
     let batch = Arc::new(DataBatch::new(1, &[sim.data]).unwrap());
     let program = root.join("examples/stan/mixture.stan");
     let source = std::fs::read_to_string(&program).unwrap();

@@ -118,6 +118,26 @@ pub fn mixreg(seed: u64) -> Simulated {
     }
 }
 
+impl Simulated {
+    /// The data as its Stan program's data (CmdStan's JSON: `N`, `K`, `x`, `y`, with
+    /// `components` for `K`), for `examples/stan/mixture.stan` and the like.
+    pub fn stan_json(&self, components: usize) -> serde_json::Value {
+        serde_json::json!({
+            "N": self.data.len(),
+            "K": components,
+            "x": self.data.x[0],
+            "y": self.data.y,
+        })
+    }
+}
+
+/// `n` values uniform on (-1, 1) from the stream `(seed, 0)`: random positions of chains
+/// for benchmarks and twin tests of log density kernels.
+pub fn positions(seed: u64, n: usize) -> Vec<f64> {
+    let mut rng = host_rng(seed, 0, Purpose::Simulate);
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
 /// The tutorial dataset that fits `model` (by family, components and features), if any.
 pub fn for_model(model: &MixGlm, seed: u64) -> Option<Simulated> {
     let fixed = model.sigma_fixed().is_some();

@@ -11,7 +11,6 @@ use std::time::Instant;
 use gpsamp::backend::{Backend, GpuContext, Precision};
 use gpsamp::stan::StanModel;
 use gpsamp::{DataBatch, MixGlm, Model, Priors};
-use rand::RngExt;
 use serde::Serialize;
 
 /// One program's compile time.
@@ -69,12 +68,7 @@ fn root() -> PathBuf {
 /// The tutorial's mixture of regressions (N = 1 000) as the Stan program's JSON data.
 fn mixture_data() -> (serde_json::Value, DataBatch) {
     let sim = gpsamp::tutorial::mixreg(0);
-    let json = serde_json::json!({
-        "N": sim.data.len(),
-        "K": 2,
-        "x": sim.data.x[0],
-        "y": sim.data.y,
-    });
+    let json = sim.stan_json(2);
     let batch = DataBatch::new(1, &[sim.data]).expect("tutorial data");
     (json, batch)
 }
@@ -88,10 +82,7 @@ fn evals_per_sec(
 ) -> anyhow::Result<f64> {
     let mut eval = backend.evaluator(model.clone(), data, chains)?;
     let d = model.dim();
-    let mut rng = gpsamp::rng::host_rng(5, 0, gpsamp::rng::Purpose::Simulate);
-    let theta: Vec<f64> = (0..chains * d)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
+    let theta = gpsamp::tutorial::positions(5, chains * d);
     let (mut lp, mut g) = (vec![0.0; chains], vec![0.0; chains * d]);
     eval.eval(&theta, &mut lp, &mut g)?;
     // The best of five rounds: on a shared machine the others' work only slows a round.
