@@ -429,6 +429,15 @@ impl Code {
             let (a, b, c, d) = (opd(a), opd(b), opd(c), opd(d));
             match step {
                 Step::MulAdd => self.line(format_args!("let {y} = {a} * {b} + {c};")),
+                Step::Dot(s, e) => {
+                    self.line(format_args!("var {y} = 0.0;"));
+                    for p in items(s, e).chunks_exact(2) {
+                        match p[1] {
+                            Opd::Const(NONE) => self.line(format_args!("{y} += {};", opd(p[0]))),
+                            q => self.line(format_args!("{y} += {} * {};", opd(p[0]), opd(q))),
+                        }
+                    }
+                }
                 Step::ScaledSquare => {
                     self.line(format_args!("let z{i} = ({a} - {b}) / {c};"));
                     self.line(format_args!("let {y} = {d} * (z{i} * z{i});"));
@@ -462,6 +471,17 @@ impl Code {
                 Opd::Const(_) => {}
             };
             match step {
+                Step::Dot(s, e) => {
+                    for p in items(s, e).chunks_exact(2) {
+                        match p[1] {
+                            Opd::Const(NONE) => give(p[0], "g".into()),
+                            q => {
+                                give(p[0], format!("g * {}", opd(q)));
+                                give(q, format!("g * {}", opd(p[0])));
+                            }
+                        }
+                    }
+                }
                 Step::MulAdd => {
                     give(a, format!("g * {}", opd(b)));
                     give(b, format!("g * {}", opd(a)));

@@ -636,11 +636,14 @@ fn record(
     };
     let kernel = kernel::Kernel::new(&it.tape);
     let encoded = kernel.encode(target, next).map(Arc::new);
-    let plan = match target {
-        Sc::N(t) => plan::Plan::new(&kernel, t),
-        Sc::C(_) => None,
+    let (plan, gpu_plan) = match target {
+        Sc::N(t) => (
+            plan::Plan::new(&kernel, t, false),
+            plan::Plan::new(&kernel, t, true),
+        ),
+        Sc::C(_) => (None, None),
     };
-    let compiled = plan.as_ref().and_then(codegen::generate).map(Arc::new);
+    let compiled = gpu_plan.as_ref().and_then(codegen::generate).map(Arc::new);
     Ok((
         Recording {
             kernel,
@@ -1717,45 +1720,55 @@ mod tests {
             let m =
                 StanModel::from_files(&p.join("model.stan"), Some(&p.join("data.json"))).unwrap();
             let (rec, d) = (&m.rec, m.dim);
-            let plan = rec
-                .plan
-                .as_ref()
-                .unwrap_or_else(|| panic!("{p:?}: no plan"));
+            assert!(rec.plan.is_some(), "{p:?}: no plan");
             let Sc::N(target) = rec.target else {
                 panic!("{p:?}: constant target")
             };
-            grouped += usize::from(plan.groups() < plan.term_count());
-            fused += usize::from(plan.fused_steps() > 0);
-            let mut rng = crate::rng::host_rng(3, 0, crate::rng::Purpose::Simulate);
-            for lanes in [1, 5, 64] {
-                let theta: Vec<f64> = (0..lanes * d)
-                    .map(|_| rand::RngExt::random_range(&mut rng, -1.0..1.0))
-                    .collect();
-                let n = rec.kernel.slots();
-                let (mut vals, mut adj) = (vec![0.0; n * lanes], vec![0.0; n * lanes]);
-                let mut want_g = vec![0.0; lanes * d];
-                rec.kernel.forward(&theta, d, lanes, &mut vals);
-                rec.kernel
-                    .reverse(target as usize, &vals, &mut adj, d, lanes, &mut want_g);
-                let mut scratch = vec![f64::NAN; plan.scratch_len(lanes)];
-                let (mut lp, mut g) = (vec![0.0; lanes], vec![0.0; lanes * d]);
-                plan.eval(&theta, d, lanes, &mut lp, &mut g, &mut scratch);
-                for l in 0..lanes {
-                    let want = vals[target as usize * lanes + l];
-                    assert_eq!(lp[l].to_bits(), want.to_bits(), "{p:?} lane {l}");
-                    let (gw, gp) = (&want_g[l * d..(l + 1) * d], &g[l * d..(l + 1) * d]);
-                    let err: f64 = gw.iter().zip(gp).map(|(a, b)| (a - b).powi(2)).sum();
-                    let norm: f64 = gw.iter().map(|a| a * a).sum();
-                    assert!(
-                        err.sqrt() <= 1e-12 * (1.0 + norm.sqrt()),
-                        "{p:?} lane {l}: gradient {gp:?} vs {gw:?}"
-                    );
-                    // The same chain alone.
-                    let mut s1 = vec![0.0; plan.scratch_len(1)];
-                    let (mut lp1, mut g1) = ([0.0], vec![0.0; d]);
-                    plan.eval(&theta[l * d..(l + 1) * d], d, 1, &mut lp1, &mut g1, &mut s1);
-                    assert_eq!(lp1[0].to_bits(), lp[l].to_bits(), "{p:?} lane {l} alone");
-                    assert!(g1.iter().zip(gp).all(|(a, b)| a.to_bits() == b.to_bits()));
+            // The CPU's plan, and the GPU kernel's, whose terms compute their own products
+            // of a value and a constant.
+            let cpu = plan::Plan::new(&rec.kernel, target, false).unwrap();
+            let gpu = plan::Plan::new(&rec.kernel, target, true).unwrap();
+            grouped += usize::from(cpu.groups() < cpu.term_count());
+            fused += usize::from(cpu.fused_steps() > 0);
+            if p.ends_with("diamonds-diamonds") {
+                // Its rows share products wherever their predictors repeat a value: the
+                // CPU computes each once, the GPU's terms each their own, in one shape.
+                assert!(cpu.shared_len() > 1000, "{}", cpu.shared_len());
+                assert!(gpu.shared_len() < 100, "{}", gpu.shared_len());
+                assert!(gpu.groups() < cpu.groups(), "{}", gpu.groups());
+            }
+            for plan in [&cpu, &gpu] {
+                let mut rng = crate::rng::host_rng(3, 0, crate::rng::Purpose::Simulate);
+                for lanes in [1, 5, 64] {
+                    let theta: Vec<f64> = (0..lanes * d)
+                        .map(|_| rand::RngExt::random_range(&mut rng, -1.0..1.0))
+                        .collect();
+                    let n = rec.kernel.slots();
+                    let (mut vals, mut adj) = (vec![0.0; n * lanes], vec![0.0; n * lanes]);
+                    let mut want_g = vec![0.0; lanes * d];
+                    rec.kernel.forward(&theta, d, lanes, &mut vals);
+                    rec.kernel
+                        .reverse(target as usize, &vals, &mut adj, d, lanes, &mut want_g);
+                    let mut scratch = vec![f64::NAN; plan.scratch_len(lanes)];
+                    let (mut lp, mut g) = (vec![0.0; lanes], vec![0.0; lanes * d]);
+                    plan.eval(&theta, d, lanes, &mut lp, &mut g, &mut scratch);
+                    for l in 0..lanes {
+                        let want = vals[target as usize * lanes + l];
+                        assert_eq!(lp[l].to_bits(), want.to_bits(), "{p:?} lane {l}");
+                        let (gw, gp) = (&want_g[l * d..(l + 1) * d], &g[l * d..(l + 1) * d]);
+                        let err: f64 = gw.iter().zip(gp).map(|(a, b)| (a - b).powi(2)).sum();
+                        let norm: f64 = gw.iter().map(|a| a * a).sum();
+                        assert!(
+                            err.sqrt() <= 1e-12 * (1.0 + norm.sqrt()),
+                            "{p:?} lane {l}: gradient {gp:?} vs {gw:?}"
+                        );
+                        // The same chain alone.
+                        let mut s1 = vec![0.0; plan.scratch_len(1)];
+                        let (mut lp1, mut g1) = ([0.0], vec![0.0; d]);
+                        plan.eval(&theta[l * d..(l + 1) * d], d, 1, &mut lp1, &mut g1, &mut s1);
+                        assert_eq!(lp1[0].to_bits(), lp[l].to_bits(), "{p:?} lane {l} alone");
+                        assert!(g1.iter().zip(gp).all(|(a, b)| a.to_bits() == b.to_bits()));
+                    }
                 }
             }
         }

@@ -53,6 +53,10 @@ pub(super) enum Step {
     /// `d × ((a − b) / c)²`: `normal_lpdf`'s kernel, and any other square of a standardised
     /// difference scaled by a constant.
     ScaledSquare,
+    /// `Σ_j x_j × y_j` over the pairs `list[s..e]` (`y_j` `Const(NONE)`: the item `x_j`
+    /// alone), in item order: a sum of products of a value and a constant that only it
+    /// reads (a linear predictor's row of data times the coefficients).
+    Dot(u32, u32),
 }
 
 /// A term's instruction: lists index the group's `list`; operands past those its step
@@ -123,8 +127,10 @@ pub(super) const NONE: u32 = u32::MAX;
 
 impl Plan {
     /// The plan of `kernel`'s node `target`; `None` when it is not a sum with terms worth
-    /// grouping.
-    pub fn new(kernel: &Kernel, target: u32) -> Option<Plan> {
+    /// grouping. With `clone_products`, a product of a value and a constant that several
+    /// terms read is computed by each of them (see below): the GPU kernel's plan, whose
+    /// shared values are straight-line code; the CPU's keeps it shared, computed once.
+    pub fn new(kernel: &Kernel, target: u32, clone_products: bool) -> Option<Plan> {
         let code = &kernel.code[..=target as usize];
         if !matches!(code.last()?.kind, Kind::Sum(..)) {
             return None;
@@ -153,6 +159,7 @@ impl Plan {
         owner[n - 1] = SUM;
         let mut terms = 0u32;
         let mut root = vec![false; n];
+        let mut roots: Vec<u32> = Vec::new();
         for i in (0..n).rev() {
             if owner[i] != SUM {
                 continue;
@@ -169,6 +176,7 @@ impl Plan {
                         _ => {
                             owner[m] = terms;
                             root[m] = true;
+                            roots.push(m as u32);
                             terms += 1;
                         }
                     }
@@ -178,7 +186,33 @@ impl Plan {
         if terms == 0 {
             return None;
         }
-        // Each value belongs to the one term that reads it, or is shared.
+        // Each value belongs to the one term that reads it, or is shared. A product of a
+        // value and a constant that several terms read (the recording keeps one node per
+        // distinct operands, so rows of data with equal values share it) can be computed
+        // by each of them instead: otherwise the terms' shapes depend on which data values
+        // repeat (posteriordb's diamonds: a linear predictor over discrete predictors, 4 000
+        // shared products and a shape for almost every row), which the CPU's chunks
+        // tolerate but which makes the GPU kernel thousands of lines of straight-line code.
+        let clonable = |m: usize| {
+            let ins = code[m];
+            clone_products
+                && ins.kind == Kind::Mul
+                && matches!(
+                    (ins.a, ins.b),
+                    (Arg::Const(_), Arg::Node(_)) | (Arg::Node(_), Arg::Const(_))
+                )
+        };
+        let mut clones: Vec<(u32, u32)> = Vec::new();
+        let merge = |owner: &mut [u32], m: usize, user: u32, sum: bool| {
+            owner[m] = match owner[m] {
+                SUM => SUM,
+                // A term, read by its sum alone.
+                o if sum && root[m] => o,
+                DEAD => user,
+                o if o == user => o,
+                _ => SHARED,
+            };
+        };
         for i in (0..n).rev() {
             let (user, sum) = match owner[i] {
                 DEAD => continue,
@@ -188,14 +222,20 @@ impl Plan {
             for a in items(&code[i]) {
                 if let Arg::Node(m) = a {
                     let m = m as usize;
-                    owner[m] = match owner[m] {
-                        SUM => SUM,
-                        // A term, read by its sum alone.
-                        o if sum && root[m] => o,
-                        DEAD => user,
-                        o if o == user => o,
-                        _ => SHARED,
-                    };
+                    if user < terms && uses[m] > 1 && clonable(m) && owner[m] != SUM {
+                        // The term's own copy; its operand is read by the term.
+                        if clones.last() != Some(&(user, m as u32)) {
+                            clones.push((user, m as u32));
+                        }
+                        let c = code[m];
+                        for x in [c.a, c.b] {
+                            if let Arg::Node(x) = x {
+                                merge(&mut owner, x as usize, user, false);
+                            }
+                        }
+                        continue;
+                    }
+                    merge(&mut owner, m, user, sum);
                 }
             }
             if let Kind::Input(_) = code[i].kind {
@@ -249,14 +289,60 @@ impl Plan {
                 members[owner[i] as usize].push(i as u32);
             }
         }
+        // Which term's values a node is among (its own term's, or the last clone's).
+        let mut member_of = vec![u32::MAX; n];
+        if !clones.is_empty() {
+            for &(t, m) in &clones {
+                members[t as usize].push(m);
+            }
+            // Each term's values in the order its root reads them (operands first), so
+            // that terms of one shape list them alike whichever of them the recording
+            // met first.
+            let mut seen = vec![u32::MAX; n];
+            let mut stack: Vec<(u32, bool)> = Vec::new();
+            for (t, nodes) in members.iter_mut().enumerate() {
+                for &i in nodes.iter() {
+                    member_of[i as usize] = t as u32;
+                }
+                let mut order = Vec::with_capacity(nodes.len());
+                stack.push((roots[t], false));
+                while let Some((i, done)) = stack.pop() {
+                    let iu = i as usize;
+                    if done {
+                        order.push(i);
+                        continue;
+                    }
+                    if seen[iu] == t as u32 || member_of[iu] != t as u32 {
+                        continue;
+                    }
+                    seen[iu] = t as u32;
+                    stack.push((i, true));
+                    for a in items(&code[iu]).into_iter().rev() {
+                        if let Arg::Node(m) = a {
+                            stack.push((m, false));
+                        }
+                    }
+                }
+                debug_assert_eq!(order.len(), nodes.len());
+                *nodes = order;
+            }
+        }
         let mut groups: Vec<Group> = Vec::new();
         let mut by_shape: HashMap<(Vec<TermIns>, Vec<Opd>), usize> = HashMap::new();
         let mut local = vec![u32::MAX; n];
         let mut fused: HashMap<u32, (Step, [Arg; 4])> = HashMap::new();
         // Sums that take in the one addition that reads them: (the sum, the other operand).
         let mut sum_plus: HashMap<u32, (usize, Arg)> = HashMap::new();
-        let mut absorbed = vec![false; n];
+        // The term that took each value into one of its fused steps.
+        let mut absorbed = vec![u32::MAX; n];
+        // Sums run as dot products: (the sum, its pairs).
+        let mut dots: HashMap<u32, Vec<(Arg, Arg)>> = HashMap::new();
+        // Reads of each value within the term being built (stamped with the term).
+        let mut reads_in = vec![(u32::MAX, 0u32); n];
         for (t, nodes) in members.iter().enumerate() {
+            for &i in nodes {
+                member_of[i as usize] = t as u32;
+            }
             let (mut body, mut list) = (Vec::new(), Vec::new());
             let mut cols = (Vec::new(), Vec::new());
             // The chains fused steps run, found from their last operation back so that an
@@ -269,9 +355,35 @@ impl Plan {
             };
             fused.clear();
             sum_plus.clear();
+            dots.clear();
+            for &j in nodes {
+                for a in items(&code[j as usize]) {
+                    if let Arg::Node(m) = a {
+                        let r = &mut reads_in[m as usize];
+                        *r = if r.0 == t as u32 {
+                            (r.0, r.1 + 1)
+                        } else {
+                            (t as u32, 1)
+                        };
+                    }
+                }
+            }
+            // A product of one of the term's values and a constant that only one of its
+            // operations reads.
+            let product = |m: usize, absorbed: &[u32]| {
+                let c = code[m];
+                member_of[m] == t as u32
+                    && absorbed[m] != t as u32
+                    && reads_in[m] == (t as u32, 1)
+                    && c.kind == Kind::Mul
+                    && matches!(
+                        (c.a, c.b),
+                        (Arg::Const(_), Arg::Node(_)) | (Arg::Node(_), Arg::Const(_))
+                    )
+            };
             for &i in nodes.iter().rev() {
                 let i = i as usize;
-                if absorbed[i] {
+                if absorbed[i] == t as u32 {
                     continue;
                 }
                 let ins = code[i];
@@ -317,13 +429,39 @@ impl Plan {
                             matches!(code[j].kind, Kind::Sum(..)).then_some((j, c))
                         });
                     if let Some((j, c)) = sum {
-                        absorbed[j] = true;
+                        absorbed[j] = t as u32;
                         sum_plus.insert(i as u32, (j, c));
+                    }
+                }
+                if let (None, Kind::Sum(s0, e0)) = (&found, ins.kind) {
+                    let its = &kernel.list[s0 as usize..e0 as usize];
+                    let products = its
+                        .iter()
+                        .filter(|a| matches!(a, Arg::Node(m) if product(*m as usize, &absorbed)))
+                        .count();
+                    if products >= 2 && absorbed[i] != t as u32 {
+                        let mut pairs = Vec::with_capacity(its.len());
+                        for &a in its {
+                            match a {
+                                Arg::Node(m) if product(m as usize, &absorbed) => {
+                                    absorbed[m as usize] = t as u32;
+                                    // The value first, the constant second (a product
+                                    // is the same bits either way round).
+                                    let c = code[m as usize];
+                                    pairs.push(match c.a {
+                                        Arg::Const(_) => (c.b, c.a),
+                                        Arg::Node(_) => (c.a, c.b),
+                                    });
+                                }
+                                _ => pairs.push((a, Arg::Const(NONE))),
+                            }
+                        }
+                        dots.insert(i as u32, pairs);
                     }
                 }
                 if let Some((step, args, inner)) = found {
                     for j in inner {
-                        absorbed[j] = true;
+                        absorbed[j] = t as u32;
                     }
                     let none = Arg::Const(NONE);
                     let mut all = [none; 4];
@@ -331,13 +469,13 @@ impl Plan {
                     fused.insert(i as u32, (step, all));
                 }
             }
-            let kept = nodes.iter().filter(|&&i| !absorbed[i as usize]);
+            let kept = nodes.iter().filter(|&&i| absorbed[i as usize] != t as u32);
             for (p, &i) in kept.enumerate() {
                 local[i as usize] = p as u32;
             }
             // The term's constants and shared slots, in the order its operands read them.
             let opd = |a: Arg, (consts, reads): &mut (Vec<f64>, Vec<u32>)| match a {
-                Arg::Node(m) if owner[m as usize] == t as u32 => Opd::Local(local[m as usize]),
+                Arg::Node(m) if member_of[m as usize] == t as u32 => Opd::Local(local[m as usize]),
                 Arg::Node(m) => {
                     reads.push(slot[m as usize]);
                     Opd::Shared(reads.len() as u32 - 1)
@@ -348,10 +486,32 @@ impl Plan {
                 }
             };
             for &i in nodes {
-                if absorbed[i as usize] {
+                if absorbed[i as usize] == t as u32 {
                     continue;
                 }
                 let none = Opd::Const(NONE);
+                if let Some(pairs) = dots.get(&i) {
+                    let start = list.len() as u32;
+                    for &(x, y) in pairs {
+                        let x = opd(x, &mut cols);
+                        list.push(x);
+                        let y = if y == Arg::Const(NONE) {
+                            none
+                        } else {
+                            opd(y, &mut cols)
+                        };
+                        list.push(y);
+                    }
+                    let step = Step::Dot(start, list.len() as u32);
+                    body.push(TermIns {
+                        step,
+                        a: none,
+                        b: none,
+                        c: none,
+                        d: none,
+                    });
+                    continue;
+                }
                 if let Some(&(step, args)) = fused.get(&i) {
                     let mut o = [none; 4];
                     for (o, a) in o.iter_mut().zip(args) {
@@ -623,6 +783,30 @@ impl Group {
                 let src = |o| chunk.src(done, o, t);
                 let kind = match ins.step {
                     Step::Op(k) => k,
+                    Step::Dot(s, e) => {
+                        // The recording's sum of the products, in its order.
+                        out.fill(0.0);
+                        let pairs = &self.list[s as usize..e as usize];
+                        let mut k = 0;
+                        while k < pairs.len() {
+                            let p = &pairs[k..k + 2];
+                            k += 2;
+                            if p[1] == Opd::Const(NONE) {
+                                each!(lanes; src(p[0]) => x; {
+                                    for l in 0..lanes {
+                                        out[l] += x.lane(l);
+                                    }
+                                });
+                            } else {
+                                each!(lanes; src(p[0]) => x, src(p[1]) => y; {
+                                    for l in 0..lanes {
+                                        out[l] += x.lane(l) * y.lane(l);
+                                    }
+                                });
+                            }
+                        }
+                        continue;
+                    }
                     Step::MulAdd => {
                         each!(lanes; src(ins.a) => a, src(ins.b) => b, src(ins.c) => c; {
                             for l in 0..lanes {
@@ -704,6 +888,24 @@ impl Group {
                 let src = |o| chunk.src(vals, o, t);
                 let kind = match ins.step {
                     Step::Op(k) => k,
+                    Step::Dot(s, e) => {
+                        for p in self.list[s as usize..e as usize].chunks_exact(2) {
+                            let (x, y) = (p[0], p[1]);
+                            if y == Opd::Const(NONE) {
+                                add!(x, a, +=);
+                                continue;
+                            }
+                            each!(lanes; src(x) => vx, src(y) => vy; {
+                                for l in 0..lanes {
+                                    u[l] = a[l] * vy.lane(l);
+                                    v[l] = a[l] * vx.lane(l);
+                                }
+                            });
+                            add!(x, u, +=);
+                            add!(y, v, +=);
+                        }
+                        continue;
+                    }
                     Step::MulAdd => {
                         each!(lanes; src(ins.a) => xa, src(ins.b) => xb; {
                             for l in 0..lanes {
