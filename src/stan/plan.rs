@@ -295,6 +295,10 @@ impl Plan {
             for &(t, m) in &clones {
                 members[t as usize].push(m);
             }
+            for nodes in &mut members {
+                nodes.sort_unstable();
+                nodes.dedup();
+            }
             // Each term's values in the order its root reads them (operands first), so
             // that terms of one shape list them alike whichever of them the recording
             // met first.
