@@ -179,25 +179,21 @@ fn shards_merge_into_the_unsharded_report_byte_for_byte() {
         );
     }
     // A missing shard and a foreign study are errors that say so.
-    let (ok, _, e) = gpsamp(&[
-        "merge",
-        shards[0].to_str().unwrap(),
-        shards[2].to_str().unwrap(),
-        shards[3].to_str().unwrap(),
-        "--out",
-        dir.join("bad").to_str().unwrap(),
-    ]);
-    assert!(!ok && e.contains("in none of the folders"), "{e}");
+    let bad = dir.join("bad");
+    let refused = |folders: &[&std::path::PathBuf]| -> String {
+        let mut args = vec!["merge"];
+        args.extend(folders.iter().map(|f| f.to_str().unwrap()));
+        args.extend(["--out", bad.to_str().unwrap()]);
+        let (ok, _, e) = gpsamp(&args);
+        assert!(!ok, "merging {folders:?} succeeded");
+        e
+    };
+    let e = refused(&[&shards[0], &shards[2], &shards[3]]);
+    assert!(e.contains("in none of the folders"), "{e}");
     let other = dir.join("other");
     run(&other, &["--shard", "2/4", "--seed", "5"]);
-    let (ok, _, e) = gpsamp(&[
-        "merge",
-        shards[0].to_str().unwrap(),
-        other.to_str().unwrap(),
-        "--out",
-        dir.join("bad").to_str().unwrap(),
-    ]);
-    assert!(!ok && e.contains("settings differ"), "{e}");
+    let e = refused(&[&shards[0], &other]);
+    assert!(e.contains("settings differ"), "{e}");
     // A dense metric reaches every fit (other records than the diagonal one's shard) and
     // is part of the settings, so its shard is not merged with diagonal ones.
     let dense = dir.join("dense");
@@ -209,14 +205,8 @@ fn shards_merge_into_the_unsharded_report_byte_for_byte() {
     assert!(!std::fs::read_to_string(shards[1].join("study.json"))
         .unwrap()
         .contains("metric"));
-    let (ok, _, e) = gpsamp(&[
-        "merge",
-        shards[0].to_str().unwrap(),
-        dense.to_str().unwrap(),
-        "--out",
-        dir.join("bad").to_str().unwrap(),
-    ]);
-    assert!(!ok && e.contains("settings differ"), "{e}");
+    let e = refused(&[&shards[0], &dense]);
+    assert!(e.contains("settings differ"), "{e}");
     let (ok, _, e) = gpsamp(&[
         "sbc",
         "--model",
@@ -224,10 +214,10 @@ fn shards_merge_into_the_unsharded_report_byte_for_byte() {
         "--shard",
         "0/4",
         "--out",
-        dir.join("bad").to_str().unwrap(),
+        bad.to_str().unwrap(),
     ]);
     assert!(!ok && e.contains("--shard"), "{e}");
-    assert!(!dir.join("bad").exists());
+    assert!(!bad.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -472,13 +472,11 @@ impl Code {
             };
             match step {
                 Step::Dot(s, e) => {
+                    // Each value times its constant (the constants have no adjoint).
                     for p in items(s, e).chunks_exact(2) {
                         match p[1] {
                             Opd::Const(NONE) => give(p[0], "g".into()),
-                            q => {
-                                give(p[0], format!("g * {}", opd(q)));
-                                give(q, format!("g * {}", opd(p[0])));
-                            }
+                            c => give(p[0], format!("g * {}", opd(c))),
                         }
                     }
                 }

@@ -53,9 +53,10 @@ pub(super) enum Step {
     /// `d × ((a − b) / c)²`: `normal_lpdf`'s kernel, and any other square of a standardised
     /// difference scaled by a constant.
     ScaledSquare,
-    /// `Σ_j x_j × y_j` over the pairs `list[s..e]` (`y_j` `Const(NONE)`: the item `x_j`
-    /// alone), in item order: a sum of products of a value and a constant that only it
-    /// reads (a linear predictor's row of data times the coefficients).
+    /// `Σ_j x_j × c_j` over the pairs `list[s..e]`, each a value and a constant (`c_j`
+    /// `Const(NONE)`: the item `x_j` alone), in item order: a sum of products of a value and
+    /// a constant that only it reads (a linear predictor's row of data times the
+    /// coefficients).
     Dot(u32, u32),
 }
 
@@ -193,15 +194,7 @@ impl Plan {
         // repeat (posteriordb's diamonds: a linear predictor over discrete predictors, 4 000
         // shared products and a shape for almost every row), which the CPU's chunks
         // tolerate but which makes the GPU kernel thousands of lines of straight-line code.
-        let clonable = |m: usize| {
-            let ins = code[m];
-            clone_products
-                && ins.kind == Kind::Mul
-                && matches!(
-                    (ins.a, ins.b),
-                    (Arg::Const(_), Arg::Node(_)) | (Arg::Node(_), Arg::Const(_))
-                )
-        };
+        let clonable = |m: usize| clone_products && scaled(&code[m]);
         let mut clones: Vec<(u32, u32)> = Vec::new();
         let merge = |owner: &mut [u32], m: usize, user: u32, sum: bool| {
             owner[m] = match owner[m] {
@@ -224,9 +217,7 @@ impl Plan {
                     let m = m as usize;
                     if user < terms && uses[m] > 1 && clonable(m) && owner[m] != SUM {
                         // The term's own copy; its operand is read by the term.
-                        if clones.last() != Some(&(user, m as u32)) {
-                            clones.push((user, m as u32));
-                        }
+                        clones.push((user, m as u32));
                         let c = code[m];
                         for x in [c.a, c.b] {
                             if let Arg::Node(x) = x {
@@ -375,15 +366,10 @@ impl Plan {
             // A product of one of the term's values and a constant that only one of its
             // operations reads.
             let product = |m: usize, absorbed: &[u32]| {
-                let c = code[m];
                 member_of[m] == t as u32
                     && absorbed[m] != t as u32
                     && reads_in[m] == (t as u32, 1)
-                    && c.kind == Kind::Mul
-                    && matches!(
-                        (c.a, c.b),
-                        (Arg::Const(_), Arg::Node(_)) | (Arg::Node(_), Arg::Const(_))
-                    )
+                    && scaled(&code[m])
             };
             for &i in nodes.iter().rev() {
                 let i = i as usize;
@@ -617,6 +603,12 @@ impl Plan {
         })
     }
 
+    /// Whether some shared value is a product of a value and a constant: only then does
+    /// the plan with `clone_products` differ from this one (see [`Plan::new`]).
+    pub fn shares_products(&self) -> bool {
+        self.shared.code.iter().any(scaled)
+    }
+
     /// Shapes of terms.
     pub fn groups(&self) -> usize {
         self.groups.len()
@@ -711,6 +703,15 @@ impl Plan {
     }
 }
 
+/// Whether `ins` multiplies a value by a constant.
+fn scaled(ins: &Ins) -> bool {
+    ins.kind == Kind::Mul
+        && matches!(
+            (ins.a, ins.b),
+            (Arg::Const(_), Arg::Node(_)) | (Arg::Node(_), Arg::Const(_))
+        )
+}
+
 /// Row `r` of `lanes` values.
 fn row_of(v: &[f64], r: u32, lanes: usize) -> Src<'_> {
     Src::Lanes(&v[r as usize * lanes..(r as usize + 1) * lanes])
@@ -732,6 +733,17 @@ impl Chunk<'_> {
     #[inline(always)]
     fn slot(&self, c: u32, t: usize) -> u32 {
         self.shared[t * self.reads + c as usize]
+    }
+
+    /// The constant factor `o` of a [`Step::Dot`] pair of the chunk's term `t`: its
+    /// constant, or 1 for an item alone (`x × 1` is `x`, bit for bit).
+    #[inline(always)]
+    fn factor(&self, o: Opd, t: usize) -> f64 {
+        match o {
+            Opd::Const(NONE) => 1.0,
+            Opd::Const(c) => self.consts[t * self.width + c as usize],
+            _ => unreachable!("a dot step's factors are constants"),
+        }
     }
 
     /// Operand `o` of the chunk's term `t`, given the values computed so far (`done`).
@@ -790,24 +802,13 @@ impl Group {
                     Step::Dot(s, e) => {
                         // The recording's sum of the products, in its order.
                         out.fill(0.0);
-                        let pairs = &self.list[s as usize..e as usize];
-                        let mut k = 0;
-                        while k < pairs.len() {
-                            let p = &pairs[k..k + 2];
-                            k += 2;
-                            if p[1] == Opd::Const(NONE) {
-                                each!(lanes; src(p[0]) => x; {
-                                    for l in 0..lanes {
-                                        out[l] += x.lane(l);
-                                    }
-                                });
-                            } else {
-                                each!(lanes; src(p[0]) => x, src(p[1]) => y; {
-                                    for l in 0..lanes {
-                                        out[l] += x.lane(l) * y.lane(l);
-                                    }
-                                });
-                            }
+                        for p in self.list[s as usize..e as usize].chunks_exact(2) {
+                            let c = chunk.factor(p[1], t);
+                            each!(lanes; src(p[0]) => x; {
+                                for l in 0..lanes {
+                                    out[l] += x.lane(l) * c;
+                                }
+                            });
                         }
                         continue;
                     }
@@ -894,19 +895,11 @@ impl Group {
                     Step::Op(k) => k,
                     Step::Dot(s, e) => {
                         for p in self.list[s as usize..e as usize].chunks_exact(2) {
-                            let (x, y) = (p[0], p[1]);
-                            if y == Opd::Const(NONE) {
-                                add!(x, a, +=);
-                                continue;
+                            let c = chunk.factor(p[1], t);
+                            for l in 0..lanes {
+                                u[l] = a[l] * c;
                             }
-                            each!(lanes; src(x) => vx, src(y) => vy; {
-                                for l in 0..lanes {
-                                    u[l] = a[l] * vy.lane(l);
-                                    v[l] = a[l] * vx.lane(l);
-                                }
-                            });
-                            add!(x, u, +=);
-                            add!(y, v, +=);
+                            add!(p[0], u, +=);
                         }
                         continue;
                     }
