@@ -294,7 +294,7 @@ impl Kernel {
                 }
                 Kind::LogSumExp(s, e) => {
                     let items = list(s, e);
-                    log_sum_exp_into(out, items.len(), |j| self.src(done, items[j], lanes));
+                    log_sum_exp_into(out, items.len(), |j| self.src(done, items[j], lanes), None);
                 }
                 k => apply(
                     k,
@@ -334,6 +334,7 @@ impl Kernel {
         lanes: usize,
         grad: &mut [f64],
     ) {
+        let mut weights = Vec::new();
         for i in (0..upto).rev() {
             let ins = self.code[i];
             let (before, rest) = adj.split_at_mut(i * lanes);
@@ -349,11 +350,27 @@ impl Kernel {
                         grad[l * dim + k as usize] += a[l];
                     }
                 }
-                Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
+                Kind::Sum(s, e) => {
                     for &x in &self.list[s as usize..e as usize] {
                         if let Arg::Node(n) = x {
-                            let vx = &vals[slot(n)];
-                            give_item(ins.kind, a, y, vx, &mut before[slot(n)]);
+                            give_item(a, &mut before[slot(n)]);
+                        }
+                    }
+                }
+                Kind::LogSumExp(s, e) => {
+                    // The items' weights, from the exponentials of the forward sweep's sum
+                    // (as the plan keeps them), computed again.
+                    let items = &self.list[s as usize..e as usize];
+                    weights.resize((items.len() + 1) * lanes, 0.0);
+                    let (w, out) = weights.split_at_mut(items.len() * lanes);
+                    let item = |j: usize| self.src(vals, items[j], lanes);
+                    log_sum_exp_into(out, items.len(), item, Some((w, lanes)));
+                    for (j, &x) in items.iter().enumerate() {
+                        if let Arg::Node(n) = x {
+                            let (w, d) = (&w[j * lanes..(j + 1) * lanes], &mut before[slot(n)]);
+                            for l in 0..lanes {
+                                d[l] += a[l] * w[l];
+                            }
                         }
                     }
                 }
@@ -487,57 +504,88 @@ pub(super) fn sum_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Sr
 }
 
 /// `out[l] = ln Σ_j e^item(j)[l]` (the largest item taken out first), with the
-/// branch-free [`crate::math::exp`] and [`crate::math::ln`] that vectorise.
+/// branch-free [`crate::math::exp`] and [`crate::math::ln`] that vectorise. With
+/// `weights` (values and a stride), item `j`'s weight `e^(item(j) − out)` (the result's
+/// derivative with respect to it) goes to `weights[j × stride..][..lanes]`, from the
+/// exponentials the sum computes, so that the reverse sweep needs none of its own.
 #[inline(always)]
-pub(super) fn log_sum_exp_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Src<'a>) {
+pub(super) fn log_sum_exp_into<'a>(
+    out: &mut [f64],
+    n: usize,
+    item: impl Fn(usize) -> Src<'a>,
+    weights: Option<(&mut [f64], usize)>,
+) {
+    let lanes = out.len();
     if n == 2 {
-        // The common pair (a two-component mixture, two states) in one pass: the same
-        // operations in the same order as the passes below.
-        let lanes = out.len();
+        // The common pair (a two-component mixture, two states) in one pass. The larger
+        // item's exponential, e^(m − m), is 1 exactly, so only the other's is computed:
+        // the same sum, bit for bit, as the passes below (NaN when either item is NaN).
+        let mut weights = weights.map(|(w, stride)| {
+            let (w0, w1) = w.split_at_mut(stride);
+            (&mut w0[..lanes], &mut w1[..lanes])
+        });
         each!(lanes; item(0) => a, item(1) => b; {
             for l in 0..lanes {
-                let m = f64::NEG_INFINITY.max(a.lane(l)).max(b.lane(l));
-                let s = 0.0
-                    + crate::math::exp(a.lane(l) - m)
-                    + crate::math::exp(b.lane(l) - m);
+                let (x, y) = (a.lane(l), b.lane(l));
+                let m = f64::NEG_INFINITY.max(x).max(y);
+                let first = x >= y;
+                let other = if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else if first {
+                    y
+                } else {
+                    x
+                };
+                let e = crate::math::exp(other - m);
+                let s = 1.0 + e;
                 let ln = if s.is_nan() { s } else { crate::math::ln(s) };
                 out[l] = if m.is_finite() { m + ln } else { m };
+                if let Some((w0, w1)) = &mut weights {
+                    let r = 1.0 / s;
+                    let (big, small) = (r, e * r);
+                    (w0[l], w1[l]) = if first { (big, small) } else { (small, big) };
+                }
             }
         });
         return;
     }
     const CHUNK: usize = 64;
     let mut sum = [0.0f64; CHUNK];
+    let mut weights = weights;
     for (c, out) in out.chunks_mut(CHUNK).enumerate() {
         let (base, lanes) = (c * CHUNK, out.len());
         let sum = &mut sum[..lanes];
+        // Item `j` on this chunk's lanes.
+        let at = |j: usize| match item(j) {
+            Src::Lanes(x) => Src::Lanes(&x[base..base + lanes]),
+            s => s,
+        };
         out.fill(f64::NEG_INFINITY);
         // Each item's form matched outside its lane loop, so that the loops vectorise.
         for j in 0..n {
-            match item(j) {
-                Src::Lanes(x) => {
-                    let x = &x[base..base + lanes];
-                    for l in 0..lanes {
-                        out[l] = out[l].max(x[l]);
-                    }
+            each!(lanes; at(j) => x; {
+                for l in 0..lanes {
+                    out[l] = out[l].max(x.lane(l));
                 }
-                Src::Scalar(x) => out.iter_mut().for_each(|o| *o = o.max(x)),
-            }
+            });
         }
         sum.fill(0.0);
         for j in 0..n {
-            match item(j) {
-                Src::Lanes(x) => {
-                    let x = &x[base..base + lanes];
-                    for l in 0..lanes {
-                        sum[l] += crate::math::exp(x[l] - out[l]);
-                    }
+            match &mut weights {
+                Some((w, stride)) => {
+                    let w = &mut w[j * *stride + base..][..lanes];
+                    each!(lanes; at(j) => x; {
+                        for l in 0..lanes {
+                            w[l] = crate::math::exp(x.lane(l) - out[l]);
+                            sum[l] += w[l];
+                        }
+                    });
                 }
-                Src::Scalar(x) => {
+                None => each!(lanes; at(j) => x; {
                     for l in 0..lanes {
-                        sum[l] += crate::math::exp(x - out[l]);
+                        sum[l] += crate::math::exp(x.lane(l) - out[l]);
                     }
-                }
+                }),
             }
         }
         for l in 0..lanes {
@@ -547,24 +595,26 @@ pub(super) fn log_sum_exp_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usiz
             if out[l].is_finite() {
                 out[l] += ln;
             }
+            sum[l] = 1.0 / s;
+        }
+        if let Some((w, stride)) = &mut weights {
+            for j in 0..n {
+                let w = &mut w[j * *stride + base..][..lanes];
+                for l in 0..lanes {
+                    w[l] *= sum[l];
+                }
+            }
         }
     }
 }
 
-/// Adds `adj[l]` times the derivative of a list instruction's result `y` with respect to
-/// one of its items (value `x`) to `dst`: 1 for a sum, e^(x − y) for a log-sum-exp.
+/// Adds `adj[l]` to `dst[l]`: what a sum gives each of its items.
 #[inline(always)]
-pub(super) fn give_item(kind: Kind, adj: &[f64], y: &[f64], x: &[f64], dst: &mut [f64]) {
+pub(super) fn give_item(adj: &[f64], dst: &mut [f64]) {
     let n = adj.len();
-    let (y, x, dst) = (&y[..n], &x[..n], &mut dst[..n]);
-    if let Kind::LogSumExp(..) = kind {
-        for l in 0..n {
-            dst[l] += adj[l] * crate::math::exp(x[l] - y[l]);
-        }
-    } else {
-        for l in 0..n {
-            dst[l] += adj[l];
-        }
+    let dst = &mut dst[..n];
+    for l in 0..n {
+        dst[l] += adj[l];
     }
 }
 

@@ -87,6 +87,12 @@ pub(super) struct Group {
     pub(super) shared: Vec<u32>,
     /// Each term's place among the terms (where its value goes).
     pub(super) terms: Vec<u32>,
+    /// Per instruction, the first of the rows after the instructions' own that hold a
+    /// log-sum-exp's item weights (its derivatives, from the forward sweep's
+    /// exponentials), one row per item; `NONE` for other instructions.
+    weights: Vec<u32>,
+    /// Rows of values per term: one per instruction, and the weights.
+    rows: usize,
 }
 
 /// An item of one of the sums that make up `target`.
@@ -592,7 +598,21 @@ impl Plan {
         }
         let mut seeds: Vec<(u32, f64)> = seeds.into_iter().collect();
         seeds.sort_by_key(|s| s.0);
-        let widest = groups.iter().map(|g| g.code.len()).max().unwrap_or(0);
+        for g in &mut groups {
+            g.rows = g.code.len();
+            g.weights = g
+                .code
+                .iter()
+                .map(|ins| match ins.step {
+                    Step::Op(Kind::LogSumExp(s, e)) => {
+                        g.rows += (e - s) as usize;
+                        (g.rows - (e - s) as usize) as u32
+                    }
+                    _ => NONE,
+                })
+                .collect();
+        }
+        let widest = groups.iter().map(|g| g.rows).max().unwrap_or(0);
         Some(Plan {
             shared,
             groups,
@@ -778,7 +798,7 @@ impl Group {
     ) {
         let n = self.code.len();
         let stride = count * lanes;
-        let (vals, adj) = work.split_at_mut(n * stride);
+        let (vals, adj) = work.split_at_mut(self.rows * stride);
         let adj = &mut adj[..n * stride + TEMPS * lanes];
         let consts = &self.consts[first * self.width..(first + count) * self.width];
         let lane = |r: u32| r as usize * lanes..(r as usize + 1) * lanes;
@@ -794,6 +814,7 @@ impl Group {
         for (i, ins) in self.code.iter().enumerate() {
             let (done, rest) = vals.split_at_mut(i * stride);
             let done = &*done;
+            let (rest, weights) = rest.split_at_mut((n - i) * stride);
             for t in 0..count {
                 let out = &mut rest[t * lanes..(t + 1) * lanes];
                 let src = |o| chunk.src(done, o, t);
@@ -838,7 +859,14 @@ impl Group {
                     }
                     Kind::LogSumExp(s, e) => {
                         let items = &self.list[s as usize..e as usize];
-                        log_sum_exp_into(out, items.len(), |j| chunk.src(done, items[j], t));
+                        let w = (self.weights[i] as usize - n) * stride + t * lanes;
+                        let weights = Some((&mut weights[w..], stride));
+                        log_sum_exp_into(
+                            out,
+                            items.len(),
+                            |j| chunk.src(done, items[j], t),
+                            weights,
+                        );
                     }
                     k => apply(k, chunk.src(done, ins.a, t), chunk.src(done, ins.b, t), out),
                 }
@@ -939,11 +967,22 @@ impl Group {
                     }
                 };
                 match kind {
-                    Kind::Sum(s, e) | Kind::LogSumExp(s, e) => {
+                    Kind::Sum(s, e) => {
                         for &x in &self.list[s as usize..e as usize] {
-                            if let Src::Lanes(vx) = chunk.src(vals, x, t) {
-                                to!(x, |d| give_item(kind, a, y, vx, d));
-                            }
+                            to!(x, |d| give_item(a, d));
+                        }
+                    }
+                    Kind::LogSumExp(s, e) => {
+                        // Each item's adjoint is this one's times its weight.
+                        let first = self.weights[i] as usize;
+                        for (j, &x) in self.list[s as usize..e as usize].iter().enumerate() {
+                            let at = (first + j) * stride + t * lanes;
+                            let w = &vals[at..at + lanes];
+                            to!(x, |d| {
+                                for l in 0..lanes {
+                                    d[l] += a[l] * w[l];
+                                }
+                            });
                         }
                     }
                     k => {
