@@ -439,7 +439,7 @@ impl Code {
                     }
                 }
                 Step::ScaledSquare => {
-                    self.line(format_args!("let z{i} = ({a} - {b}) / {c};"));
+                    self.line(format_args!("let z{i} = ({a} - {b}) * {c};"));
                     self.line(format_args!("let {y} = {d} * (z{i} * z{i});"));
                 }
                 Step::Op(k @ (Kind::Sum(s, e) | Kind::LogSumExp(s, e))) => {
@@ -486,12 +486,12 @@ impl Code {
                     give(c, "g".into());
                 }
                 Step::ScaledSquare => {
-                    // z = (a − b)/c: the difference gets 2 z d g / c, c gets −z times
-                    // that, d gets z² g.
-                    let dz = format!("(2.0 * g * {} * z{i} / {})", opd(d), opd(c));
-                    give(a, dz.clone());
-                    give(b, format!("-{dz}"));
-                    give(c, format!("-{dz} * z{i}"));
+                    // z = (a − b) c: the difference gets 2 z d g c, c gets 2 z d g
+                    // (a − b), d gets z² g.
+                    let dz = format!("(2.0 * g * {} * z{i})", opd(d));
+                    give(a, format!("{dz} * {}", opd(c)));
+                    give(b, format!("-{dz} * {}", opd(c)));
+                    give(c, format!("{dz} * ({} - {})", opd(a), opd(b)));
                     give(d, format!("g * (z{i} * z{i})"));
                 }
                 Step::Op(k @ (Kind::Sum(s, e) | Kind::LogSumExp(s, e))) => {

@@ -1171,8 +1171,12 @@ impl Interp {
                     } else {
                         (Sc::C(0.0), Sc::C(1.0))
                     };
+                    // (y − μ) × σ⁻¹, as Stan's normal_lpdf computes it: the reciprocal is
+                    // one value however many terms read it (σ a parameter), and the
+                    // terms multiply instead of dividing.
                     let d = t.sub(y, mu);
-                    let z = t.div(d, sigma);
+                    let r = t.div(Sc::C(1.0), sigma);
+                    let z = t.mul(d, r);
                     let z2 = t.mul(z, z);
                     let a = t.mul(Sc::C(-0.5), z2);
                     keep(a, &mut terms);
@@ -1281,7 +1285,8 @@ impl Interp {
                 "lognormal" => {
                     let ly = t.fun(Fun::Log, y);
                     let d = t.sub(ly, p(1));
-                    let z = t.div(d, p(2));
+                    let r = t.div(Sc::C(1.0), p(2));
+                    let z = t.mul(d, r);
                     let z2 = t.mul(z, z);
                     let a = t.mul(Sc::C(-0.5), z2);
                     keep(a, &mut terms);

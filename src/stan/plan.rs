@@ -50,8 +50,8 @@ pub(super) enum Step {
     Op(Kind),
     /// `a × b + c`: a product that only a sum of two reads (a linear predictor).
     MulAdd,
-    /// `d × ((a − b) / c)²`: `normal_lpdf`'s kernel, and any other square of a standardised
-    /// difference scaled by a constant.
+    /// `d × ((a − b) × c)²`: `normal_lpdf`'s kernel (`c` the reciprocal of σ), and any
+    /// other square of a scaled difference scaled by a constant.
     ScaledSquare,
     /// `Σ_j x_j × c_j` over the pairs `list[s..e]`, each a value and a constant (`c_j`
     /// `Const(NONE)`: the item `x_j` alone), in item order: a sum of products of a value and
@@ -401,16 +401,21 @@ impl Plan {
                             let q = own(x, 1)?;
                             let sq = code[q];
                             let z = own(sq.a, 2)?;
-                            let div = code[z];
-                            let d = own(div.a, 1)?;
+                            let scale = code[z];
+                            // The difference times the scale, in either order.
+                            let (d, c) = [(scale.a, scale.b), (scale.b, scale.a)]
+                                .into_iter()
+                                .find_map(|(x, c)| {
+                                    let d = own(x, 1)?;
+                                    (code[d].kind == Kind::Sub).then_some((d, c))
+                                })?;
                             let sub = code[d];
                             (sq.kind == Kind::Mul
                                 && matches!(sq.b, Arg::Node(b) if b as usize == z)
-                                && div.kind == Kind::Div
-                                && sub.kind == Kind::Sub)
+                                && scale.kind == Kind::Mul)
                                 .then_some((
                                     Step::ScaledSquare,
-                                    vec![sub.a, sub.b, div.b, k],
+                                    vec![sub.a, sub.b, c, k],
                                     vec![q, z, d],
                                 ))
                         }),
@@ -845,7 +850,7 @@ impl Group {
                         each!(lanes; src(ins.a) => a, src(ins.b) => b, src(ins.c) => c,
                               src(ins.d) => d; {
                             for l in 0..lanes {
-                                let z = (a.lane(l) - b.lane(l)) / c.lane(l);
+                                let z = (a.lane(l) - b.lane(l)) * c.lane(l);
                                 out[l] = d.lane(l) * (z * z);
                             }
                         });
@@ -944,18 +949,17 @@ impl Group {
                         continue;
                     }
                     Step::ScaledSquare => {
-                        // z = (a − b)/c: the adjoint of the difference is 2 z d / c, that
-                        // of c is −z times it, that of d is z² (each times the step's).
+                        // z = (a − b) c: the adjoint of the difference is 2 z d c, that of
+                        // c is 2 z d (a − b), that of d is z² (each times the step's).
                         each!(lanes; src(ins.a) => xa, src(ins.b) => xb, src(ins.c) => xc,
                               src(ins.d) => xd; {
                             for l in 0..lanes {
-                                // One division (the costliest operation here) per lane.
-                                let r = 1.0 / xc.lane(l);
-                                let z = (xa.lane(l) - xb.lane(l)) * r;
+                                let diff = xa.lane(l) - xb.lane(l);
+                                let z = diff * xc.lane(l);
                                 let g = a[l] * xd.lane(l);
-                                let dz = (g + g) * z * r;
-                                u[l] = dz;
-                                v[l] = -dz * z;
+                                let dz = (g + g) * z;
+                                u[l] = dz * xc.lane(l);
+                                v[l] = dz * diff;
                                 w[l] = a[l] * (z * z);
                             }
                         });
