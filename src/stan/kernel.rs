@@ -294,7 +294,13 @@ impl Kernel {
                 }
                 Kind::LogSumExp(s, e) => {
                     let items = list(s, e);
-                    log_sum_exp_into(out, items.len(), |j| self.src(done, items[j], lanes), None);
+                    log_sum_exp_into(
+                        out,
+                        items.len(),
+                        |j| self.src(done, items[j], lanes),
+                        None,
+                        None,
+                    );
                 }
                 k => apply(
                     k,
@@ -364,7 +370,7 @@ impl Kernel {
                     weights.resize((items.len() + 1) * lanes, 0.0);
                     let (w, out) = weights.split_at_mut(items.len() * lanes);
                     let item = |j: usize| self.src(vals, items[j], lanes);
-                    log_sum_exp_into(out, items.len(), item, Some((w, lanes)));
+                    log_sum_exp_into(out, items.len(), item, Some((w, lanes)), None);
                     for (j, &x) in items.iter().enumerate() {
                         if let Arg::Node(n) = x {
                             let (w, d) = (&w[j * lanes..(j + 1) * lanes], &mut before[slot(n)]);
@@ -507,51 +513,87 @@ pub(super) fn sum_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Sr
 /// branch-free [`crate::math::exp`] and [`crate::math::ln`] that vectorise. With
 /// `weights` (values and a stride), item `j`'s weight `e^(item(j) − out)` (the result's
 /// derivative with respect to it) goes to `weights[j × stride..][..lanes]`, from the
-/// exponentials the sum computes, so that the reverse sweep needs none of its own.
+/// exponentials the sum computes, so that the reverse sweep needs none of its own. With
+/// `sums`, the logarithm is left to the caller: `out[l]` is the largest item and
+/// `sums[l]` the sum of the exponentials after taking it out (1 where the largest item is
+/// not finite, and `out[l]` the result), so that the result is `out[l] + ln sums[l]`.
 #[inline(always)]
 pub(super) fn log_sum_exp_into<'a>(
     out: &mut [f64],
     n: usize,
     item: impl Fn(usize) -> Src<'a>,
     weights: Option<(&mut [f64], usize)>,
+    sums: Option<&mut [f64]>,
 ) {
     let lanes = out.len();
     if n == 2 {
         // The common pair (a two-component mixture, two states) in one pass. The larger
         // item's exponential, e^(m − m), is 1 exactly, so only the other's is computed:
         // the same sum, bit for bit, as the passes below (NaN when either item is NaN).
-        let mut weights = weights.map(|(w, stride)| {
+        let weights = weights.map(|(w, stride)| {
             let (w0, w1) = w.split_at_mut(stride);
             (&mut w0[..lanes], &mut w1[..lanes])
         });
-        each!(lanes; item(0) => a, item(1) => b; {
-            for l in 0..lanes {
-                let (x, y) = (a.lane(l), b.lane(l));
-                let m = f64::NEG_INFINITY.max(x).max(y);
-                let first = x >= y;
-                let other = if x.is_nan() || y.is_nan() {
-                    f64::NAN
-                } else if first {
-                    y
-                } else {
-                    x
-                };
-                let e = crate::math::exp(other - m);
-                let s = 1.0 + e;
+        // One lane loop per combination of outputs, so that each vectorises: `$body`
+        // sees the largest item `m`, the other's exponential `e`, their sum `s`, and
+        // whether the first item is the larger.
+        macro_rules! pair {
+            (|$l:ident, $m:ident, $e:ident, $s:ident, $first:ident| $body:block) => {
+                each!(lanes; item(0) => a, item(1) => b; {
+                    for $l in 0..lanes {
+                        let (x, y) = (a.lane($l), b.lane($l));
+                        let $m = f64::NEG_INFINITY.max(x).max(y);
+                        let $first = x >= y;
+                        let other = if x.is_nan() || y.is_nan() {
+                            f64::NAN
+                        } else if $first {
+                            y
+                        } else {
+                            x
+                        };
+                        let $e = crate::math::exp(other - $m);
+                        let $s = 1.0 + $e;
+                        $body
+                    }
+                })
+            };
+        }
+        // The item weights 1/s and e/s, the larger item's first.
+        let pair_weights = |s: f64, e: f64, first: bool| {
+            let r = 1.0 / s;
+            if first {
+                (r, e * r)
+            } else {
+                (e * r, r)
+            }
+        };
+        match (weights, sums) {
+            (None, None) => pair!(|l, m, e, s, first| {
+                let _ = (e, first);
                 let ln = if s.is_nan() { s } else { crate::math::ln(s) };
                 out[l] = if m.is_finite() { m + ln } else { m };
-                if let Some((w0, w1)) = &mut weights {
-                    let r = 1.0 / s;
-                    let (big, small) = (r, e * r);
-                    (w0[l], w1[l]) = if first { (big, small) } else { (small, big) };
-                }
-            }
-        });
+            }),
+            (Some((w0, w1)), None) => pair!(|l, m, e, s, first| {
+                let ln = if s.is_nan() { s } else { crate::math::ln(s) };
+                out[l] = if m.is_finite() { m + ln } else { m };
+                (w0[l], w1[l]) = pair_weights(s, e, first);
+            }),
+            (Some((w0, w1)), Some(sums)) => pair!(|l, m, e, s, first| {
+                sums[l] = if m.is_finite() { s } else { 1.0 };
+                out[l] = m;
+                (w0[l], w1[l]) = pair_weights(s, e, first);
+            }),
+            (None, Some(sums)) => pair!(|l, m, e, s, first| {
+                let _ = (e, first);
+                sums[l] = if m.is_finite() { s } else { 1.0 };
+                out[l] = m;
+            }),
+        }
         return;
     }
     const CHUNK: usize = 64;
     let mut sum = [0.0f64; CHUNK];
-    let mut weights = weights;
+    let (mut weights, mut sums) = (weights, sums);
     for (c, out) in out.chunks_mut(CHUNK).enumerate() {
         let (base, lanes) = (c * CHUNK, out.len());
         let sum = &mut sum[..lanes];
@@ -591,9 +633,13 @@ pub(super) fn log_sum_exp_into<'a>(
         for l in 0..lanes {
             // The sum is at least 1 (the largest item's term) or NaN.
             let s = sum[l];
-            let ln = if s.is_nan() { s } else { crate::math::ln(s) };
-            if out[l].is_finite() {
-                out[l] += ln;
+            if let Some(sums) = &mut sums {
+                sums[base + l] = if out[l].is_finite() { s } else { 1.0 };
+            } else {
+                let ln = if s.is_nan() { s } else { crate::math::ln(s) };
+                if out[l].is_finite() {
+                    out[l] += ln;
+                }
             }
             sum[l] = 1.0 / s;
         }

@@ -17,7 +17,11 @@
 //! `d × ((a − b) / c)²`, and a sum with the one addition that reads it.
 //!
 //! The forward values are the recording's bit for bit (the same operations in the same
-//! order on each lane); the gradient's sums run in another order.
+//! order on each lane), but for the terms that are a log-sum-exp (a mixture's points):
+//! the logarithm of each one's sum of exponentials is taken once per evaluation, of
+//! their product, the way a hand-written mixture does. A log-sum-exp's forward sweep
+//! keeps its items' weights, which its reverse sweep reads instead of computing their
+//! exponentials again. The gradient's sums run in another order than the recording's.
 
 // The lane loops index several slices in step.
 #![allow(clippy::needless_range_loop)]
@@ -91,7 +95,12 @@ pub(super) struct Group {
     /// log-sum-exp's item weights (its derivatives, from the forward sweep's
     /// exponentials), one row per item; `NONE` for other instructions.
     weights: Vec<u32>,
-    /// Rows of values per term: one per instruction, and the weights.
+    /// When the term is a log-sum-exp (a mixture's point), the row after the weights
+    /// that holds its sum of exponentials: the term's value is then its largest item,
+    /// and the logarithms of the sums are taken once per evaluation, of their product
+    /// ([`Logs`]); `NONE` otherwise.
+    pub(super) sums: u32,
+    /// Rows of values per term: one per instruction, the weights and the sums.
     rows: usize,
 }
 
@@ -616,6 +625,15 @@ impl Plan {
                     _ => NONE,
                 })
                 .collect();
+            g.sums = NONE;
+            if let Some(TermIns {
+                step: Step::Op(Kind::LogSumExp(..)),
+                ..
+            }) = g.code.last()
+            {
+                g.sums = g.rows as u32;
+                g.rows += 1;
+            }
         }
         let widest = groups.iter().map(|g| g.rows).max().unwrap_or(0);
         Some(Plan {
@@ -669,7 +687,7 @@ impl Plan {
     pub fn scratch_len(&self, lanes: usize) -> usize {
         let shared = self.shared.code.len();
         let chunk = 2 * self.widest * Self::chunk(lanes) + TEMPS;
-        lanes * (2 * shared + self.terms + self.sums.len() + chunk)
+        lanes * (2 * shared + self.terms + self.sums.len() + 2 + chunk)
     }
 
     /// The log density (`logp`, `lanes`) and its gradient (`grad`, `lanes` × `dim`, added
@@ -688,7 +706,9 @@ impl Plan {
         let (sv, rest) = scratch.split_at_mut(ns * lanes);
         let (sa, rest) = rest.split_at_mut(ns * lanes);
         let (tv, rest) = rest.split_at_mut(self.terms * lanes);
-        let (uv, work) = rest.split_at_mut(self.sums.len() * lanes);
+        let (uv, rest) = rest.split_at_mut(self.sums.len() * lanes);
+        let (logs, work) = rest.split_at_mut(2 * lanes);
+        let mut logs = Logs::new(logs, lanes);
         self.shared.forward(theta, dim, lanes, sv);
         sa.fill(0.0);
         crate::math::simd_dispatch!(crate::math::simd(), (
@@ -697,13 +717,14 @@ impl Plan {
             sv: &[f64] = sv,
             sa: &mut [f64] = sa,
             tv: &mut [f64] = tv,
+            logs: &mut Logs = &mut logs,
             work: &mut [f64] = work,
         ) -> () {
             let chunk = Plan::chunk(lanes);
             for g in &plan.groups {
                 for first in (0..g.terms.len()).step_by(chunk) {
                     let count = chunk.min(g.terms.len() - first);
-                    g.run(first, count, lanes, sv, sa, tv, work);
+                    g.run(first, count, lanes, sv, sa, tv, logs, work);
                 }
             }
         });
@@ -719,12 +740,66 @@ impl Plan {
         }
         let last = (self.sums.len() - 1) * lanes;
         logp[..lanes].copy_from_slice(&uv[last..last + lanes]);
+        if self.groups.iter().any(|g| g.sums != NONE) {
+            logs.add_to(&mut logp[..lanes]);
+        }
         for &(s, count) in &self.seeds {
             for x in &mut sa[s as usize * lanes..(s as usize + 1) * lanes] {
                 *x += count;
             }
         }
         self.shared.reverse_seeded(ns, sv, sa, dim, lanes, grad);
+    }
+}
+
+/// The logarithms the terms that are log-sum-exps leave out (see [`Group`]'s `sums`):
+/// per lane, their product as a mantissa in [1, 2) and a power of two, so that one
+/// logarithm per evaluation replaces one per term. The product runs in term order, so a
+/// chain's bits do not depend on the block it runs in.
+struct Logs<'a> {
+    mantissa: &'a mut [f64],
+    exponent: &'a mut [f64],
+}
+
+impl<'a> Logs<'a> {
+    /// An empty product over `lanes` lanes of `rows` (2 × `lanes` values).
+    fn new(rows: &'a mut [f64], lanes: usize) -> Self {
+        let (mantissa, exponent) = rows.split_at_mut(lanes);
+        mantissa.fill(1.0);
+        exponent.fill(0.0);
+        Logs {
+            mantissa,
+            exponent: &mut exponent[..lanes],
+        }
+    }
+
+    /// Multiplies in one term's sums (each at least 1, or NaN), keeping the mantissa in
+    /// [1, 2): the power of two taken out is exact.
+    #[inline(always)]
+    fn take(&mut self, sums: &[f64]) {
+        const MANTISSA: u64 = (1 << 52) - 1;
+        let (m, e) = (&mut *self.mantissa, &mut *self.exponent);
+        let sums = &sums[..m.len()];
+        for l in 0..m.len() {
+            let p = m[l] * sums[l];
+            let bits = p.to_bits();
+            let k = ((bits >> 52) & 0x7ff) as i64 - 1023;
+            let nan = p.is_nan();
+            m[l] = if nan {
+                p
+            } else {
+                f64::from_bits((bits & MANTISSA) | (1023 << 52))
+            };
+            e[l] += if nan { 0.0 } else { k as f64 };
+        }
+    }
+
+    /// Adds the logarithm of the product to `logp`.
+    fn add_to(&self, logp: &mut [f64]) {
+        for ((lp, &m), &e) in logp.iter_mut().zip(&*self.mantissa).zip(&*self.exponent) {
+            let ln = if m.is_nan() { m } else { crate::math::ln(m) };
+            *lp += e.mul_add(std::f64::consts::LN_2, ln);
+        }
     }
 }
 
@@ -799,6 +874,7 @@ impl Group {
         sv: &[f64],
         sa: &mut [f64],
         tv: &mut [f64],
+        logs: &mut Logs,
         work: &mut [f64],
     ) {
         let n = self.code.len();
@@ -820,6 +896,10 @@ impl Group {
             let (done, rest) = vals.split_at_mut(i * stride);
             let done = &*done;
             let (rest, weights) = rest.split_at_mut((n - i) * stride);
+            let (weights, sums) = weights.split_at_mut(match self.sums {
+                NONE => weights.len(),
+                r => (r as usize - n) * stride,
+            });
             for t in 0..count {
                 let out = &mut rest[t * lanes..(t + 1) * lanes];
                 let src = |o| chunk.src(done, o, t);
@@ -866,11 +946,15 @@ impl Group {
                         let items = &self.list[s as usize..e as usize];
                         let w = (self.weights[i] as usize - n) * stride + t * lanes;
                         let weights = Some((&mut weights[w..], stride));
+                        // The term's own log-sum-exp leaves its logarithm to `logs`.
+                        let sums = (i == n - 1 && self.sums != NONE)
+                            .then(|| &mut sums[t * lanes..(t + 1) * lanes]);
                         log_sum_exp_into(
                             out,
                             items.len(),
                             |j| chunk.src(done, items[j], t),
                             weights,
+                            sums,
                         );
                     }
                     k => apply(k, chunk.src(done, ins.a, t), chunk.src(done, ins.b, t), out),
@@ -881,6 +965,12 @@ impl Group {
         for t in 0..count {
             let at = self.terms[first + t] as usize * lanes;
             tv[at..at + lanes].copy_from_slice(&vals[root + t * lanes..root + (t + 1) * lanes]);
+        }
+        if self.sums != NONE {
+            let sums = &vals[self.sums as usize * stride..][..stride];
+            for row in sums.chunks_exact(lanes) {
+                logs.take(row);
+            }
         }
         let (adj, temps) = adj.split_at_mut(n * stride);
         let (u, rest) = temps.split_at_mut(lanes);
