@@ -525,13 +525,13 @@ impl StanModel {
         grad[..lanes * self.dim].fill(0.0);
         match (&rec.plan, rec.target) {
             (Some(plan), _) => {
-                scratch.resize(plan.scratch_len(lanes), 0.0);
+                let scratch = crate::math::aligned(scratch, plan.scratch_len(lanes));
                 plan.eval(theta, self.dim, lanes, logp, grad, scratch);
             }
             (None, Sc::C(c)) => logp[..lanes].fill(c),
             (None, Sc::N(i)) => {
                 let (n, i) = (rec.kernel.slots(), i as usize);
-                scratch.resize(2 * n * lanes, 0.0);
+                let scratch = crate::math::aligned(scratch, 2 * n * lanes);
                 let (vals, adj) = scratch.split_at_mut(n * lanes);
                 rec.kernel.forward(theta, self.dim, lanes, vals);
                 logp[..lanes].copy_from_slice(&vals[i * lanes..(i + 1) * lanes]);
