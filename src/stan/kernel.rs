@@ -630,20 +630,27 @@ pub(super) fn log_sum_exp_into<'a>(
                 }),
             }
         }
-        for l in 0..lanes {
-            // The sum is at least 1 (the largest item's term) or NaN.
-            let s = sum[l];
-            if let Some(sums) = &mut sums {
-                sums[base + l] = if out[l].is_finite() { s } else { 1.0 };
-            } else {
-                let ln = if s.is_nan() { s } else { crate::math::ln(s) };
-                if out[l].is_finite() {
-                    out[l] += ln;
+        // The sum is at least 1 (the largest item's term) or NaN.
+        match &mut sums {
+            Some(sums) => {
+                for l in 0..lanes {
+                    sums[base + l] = if out[l].is_finite() { sum[l] } else { 1.0 };
                 }
             }
-            sum[l] = 1.0 / s;
+            None => {
+                for l in 0..lanes {
+                    let s = sum[l];
+                    let ln = if s.is_nan() { s } else { crate::math::ln(s) };
+                    if out[l].is_finite() {
+                        out[l] += ln;
+                    }
+                }
+            }
         }
         if let Some((w, stride)) = &mut weights {
+            for l in 0..lanes {
+                sum[l] = 1.0 / sum[l];
+            }
             for j in 0..n {
                 let w = &mut w[j * *stride + base..][..lanes];
                 for l in 0..lanes {
