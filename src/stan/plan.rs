@@ -1091,3 +1091,36 @@ impl Group {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The product of a mixture's sums gives the sum of their logarithms: over many terms
+    /// with sums as large as a log-sum-exp of 16 items gives (where a plain product would
+    /// overflow), with a lane of NaN staying NaN and a lane of sums of 1 giving 0 exactly.
+    #[test]
+    fn logs_of_a_product_are_the_sum_of_logs() {
+        let lanes = 3;
+        let mut rows = vec![f64::NAN; 2 * lanes];
+        let mut logs = Logs::new(&mut rows, lanes);
+        let mut rng = crate::rng::host_rng(9, 0, crate::rng::Purpose::Simulate);
+        let mut want = 0.0;
+        for t in 0..20_000 {
+            let s: f64 = rand::RngExt::random_range(&mut rng, 1.0..16.0);
+            want += s.ln();
+            let nan = if t == 7_000 { f64::NAN } else { 2.0 };
+            logs.take(&[s, 1.0, nan]);
+        }
+        let mut lp = vec![0.5; lanes];
+        logs.add_to(&mut lp);
+        assert!(
+            want > 2.0 * f64::MAX_EXP as f64,
+            "the product overflows f64"
+        );
+        let err = (lp[0] - 0.5 - want).abs();
+        assert!(err <= 1e-13 * want, "{} vs {want}: {err}", lp[0] - 0.5);
+        assert_eq!(lp[1], 0.5);
+        assert!(lp[2].is_nan());
+    }
+}
