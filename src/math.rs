@@ -175,14 +175,22 @@ pub fn exp(x: f64) -> f64 {
     p * scale
 }
 
+/// A positive, normal `x` as its significand in [1, 2) and its binary exponent, read from
+/// its bits: `x` is exactly `m × 2^e`.
+#[inline(always)]
+pub fn significand_exponent(x: f64) -> (f64, i64) {
+    let bits = x.to_bits();
+    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    (m, e)
+}
+
 /// Natural log of a positive, normal `x`, branch-free (atanh series on a mantissa in
 /// [sqrt(1/2), sqrt(2))). Zero, negative, subnormal and non-finite inputs are outside its
 /// domain; the callers only pass values >= 1.
 #[inline(always)]
 pub fn ln(x: f64) -> f64 {
-    let bits = x.to_bits();
-    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
-    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    let (m, e) = significand_exponent(x);
     let big = m > std::f64::consts::SQRT_2;
     let m = if big { m * 0.5 } else { m };
     let e = (e + i64::from(big)) as f64;

@@ -312,9 +312,19 @@ impl Kernel {
         }
     }
 
+    /// Rows of working memory the reverse sweep needs beside the adjoints: the longest
+    /// log-sum-exp's item weights and its value (0 without one).
+    pub(super) fn weight_rows(&self) -> usize {
+        let rows = |ins: &Ins| match ins.kind {
+            Kind::LogSumExp(s, e) => (e - s) as usize + 1,
+            _ => 0,
+        };
+        self.code.iter().map(rows).max().unwrap_or(0)
+    }
+
     /// Adds the gradient of slot `out` of each lane with respect to that lane's position to
     /// `grad` (`lanes` × `dim`), given the forward values; `adj` is working memory of
-    /// `slots()` × `lanes`.
+    /// (`slots()` + [`Kernel::weight_rows`]) × `lanes`.
     pub fn reverse(
         &self,
         out: usize,
@@ -324,23 +334,26 @@ impl Kernel {
         lanes: usize,
         grad: &mut [f64],
     ) {
+        let (adj, weights) = adj.split_at_mut(self.slots() * lanes);
         adj[..(out + 1) * lanes].fill(0.0);
         adj[out * lanes..(out + 1) * lanes].fill(1.0);
-        self.reverse_seeded(out + 1, vals, adj, dim, lanes, grad);
+        self.reverse_seeded(out + 1, vals, adj, weights, dim, lanes, grad);
     }
 
     /// The reverse sweep over slots `0..upto` from the adjoints already in `adj` (`upto` ×
-    /// `lanes`, consumed): adds each lane's gradient to `grad`.
+    /// `lanes`, consumed): adds each lane's gradient to `grad`. `weights` is working memory
+    /// of [`Kernel::weight_rows`] × `lanes`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn reverse_seeded(
         &self,
         upto: usize,
         vals: &[f64],
         adj: &mut [f64],
+        weights: &mut [f64],
         dim: usize,
         lanes: usize,
         grad: &mut [f64],
     ) {
-        let mut weights = Vec::new();
         for i in (0..upto).rev() {
             let ins = self.code[i];
             let (before, rest) = adj.split_at_mut(i * lanes);
@@ -367,8 +380,8 @@ impl Kernel {
                     // The items' weights, from the exponentials of the forward sweep's sum
                     // (as the plan keeps them), computed again.
                     let items = &self.list[s as usize..e as usize];
-                    weights.resize((items.len() + 1) * lanes, 0.0);
                     let (w, out) = weights.split_at_mut(items.len() * lanes);
+                    let out = &mut out[..lanes];
                     let item = |j: usize| self.src(vals, items[j], lanes);
                     log_sum_exp_into(out, items.len(), item, Some((w, lanes)), None);
                     for (j, &x) in items.iter().enumerate() {
@@ -516,7 +529,8 @@ pub(super) fn sum_into<'a>(out: &mut [f64], n: usize, item: impl Fn(usize) -> Sr
 /// exponentials the sum computes, so that the reverse sweep needs none of its own. With
 /// `sums`, the logarithm is left to the caller: `out[l]` is the largest item and
 /// `sums[l]` the sum of the exponentials after taking it out (1 where the largest item is
-/// not finite, and `out[l]` the result), so that the result is `out[l] + ln sums[l]`.
+/// not finite, and `out[l]` the result), so that the result is `out[l] + ln sums[l]`;
+/// `sums` comes with `weights` (the plan's terms keep both).
 #[inline(always)]
 pub(super) fn log_sum_exp_into<'a>(
     out: &mut [f64],
@@ -583,11 +597,7 @@ pub(super) fn log_sum_exp_into<'a>(
                 out[l] = m;
                 (w0[l], w1[l]) = pair_weights(s, e, first);
             }),
-            (None, Some(sums)) => pair!(|l, m, e, s, first| {
-                let _ = (e, first);
-                sums[l] = if m.is_finite() { s } else { 1.0 };
-                out[l] = m;
-            }),
+            (None, Some(_)) => unreachable!("a log-sum-exp leaves its logarithm with its weights"),
         }
         return;
     }

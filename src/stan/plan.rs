@@ -99,7 +99,7 @@ pub(super) struct Group {
     /// that holds its sum of exponentials: the term's value is then its largest item,
     /// and the logarithms of the sums are taken once per evaluation, of their product
     /// ([`Logs`]); `NONE` otherwise.
-    pub(super) sums: u32,
+    sums: u32,
     /// Rows of values per term: one per instruction, the weights and the sums.
     rows: usize,
 }
@@ -613,18 +613,17 @@ impl Plan {
         let mut seeds: Vec<(u32, f64)> = seeds.into_iter().collect();
         seeds.sort_by_key(|s| s.0);
         for g in &mut groups {
+            // The weights' rows after the instructions' own, then the sums' row.
             g.rows = g.code.len();
-            g.weights = g
-                .code
-                .iter()
-                .map(|ins| match ins.step {
-                    Step::Op(Kind::LogSumExp(s, e)) => {
-                        g.rows += (e - s) as usize;
-                        (g.rows - (e - s) as usize) as u32
-                    }
-                    _ => NONE,
-                })
-                .collect();
+            g.weights = Vec::with_capacity(g.code.len());
+            for ins in &g.code {
+                let mut first = NONE;
+                if let Step::Op(Kind::LogSumExp(s, e)) = ins.step {
+                    first = g.rows as u32;
+                    g.rows += (e - s) as usize;
+                }
+                g.weights.push(first);
+            }
             g.sums = NONE;
             if let Some(TermIns {
                 step: Step::Op(Kind::LogSumExp(..)),
@@ -650,6 +649,12 @@ impl Plan {
     /// the plan with `clone_products` differ from this one (see [`Plan::new`]).
     pub fn shares_products(&self) -> bool {
         self.shared.code.iter().any(scaled)
+    }
+
+    /// Whether some terms are log-sum-exps whose logarithms are taken of their product
+    /// (see [`Group`]'s `sums`): the log density is then the recording's to rounding.
+    pub(super) fn defers_logs(&self) -> bool {
+        self.groups.iter().any(|g| g.sums != NONE)
     }
 
     /// Shapes of terms.
@@ -687,7 +692,8 @@ impl Plan {
     pub fn scratch_len(&self, lanes: usize) -> usize {
         let shared = self.shared.code.len();
         let chunk = 2 * self.widest * Self::chunk(lanes) + TEMPS;
-        lanes * (2 * shared + self.terms + self.sums.len() + 2 + chunk)
+        let weights = self.shared.weight_rows();
+        lanes * (2 * shared + weights + self.terms + self.sums.len() + 2 + chunk)
     }
 
     /// The log density (`logp`, `lanes`) and its gradient (`grad`, `lanes` × `dim`, added
@@ -705,6 +711,7 @@ impl Plan {
         let ns = self.shared.code.len();
         let (sv, rest) = scratch.split_at_mut(ns * lanes);
         let (sa, rest) = rest.split_at_mut(ns * lanes);
+        let (sw, rest) = rest.split_at_mut(self.shared.weight_rows() * lanes);
         let (tv, rest) = rest.split_at_mut(self.terms * lanes);
         let (uv, rest) = rest.split_at_mut(self.sums.len() * lanes);
         let (logs, work) = rest.split_at_mut(2 * lanes);
@@ -740,7 +747,7 @@ impl Plan {
         }
         let last = (self.sums.len() - 1) * lanes;
         logp[..lanes].copy_from_slice(&uv[last..last + lanes]);
-        if self.groups.iter().any(|g| g.sums != NONE) {
+        if self.defers_logs() {
             logs.add_to(&mut logp[..lanes]);
         }
         for &(s, count) in &self.seeds {
@@ -748,7 +755,7 @@ impl Plan {
                 *x += count;
             }
         }
-        self.shared.reverse_seeded(ns, sv, sa, dim, lanes, grad);
+        self.shared.reverse_seeded(ns, sv, sa, sw, dim, lanes, grad);
     }
 }
 
@@ -777,19 +784,13 @@ impl<'a> Logs<'a> {
     /// [1, 2): the power of two taken out is exact.
     #[inline(always)]
     fn take(&mut self, sums: &[f64]) {
-        const MANTISSA: u64 = (1 << 52) - 1;
         let (m, e) = (&mut *self.mantissa, &mut *self.exponent);
         let sums = &sums[..m.len()];
         for l in 0..m.len() {
             let p = m[l] * sums[l];
-            let bits = p.to_bits();
-            let k = ((bits >> 52) & 0x7ff) as i64 - 1023;
+            let (significand, k) = crate::math::significand_exponent(p);
             let nan = p.is_nan();
-            m[l] = if nan {
-                p
-            } else {
-                f64::from_bits((bits & MANTISSA) | (1023 << 52))
-            };
+            m[l] = if nan { p } else { significand };
             e[l] += if nan { 0.0 } else { k as f64 };
         }
     }
